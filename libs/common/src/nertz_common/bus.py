@@ -1,0 +1,420 @@
+"""The bus on nats-py: a checked publisher and an ordered, ack-after-effect consumer.
+
+Bus discipline (STYLE.md §5): every publish sets ``Nats-Msg-Id = event_id`` and checks its ack; a
+consumer acks only after the handler's effect is durable; transient failures are nak'd with backoff;
+poison messages are dead-lettered to ``sys.dlq.<service>`` and terminated; shutdown drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from nertz_common import events as ev
+from nertz_common import subjects
+from nertz_common.metrics import BusMetrics
+
+log = logging.getLogger("nertz.bus")
+
+MSG_ID = "Nats-Msg-Id"
+#: header naming the stream sequence of the input message that caused an event (wall-clock-free
+#: bookkeeping used by rebuilds; never part of a payload)
+INPUT_SEQ = "Nertz-Input-Seq"
+
+
+class TransientError(Exception):
+    """A failure worth retrying later (database down, venue timeout): the message is nak'd."""
+
+
+class PoisonError(Exception):
+    """A message that can never be handled: it is dead-lettered and terminated."""
+
+
+class PublishError(Exception):
+    """A publish whose ack was missing or wrong after every retry."""
+
+
+_RETRYABLE = (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError)
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect to NATS with reconnects that never give up and fast stale-connection detection."""
+
+    async def _on_error(e: Exception) -> None:
+        log.warning("nats.error", extra={"error": repr(e)})
+
+    async def _on_disconnect() -> None:
+        log.warning("nats.disconnected")
+
+    async def _on_reconnect() -> None:
+        log.info("nats.reconnected")
+
+    return await nats.connect(
+        servers=url,
+        name=name,
+        connect_timeout=2,
+        reconnect_time_wait=0.25,
+        max_reconnect_attempts=-1,
+        ping_interval=5,
+        max_outstanding_pings=3,
+        error_cb=_on_error,
+        disconnected_cb=_on_disconnect,
+        reconnected_cb=_on_reconnect,
+    )
+
+
+class Publisher:
+    """Publish events to the ``NERTZ`` stream, checking every ack.
+
+    ``NoRespondersError``/timeouts (a leader election, a restarting server) are retried with
+    exponential backoff and jitter for up to ``retry_s`` seconds with the same ``Nats-Msg-Id``, so a
+    retry can never store a duplicate.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        metrics: BusMetrics | None = None,
+        *,
+        stream: str = subjects.STREAM,
+        timeout_s: float = 2.0,
+        retry_s: float = 20.0,
+    ) -> None:
+        self._js = js
+        self._metrics = metrics
+        self._stream = stream
+        self._timeout_s = timeout_s
+        self._retry_s = retry_s
+
+    async def publish(self, event: ev.Event, headers: dict[str, str] | None = None) -> int:
+        """Publish one event and return its stream sequence.
+
+        Raises
+        ------
+        PublishError
+            If no valid ack arrived within the retry budget, or the ack names another stream.
+        """
+        subject = subjects.for_event(event)
+        payload = ev.encode(event)
+        t0 = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_RETRYABLE),
+                wait=wait_exponential_jitter(initial=0.05, max=2.0),
+                stop=stop_after_delay(self._retry_s),
+                reraise=True,
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1 and self._metrics:
+                        self._metrics.publish_retries.labels(reason="no_responders").inc()
+                    ack = await self._js.publish(
+                        subject,
+                        payload,
+                        timeout=self._timeout_s,
+                        headers={MSG_ID: event.event_id, **(headers or {})},
+                    )
+        except _RETRYABLE as e:
+            self._count(event, "error")
+            raise PublishError(f"no ack for {type(event).__name__} {event.event_id}: {e!r}") from e
+        self._check(ack.stream, event)
+        self._count(event, "duplicate" if ack.duplicate else "ok")
+        if self._metrics:
+            self._metrics.publish_seconds.observe(time.perf_counter() - t0)
+        return ack.seq
+
+    async def publish_many(
+        self,
+        events: Iterable[ev.Event],
+        headers: Callable[[ev.Event], dict[str, str]] | None = None,
+        window: int = 1000,
+    ) -> int:
+        """Publish events pipelined (``publish_async``) in windows, checking every ack, in order.
+
+        NATS keeps one connection's publishes in order, so the log order is the iteration order.
+        Returns how many were stored (duplicates excluded). A window whose acks fail is re-published
+        with the same ids (dedup makes that safe).
+
+        Raises
+        ------
+        PublishError
+            If a window still fails after the retry budget.
+        """
+        stored = 0
+        batch: list[ev.Event] = []
+        for event in events:
+            batch.append(event)
+            if len(batch) >= window:
+                stored += await self._publish_window(batch, headers)
+                batch = []
+        if batch:
+            stored += await self._publish_window(batch, headers)
+        return stored
+
+    async def _publish_window(
+        self, batch: Sequence[ev.Event], headers: Callable[[ev.Event], dict[str, str]] | None
+    ) -> int:
+        deadline = time.monotonic() + self._retry_s
+        while True:
+            futs = []
+            try:
+                for event in batch:
+                    h = {MSG_ID: event.event_id, **(headers(event) if headers else {})}
+                    futs.append(
+                        await self._js.publish_async(
+                            subjects.for_event(event), ev.encode(event), headers=h, wait_stall=5
+                        )
+                    )
+                acks = await asyncio.wait_for(asyncio.gather(*futs), timeout=self._timeout_s * 5)
+            except (*_RETRYABLE, asyncio.TimeoutError, nats.js.errors.TooManyStalledMsgsError) as e:
+                for f in futs:
+                    f.cancel()
+                if time.monotonic() > deadline:
+                    raise PublishError(f"window of {len(batch)} not acked: {e!r}") from e
+                if self._metrics:
+                    self._metrics.publish_retries.labels(reason="window").inc()
+                await asyncio.sleep(0.2)
+                continue
+            stored = 0
+            for event, ack in zip(batch, acks, strict=True):
+                self._check(ack.stream, event)
+                self._count(event, "duplicate" if ack.duplicate else "ok")
+                stored += not ack.duplicate
+            return stored
+
+    def _check(self, stream: str, event: ev.Event) -> None:
+        if stream != self._stream:
+            raise PublishError(f"expected ack from stream {self._stream}, was {stream} ({event.event_id})")
+
+    def _count(self, event: ev.Event, outcome: str) -> None:
+        if self._metrics:
+            self._metrics.events_out.labels(type=type(event).__name__, outcome=outcome).inc()
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One decoded message from a durable consumer."""
+
+    event: ev.AnyEvent
+    msg: Msg
+    subject: str
+    stream_seq: int
+    num_delivered: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def ack(self) -> None:
+        """Acknowledge: the effect of this message is durable."""
+        await self.msg.ack()
+
+    async def nak(self, delay_s: float) -> None:
+        """Ask for redelivery after ``delay_s`` seconds."""
+        await self.msg.nak(delay=delay_s)
+
+
+Outcome = Literal["ack", "nak", "dead"]
+Handler = Callable[[Delivery], Awaitable[None]]
+BatchOutcome = Literal["ack", "nak", "dead"]
+Handler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+class Consumer:
+    """A durable pull consumer on ``NERTZ`` that delivers decoded events in log order.
+
+    Parameters
+    ----------
+    js : JetStreamContext
+    durable : str
+        The consumer name declared by the topology (``nertz streams apply``).
+    service : str
+        Service name, for the dead-letter subject ``sys.dlq.<service>``.
+    publisher : Publisher
+        Used for dead-letter records.
+    metrics : BusMetrics
+    max_deliver : int
+        After this many deliveries of a failing message it is dead-lettered and terminated.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        durable: str,
+        service: str,
+        publisher: Publisher,
+        metrics: BusMetrics | None = None,
+        *,
+        stream: str = subjects.STREAM,
+        max_deliver: int = 8,
+        backoff_s: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0),
+    ) -> None:
+        self._js = js
+        self.durable = durable
+        self._service = service
+        self._publisher = publisher
+        self._metrics = metrics
+        self._stream = stream
+        self._max_deliver = max_deliver
+        self._backoff_s = backoff_s
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind to the durable consumer.
+
+        Raises
+        ------
+        nats.js.errors.NotFoundError
+            If the consumer was not declared (run ``nertz streams apply``).
+        """
+        await self._js.consumer_info(self._stream, self.durable)
+        self._sub = await self._js.pull_subscribe_bind(self.durable, stream=self._stream)
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def fetch(self, batch: int = 256, timeout_s: float = 0.5) -> list[Delivery]:
+        """Fetch up to ``batch`` messages, decoding each; poison is dead-lettered and terminated.
+
+        Returns an empty list when nothing arrived within ``timeout_s``.
+        """
+        assert self._sub is not None, "call start() first"
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout_s)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        out: list[Delivery] = []
+        for m in msgs:
+            md = m.metadata
+            try:
+                event = ev.decode(m.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                await self.dead_letter(m, f"undecodable: {e}")
+                continue
+            out.append(
+                Delivery(
+                    event=event,
+                    msg=m,
+                    subject=m.subject,
+                    stream_seq=md.sequence.stream,
+                    num_delivered=md.num_delivered,
+                    headers=dict(m.headers or {}),
+                )
+            )
+            if self._metrics:
+                self._metrics.events_in.labels(type=type(event).__name__).inc()
+                self._metrics.consumer_pending.labels(consumer=self.durable).set(md.num_pending)
+        return out
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Write a dead-letter record with the raw message, then terminate it."""
+        seq = msg.metadata.sequence.stream
+        record = ev.DeadLettered(
+            event_id=f"dlq-{self._service}-{seq}",
+            ts_event=time.time_ns(),  # infrastructure record, not a decision: wall clock allowed
+            ts_init=time.time_ns(),
+            service=self._service,
+            reason=reason[:500],
+            subject=msg.subject,
+            stream_seq=seq,
+            raw=msg.data.decode("utf-8", "replace")[:10_000],
+        )
+        await self._publisher.publish(record)
+        await msg.term()
+        log.error("message.dead_lettered", extra={"stream_seq": seq, "subject": msg.subject, "reason": reason[:200]})
+        if self._metrics:
+            self._metrics.dead_letters.labels(reason=reason.split(":", 1)[0]).inc()
+
+    async def settle(self, d: Delivery, handler: Handler) -> Outcome:
+        """Run ``handler`` on one delivery and ack, nak or dead-letter it; return which."""
+        t0 = time.perf_counter()
+        try:
+            await handler(d)
+        except PoisonError as e:
+            await self.dead_letter(d.msg, f"poison: {e}")
+            return "dead"
+        except TransientError as e:
+            return await self._retry_or_dead_letter(d, e)
+        except (msgspec.ValidationError, ValueError) as e:
+            await self.dead_letter(d.msg, f"invalid: {e}")
+            return "dead"
+        await d.ack()
+        if self._metrics:
+            self._metrics.handler_seconds.labels(consumer=self.durable).observe(time.perf_counter() - t0)
+        return "ack"
+
+    async def _retry_or_dead_letter(self, d: Delivery, e: Exception) -> Outcome:
+        if d.num_delivered >= self._max_deliver:
+            await self.dead_letter(d.msg, f"retries_exhausted: {e}")
+            return "dead"
+        delay = self._backoff_s[min(d.num_delivered - 1, len(self._backoff_s) - 1)]
+        log.warning("message.nak", extra={"stream_seq": d.stream_seq, "delay_s": delay, "error": repr(e)})
+        await d.nak(delay)
+        if self._metrics:
+            self._metrics.naks.labels(consumer=self.durable).inc()
+        return "nak"
+
+    async def run(self, handler: Handler, batch: int = 256) -> None:
+        """Handle messages one by one in log order until :meth:`stop`.
+
+        A nak'd message is redelivered later; to keep one symbol's events in order, the rest of the
+        batch is nak'd too (immediately) so nothing overtakes it.
+        """
+        while not self._stopping.is_set():
+            deliveries = await self.fetch(batch)
+            for i, d in enumerate(deliveries):
+                if await self.settle(d, handler) == "nak":  # keep order: hand the rest back too
+                    for rest in deliveries[i + 1 :]:
+                        await rest.nak(0)
+                    break
+
+    async def run_batch(self, handler: BatchHandler, batch: int = 512) -> None:
+        """Handle whole fetched batches (e.g. one Postgres transaction per batch) until :meth:`stop`.
+
+        The handler's effect must be atomic for the batch; then every message is acked. On
+        :class:`TransientError` the batch is nak'd (the first with backoff) and refetched.
+        """
+        while not self._stopping.is_set():
+            deliveries = await self.fetch(batch)
+            if not deliveries:
+                continue
+            t0 = time.perf_counter()
+            try:
+                await handler(deliveries)
+            except TransientError as e:
+                await self._retry_or_dead_letter(deliveries[0], e)
+                for rest in deliveries[1:]:
+                    await rest.nak(0)
+                continue
+            for d in deliveries:
+                await d.ack()
+            if self._metrics:
+                self._metrics.handler_seconds.labels(consumer=self.durable).observe(time.perf_counter() - t0)
+
+    async def drain(self) -> None:
+        """Stop fetching and unsubscribe (in-flight acks were already sent)."""
+        self.stop()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()

@@ -1,0 +1,461 @@
+"""The event catalogue: every message on the ``NERTZ`` log.
+
+Every event is a frozen msgspec ``Struct`` tagged with its class name (``"type"`` field), so one
+decoder reads any payload. Conventions (ARCHITECTURE.md §2):
+
+- ``event_id`` is deterministic (uuid5 of the event's inputs, see :mod:`nertz_common.ids`), never random;
+  it is also the ``Nats-Msg-Id`` so a re-publish is dropped by the server.
+- ``ts_event`` is when the fact happened and ``ts_init`` when the event object was made, both integer
+  UNIX nanoseconds (UTC). A derived event's ``ts_init`` is the ``ts_event`` of the message being handled
+  (the log is the clock), so replays reproduce it exactly.
+- From ``IntentProposed`` on, ``correlation_id`` is the intent id and ``causation_id`` the id of the event
+  that caused this one.
+- Prices are in quote currency (USDT), quantities in base currency (e.g. BTC), fractions are plain
+  fractions (0.01 = 1 %), never percent.
+- Missing values are ``None``; NaN never travels on the log (JSON cannot carry it).
+
+Schema evolution follows msgspec's rules: new fields get defaults, no type changes; golden payloads in
+``tests/contract/`` must keep decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+# --- annotated scalar types (units live in the JSON schema) -------------------------------------
+
+Nanos = Annotated[int, Meta(ge=0, description="UNIX time, nanoseconds, UTC")]
+Price = Annotated[float, Meta(gt=0, description="price, quote currency (USDT)")]
+Qty = Annotated[float, Meta(ge=0, description="quantity, base currency")]
+Usdt = Annotated[float, Meta(description="amount, USDT")]
+Fraction = Annotated[float, Meta(description="fraction (0.01 = 1 %)")]
+Factor = Annotated[float, Meta(ge=-1.0, le=1.0, description="factor score in [-1, 1]")]
+Score = Annotated[float, Meta(ge=-10.0, le=10.0, description="combined score in [-10, 10]")]
+Unit = Annotated[float, Meta(ge=0.0, le=1.0, description="value in [0, 1]")]
+Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9]{2,30}$", description="exchange symbol, e.g. BTCUSDT")]
+
+PositionSide = Literal["long", "short"]
+OrderSide = Literal["Buy", "Sell"]
+Trend = Literal["up", "down", "flat"]
+Decision = Literal["approve", "reject"]
+LockState = Literal["FLAT", "ENTRY_PENDING", "LOCKED", "COOLDOWN"]
+ExitReason = Literal["take_profit", "stop_loss", "stale_exit", "manual"]
+
+
+class Event(Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """Base of every event on the log.
+
+    Attributes
+    ----------
+    event_id : str
+        Deterministic id (uuid5), also the ``Nats-Msg-Id``.
+    ts_event : int
+        When the fact happened, UNIX ns.
+    ts_init : int
+        When this object was made, UNIX ns (for derived events: ``ts_event`` of the input).
+    """
+
+    event_id: str
+    ts_event: Nanos
+    ts_init: Nanos
+
+
+class InstrumentEvent(Event, frozen=True, kw_only=True):
+    """An event about one instrument: routed on ``<domain>.<kind>.<venue>.<market>.<symbol>``."""
+
+    symbol: Symbol
+    venue: str = "bybit"
+    market: str = "linear"
+
+
+class Correlated(InstrumentEvent, frozen=True, kw_only=True):
+    """An instrument event on a decision path, from ``IntentProposed`` on.
+
+    Attributes
+    ----------
+    correlation_id : str
+        The intent id that started the decision path.
+    causation_id : str
+        The ``event_id`` of the event that caused this one.
+    """
+
+    correlation_id: str
+    causation_id: str
+
+
+# --- market data (md.*) -------------------------------------------------------------------------
+
+
+class Bar(InstrumentEvent, frozen=True, kw_only=True):
+    """An OHLCV bar (Bybit kline).
+
+    ``ts_event`` is the close time (``open_time_ns + interval``) for a closed bar, and the exchange's
+    update time for an open one. ``interval`` is Bybit's kline interval (``"1"`` = 1 minute,
+    ``"60"``, ``"D"``...). ``volume`` is in base currency; ``turnover`` in USDT (None when the source
+    lacks it, as the kline CSV does).
+    """
+
+    interval: str
+    open_time_ns: Nanos
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Qty
+    turnover: Usdt | None = None
+    closed: bool = True
+
+
+class BookSnapshot(InstrumentEvent, frozen=True, kw_only=True):
+    """Top-N order book levels, conflated (at most a few per second per symbol).
+
+    ``bids`` are ``(price, qty)`` pairs sorted by price descending, ``asks`` ascending; never crossed.
+    ``update_id`` is Bybit's ``u`` and ``seq`` its cross sequence.
+    """
+
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    depth: int
+    update_id: int
+    seq: int = 0
+
+
+class Trade(Struct, frozen=True, kw_only=True):
+    """One public trade. ``side`` is the taker's side."""
+
+    ts_event: Nanos
+    price: Price
+    qty: Qty
+    side: OrderSide
+    trade_id: str
+
+
+class TradeBatch(InstrumentEvent, frozen=True, kw_only=True):
+    """The public trades of one exchange message, in match order."""
+
+    trades: list[Trade]
+
+
+class Ticker(InstrumentEvent, frozen=True, kw_only=True):
+    """The merged ticker state (Bybit sends snapshot + partial deltas; this is the full state).
+
+    ``funding_rate`` is a fraction per funding interval (``funding_interval_h`` hours).
+    """
+
+    last_price: Price | None = None
+    mark_price: Price | None = None
+    index_price: Price | None = None
+    bid1_price: Price | None = None
+    ask1_price: Price | None = None
+    funding_rate: Fraction | None = None
+    funding_interval_h: int | None = None
+    next_funding_time_ns: Nanos | None = None
+    open_interest: Qty | None = None
+    turnover_24h: Usdt | None = None
+    volume_24h: Qty | None = None
+
+
+class InstrumentSpec(InstrumentEvent, frozen=True, kw_only=True):
+    """Trading rules of an instrument (Bybit instruments-info)."""
+
+    tick_size: Price
+    qty_step: Qty
+    min_order_qty: Qty
+    max_leverage: float | None = None
+
+
+class FeedGap(InstrumentEvent, frozen=True, kw_only=True):
+    """The feed for ``symbol`` broke (``u`` gap, crossed book...); data is untrusted until resync."""
+
+    reason: str
+    topic: str = ""
+
+
+class FeedResynced(InstrumentEvent, frozen=True, kw_only=True):
+    """A fresh snapshot arrived after a gap: data for ``symbol`` is trusted again."""
+
+    topic: str = ""
+    update_id: int = 0
+
+
+class FeedStale(InstrumentEvent, frozen=True, kw_only=True):
+    """No update for ``symbol`` for ``stale_s`` seconds."""
+
+    topic: str = ""
+    stale_s: Annotated[float, Meta(ge=0, description="seconds")]
+
+
+# --- signal (sig.*) -----------------------------------------------------------------------------
+
+FactorName = Literal["egm", "ild", "rol", "pio", "ogm"]
+
+
+class FactorSnapshot(InstrumentEvent, frozen=True, kw_only=True):
+    """The factor scores of one closed bar; exactly one per closed ``Bar`` the signal service reads.
+
+    Factors are None when unavailable (warm-up, no book); ``used`` names those that entered
+    ``combined`` (weights renormalised over them). ``intent_id`` is set when this bar proposed an
+    intent, ``veto`` says why a candidate intent was vetoed.
+    """
+
+    bar_id: str
+    interval: str
+    close: Price
+    egm: Factor | None = None
+    ild: Factor | None = None
+    rol: Factor | None = None
+    pio: Factor | None = None
+    ogm: Factor | None = None
+    combined: Score = 0.0
+    used: list[str] = []
+    ema_fast: float | None = None
+    ema_mid: float | None = None
+    ema_slow: float | None = None
+    trend: Trend = "flat"
+    atr: Annotated[float, Meta(ge=0, description="ATR14, USDT")] | None = None
+    regime: Literal["normal", "panic", "unknown"] = "unknown"
+    intent_id: str | None = None
+    veto: str | None = None
+
+
+class IntentProposed(Correlated, frozen=True, kw_only=True):
+    """A proposed trade: market entry with exchange-native take-profit and stop-loss.
+
+    ``event_id == correlation_id`` (the intent id); ``causation_id`` is the closed bar's id.
+    ``qty`` is base currency; ``sl_distance`` and ``tp_distance`` are fractions of ``entry_price``.
+    """
+
+    side: PositionSide
+    entry_price: Price
+    take_profit: Price
+    stop_loss: Price
+    qty: Qty
+    notional_usdt: Usdt
+    leverage: Annotated[float, Meta(ge=1)]
+    sl_distance: Fraction
+    tp_distance: Fraction
+    combined: Score
+    trend: Trend
+    regime: Literal["normal", "panic", "unknown"] = "normal"
+    reasons: list[str] = []
+
+
+# --- validator (llm.*) --------------------------------------------------------------------------
+
+
+class VerdictIssued(Correlated, frozen=True, kw_only=True):
+    """The validator's approve/reject of one intent.
+
+    ``policy`` names who decided (``rules``, ``qwen``, ``skipped``). For a model verdict the raw text,
+    model id, prompt hash, latency (ms) and token usage are what the model told us, recorded verbatim.
+    """
+
+    decision: Decision
+    confidence: Unit
+    size_multiplier: Unit
+    policy: str
+    reasons: list[str] = []
+    risk_flags: list[str] = []
+    model: str | None = None
+    prompt_hash: str | None = None
+    raw_text: str | None = None
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+# --- executor (exec.*) --------------------------------------------------------------------------
+
+
+class VerdictAwaited(Correlated, frozen=True, kw_only=True):
+    """The executor reached the intent's bar in log order and waits for its verdict.
+
+    Everything the executor published before this event is in the log before it, so the validator
+    folds its memory up to here and decides deterministically (docs/decisions.md, "rendezvous").
+    """
+
+    lock_state: LockState
+
+
+class SignalSuppressed(Correlated, frozen=True, kw_only=True):
+    """A verdict that did not reach the venue, and why (the "why didn't it trade" ledger)."""
+
+    reason: str
+    lock_state: LockState
+    decision: Decision
+
+
+class RiskDenied(Correlated, frozen=True, kw_only=True):
+    """An approved verdict refused by a risk rule (``rule`` names it)."""
+
+    rule: str
+    reason: str
+
+
+class OrderSubmitted(Correlated, frozen=True, kw_only=True):
+    """An order sent to the venue. ``order_id`` is Bybit's ``orderLinkId`` (derived from the intent).
+
+    Entries carry exchange-native ``take_profit``/``stop_loss`` (``tpslMode=Full``).
+    """
+
+    order_id: str
+    side: OrderSide
+    order_type: Literal["Market", "Limit"] = "Market"
+    qty: Qty
+    price_ref: Price
+    take_profit: Price | None = None
+    stop_loss: Price | None = None
+    reduce_only: bool = False
+    venue_name: str = "paper"
+
+
+class OrderRejected(Correlated, frozen=True, kw_only=True):
+    """The venue refused an order."""
+
+    order_id: str
+    reason: str
+
+
+class PositionOpened(Correlated, frozen=True, kw_only=True):
+    """The entry filled: a position with exchange-native TP/SL is open."""
+
+    position_id: str
+    side: PositionSide
+    qty: Qty
+    entry_price: Price
+    take_profit: Price
+    stop_loss: Price
+    fee_usdt: Usdt
+
+
+class LockEngaged(Correlated, frozen=True, kw_only=True):
+    """The Hard Lock for ``symbol`` is engaged: every new verdict is suppressed until released."""
+
+    reason: str
+
+
+class PositionClosed(Correlated, frozen=True, kw_only=True):
+    """The position resolved. ``realized_pnl_usdt`` is net of entry and exit fees."""
+
+    position_id: str
+    side: PositionSide
+    qty: Qty
+    entry_price: Price
+    exit_price: Price
+    exit_reason: ExitReason
+    realized_pnl_usdt: Usdt
+    fee_usdt: Usdt
+    return_fraction: Fraction
+    holding_ns: Nanos
+
+
+class EntryExpired(Correlated, frozen=True, kw_only=True):
+    """An entry order was not filled in time; the symbol returns to FLAT."""
+
+    order_id: str
+    reason: str
+
+
+class LockReleased(Correlated, frozen=True, kw_only=True):
+    """The cooldown elapsed: the symbol is FLAT and new verdicts may trade again."""
+
+    reason: str
+
+
+# --- venue (venue.*) ----------------------------------------------------------------------------
+
+
+class OrderFilled(Correlated, frozen=True, kw_only=True):
+    """A fill reported by the venue (Bybit private stream, or the paper venue)."""
+
+    order_id: str
+    fill_id: str
+    side: OrderSide
+    qty: Qty
+    price: Price
+    fee_usdt: Usdt
+    liquidity: Literal["taker", "maker"] = "taker"
+    reduce_only: bool = False
+    venue_name: str = "paper"
+
+
+# --- system (sys.*) -----------------------------------------------------------------------------
+
+
+class SystemEvent(Event, frozen=True, kw_only=True):
+    """A service-wide event, routed on ``sys.<kind>.<scope>``."""
+
+    scope: str = "all"
+
+
+class TradingStarted(SystemEvent, frozen=True, kw_only=True):
+    """An operator allowed new entries."""
+
+    actor: str = "api"
+
+
+class TradingStopped(SystemEvent, frozen=True, kw_only=True):
+    """An operator halted new entries (open positions keep their exchange TP/SL)."""
+
+    actor: str = "api"
+    reason: str = ""
+
+
+class DeadLettered(SystemEvent, frozen=True, kw_only=True):
+    """A message a service could not use, with the reason and the raw bytes (UTF-8, replaced)."""
+
+    service: str
+    reason: str
+    subject: str = ""
+    stream_seq: int | None = None
+    raw: str = ""
+
+
+MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
+SignalEvent = FactorSnapshot | IntentProposed
+LlmEvent = VerdictIssued
+ExecEvent = (
+    VerdictAwaited
+    | SignalSuppressed
+    | RiskDenied
+    | OrderSubmitted
+    | OrderRejected
+    | PositionOpened
+    | LockEngaged
+    | PositionClosed
+    | EntryExpired
+    | LockReleased
+)
+VenueEvent = OrderFilled
+SysEvent = TradingStarted | TradingStopped | DeadLettered
+AnyEvent = MarketEvent | SignalEvent | LlmEvent | ExecEvent | VenueEvent | SysEvent
+
+ALL_EVENT_TYPES: tuple[type[Event], ...] = (
+    Bar, BookSnapshot, TradeBatch, Ticker, InstrumentSpec, FeedGap, FeedResynced, FeedStale,
+    FactorSnapshot, IntentProposed, VerdictIssued,
+    VerdictAwaited, SignalSuppressed, RiskDenied, OrderSubmitted, OrderRejected, PositionOpened,
+    LockEngaged, PositionClosed, EntryExpired, LockReleased, OrderFilled,
+    TradingStarted, TradingStopped, DeadLettered,
+)  # fmt: skip
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    """Encode an event as JSON bytes (the bus payload)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    """Decode a bus payload into its typed event.
+
+    Raises
+    ------
+    msgspec.DecodeError
+        If ``data`` is not JSON, has an unknown ``type`` tag, or violates a field's type or range.
+    """
+    return _decoder.decode(data)

@@ -1,0 +1,41 @@
+"""Typed settings from the environment (``NERTZ_`` prefix, nested with ``__``).
+
+Validated at start: one error lists every bad key. Secrets are ``SecretStr`` (repr ``***``); the
+effective configuration is logged as a hash, never with secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """What every service needs. Environment: ``NATS_URL``, ``NERTZ_LOG_LEVEL``, ``NERTZ_METRICS_PORT``..."""
+
+    model_config = SettingsConfigDict(env_prefix="NERTZ_", env_nested_delimiter="__", extra="ignore")
+
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=0, le=65535, description="0 disables /metrics")
+    symbols: list[str] = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+    def fingerprint(self) -> str:
+        """Return a short hash of the effective configuration (secrets excluded)."""
+        data = self.model_dump(mode="json", exclude=_secret_fields(self))
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class DatabaseSettings(CommonSettings):
+    """Settings of services that use Postgres (``DATABASE_URL``)."""
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/nertz"), validation_alias="DATABASE_URL"
+    )
+
+
+def _secret_fields(s: BaseSettings) -> set[str]:
+    return {k for k, v in s.__dict__.items() if isinstance(v, SecretStr)}

