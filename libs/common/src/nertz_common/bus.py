@@ -53,7 +53,11 @@ class PublishError(Exception):
     """A publish whose ack was missing or wrong after every retry."""
 
 
-_RETRYABLE = (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError)
+_RETRYABLE = (
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 async def connect(url: str, name: str) -> NATS:
@@ -119,7 +123,7 @@ class Publisher:
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_RETRYABLE),
-                wait=wait_exponential_jitter(initial=0.05, max=2.0),
+                wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
                 stop=stop_after_delay(self._retry_s),
                 reraise=True,
             ):
@@ -184,7 +188,7 @@ class Publisher:
                         )
                     )
                 acks = await asyncio.wait_for(asyncio.gather(*futs), timeout=self._timeout_s * 5)
-            except (*_RETRYABLE, asyncio.TimeoutError, nats.js.errors.TooManyStalledMsgsError) as e:
+            except (TimeoutError, *_RETRYABLE, nats.js.errors.TooManyStalledMsgsError) as e:
                 for f in futs:
                     f.cancel()
                 if time.monotonic() > deadline:
@@ -231,8 +235,7 @@ class Delivery:
 
 Outcome = Literal["ack", "nak", "dead"]
 Handler = Callable[[Delivery], Awaitable[None]]
-BatchOutcome = Literal["ack", "nak", "dead"]
-Handler = Callable[[list[Delivery]], Awaitable[None]]
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 
 class Consumer:
@@ -302,7 +305,7 @@ class Consumer:
         assert self._sub is not None, "call start() first"
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout_s)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
         out: list[Delivery] = []
         for m in msgs:
@@ -342,71 +345,93 @@ class Consumer:
         )
         await self._publisher.publish(record)
         await msg.term()
-        log.error("message.dead_lettered", extra={"stream_seq": seq, "subject": msg.subject, "reason": reason[:200]})
+        log.error(
+            "message.dead_lettered",
+            extra={"stream_seq": seq, "subject": msg.subject, "reason": reason[:200]},
+        )
         if self._metrics:
             self._metrics.dead_letters.labels(reason=reason.split(":", 1)[0]).inc()
 
     async def settle(self, d: Delivery, handler: Handler) -> Outcome:
-        """Run ``handler`` on one delivery and ack, nak or dead-letter it; return which."""
-        t0 = time.perf_counter()
-        try:
-            await handler(d)
-        except PoisonError as e:
-            await self.dead_letter(d.msg, f"poison: {e}")
-            return "dead"
-        except TransientError as e:
-            return await self._retry_or_dead_letter(d, e)
-        except (msgspec.ValidationError, ValueError) as e:
-            await self.dead_letter(d.msg, f"invalid: {e}")
-            return "dead"
-        await d.ack()
-        if self._metrics:
-            self._metrics.handler_seconds.labels(consumer=self.durable).observe(time.perf_counter() - t0)
-        return "ack"
+        """Run ``handler`` on one delivery and ack or dead-letter it; return which.
 
-    async def _retry_or_dead_letter(self, d: Delivery, e: Exception) -> Outcome:
-        if d.num_delivered >= self._max_deliver:
-            await self.dead_letter(d.msg, f"retries_exhausted: {e}")
-            return "dead"
-        delay = self._backoff_s[min(d.num_delivered - 1, len(self._backoff_s) - 1)]
-        log.warning("message.nak", extra={"stream_seq": d.stream_seq, "delay_s": delay, "error": repr(e)})
-        await d.nak(delay)
+        A :class:`TransientError` is retried in place with backoff, holding the message and
+        extending its ack deadline (``+WPI``): a nak would let later messages overtake it and break
+        log order. After ``max_deliver`` attempts the message is dead-lettered. If a stop is
+        requested meanwhile, the message is nak'd for immediate redelivery and ``"nak"`` returned.
+        """
+        attempt = d.num_delivered
+        while True:
+            t0 = time.perf_counter()
+            try:
+                await handler(d)
+            except PoisonError as e:
+                await self.dead_letter(d.msg, f"poison: {e}")
+                return "dead"
+            except (msgspec.ValidationError, ValueError) as e:
+                await self.dead_letter(d.msg, f"invalid: {e}")
+                return "dead"
+            except TransientError as e:
+                if attempt >= self._max_deliver:
+                    await self.dead_letter(d.msg, f"retries_exhausted: {e}")
+                    return "dead"
+                if not await self._back_off(d, attempt, e):
+                    await d.nak(0)
+                    return "nak"
+                attempt += 1
+                continue
+            await d.ack()
+            if self._metrics:
+                self._metrics.handler_seconds.labels(consumer=self.durable).observe(time.perf_counter() - t0)
+            return "ack"
+
+    async def _back_off(self, d: Delivery, attempt: int, e: Exception) -> bool:
+        """Sleep the backoff of ``attempt`` keeping ``d`` in progress; False if a stop came first."""
+        delay = self._backoff_s[min(attempt - 1, len(self._backoff_s) - 1)]
+        log.warning("message.retry", extra={"stream_seq": d.stream_seq, "delay_s": delay, "error": repr(e)})
         if self._metrics:
             self._metrics.naks.labels(consumer=self.durable).inc()
-        return "nak"
+        await d.msg.in_progress()
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+            return False
+        except TimeoutError:
+            return True
 
     async def run(self, handler: Handler, batch: int = 256) -> None:
-        """Handle messages one by one in log order until :meth:`stop`.
-
-        A nak'd message is redelivered later; to keep one symbol's events in order, the rest of the
-        batch is nak'd too (immediately) so nothing overtakes it.
-        """
+        """Handle messages one by one in log order until :meth:`stop`."""
         while not self._stopping.is_set():
             deliveries = await self.fetch(batch)
             for i, d in enumerate(deliveries):
-                if await self.settle(d, handler) == "nak":  # keep order: hand the rest back too
+                if await self.settle(d, handler) == "nak":  # stopping: hand the rest back
                     for rest in deliveries[i + 1 :]:
                         await rest.nak(0)
-                    break
+                    return
 
     async def run_batch(self, handler: BatchHandler, batch: int = 512) -> None:
         """Handle whole fetched batches (e.g. one Postgres transaction per batch) until :meth:`stop`.
 
-        The handler's effect must be atomic for the batch; then every message is acked. On
-        :class:`TransientError` the batch is nak'd (the first with backoff) and refetched.
+        The handler's effect must be atomic for the batch; then every message is acked. A
+        :class:`TransientError` retries the whole batch in place with backoff.
         """
         while not self._stopping.is_set():
             deliveries = await self.fetch(batch)
             if not deliveries:
                 continue
-            t0 = time.perf_counter()
-            try:
-                await handler(deliveries)
-            except TransientError as e:
-                await self._retry_or_dead_letter(deliveries[0], e)
-                for rest in deliveries[1:]:
-                    await rest.nak(0)
-                continue
+            attempt = 1
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    await handler(deliveries)
+                    break
+                except TransientError as e:
+                    for d in deliveries[1:]:
+                        await d.msg.in_progress()
+                    if not await self._back_off(deliveries[0], attempt, e):
+                        for d in deliveries:
+                            await d.nak(0)
+                        return
+                    attempt += 1
             for d in deliveries:
                 await d.ack()
             if self._metrics:

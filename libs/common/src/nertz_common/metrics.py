@@ -20,24 +20,41 @@ class BusMetrics:
         self.prefix = p
         self.events_in = Counter(f"{p}_events_in_total", "Events consumed, by type", ["type"], registry=registry)
         self.events_out = Counter(
-            f"{p}_events_out_total", "Events published, by type and ack outcome", ["type", "outcome"], registry=registry
+            f"{p}_events_out_total",
+            "Events published, by type and ack outcome",
+            ["type", "outcome"],
+            registry=registry,
         )
         self.publish_seconds = Histogram(
-            f"{p}_publish_seconds", "Publish-to-ack latency", buckets=LATENCY_BUCKETS, registry=registry
+            f"{p}_publish_seconds",
+            "Publish-to-ack latency",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.publish_retries = Counter(
-            f"{p}_publish_retries_total", "Publish retries, by reason", ["reason"], registry=registry
+            f"{p}_publish_retries_total",
+            "Publish retries, by reason",
+            ["reason"],
+            registry=registry,
         )
         self.handler_seconds = Histogram(
-            f"{p}_handler_seconds", "Handler latency per message or batch", ["consumer"],
-            buckets=LATENCY_BUCKETS, registry=registry,
+            f"{p}_handler_seconds",
+            "Handler latency per message or batch",
+            ["consumer"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.dead_letters = Counter(
-            f"{p}_dead_letters_total", "Messages dead-lettered, by reason", ["reason"], registry=registry
+            f"{p}_dead_letters_total",
+            "Messages dead-lettered, by reason",
+            ["reason"],
+            registry=registry,
         )
         self.naks = Counter(f"{p}_naks_total", "Messages nak'd for redelivery", ["consumer"], registry=registry)
         self.consumer_pending = Gauge(
-            f"{p}_consumer_pending_messages", "Messages not yet delivered (consumer lag)", ["consumer"],
+            f"{p}_consumer_pending_messages",
+            "Messages not yet delivered (consumer lag)",
+            ["consumer"],
             registry=registry,
         )
 

@@ -76,7 +76,10 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.stop.set)
-    log.info("service.started", extra={"config_hash": settings.fingerprint(), "nats_url": settings.nats_url})
+    log.info(
+        "service.started",
+        extra={"config_hash": settings.fingerprint(), "nats_url": settings.nats_url},
+    )
     try:
         yield rt
     finally:

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from nertz_common import subjects
 
@@ -47,7 +54,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ),
     ConsumerSpec(
         "executor-decisions",
-        (subjects.filter_of("sig", "factor"), subjects.filter_of("llm", "verdict"), "sys.control.>"),
+        (
+            subjects.filter_of("sig", "factor"),
+            subjects.filter_of("llm", "verdict"),
+            "sys.control.>",
+        ),
         "executor: one factor snapshot per closed bar, verdicts and operator commands",
     ),
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
@@ -55,7 +66,10 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
 
 
 def stream_config(
-    name: str = subjects.STREAM, max_age_days: float = 30.0, max_bytes: int = 20 * 2**30, replicas: int = 1
+    name: str = subjects.STREAM,
+    max_age_days: float = 30.0,
+    max_bytes: int = 20 * 2**30,
+    replicas: int = 1,
 ) -> StreamConfig:
     """Return the ``NERTZ`` stream configuration (file storage, 30-day window, byte cap)."""
     return StreamConfig(

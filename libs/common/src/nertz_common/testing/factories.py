@@ -33,30 +33,55 @@ def bar(i: int = 0, symbol: str = "BTCUSDT", close: float = 100.0, **kw: Any) ->
 
 
 def book(
-    ts_ns: int = T0_NS, symbol: str = "BTCUSDT", mid: float = 100.0, spread: float = 0.1,
-    levels: int = 10, qty: float = 1.0, **kw: Any,
+    ts_ns: int = T0_NS,
+    symbol: str = "BTCUSDT",
+    mid: float = 100.0,
+    spread: float = 0.1,
+    levels: int = 10,
+    qty: float = 1.0,
+    **kw: Any,
 ) -> ev.BookSnapshot:
     """Return a symmetric book of ``levels`` levels around ``mid`` (tick = ``spread``)."""
     bids = [(round(mid - spread / 2 - i * spread, 8), qty) for i in range(levels)]
     asks = [(round(mid + spread / 2 + i * spread, 8), qty) for i in range(levels)]
     fields: dict[str, Any] = dict(
-        event_id=derive_id("BookSnapshot", symbol, ts_ns), ts_event=ts_ns, ts_init=ts_ns,
-        symbol=symbol, bids=bids, asks=asks, depth=levels, update_id=1,
+        event_id=derive_id("BookSnapshot", symbol, ts_ns),
+        ts_event=ts_ns,
+        ts_init=ts_ns,
+        symbol=symbol,
+        bids=bids,
+        asks=asks,
+        depth=levels,
+        update_id=1,
     )
     fields.update(kw)
     return ev.BookSnapshot(**fields)
 
 
-def intent(bar_: ev.Bar, side: ev.PositionSide = "long", sl: float = 0.01, rr: float = 3.0, **kw: Any) -> ev.IntentProposed:
+def intent(
+    bar_: ev.Bar, side: ev.PositionSide = "long", sl: float = 0.01, rr: float = 3.0, **kw: Any
+) -> ev.IntentProposed:
     """Return an intent proposed on ``bar_`` with a stop-loss distance ``sl`` (fraction)."""
     iid = derive_id("IntentProposed", bar_.event_id)
     p = bar_.close
     sign = 1 if side == "long" else -1
     fields: dict[str, Any] = dict(
-        event_id=iid, ts_event=bar_.ts_event, ts_init=bar_.ts_event, symbol=bar_.symbol,
-        correlation_id=iid, causation_id=bar_.event_id, side=side, entry_price=p,
-        take_profit=p * (1 + sign * rr * sl), stop_loss=p * (1 - sign * sl), qty=1.0,
-        notional_usdt=p, leverage=3.0, sl_distance=sl, tp_distance=rr * sl, combined=5.0,
+        event_id=iid,
+        ts_event=bar_.ts_event,
+        ts_init=bar_.ts_event,
+        symbol=bar_.symbol,
+        correlation_id=iid,
+        causation_id=bar_.event_id,
+        side=side,
+        entry_price=p,
+        take_profit=p * (1 + sign * rr * sl),
+        stop_loss=p * (1 - sign * sl),
+        qty=1.0,
+        notional_usdt=p,
+        leverage=3.0,
+        sl_distance=sl,
+        tp_distance=rr * sl,
+        combined=5.0,
         trend="up" if side == "long" else "down",
     )
     fields.update(kw)
@@ -66,9 +91,15 @@ def intent(bar_: ev.Bar, side: ev.PositionSide = "long", sl: float = 0.01, rr: f
 def verdict(intent_: ev.IntentProposed, decision: ev.Decision = "approve", **kw: Any) -> ev.VerdictIssued:
     """Return the rules policy's verdict on ``intent_``."""
     fields: dict[str, Any] = dict(
-        event_id=derive_id("VerdictIssued", intent_.event_id), ts_event=intent_.ts_event,
-        ts_init=intent_.ts_event, symbol=intent_.symbol, correlation_id=intent_.correlation_id,
-        causation_id=intent_.event_id, decision=decision, confidence=0.7, size_multiplier=1.0,
+        event_id=derive_id("VerdictIssued", intent_.event_id),
+        ts_event=intent_.ts_event,
+        ts_init=intent_.ts_event,
+        symbol=intent_.symbol,
+        correlation_id=intent_.correlation_id,
+        causation_id=intent_.event_id,
+        decision=decision,
+        confidence=0.7,
+        size_multiplier=1.0,
         policy="rules",
     )
     fields.update(kw)

@@ -8,6 +8,7 @@ Order: ``NATS_URL``/``DATABASE_URL`` if set; else testcontainers if a Docker eng
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -75,10 +76,8 @@ async def js_fresh(nats_url: str):  # type: ignore[no-untyped-def]
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    try:
+    with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream("NERTZ")
-    except nats.js.errors.NotFoundError:
-        pass
     await topology.apply(js)
     yield js
     await nc.close()
