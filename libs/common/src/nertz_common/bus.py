@@ -443,3 +443,64 @@ class Consumer:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+
+@dataclass(slots=True, frozen=True)
+class Recorded:
+    """One message of the log read back for a rebuild: its event, stream sequence and headers."""
+
+    event: ev.AnyEvent
+    stream_seq: int
+    subject: str
+    headers: dict[str, str]
+
+
+async def read_history(
+    js: JetStreamContext,
+    filter_subjects: Sequence[str],
+    *,
+    upto_seq: int | None = None,
+    stream: str = subjects.STREAM,
+    batch: int = 1000,
+) -> list[Recorded]:
+    """Read the log's messages on ``filter_subjects`` from the start, in order (ephemeral, AckNone).
+
+    Reads up to ``upto_seq`` (inclusive) or, when None, up to what the stream held when called.
+    Undecodable messages are skipped (their consumer dead-lettered them already).
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    info = await js.stream_info(stream)
+    last = info.state.last_seq if upto_seq is None else min(upto_seq, info.state.last_seq)
+    out: list[Recorded] = []
+    if last == 0:
+        return out
+    cfg = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subjects=list(filter_subjects),
+        inactive_threshold=30.0,
+    )
+    sub = await js.pull_subscribe(filter_subjects[0], stream=stream, config=cfg)
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            done = False
+            for m in msgs:
+                md = m.metadata
+                if md.sequence.stream > last:
+                    done = True
+                    break
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    out.append(Recorded(ev.decode(m.data), md.sequence.stream, m.subject, dict(m.headers or {})))
+                if md.sequence.stream >= last or md.num_pending == 0:
+                    done = True
+            if done:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return out

@@ -1,0 +1,3 @@
+from nertz_validator.app import main
+
+main()

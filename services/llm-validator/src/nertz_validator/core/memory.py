@@ -1,0 +1,108 @@
+"""The validator's memory: recent performance and lock state per symbol, folded from ``exec.*``.
+
+The memory is a pure fold of the executor's events in log order (never read from Postgres), so a
+replay sees the same memory. It is immutable: :meth:`Memory.apply` returns a new value, which makes a
+snapshot free (decisions.md D1, the rendezvous keeps the memory as of each ``VerdictAwaited``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from nertz_common import events as ev
+
+#: how many recent round trips each symbol remembers
+WINDOW = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTrip:
+    """One closed position as the memory keeps it. ``pnl_usdt`` is net of fees."""
+
+    pnl_usdt: float
+    return_fraction: float
+    exit_reason: str
+    ts_close_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolMemory:
+    """Performance of one symbol.
+
+    Attributes
+    ----------
+    trades : tuple[RoundTrip, ...]
+        The last ``WINDOW`` round trips, oldest first.
+    loss_streak, win_streak : int
+        Consecutive losses / wins up to the last trade.
+    cum_pnl_usdt, peak_pnl_usdt : float
+        Cumulative realized P&L (USDT) and its running maximum; drawdown = peak − cum.
+    lock_state : str
+        The Hard Lock state implied by the executor's events.
+    """
+
+    trades: tuple[RoundTrip, ...] = ()
+    loss_streak: int = 0
+    win_streak: int = 0
+    cum_pnl_usdt: float = 0.0
+    peak_pnl_usdt: float = 0.0
+    lock_state: ev.LockState = "FLAT"
+
+    @property
+    def drawdown_usdt(self) -> float:
+        """Drawdown of the cumulative realized P&L from its peak, USDT (≥ 0)."""
+        return self.peak_pnl_usdt - self.cum_pnl_usdt
+
+    def win_rate(self, window: int) -> float | None:
+        """Fraction of winning trades among the last ``window`` (None when fewer were made)."""
+        recent = self.trades[-window:]
+        if len(recent) < window:
+            return None
+        return sum(t.pnl_usdt > 0 for t in recent) / len(recent)
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Per-symbol memory plus the highest stream sequence folded (redeliveries are skipped)."""
+
+    symbols: dict[str, SymbolMemory] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def of(self, symbol: str) -> SymbolMemory:
+        """Return the memory of ``symbol`` (empty when it never traded)."""
+        return self.symbols.get(symbol, SymbolMemory())
+
+    def apply(self, event: ev.AnyEvent, stream_seq: int) -> Memory:
+        """Fold one executor event seen at ``stream_seq``; return the new memory.
+
+        Events at or below ``last_seq`` were folded already and change nothing.
+        """
+        if stream_seq <= self.last_seq:
+            return self
+        sym = getattr(event, "symbol", None)
+        new = _fold(self.of(sym), event) if sym else None
+        symbols = self.symbols if new is None else {**self.symbols, sym: new}  # type: ignore[dict-item]
+        return Memory(symbols, stream_seq)
+
+
+def _fold(m: SymbolMemory, event: ev.AnyEvent) -> SymbolMemory:
+    match event:
+        case ev.OrderSubmitted(reduce_only=False):
+            return replace(m, lock_state="ENTRY_PENDING")
+        case ev.LockEngaged():
+            return replace(m, lock_state="LOCKED")
+        case ev.EntryExpired() | ev.LockReleased():
+            return replace(m, lock_state="FLAT")
+        case ev.PositionClosed():
+            won = event.realized_pnl_usdt > 0
+            cum = m.cum_pnl_usdt + event.realized_pnl_usdt
+            trade = RoundTrip(event.realized_pnl_usdt, event.return_fraction, event.exit_reason, event.ts_event)
+            return SymbolMemory(
+                trades=(*m.trades, trade)[-WINDOW:],
+                loss_streak=0 if won else m.loss_streak + 1,
+                win_streak=m.win_streak + 1 if won else 0,
+                cum_pnl_usdt=cum,
+                peak_pnl_usdt=max(m.peak_pnl_usdt, cum),
+                lock_state="COOLDOWN",
+            )
+    return m

@@ -1,0 +1,118 @@
+"""Validator policies: the interface, and the deterministic rules policy (the default without a
+``DASHSCOPE_API_KEY``). Qwen comes in a later issue behind the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from nertz_common import events as ev
+from nertz_common.ids import derive_id
+
+from nertz_validator.core.memory import SymbolMemory
+
+
+@dataclass(frozen=True, slots=True)
+class Opinion:
+    """What a policy says about one intent (the verdict's content without its envelope)."""
+
+    decision: ev.Decision
+    confidence: float
+    size_multiplier: float
+    reasons: tuple[str, ...]
+    risk_flags: tuple[str, ...] = ()
+    policy: str = "rules"
+
+
+class Policy(Protocol):
+    """Judge one intent given the symbol's memory."""
+
+    name: str
+
+    def judge(self, intent: ev.IntentProposed, memory: SymbolMemory) -> Opinion: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    """Thresholds of the rules policy (docs/validator.md explains each).
+
+    Attributes
+    ----------
+    max_loss_streak : int
+        Reject after this many losses in a row (ARCHITECTURE: 5).
+    win_rate_window, min_win_rate : int, float
+        Reject when the win rate over the last ``win_rate_window`` trades is below ``min_win_rate``
+        (fraction). The default 0.25 is break-even at the default R:R of 3.
+    max_drawdown_fraction : float
+        Reject when the symbol's realized drawdown exceeds this fraction of ``equity_usdt`` (0.15).
+    equity_usdt : float
+        Reference equity for the drawdown rule, USDT.
+    caution_loss_streak : int
+        From this many losses in a row on, approve at half size.
+    """
+
+    max_loss_streak: int = 5
+    win_rate_window: int = 12
+    min_win_rate: float = 0.25
+    max_drawdown_fraction: float = 0.15
+    equity_usdt: float = 10_000.0
+    caution_loss_streak: int = 3
+
+
+class RulesPolicy:
+    """Deterministic rules: circuit breakers on the symbol's recent performance, half size in
+    PANIC or after a short losing streak, confidence = |combined| / 10.
+    """
+
+    name = "rules"
+
+    def __init__(self, config: RulesConfig | None = None) -> None:
+        self.config = config or RulesConfig()
+
+    def judge(self, intent: ev.IntentProposed, memory: SymbolMemory) -> Opinion:
+        """Return approve/reject with reasons; never raises for a valid intent."""
+        c = self.config
+        confidence = min(1.0, abs(intent.combined) / 10.0)
+        vetoes: list[str] = []
+        if memory.loss_streak >= c.max_loss_streak:
+            vetoes.append(f"loss streak {memory.loss_streak} >= {c.max_loss_streak}")
+        wr = memory.win_rate(c.win_rate_window)
+        if wr is not None and wr < c.min_win_rate:
+            vetoes.append(f"win rate {wr:.2f} < {c.min_win_rate:.2f} over {c.win_rate_window} trades")
+        dd = memory.drawdown_usdt / c.equity_usdt
+        if dd > c.max_drawdown_fraction:
+            vetoes.append(f"drawdown {dd:.3f} > {c.max_drawdown_fraction:.3f} of equity")
+        if vetoes:
+            return Opinion("reject", confidence, 0.0, tuple(vetoes), ("circuit_breaker",))
+        size, flags, reasons = 1.0, [], [f"combined {intent.combined:+.2f} with trend {intent.trend}"]
+        if intent.regime == "panic":
+            size, flags = size * 0.5, [*flags, "panic"]
+        if memory.loss_streak >= c.caution_loss_streak:
+            size, flags = size * 0.5, [*flags, "loss_streak"]
+        return Opinion("approve", confidence, size, tuple(reasons), tuple(flags))
+
+
+def verdict_of(intent: ev.IntentProposed, opinion: Opinion, awaited: ev.VerdictAwaited) -> ev.VerdictIssued:
+    """Wrap an opinion into the ``VerdictIssued`` event (deterministic id; time = the intent's)."""
+    return ev.VerdictIssued(
+        event_id=derive_id("VerdictIssued", intent.event_id),
+        ts_event=intent.ts_event,
+        ts_init=intent.ts_event,
+        symbol=intent.symbol,
+        venue=intent.venue,
+        market=intent.market,
+        correlation_id=intent.correlation_id,
+        causation_id=awaited.event_id,
+        decision=opinion.decision,
+        confidence=opinion.confidence,
+        size_multiplier=opinion.size_multiplier,
+        policy=opinion.policy,
+        reasons=list(opinion.reasons),
+        risk_flags=list(opinion.risk_flags),
+    )
+
+
+def skipped_locked(lock_state: str) -> Opinion:
+    """The verdict for an intent whose symbol is locked: not sent to any model (ARCHITECTURE §3)."""
+    return Opinion("reject", 1.0, 0.0, (f"skipped: locked ({lock_state})",), ("locked",), "skipped")
