@@ -1,0 +1,35 @@
+# Nertz — the two commands: `make demo` (the whole pipeline on real data) and `make test`.
+# Needs only python3 (>= 3.11) and make; uv and everything else come from PyPI.
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+
+.PHONY: install demo test lint format bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install:  ## install the locked environment into .venv (uv from PyPI if missing)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+	@$(UV) sync --frozen --quiet
+
+demo: install  ## run the five services on embedded NATS + Postgres and replay the bundled Bybit data
+	$(VENV)/bin/nertz demo
+
+test: install lint  ## lint, then the whole test suite against real NATS and Postgres
+	$(VENV)/bin/python -m pytest
+
+lint: install  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install  ## run the benchmarks in bench/ (prints figures; not part of the tests)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+clean:  ## remove the environment and the demo's data
+	rm -rf $(VENV) var

@@ -1,0 +1,343 @@
+"""``nertz demo``: the whole pipeline on the bundled real Bybit data, on one machine, no Docker.
+
+Starts embedded NATS and Postgres under a local data folder, applies the topology, starts the five
+services as separate processes, replays the bundled data at full speed, waits until every consumer
+(and so the projector) has caught up, and prints a per-symbol summary served by the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import nats
+from nertz_common import infra, subjects, topology
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[4]
+DATA = ROOT / "data"
+KLINE_FILES = [DATA / "bybit_kline_1m" / f"{s}_1m.csv.xz" for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
+RECORDING = DATA / "cryptofeed" / "BYBIT.linear.jsonl.xz"
+SUMMARY_KEYS = ("bars", "intents", "approved", "rejected", "suppressed", "round_trips", "win_rate", "pnl_usdt",
+                "max_drawdown")  # fmt: skip
+
+#: (service, python module, preferred /metrics port); the api serves /metrics on its own port
+SERVICES = (
+    ("api", "nertz_api", 8081),
+    ("signal", "nertz_signal", 9102),
+    ("llm-validator", "nertz_validator", 9103),
+    ("executor", "nertz_executor", 9104),
+)
+INGEST_METRICS_PORT = 9101
+#: the durable consumers each service reads
+DURABLES = {
+    "api": ("projector",),
+    "signal": ("signal",),
+    "llm-validator": ("llm-validator",),
+    "executor": ("executor-market", "executor-decisions"),
+}
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Stack:
+    """Everything the demo (or a test) started, so that stopping it stops every process.
+
+    ``nats_url``/``database_url`` point at servers the stack may own (``owned``) or borrow.
+    """
+
+    data_dir: Path
+    nats_url: str
+    database_url: str
+    owned: list[infra.EmbeddedNats | infra.EmbeddedPostgres] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_port: int = 8081
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def stop_services(self) -> None:
+        """Stop the services (SIGTERM, then SIGKILL after 10 s)."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name, p in self.procs.items():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                console.print(f"[yellow]{name} did not stop in 10 s: killing it[/]")
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+    def stop(self) -> None:
+        """Stop the services, then the servers this stack owns."""
+        self.stop_services()
+        for server in reversed(self.owned):
+            server.stop()
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return infra.free_port()
+
+
+def _service_env(stack: Stack, metrics_port: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        NATS_URL=stack.nats_url,
+        DATABASE_URL=stack.database_url,
+        NERTZ_METRICS_PORT=str(metrics_port),
+        PYTHONUNBUFFERED="1",
+        **stack.env,
+        **extra,
+    )
+    return env
+
+
+def start_infra(data_dir: Path, fresh: bool = True) -> Stack:
+    """Start embedded NATS and Postgres under ``data_dir`` and apply the topology.
+
+    Raises
+    ------
+    RuntimeError
+        If a server fails to start; what started is stopped again.
+    """
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    owned: list[infra.EmbeddedNats | infra.EmbeddedPostgres] = []
+    try:
+        with console.status("starting NATS JetStream and PostgreSQL"):
+            n = infra.start_nats(data_dir / "nats", _port(4222), data_dir / "logs" / "nats.log")
+            owned.append(n)
+            pg = infra.start_postgres(data_dir / "pg")
+            owned.append(pg)
+            changes = asyncio.run(apply_topology(n.url))
+    except BaseException:
+        for server in reversed(owned):
+            server.stop()
+        raise
+    console.print(f"NATS {n.url}, Postgres under {data_dir / 'pg'}; topology: {len(changes)} items applied")
+    return Stack(data_dir, n.url, pg.url, owned)
+
+
+def start_service(stack: Stack, name: str) -> None:
+    """Start one service (a name of ``SERVICES``) as its own process, logging to ``logs/<name>.log``."""
+    module, preferred = next((m, p) for n, m, p in SERVICES if n == name)
+    port = _port(preferred) if stack.procs.get(name) is None else infra.free_port()
+    extra = {}
+    if name == "api":
+        stack.api_port = port
+        extra["NERTZ_API__PORT"] = str(port)
+    (stack.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    log = open(stack.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    stack.procs[name] = subprocess.Popen(
+        [sys.executable, "-m", module], env=_service_env(stack, port, **extra), stdout=log, stderr=log
+    )
+
+
+def start_services(stack: Stack, names: tuple[str, ...] = tuple(n for n, _, _ in SERVICES)) -> None:
+    """Start the consumer services (ingest runs later, as the replay) and wait for the API if started."""
+    try:
+        for name in names:
+            start_service(stack, name)
+        if "api" in names:
+            _wait_api(stack)
+    except BaseException:
+        stack.stop_services()
+        raise
+    console.print(f"services up: {', '.join(names)} (logs in {stack.data_dir / 'logs'})")
+
+
+async def apply_topology(url: str) -> list[str]:
+    """Apply the stream and consumers on the server at ``url``."""
+    nc = await nats.connect(url)
+    try:
+        return await topology.apply(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+def _wait_api(stack: Stack, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_alive(stack)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{stack.api_url}/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer /health within {timeout_s:.0f} s; see {stack.data_dir}/logs/api.log")
+
+
+def _check_alive(stack: Stack) -> None:
+    for name, p in stack.procs.items():
+        if p.poll() is not None:
+            raise RuntimeError(f"{name} exited with {p.returncode}; see {stack.data_dir}/logs/{name}.log")
+
+
+def replay(stack: Stack, files: list[Path], speed: str = "max", stdout: int | None = None) -> float:
+    """Run market-ingest's replay of ``files`` as its own process; return its wall time (s).
+
+    Raises
+    ------
+    RuntimeError
+        If the replay exits non-zero.
+    """
+    t0 = time.monotonic()
+    progress = ["--progress"] if stdout is None else []
+    cmd = [sys.executable, "-m", "nertz_ingest", "replay", "--speed", speed, *progress, *map(str, files)]
+    env = _service_env(stack, _port(INGEST_METRICS_PORT), NERTZ_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout)
+    stack.procs["market-ingest"] = proc
+    rc = proc.wait()
+    del stack.procs["market-ingest"]
+    if rc != 0:
+        raise RuntimeError(f"market-ingest replay exited with {rc}")
+    return time.monotonic() - t0
+
+
+def wait_caught_up(stack: Stack, timeout_s: float = 600) -> int:
+    """Wait until every consumer has handled the whole log (projector included); return the log size.
+
+    Shows the projector's progress. The log is "settled" when no consumer of a running service has
+    pending or unacked messages for 1.5 s.
+
+    Raises
+    ------
+    RuntimeError
+        If a service died or the pipeline did not settle within ``timeout_s``.
+    """
+    return asyncio.run(_wait_caught_up(stack, timeout_s))
+
+
+async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
+    nc = await nats.connect(stack.nats_url)
+    js = nc.jetstream()
+    deadline = time.monotonic() + timeout_s
+    bar = tqdm(desc="pipeline", unit="ev", file=sys.stderr, dynamic_ncols=True)
+    settled_since: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            _check_alive(stack)
+            last = (await js.stream_info(subjects.STREAM)).state.last_seq
+            busy = 0
+            durables = [d for name in stack.procs for d in DURABLES.get(name, ())]
+            for durable in durables:
+                ci = await js.consumer_info(subjects.STREAM, durable)
+                busy += ci.num_pending + ci.num_ack_pending
+                if durable in ("projector", "executor-market"):
+                    bar.total = last
+                    bar.n = ci.ack_floor.stream_seq
+                    bar.refresh()
+            if busy == 0:
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since > 1.5:
+                    return last
+            else:
+                settled_since = None
+            await asyncio.sleep(0.25)
+        raise RuntimeError(f"the pipeline did not settle within {timeout_s:.0f} s")
+    finally:
+        bar.close()
+        await nc.close()
+
+
+def fetch_summary(stack: Stack) -> dict[str, dict[str, float]]:
+    """Return the per-symbol summary from the API's ``/profit`` (read from Postgres)."""
+    r = httpx.get(f"{stack.api_url}/profit", timeout=10)
+    r.raise_for_status()
+    body = r.json()
+    per_symbol = body.get("symbols", body)
+    return {sym: {k: row[k] for k in SUMMARY_KEYS} for sym, row in per_symbol.items()}
+
+
+def print_summary(summary: dict[str, dict[str, float]], figures: dict[str, float]) -> None:
+    """Print the per-symbol table and the run's figures."""
+    table = Table(title="Nertz demo — paper trading on real Bybit data (rules validator)")
+    for col in ("symbol", *SUMMARY_KEYS):
+        table.add_column(col, justify="right" if col != "symbol" else "left")
+    for sym, row in sorted(summary.items()):
+        table.add_row(
+            sym,
+            *(
+                f"{row[k]:.1%}" if k == "win_rate" else f"{row[k]:,.2f}" if isinstance(row[k], float) else str(row[k])
+                for k in SUMMARY_KEYS
+            ),
+        )
+    Console().print(table)
+    Console().print(
+        "figures: " + ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+    )
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed: str = "max") -> None:
+    """Run the demo end to end (see the module docstring)."""
+    missing = [p for p in [*KLINE_FILES, RECORDING] if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"expected the bundled data files, missing: {', '.join(map(str, missing))}")
+    t_start = time.monotonic()
+    with _terminate_on_sigterm():
+        stack = start_infra(data_dir)
+        try:
+            start_services(stack)
+            t0 = time.monotonic()
+            replay_s = replay(stack, KLINE_FILES, speed)
+            replay_s += replay(stack, [RECORDING], speed)
+            log_size = wait_caught_up(stack)
+            pipeline_s = time.monotonic() - t0
+            summary = fetch_summary(stack)
+            figures = {
+                "log events": log_size,
+                "ingest replay s": replay_s,
+                "pipeline s": pipeline_s,
+                "end-to-end events/s": log_size / pipeline_s,
+                "demo wall s": time.monotonic() - t_start,
+            }
+            print_summary(summary, figures)
+            if summary_file:
+                summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+                console.print(f"summary written to {summary_file}")
+            if not exit_after:
+                console.print(f"the API stays up on {stack.api_url} (try /profit, /status, /docs); Ctrl-C stops all")
+                while True:
+                    _check_alive(stack)
+                    time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        finally:
+            stack.stop()
