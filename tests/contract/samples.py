@@ -1,0 +1,71 @@
+"""One sample of every event type; ``python tests/contract/samples.py`` (re)writes the golden files.
+
+Golden payloads are written once when a type is added and then never edited: the contract test
+checks that today's code still decodes every payload ever written (msgspec schema evolution).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nertz_common import events as ev
+from nertz_common.testing import factories as f
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def samples() -> dict[str, ev.Event]:
+    bar = f.bar(0)
+    intent = f.intent(bar)
+    verdict = f.verdict(intent)
+    c = dict(symbol="BTCUSDT", correlation_id=intent.correlation_id, causation_id=verdict.event_id)
+    t = dict(ts_event=bar.ts_event, ts_init=bar.ts_event)
+    out: list[ev.Event] = [
+        bar,
+        f.book(),
+        ev.TradeBatch(event_id="tb1", **t, symbol="BTCUSDT",
+                      trades=[ev.Trade(ts_event=bar.ts_event, price=100.0, qty=0.5, side="Buy", trade_id="t1")]),
+        ev.Ticker(event_id="tk1", **t, symbol="BTCUSDT", last_price=100.0, mark_price=100.1, funding_rate=0.0001,
+                  funding_interval_h=8, open_interest=1000.0, turnover_24h=1e9),
+        ev.InstrumentSpec(event_id="is1", **t, symbol="BTCUSDT", tick_size=0.1, qty_step=0.001, min_order_qty=0.001),
+        ev.FeedGap(event_id="fg1", **t, symbol="BTCUSDT", reason="u gap: expected 11, was 13",
+                   topic="orderbook.200.BTCUSDT"),
+        ev.FeedResynced(event_id="fr1", **t, symbol="BTCUSDT", topic="orderbook.200.BTCUSDT", update_id=20),
+        ev.FeedStale(event_id="fs1", **t, symbol="BTCUSDT", topic="orderbook.200.BTCUSDT", stale_s=12.5),
+        ev.FactorSnapshot(event_id="fsn1", **t, symbol="BTCUSDT", bar_id=bar.event_id, interval="1", close=100.0,
+                          egm=0.5, pio=-0.25, combined=2.5, used=["egm", "pio"], trend="up", atr=0.3,
+                          intent_id=intent.event_id),
+        intent,
+        verdict,
+        ev.VerdictAwaited(event_id="va1", **t, **c, lock_state="FLAT"),
+        ev.SignalSuppressed(event_id="ss1", **t, **c, reason="locked", lock_state="LOCKED", decision="approve"),
+        ev.RiskDenied(event_id="rd1", **t, **c, rule="max_positions", reason="3 open positions, max 3"),
+        ev.OrderSubmitted(event_id="os1", **t, **c, order_id="o1", side="Buy", qty=1.0, price_ref=100.0,
+                          take_profit=103.0, stop_loss=99.0),
+        ev.OrderRejected(event_id="or1", **t, **c, order_id="o1", reason="insufficient margin"),
+        ev.PositionOpened(event_id="po1", **t, **c, position_id="p1", side="long", qty=1.0, entry_price=100.0,
+                          take_profit=103.0, stop_loss=99.0, fee_usdt=0.055),
+        ev.LockEngaged(event_id="le1", **t, **c, reason="position open"),
+        ev.PositionClosed(event_id="pc1", **t, **c, position_id="p1", side="long", qty=1.0, entry_price=100.0,
+                          exit_price=103.0, exit_reason="take_profit", realized_pnl_usdt=2.89, fee_usdt=0.11,
+                          return_fraction=0.0289, holding_ns=3_600_000_000_000),
+        ev.EntryExpired(event_id="ee1", **t, **c, order_id="o1", reason="not filled in 300 s"),
+        ev.LockReleased(event_id="lr1", **t, **c, reason="cooldown elapsed"),
+        ev.OrderFilled(event_id="of1", **t, **c, order_id="o1", fill_id="f1", side="Buy", qty=1.0, price=100.0,
+                       fee_usdt=0.055),
+        ev.TradingStarted(event_id="ts1", **t),
+        ev.TradingStopped(event_id="tp1", **t, reason="operator"),
+        ev.DeadLettered(event_id="dl1", **t, service="signal", reason="undecodable: bad JSON", raw="{"),
+    ]  # fmt: skip
+    return {type(e).__name__: e for e in out}
+
+
+if __name__ == "__main__":
+    only_missing = "--all" not in sys.argv
+    for name, event in samples().items():
+        path = GOLDEN / f"{name}.json"
+        if only_missing and path.exists():
+            continue
+        path.write_bytes(ev.encode(event) + b"\n")
+        print("wrote", path)
