@@ -18,7 +18,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import nats
-import nats.js.errors
 import pytest
 from nertz_cli import demo
 from nertz_common import bus, subjects, topology
@@ -47,13 +46,10 @@ def slice_files(tmp_path_factory: pytest.TempPathFactory) -> list[list[Path]]:
 
 async def _fresh_stream(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
     try:
-        await js.delete_stream(subjects.STREAM)
-    except nats.js.errors.NotFoundError:
-        pass
-    await topology.apply(js)
-    await nc.close()
+        await topology.recreate(nc.jetstream())
+    finally:
+        await nc.close()
 
 
 async def _outputs(nats_url: str) -> dict[str, list[bytes]]:

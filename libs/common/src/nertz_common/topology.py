@@ -126,3 +126,12 @@ async def apply(
     for line in changes:
         log.info("topology.applied", extra={"change": line})
     return changes
+
+
+async def recreate(js: JetStreamContext) -> list[str]:
+    """Delete the stream (if any) and apply the topology afresh: an empty log. For tests and demos."""
+    import contextlib
+
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(subjects.STREAM)
+    return await apply(js)
