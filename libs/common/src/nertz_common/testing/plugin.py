@@ -8,7 +8,6 @@ Order: ``NATS_URL``/``DATABASE_URL`` if set; else testcontainers if a Docker eng
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -70,14 +69,11 @@ def with_database(url: str, name: str) -> str:
 async def js_fresh(nats_url: str):  # type: ignore[no-untyped-def]
     """A JetStream context on a freshly created ``NERTZ`` stream with every consumer declared."""
     import nats
-    import nats.js.errors
 
     from nertz_common import topology
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_stream("NERTZ")
-    await topology.apply(js)
+    await topology.recreate(js)
     yield js
     await nc.close()
