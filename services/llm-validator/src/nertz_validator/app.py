@@ -39,7 +39,7 @@ async def rebuild(js, core: Rendezvous) -> int:  # type: ignore[no-untyped-def]
 async def run(settings: ValidatorSettings) -> None:
     """Run the validator until SIGTERM/SIGINT."""
     async with runtime.runtime("llm-validator", settings) as rt:
-        policy = RulesPolicy(RulesConfig(**settings.rules.model_dump()))
+        policy = RulesPolicy(RulesConfig(**settings.validator.rules.model_dump()))
         if settings.dashscope_api_key is not None:
             log.warning("validator.qwen_not_available", extra={"fallback": "rules"})
         core = Rendezvous(policy, Memory())
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             "policy. It judges an intent only when the executor has reached it (exec VerdictAwaited), "
             "with a memory folded from exec.* up to that point, so replays decide identically."
         ),
-        epilog="Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_RULES__MAX_LOSS_STREAK, ...",
+        epilog="Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_VALIDATOR__RULES__MAX_LOSS_STREAK, ...",
     )
     parser.parse_args(argv)
     asyncio.run(run(ValidatorSettings()))

@@ -19,8 +19,16 @@ class RulesSettings(BaseModel):
     caution_loss_streak: int = Field(3, ge=1)
 
 
+class ValidatorGroup(BaseModel):
+    """The ``NERTZ_VALIDATOR__`` group."""
+
+    model_config = {"extra": "forbid"}
+
+    rules: RulesSettings = RulesSettings()
+
+
 class ValidatorSettings(CommonSettings):
     """Environment: ``NATS_URL``, ``DASHSCOPE_API_KEY`` (Qwen, later issue), ``NERTZ_VALIDATOR__RULES__...``."""
 
     dashscope_api_key: SecretStr | None = Field(None, validation_alias="DASHSCOPE_API_KEY")
-    rules: RulesSettings = RulesSettings()
+    validator: ValidatorGroup = ValidatorGroup()
