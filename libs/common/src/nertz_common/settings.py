@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from typing import TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class CommonSettings(BaseSettings):
@@ -39,3 +43,20 @@ class DatabaseSettings(CommonSettings):
 
 def _secret_fields(s: BaseSettings) -> set[str]:
     return {k for k, v in s.__dict__.items() if isinstance(v, SecretStr)}
+
+
+def load(cls: type[S]) -> S:
+    """Build settings from the environment or exit with status 2 listing every bad key.
+
+    A configuration error is the operator's to fix: retrying cannot help, so the service stops
+    before connecting anywhere (STYLE.md: exceptions sorted by what the operator must do).
+    """
+    try:
+        return cls()
+    except ValidationError as e:
+        lines = [f"configuration error: {e.error_count()} bad setting(s) in {cls.__name__}"]
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {key}: {err['msg']} (was {err.get('input')!r})")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from nertz_common import bus, runtime
+from nertz_common import bus, runtime, settings
 from nertz_common.topology import CONSUMERS
 
 from nertz_validator.core.memory import Memory
@@ -36,11 +36,11 @@ async def rebuild(js, core: Rendezvous) -> int:  # type: ignore[no-untyped-def]
     return len(history)
 
 
-async def run(settings: ValidatorSettings) -> None:
+async def run(config: ValidatorSettings) -> None:
     """Run the validator until SIGTERM/SIGINT."""
-    async with runtime.runtime("llm-validator", settings) as rt:
-        policy = RulesPolicy(RulesConfig(**settings.validator.rules.model_dump()))
-        if settings.dashscope_api_key is not None:
+    async with runtime.runtime("llm-validator", config) as rt:
+        policy = RulesPolicy(RulesConfig(**config.validator.rules.model_dump()))
+        if config.dashscope_api_key is not None:
             log.warning("validator.qwen_not_available", extra={"fallback": "rules"})
         core = Rendezvous(policy, Memory())
         n = await rebuild(rt.js, core)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             "policy. It judges an intent only when the executor has reached it (exec VerdictAwaited), "
             "with a memory folded from exec.* up to that point, so replays decide identically."
         ),
-        epilog="Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_VALIDATOR__RULES__MAX_LOSS_STREAK, ...",
+        epilog="Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_VALIDATOR__RULES__<THRESHOLD>",
     )
     parser.parse_args(argv)
-    asyncio.run(run(ValidatorSettings()))
+    asyncio.run(run(settings.load(ValidatorSettings)))
