@@ -1,0 +1,1 @@
+"""Nertz signal: factor scores, trend, stops and intents per closed bar (ARCHITECTURE.md §3 signal)."""

@@ -1,0 +1,54 @@
+"""``python -m nertz_signal``: run the signal service (settings from the environment)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from pydantic import ValidationError
+
+from nertz_signal.settings import SignalSettings
+
+_EPILOG = """\
+environment (nested with __):
+  NATS_URL                          NATS server (default nats://127.0.0.1:4222)
+  NERTZ_METRICS_PORT                /metrics port, 0 = off
+  NERTZ_LOG_LEVEL                   INFO, DEBUG...
+  NERTZ_SIGNAL__ENTRY_THRESHOLD     |combined| for an intent, (0, 10] (default 9.5)
+  NERTZ_SIGNAL__WEIGHTS__EGM ...    factor weights (ILD, ROL, PIO, OGM likewise)
+  NERTZ_SIGNAL__STOP_MODE           atr | fixed (then NERTZ_SIGNAL__TP_PERCENTAGE, __SL_PERCENTAGE)
+  NERTZ_SIGNAL__RISK_PER_TRADE      fraction of equity at risk (default 0.01)
+  NERTZ_SIGNAL__EQUITY_USDT         reference equity (default 10000)
+  NERTZ_SIGNAL__MAX_LEVERAGE        leverage cap (default 10)
+  see nertz_signal.core.config.SignalConfig for every key
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, validate settings, and run the service; return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m nertz_signal",
+        description="Nertz signal: factor snapshots per closed bar and trade intents, from md.* in log order.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the effective settings as JSON and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = SignalSettings()
+    except ValidationError as e:
+        print(f"invalid configuration:\n{e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+        return 0
+    from nertz_signal.app import serve
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

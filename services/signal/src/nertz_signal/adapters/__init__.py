@@ -1,0 +1,1 @@
+"""I/O of the signal service (reading the log back to rebuild state)."""

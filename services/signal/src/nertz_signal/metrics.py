@@ -1,0 +1,58 @@
+"""Prometheus metrics of the signal service (``nertz_signal_*``), labelled by symbol, factor, side, reason."""
+
+from __future__ import annotations
+
+import math
+
+from nertz_common import events as ev
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from nertz_signal.core import filters
+from nertz_signal.core.factors import FACTOR_NAMES
+
+
+class SignalMetrics:
+    """Factor values, snapshots, intents and vetoes.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry
+        The service's registry (``Runtime.registry``).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.factor_value = Gauge(
+            "nertz_signal_factor_value",
+            "Latest factor score ([-1, 1]; combined in [-10, 10]); NaN when unavailable",
+            ["symbol", "factor"],
+            registry=registry,
+        )
+        self.snapshots = Counter(
+            "nertz_signal_snapshots_total",
+            "Factor snapshots published (one per closed bar)",
+            ["symbol"],
+            registry=registry,
+        )
+        self.intents = Counter(
+            "nertz_signal_intents_total", "Intents proposed, by symbol and side", ["symbol", "side"], registry=registry
+        )
+        self.vetoes = Counter(
+            "nertz_signal_vetoes_total", "Candidate intents vetoed, by filter", ["symbol", "reason"], registry=registry
+        )
+        self.resets = Counter(
+            "nertz_signal_warmup_resets_total", "Bar series reset by a time gap", ["symbol"], registry=registry
+        )
+
+    def observe(self, events: list[ev.Event]) -> None:
+        """Count what one input produced."""
+        for e in events:
+            if isinstance(e, ev.FactorSnapshot):
+                self.snapshots.labels(symbol=e.symbol).inc()
+                for name in FACTOR_NAMES:
+                    v = getattr(e, name)
+                    self.factor_value.labels(symbol=e.symbol, factor=name).set(math.nan if v is None else v)
+                self.factor_value.labels(symbol=e.symbol, factor="combined").set(e.combined)
+                if e.veto:
+                    self.vetoes.labels(symbol=e.symbol, reason=filters.veto_name(e.veto)).inc()
+            elif isinstance(e, ev.IntentProposed):
+                self.intents.labels(symbol=e.symbol, side=e.side).inc()

@@ -1,0 +1,58 @@
+"""Configuration: defaults, nested environment names, and validation listing every bad key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from nertz_signal.core.config import SignalConfig
+from nertz_signal.settings import SignalSettings
+from pydantic import ValidationError
+
+
+def test_config_defaults_are_the_design_values():
+    c = SignalConfig()
+    assert c.weights.as_dict() == {"egm": 0.2, "ild": 0.3, "rol": 0.3, "pio": 0.1, "ogm": 0.1}
+    assert (c.ema_fast, c.ema_mid, c.ema_slow, c.atr_period) == (9, 21, 55, 14)
+    assert (c.sl_min, c.sl_max, c.risk_reward, c.entry_threshold) == (0.003, 0.05, 3.0, 9.5)
+
+
+def test_settings_nested_env_sets_signal_group(monkeypatch):
+    monkeypatch.setenv("NERTZ_SIGNAL__ENTRY_THRESHOLD", "7.5")
+    monkeypatch.setenv("NERTZ_SIGNAL__WEIGHTS__ILD", "0.5")
+    monkeypatch.setenv("NERTZ_SIGNAL__STOP_MODE", "fixed")
+    s = SignalSettings()
+    assert s.signal.entry_threshold == 7.5 and s.signal.weights.ild == 0.5 and s.signal.stop_mode == "fixed"
+
+
+def test_config_unknown_key_is_rejected():
+    with pytest.raises(ValidationError, match="extra"):
+        SignalConfig(entry_treshold=5)  # type: ignore[call-arg]
+
+
+def test_config_every_bad_field_listed_in_one_error():
+    with pytest.raises(ValidationError) as e:
+        SignalConfig(entry_threshold=11, risk_reward=2, max_leverage=0)
+    assert {err["loc"][0] for err in e.value.errors()} == {"entry_threshold", "risk_reward", "max_leverage"}
+
+
+def test_config_cross_field_errors_listed_together():
+    with pytest.raises(ValidationError, match=r"ema_fast < ema_mid.*R:R >= 3"):
+        SignalConfig(ema_fast=30, tp_percentage=1.0)
+
+
+def test_config_all_zero_weights_rejected():
+    with pytest.raises(ValidationError, match="at least one factor weight"):
+        SignalConfig(weights={"egm": 0, "ild": 0, "rol": 0, "pio": 0, "ogm": 0})
+
+
+def test_main_help_exits_zero():
+    r = subprocess.run([sys.executable, "-m", "nertz_signal", "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "NERTZ_SIGNAL__ENTRY_THRESHOLD" in r.stdout
+
+
+def test_main_invalid_env_exits_two(monkeypatch):
+    monkeypatch.setenv("NERTZ_SIGNAL__RISK_REWARD", "2")
+    r = subprocess.run([sys.executable, "-m", "nertz_signal"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "risk_reward" in r.stderr

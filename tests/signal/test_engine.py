@@ -1,0 +1,262 @@
+"""SignalEngine: one snapshot per closed bar, intents and vetoes, determinism, warm-up reset."""
+
+from __future__ import annotations
+
+import pytest
+from nertz_common import events as ev
+from nertz_common.ids import derive_id
+from nertz_common.testing import factories as f
+from nertz_signal.core.config import SignalConfig
+from nertz_signal.core.engine import SignalEngine
+
+MINUTE_NS = f.MINUTE_NS
+YEAR_NS = 365 * 24 * 60 * MINUTE_NS
+
+
+def run(engine: SignalEngine, events: list[ev.Event]) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    for e in events:
+        out += engine.handle(e)
+    return out
+
+
+def snapshots(out: list[ev.Event]) -> list[ev.FactorSnapshot]:
+    return [e for e in out if isinstance(e, ev.FactorSnapshot)]
+
+
+def intents(out: list[ev.Event]) -> list[ev.IntentProposed]:
+    return [e for e in out if isinstance(e, ev.IntentProposed)]
+
+
+def roundtrip(e: ev.Event) -> ev.Event:
+    return ev.decode(ev.encode(e))  # validates every Meta constraint (ranges, Price > 0...)
+
+
+def wavy_bars(n: int, symbol: str = "BTCUSDT") -> list[ev.Bar]:
+    bars, close = [], 100.0
+    for i in range(n):
+        prev = close
+        close = 100.0 * (1 + 0.02 * ((i % 37) / 37 - 0.5)) * (1 + 0.0005 * i)
+        bars.append(f.bar(i, symbol=symbol, open=prev, close=close, volume=5.0 + (i * 7) % 23))
+    return bars
+
+
+# --- one snapshot per closed bar --------------------------------------------------------------------
+
+
+def test_engine_closed_bars_emit_exactly_one_snapshot_each_in_order():
+    bars = wavy_bars(200)
+    out = run(SignalEngine(SignalConfig()), bars)
+    snaps = snapshots(out)
+    assert [s.bar_id for s in snaps] == [b.event_id for b in bars]
+    for s, b in zip(snaps, bars, strict=True):
+        assert s.event_id == derive_id("FactorSnapshot", b.event_id)
+        assert s.ts_event == s.ts_init == b.ts_event
+        assert roundtrip(s) == s
+
+
+def test_engine_open_bars_emit_nothing():
+    engine = SignalEngine(SignalConfig())
+    bars = wavy_bars(30)
+    mixed: list[ev.Event] = []
+    for b in bars:
+        mixed.append(f.bar(0, close=b.close, closed=False, event_id=derive_id("open", b.event_id)))
+        mixed.append(b)
+    assert engine.on_bar(f.bar(0, closed=False)) == []
+    assert len(snapshots(run(engine, mixed))) == 30
+
+
+def test_engine_books_trades_tickers_status_emit_nothing():
+    engine = SignalEngine(SignalConfig())
+    assert engine.handle(f.book(f.T0_NS)) == []
+    assert engine.handle(ev.Ticker(event_id="t", ts_event=1, ts_init=1, symbol="BTCUSDT", funding_rate=0.0001)) == []
+    assert engine.handle(ev.TradeBatch(event_id="tb", ts_event=1, ts_init=1, symbol="BTCUSDT", trades=[])) == []
+    assert engine.handle(ev.FeedGap(event_id="g", ts_event=1, ts_init=1, symbol="BTCUSDT", reason="u gap")) == []
+
+
+# --- factors in the snapshot ------------------------------------------------------------------------
+
+
+def test_engine_bars_only_uses_egm_and_pio():
+    snap = snapshots(run(SignalEngine(SignalConfig()), wavy_bars(25)))
+    assert snap[18].used == [] and snap[18].egm is None  # 19 bars: EGM and PIO still warming up
+    assert snap[-1].used == ["egm", "pio"]
+    assert snap[-1].ild is None and snap[-1].rol is None and snap[-1].ogm is None
+
+
+def test_engine_with_book_uses_every_factor(skewed_book):
+    bars = wavy_bars(25)
+    events: list[ev.Event] = [*bars[:-1], skewed_book(bars[-1].ts_event, "BTCUSDT", bars[-1].close), bars[-1]]
+    snap = snapshots(run(SignalEngine(SignalConfig()), events))[-1]
+    assert snap.used == ["egm", "ild", "rol", "pio", "ogm"]
+    assert snap.ild == pytest.approx(9 / 11)  # 10 × 10 bid vs 10 × 1 ask
+
+
+def test_engine_feed_gap_drops_book_factors(skewed_book):
+    bars = wavy_bars(25)
+    gap = ev.FeedGap(event_id="g", ts_event=bars[-1].ts_event, ts_init=0, symbol="BTCUSDT", reason="u gap")
+    events = [*bars[:-1], skewed_book(bars[-1].ts_event, "BTCUSDT", 100.0), gap, bars[-1]]
+    assert snapshots(run(SignalEngine(SignalConfig()), events))[-1].used == ["egm", "pio"]
+
+
+def test_engine_warmup_fields_none_then_filled():
+    snaps = snapshots(run(SignalEngine(SignalConfig()), wavy_bars(60)))
+    assert snaps[0].atr is None and snaps[0].ema_slow is None and snaps[0].trend == "flat"
+    assert snaps[13].atr is not None
+    assert snaps[-1].ema_fast is not None and snaps[-1].ema_slow is not None
+
+
+# --- intents ----------------------------------------------------------------------------------------
+
+
+def test_engine_trend_up_and_high_score_proposes_long_before_snapshot(trend_then_jump):
+    bars = trend_then_jump("ETHUSDT")
+    out = run(SignalEngine(SignalConfig()), bars)
+    assert len(intents(out)) == 1
+    intent, snap = out[-2], out[-1]
+    assert isinstance(intent, ev.IntentProposed) and isinstance(snap, ev.FactorSnapshot)
+    last = bars[-1]
+    assert intent.event_id == intent.correlation_id == derive_id("IntentProposed", last.event_id)
+    assert intent.causation_id == last.event_id == snap.bar_id
+    assert snap.intent_id == intent.event_id and snap.veto is None
+    assert intent.side == "long" and intent.trend == "up" and intent.combined >= 9.5
+    assert intent.entry_price == last.close
+    assert intent.stop_loss == pytest.approx(last.close * (1 - intent.sl_distance))
+    assert intent.take_profit == pytest.approx(last.close * (1 + 3 * intent.sl_distance))
+    assert intent.ts_event == intent.ts_init == last.ts_event
+    assert intent.reasons and intent.reasons[0].startswith("combined +")
+    assert roundtrip(intent) == intent
+
+
+def test_engine_trend_down_and_low_score_proposes_short(trend_then_jump):
+    out = run(SignalEngine(SignalConfig()), trend_then_jump("ETHUSDT", direction=-1))
+    (intent,) = intents(out)
+    assert intent.side == "short" and intent.trend == "down" and intent.combined <= -9.5
+    assert intent.stop_loss > intent.entry_price > intent.take_profit
+
+
+def test_engine_score_below_threshold_proposes_nothing(trend_then_jump):
+    out = run(SignalEngine(SignalConfig(entry_threshold=10.0)), trend_then_jump("ETHUSDT"))
+    assert intents(out) == [] and snapshots(out)[-1].veto is None
+
+
+def test_engine_high_score_without_trend_proposes_nothing(trend_then_jump):
+    bars = trend_then_jump("ETHUSDT", n=40)  # fewer than 55 closes: trend still flat
+    assert intents(run(SignalEngine(SignalConfig()), bars)) == []
+
+
+# --- vetoes -----------------------------------------------------------------------------------------
+
+
+def _vetoed(events: list[ev.Event], cfg: SignalConfig | None = None) -> ev.FactorSnapshot:
+    out = run(SignalEngine(cfg or SignalConfig()), events)
+    snap = snapshots(out)[-1]
+    assert intents(out) == [] and snap.intent_id is None and snap.veto is not None
+    return snap
+
+
+def test_engine_wide_spread_vetoes(trend_then_jump, skewed_book):
+    bars = trend_then_jump("ETHUSDT")
+    book = skewed_book(bars[-1].ts_event, "ETHUSDT", bars[-1].close, spread_frac=0.003)
+    snap = _vetoed([*bars[:-1], book, bars[-1]], SignalConfig(entry_threshold=5))
+    assert snap.veto.startswith("spread_too_wide:")
+
+
+def test_engine_tight_bid_heavy_book_allows_long(trend_then_jump, skewed_book):
+    bars = trend_then_jump("ETHUSDT")
+    book = skewed_book(bars[-1].ts_event, "ETHUSDT", bars[-1].close)
+    out = run(SignalEngine(SignalConfig(entry_threshold=5)), [*bars[:-1], book, bars[-1]])
+    assert [i.side for i in intents(out)] == ["long"]
+
+
+def test_engine_old_book_vetoes_as_stale(trend_then_jump, skewed_book):
+    bars = trend_then_jump("ETHUSDT")
+    book = skewed_book(bars[-1].ts_event - 31 * 1_000_000_000, "ETHUSDT", bars[-1].close)
+    snap = _vetoed([*bars[:-1], book, bars[-1]], SignalConfig(entry_threshold=5))
+    assert snap.veto.startswith("stale_book:")
+
+
+def test_engine_open_feed_gap_vetoes_until_resynced(trend_then_jump):
+    bars = trend_then_jump("ETHUSDT")
+    gap = ev.FeedGap(event_id="g", ts_event=bars[-2].ts_event, ts_init=0, symbol="ETHUSDT", reason="u gap")
+    assert _vetoed([*bars[:-1], gap, bars[-1]]).veto.startswith("stale_feed_gap:")
+    resynced = ev.FeedResynced(event_id="r", ts_event=bars[-2].ts_event, ts_init=0, symbol="ETHUSDT")
+    assert len(intents(run(SignalEngine(SignalConfig()), [*bars[:-1], gap, resynced, bars[-1]]))) == 1
+
+
+def test_engine_feed_stale_vetoes(trend_then_jump):
+    bars = trend_then_jump("ETHUSDT")
+    stale = ev.FeedStale(
+        event_id="s", ts_event=bars[-2].ts_event, ts_init=0, symbol="ETHUSDT", topic="orderbook.50.ETHUSDT", stale_s=30
+    )
+    assert _vetoed([*bars[:-1], stale, bars[-1]]).veto.startswith("stale_feed:")
+
+
+def test_engine_extreme_funding_vetoes(trend_then_jump):
+    bars = trend_then_jump("ETHUSDT")
+    ticker = ev.Ticker(
+        event_id="t", ts_event=bars[-2].ts_event, ts_init=0, symbol="ETHUSDT", funding_rate=0.004, funding_interval_h=8
+    )
+    assert _vetoed([*bars[:-1], ticker, bars[-1]]).veto.startswith("funding_extreme:")
+
+
+def test_engine_btc_drop_vetoes_alt_long_not_btc(trend_then_jump):
+    eth = trend_then_jump("ETHUSDT")
+    # BTC falls 3 % over the last 10 minutes before ETH's trigger bar
+    btc = [f.bar(70 + i, symbol="BTCUSDT", close=100.0 * (1 - 0.003 * i)) for i in range(11)]
+    merged = sorted([*eth, *btc], key=lambda b: (b.ts_event, b.symbol))
+    snap = _vetoed(merged)
+    assert snap.symbol == "ETHUSDT" and snap.veto.startswith("btc_drop:")
+    btc_long = trend_then_jump("BTCUSDT")
+    assert len(intents(run(SignalEngine(SignalConfig()), btc_long))) == 1
+
+
+def test_engine_btc_drop_does_not_veto_alt_short(trend_then_jump):
+    eth = trend_then_jump("ETHUSDT", direction=-1)
+    btc = [f.bar(70 + i, symbol="BTCUSDT", close=100.0 * (1 - 0.003 * i)) for i in range(11)]
+    merged = sorted([*eth, *btc], key=lambda b: (b.ts_event, b.symbol))
+    assert [i.side for i in intents(run(SignalEngine(SignalConfig()), merged))] == ["short"]
+
+
+# --- determinism and warm-up reset ------------------------------------------------------------------
+
+
+def test_engine_same_bars_twice_gives_identical_bytes(trend_then_jump, skewed_book):
+    events: list[ev.Event] = [*wavy_bars(300), *trend_then_jump("ETHUSDT", start=300)]
+    events.insert(250, skewed_book(events[249].ts_event, "BTCUSDT", 100.0))
+    a = [ev.encode(e) for e in run(SignalEngine(SignalConfig()), events)]
+    b = [ev.encode(e) for e in run(SignalEngine(SignalConfig()), events)]
+    assert a == b and len(a) > 300
+
+
+def test_engine_time_gap_resets_warmup():
+    bars = wavy_bars(80)
+    later = [
+        f.bar(0, open=b.open, close=b.close, open_time_ns=b.open_time_ns + YEAR_NS, ts_event=b.ts_event + YEAR_NS)
+        for b in wavy_bars(3)
+    ]
+    engine = SignalEngine(SignalConfig())
+    snaps = snapshots(run(engine, [*bars, *later]))
+    before, after = snaps[79], snaps[80]
+    assert before.trend != "flat" or before.ema_slow is not None
+    assert before.egm is not None and before.atr is not None
+    assert after.egm is None and after.pio is None and after.atr is None
+    assert after.ema_fast is None and after.trend == "flat" and after.used == []
+    assert engine.resets == 1
+
+
+def test_engine_small_gap_keeps_warmup():
+    bars = wavy_bars(30)
+    shifted = [
+        f.bar(0, close=b.close, open_time_ns=b.open_time_ns + 4 * MINUTE_NS, ts_event=b.ts_event + 4 * MINUTE_NS)
+        for b in wavy_bars(31)[30:]
+    ]
+    engine = SignalEngine(SignalConfig())
+    assert snapshots(run(engine, [*bars, *shifted]))[-1].egm is not None
+    assert engine.resets == 0
+
+
+def test_engine_series_are_per_symbol():
+    btc, eth = wavy_bars(25, "BTCUSDT"), wavy_bars(10, "ETHUSDT")
+    snaps = snapshots(run(SignalEngine(SignalConfig()), [*btc, *eth]))
+    assert snaps[24].egm is not None and snaps[-1].egm is None
