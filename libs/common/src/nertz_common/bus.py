@@ -60,8 +60,14 @@ _RETRYABLE = (
 )
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect to NATS with reconnects that never give up and fast stale-connection detection."""
+async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
+    """Connect to NATS; once connected, reconnects never give up and a stale connection is found fast.
+
+    Raises
+    ------
+    ConnectionError
+        If the first connection is not made within ``first_connect_s`` seconds.
+    """
 
     async def _on_error(e: Exception) -> None:
         log.warning("nats.error", extra={"error": repr(e)})
@@ -72,7 +78,10 @@ async def connect(url: str, name: str) -> NATS:
     async def _on_reconnect() -> None:
         log.info("nats.reconnected")
 
-    return await nats.connect(
+    async def _on_closed() -> None:
+        log.info("nats.closed")
+
+    connecting = nats.connect(
         servers=url,
         name=name,
         connect_timeout=2,
@@ -83,7 +92,12 @@ async def connect(url: str, name: str) -> NATS:
         error_cb=_on_error,
         disconnected_cb=_on_disconnect,
         reconnected_cb=_on_reconnect,
+        closed_cb=_on_closed,
     )
+    try:
+        return await asyncio.wait_for(connecting, first_connect_s)
+    except (TimeoutError, OSError, nats.errors.NoServersError) as e:
+        raise ConnectionError(f"could not connect to NATS at {url} within {first_connect_s:.0f} s: {e!r}") from e
 
 
 class Publisher:
@@ -182,11 +196,7 @@ class Publisher:
             try:
                 for event in batch:
                     h = {MSG_ID: event.event_id, **(headers(event) if headers else {})}
-                    futs.append(
-                        await self._js.publish_async(
-                            subjects.for_event(event), ev.encode(event), headers=h, wait_stall=5
-                        )
-                    )
+                    futs.append(await self._js.publish_async(subjects.for_event(event), ev.encode(event), headers=h))
                 acks = await asyncio.wait_for(asyncio.gather(*futs), timeout=self._timeout_s * 5)
             except (TimeoutError, *_RETRYABLE, nats.js.errors.TooManyStalledMsgsError) as e:
                 for f in futs:

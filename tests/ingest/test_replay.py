@@ -1,0 +1,149 @@
+"""Replay onto a real JetStream: order, dedup on re-publish, dead letters, pacing, stop, and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from nertz_common import bus, subjects
+from nertz_common import events as ev
+from nertz_ingest.app import build_parser, parse_speed
+from nertz_ingest.core.rejection import Rejected
+from nertz_ingest.metrics import IngestMetrics
+from nertz_ingest.replay import dead_letter, parse_files, replay_files
+from prometheus_client import CollectorRegistry
+
+pytestmark = pytest.mark.integration
+
+LINEAR = {"t": "connect", "conn": "ws.2", "ts": 1.0, "addr": "wss://stream.bybit.com/v5/public/linear"}
+
+
+def _ticker(ts_ms: int, price: str = "65000.5") -> str:
+    return json.dumps(
+        {"topic": "tickers.BTCUSDT", "type": "delta", "cs": ts_ms, "ts": ts_ms, "data": {"lastPrice": price}}
+    )
+
+
+def _recording(path: Path, frames: list[tuple[float, str]]) -> Path:
+    lines = [{"t": "header", "format": 2}, LINEAR] + [
+        {"t": "recv", "conn": "ws.2", "ts": t, "data": d} for t, d in frames
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def _csv_head(src: Path, dst_dir: Path, rows: int) -> Path:
+    with lzma.open(src, "rt") as fh:
+        head = [next(fh) for _ in range(rows + 1)]
+    dst = dst_dir / src.name.replace(".xz", ".gz")
+    dst.write_bytes(gzip.compress("".join(head).encode()))
+    return dst
+
+
+async def _read_all(js, expected: int, timeout_s: float = 20.0) -> list[bus.Delivery]:
+    consumer = bus.Consumer(js, "projector", "test", bus.Publisher(js))
+    await consumer.start()
+    got: list[bus.Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < expected and time.monotonic() < deadline:
+        got += await consumer.fetch(1000, timeout_s=1.0)
+    got += await consumer.fetch(10, timeout_s=0.3)  # nothing more must come
+    await consumer.drain()
+    return got
+
+
+async def test_replay_slice_is_stored_in_order_without_duplicates_and_republish_stores_nothing(
+    js_fresh, tmp_path: Path, csvs: tuple[Path, ...], recording: Path
+) -> None:
+    paths = [*(_csv_head(c, tmp_path, 2000) for c in csvs), recording]
+    expected = [dead_letter(o) if isinstance(o, Rejected) else o for o in parse_files(paths)]
+    assert len(expected) == 3 * 2000 + 2220
+    pub = bus.Publisher(js_fresh)
+
+    stats = await replay_files(pub, paths)
+    assert (stats.stored, stats.duplicates, stats.published) == (len(expected), 0, len(expected))
+    assert stats.events["Bar"] == 6075 and not stats.rejected
+
+    got = await _read_all(js_fresh, len(expected))
+    assert [d.event for d in got] == expected  # same events, same order
+    assert len({d.event.event_id for d in got}) == len(got)
+    assert [d.stream_seq for d in got] == list(range(1, len(got) + 1))
+    assert got[0].subject == subjects.for_event(expected[0])
+
+    again = await replay_files(pub, paths)
+    assert (again.stored, again.duplicates) == (0, len(expected))
+    assert (await js_fresh.stream_info(subjects.STREAM)).state.messages == len(expected)
+
+
+async def test_replay_bad_frames_are_counted_and_dead_lettered(js_fresh, tmp_path: Path) -> None:
+    nan_book = (
+        '{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1786310820100,'
+        '"data":{"s":"BTCUSDT","b":[["NaN","1"]],"a":[["65001","1"]],"u":7,"seq":1}}'
+    )
+    path = _recording(
+        tmp_path / "bad.jsonl",
+        [(1786310820.0, _ticker(1786310820000)), (1786310820.1, '{"topic": nope'), (1786310820.2, nan_book),
+         (1786310820.3, _ticker(1786310820300, "65001"))],
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    stats = await replay_files(bus.Publisher(js_fresh), [path], metrics=IngestMetrics(registry))
+    assert dict(stats.rejected) == {"invalid_json": 1, "nan": 1}
+    assert dict(stats.events) == {"Ticker": 2, "DeadLettered": 2}
+    for reason in ("invalid_json", "nan"):
+        assert registry.get_sample_value("nertz_market_ingest_rejected_total", {"reason": reason}) == 1
+
+    msg = await js_fresh.get_last_msg(subjects.STREAM, subjects.dead_letter("market-ingest"))
+    dl = ev.decode(msg.data)
+    assert isinstance(dl, ev.DeadLettered) and dl.service == "market-ingest"
+    assert dl.reason == "nan: expected price at b[0] > 0, was NaN" and dl.raw == nan_book
+    assert dl.ts_event == 1786310820_200_000_000
+    got = await _read_all(js_fresh, 4)
+    assert [type(d.event).__name__ for d in got] == ["Ticker", "DeadLettered", "DeadLettered", "Ticker"]
+
+    again = await replay_files(bus.Publisher(js_fresh), [path])
+    assert again.stored == 0  # dead-letter ids are deterministic too
+
+
+async def test_replay_speed_paces_by_ts_event(js_fresh, tmp_path: Path) -> None:
+    path = _recording(tmp_path / "paced.jsonl", [(100.0, _ticker(1786310820000)), (100.6, _ticker(1786310820600))])
+    stats = await replay_files(bus.Publisher(js_fresh), [path], speed=2.0)
+    assert stats.stored == 2
+    assert 0.28 <= stats.wall_s < 3.0  # 600 ms of exchange time at 2x
+
+
+async def test_replay_stop_event_ends_replay_early(js_fresh, tmp_path: Path) -> None:
+    path = _recording(tmp_path / "slow.jsonl", [(100.0, _ticker(1786310820000)), (160.0, _ticker(1786310880000))])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    stats = await asyncio.wait_for(replay_files(bus.Publisher(js_fresh), [path], speed=1.0, stop=stop), 10)
+    assert stats.stopped and stats.stored == 1
+
+
+async def test_cli_replay_prints_summary_and_exits_0(js_fresh, nats_url: str, tmp_path: Path, csvs) -> None:
+    csv = _csv_head(csvs[0], tmp_path, 100)
+    env = {**os.environ, "NATS_URL": nats_url, "NERTZ_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nertz_ingest", "replay", "--speed", "max", str(csv),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().startswith("replay done: 100 events published (Bar=100); stored 100, duplicates 0;")
+
+
+def test_cli_arguments_parse_speed_and_symbols() -> None:
+    args = build_parser().parse_args(
+        ["replay", "--speed", "60", "--symbols", "BTCUSDT,ETHUSDT", "--symbols", "SOLUSDT", "a.csv"]
+    )
+    assert (args.speed, args.symbols, args.files) == (60.0, ["BTCUSDT,ETHUSDT", "SOLUSDT"], [Path("a.csv")])
+    assert parse_speed("MAX") is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["replay", "--speed", "-1", "a.csv"])
