@@ -73,7 +73,7 @@ async def js_fresh(nats_url: str):  # type: ignore[no-untyped-def]
     from nertz_common import topology
 
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=15)  # the suite shares 2 cores with the servers: be patient
     await topology.recreate(js)
     yield js
     await nc.close()
