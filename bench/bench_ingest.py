@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nats
 import nats.js.errors
+
 from nertz_common import bus, infra, topology
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 from nertz_ingest.core.book import OrderBook

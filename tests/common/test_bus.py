@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_common.testing import factories as f

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nertz_common import subjects
 from nertz_common.testing import factories as f
 

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from nertz_common import events as ev
 from nertz_common import subjects
 

@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import nats
 import pytest
+
 from nertz_cli import demo
 from nertz_common import bus, subjects, topology
 from nertz_common import events as ev

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 
 DATA = Path(__file__).resolve().parents[2] / "data"

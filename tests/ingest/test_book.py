@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nertz_common import events as ev
 from nertz_ingest.core.book import OrderBook
 

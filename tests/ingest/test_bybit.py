@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
 from nertz_ingest.core.bybit import BybitParser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nertz_common import events as ev
 from nertz_common.testing import factories as f
 from nertz_ingest.core.csv_bars import parse_lines, parse_row

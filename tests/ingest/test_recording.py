@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
 from nertz_common import events as ev
 from nertz_ingest.adapters.recording import (
     RawFrame,

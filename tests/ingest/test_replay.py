@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_ingest.app import build_parser, parse_speed
 from nertz_ingest.core.rejection import Rejected
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import dead_letter, parse_files, replay_files
-from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.integration
 

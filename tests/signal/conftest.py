@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
 from nertz_common.testing import factories as f

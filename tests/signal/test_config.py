@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
+
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.settings import SignalSettings
-from pydantic import ValidationError
 
 
 def test_config_defaults_are_the_design_values():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nertz_signal.core import factors as fx
 from nertz_signal.core.config import FactorWeights
 

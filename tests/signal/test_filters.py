@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nertz_signal.core import filters
 
 S = 1_000_000_000

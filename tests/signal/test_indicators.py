@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nertz_signal.core.indicators import HOUR_NS, Atr, AtrMedian, Ema, TripleEma, true_range
 
 

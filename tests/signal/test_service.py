@@ -11,6 +11,8 @@ import time
 
 import nats.errors
 import pytest
+from prometheus_client import CollectorRegistry
+
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_signal.adapters.rebuild import rebuild
@@ -18,7 +20,6 @@ from nertz_signal.app import build_handler
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.engine import SignalEngine
 from nertz_signal.handlers import SignalHandler
-from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.integration
 

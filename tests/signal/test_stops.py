@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from nertz_signal.core import stops
 from nertz_signal.core.config import SignalConfig
-from pydantic import ValidationError
 
 CFG = SignalConfig()
 MINUTE_NS = 60_000_000_000

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
@@ -113,8 +114,9 @@ def test_rendezvous_awaited_before_intent_uses_memory_of_then_and_judges_once():
 
 @pytest.mark.integration
 async def test_validator_handler_publishes_verdict_and_acks_intent_after_it(js_fresh):
-    from nertz_validator.handlers import ValidatorHandler, ValidatorMetrics
     from prometheus_client import CollectorRegistry
+
+    from nertz_validator.handlers import ValidatorHandler, ValidatorMetrics
 
     pub = bus.Publisher(js_fresh)
     intent = f.intent(f.bar(0))

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import httpx
 import nats
-from nertz_common import infra, subjects, topology
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
+
+from nertz_common import infra, subjects, topology
 
 ROOT = Path(__file__).resolve().parents[4]
 DATA = ROOT / "data"

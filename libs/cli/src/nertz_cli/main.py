@@ -9,6 +9,7 @@ from typing import Annotated
 
 import nats
 import typer
+
 from nertz_common import topology
 
 app = typer.Typer(

@@ -8,7 +8,6 @@ import logging
 
 from nertz_common import bus, runtime, settings
 from nertz_common.topology import CONSUMERS
-
 from nertz_validator.core.memory import Memory
 from nertz_validator.core.policy import RulesConfig, RulesPolicy
 from nertz_validator.core.rendezvous import Rendezvous

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from nertz_common import bus
-from nertz_common import events as ev
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from nertz_common import bus
+from nertz_common import events as ev
 from nertz_validator.core.rendezvous import Rendezvous
 
 log = logging.getLogger("nertz.validator")

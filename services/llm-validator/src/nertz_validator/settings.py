@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from nertz_common.settings import CommonSettings
 from pydantic import BaseModel, Field, SecretStr
+
+from nertz_common.settings import CommonSettings
 
 
 class RulesSettings(BaseModel):

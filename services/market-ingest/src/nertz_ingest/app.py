@@ -15,10 +15,10 @@ from pathlib import Path
 
 import nats.js.errors
 import pydantic
+
 from nertz_common import subjects
 from nertz_common.bus import PublishError
 from nertz_common.runtime import runtime
-
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import SERVICE, replay_files

@@ -17,11 +17,11 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tqdm import tqdm
+
 from nertz_common import events as ev
 from nertz_common.bus import Publisher
 from nertz_common.ids import derive_id
-from tqdm import tqdm
-
 from nertz_ingest.adapters.recording import RawFrame, Sources
 from nertz_ingest.core.bybit import BybitParser, Output
 from nertz_ingest.core.rejection import Rejected

@@ -5,8 +5,9 @@ Example: ``NERTZ_INGEST__BOOK_DEPTH=20 NERTZ_INGEST__BOOK_MIN_INTERVAL_MS=200``.
 
 from __future__ import annotations
 
-from nertz_common.settings import CommonSettings
 from pydantic import BaseModel, ConfigDict, Field
+
+from nertz_common.settings import CommonSettings
 
 
 class IngestConfig(BaseModel):

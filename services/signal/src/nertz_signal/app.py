@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from nertz_common import bus
-from nertz_common.runtime import runtime
 from prometheus_client import CollectorRegistry
 
+from nertz_common import bus
+from nertz_common.runtime import runtime
 from nertz_signal.adapters.rebuild import rebuild
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.engine import SignalEngine

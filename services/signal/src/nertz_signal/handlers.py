@@ -13,7 +13,6 @@ import logging
 
 from nertz_common import bus
 from nertz_common import events as ev
-
 from nertz_signal.core.engine import SignalEngine
 from nertz_signal.metrics import SignalMetrics
 

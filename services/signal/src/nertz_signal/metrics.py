@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from nertz_common import events as ev
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from nertz_common import events as ev
 from nertz_signal.core import filters
 from nertz_signal.core.factors import FACTOR_NAMES
 

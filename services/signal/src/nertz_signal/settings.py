@@ -7,7 +7,6 @@ Environment: ``NATS_URL``, ``NERTZ_METRICS_PORT``..., and ``NERTZ_SIGNAL__ENTRY_
 from __future__ import annotations
 
 from nertz_common.settings import CommonSettings
-
 from nertz_signal.core.config import SignalConfig
 
 

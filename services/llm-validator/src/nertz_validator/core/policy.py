@@ -9,7 +9,6 @@ from typing import Protocol
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
-
 from nertz_validator.core.memory import SymbolMemory
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nertz_common import events as ev
-
 from nertz_validator.core.memory import Memory
 from nertz_validator.core.policy import Policy, skipped_locked, verdict_of
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import IO, Literal, TypeAlias, cast
 
 import msgspec
-from nertz_common import events as ev
 
+from nertz_common import events as ev
 from nertz_ingest.core import csv_bars
 from nertz_ingest.core.rejection import Rejected
 

@@ -29,9 +29,9 @@ from typing import Any, TypeAlias
 
 import msgspec
 from msgspec import Raw, Struct
+
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
-
 from nertz_ingest.core.book import Level, OrderBook
 from nertz_ingest.core.rejection import (
     BadInput,

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
-
 from nertz_ingest.core.bybit import check_ohlc
 from nertz_ingest.core.rejection import BadInput, Rejected, check_size, to_float
 

@@ -19,9 +19,9 @@ import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from nertz_common import events as ev
 from nertz_common import subjects
-
 from nertz_signal.core.engine import SignalEngine
 
 log = logging.getLogger("nertz.signal.rebuild")

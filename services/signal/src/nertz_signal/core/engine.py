@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import numpy as np
+
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
-
 from nertz_signal.core import factors, filters, stops
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.indicators import DAY_NS, Atr, AtrMedian, Regime, Trend, TripleEma
