@@ -55,11 +55,12 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec(
         "executor-decisions",
         (
+            subjects.filter_of("sig", "intent"),
             subjects.filter_of("sig", "factor"),
             subjects.filter_of("llm", "verdict"),
-            "sys.control.>",
+            subjects.filter_of("sys", "control"),
         ),
-        "executor: one factor snapshot per closed bar, verdicts and operator commands",
+        "executor: intents, one factor snapshot per closed bar, verdicts and operator commands",
     ),
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
 )

@@ -12,7 +12,7 @@ T0_NS = 1_748_623_140_000_000_000  # 2025-05-30 16:39 UTC, the first bar of the 
 
 
 def bar(i: int = 0, symbol: str = "BTCUSDT", close: float = 100.0, **kw: Any) -> ev.Bar:
-    """Return the closed 1m bar number ``i`` after ``T0_NS`` (open = previous close by default)."""
+    """Return the closed 1m bar number ``i`` after ``T0_NS`` (open = ``close`` unless given)."""
     open_time = T0_NS + i * MINUTE_NS
     o = kw.pop("open", close)
     fields: dict[str, Any] = dict(

@@ -8,7 +8,10 @@ Order: ``NATS_URL``/``DATABASE_URL`` if set; else testcontainers if a Docker eng
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,23 +21,34 @@ import pytest
 from nertz_common import infra
 
 
+@contextlib.contextmanager
+def _server_dir(kind: str) -> Iterator[Path]:
+    # not under pytest's basetemp: pytest prunes old basetemps, which would pull the data folder
+    # from under a server that another pytest session on the machine still runs
+    d = Path(tempfile.mkdtemp(prefix=f"nertz-test-{kind}-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nats_url() -> Iterator[str]:
     """A NATS URL with JetStream enabled."""
     if url := os.environ.get("NATS_URL"):
         yield url
         return
-    with infra.nats_for_tests(Path(tmp_path_factory.mktemp("nats"))) as url:
+    with _server_dir("nats") as d, infra.nats_for_tests(d) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     """A Postgres server URL (its default database)."""
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    with infra.postgres_for_tests(Path(tmp_path_factory.mktemp("pg"))) as url:
+    with _server_dir("pg") as d, infra.postgres_for_tests(d) as url:
         yield url
 
 

@@ -1,0 +1,133 @@
+"""Projector throughput: events/s from JetStream into Postgres (median of several runs).
+
+Starts an embedded nats-server and PostgreSQL (no Docker), publishes ``--events`` factory events
+(closed 1m bars and their factor snapshots over 3 symbols, plus a book snapshot and a ticker every
+``--book-every`` bars, the demo's mix), then projects the whole log ``--runs`` times, each run into a
+fresh database with the ``projector`` consumer reset, and prints events/s and rows/s per run and the
+median.
+
+Run: ``.venv/bin/python services/api/bench/bench_projector.py [--events 50000] [--batch 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import nats
+import nats.js.errors
+
+from nertz_api.migrate import migrate
+from nertz_api.projector import Projector
+from nertz_common import bus, ids, infra, subjects, topology
+from nertz_common import events as ev
+from nertz_common.testing import factories as f
+from nertz_common.testing.plugin import with_database
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+def make_events(n: int, book_every: int) -> list[ev.Event]:
+    """Return about ``n`` events: per bar a closed ``Bar`` and its ``FactorSnapshot``, plus books and tickers."""
+    out: list[ev.Event] = []
+    i = 0
+    while len(out) < n:
+        for s in SYMBOLS:
+            bar = f.bar(i, symbol=s, close=100.0 + (i % 50))
+            snap = ev.FactorSnapshot(
+                event_id=ids.derive_id("FactorSnapshot", bar.event_id), ts_event=bar.ts_event, ts_init=bar.ts_event,
+                symbol=s, bar_id=bar.event_id, interval="1", close=bar.close, egm=0.1, ild=0.2, rol=-0.1, pio=0.0,
+                ogm=0.05, combined=1.2, used=["egm", "ild", "rol", "pio", "ogm"], ema_fast=100.0, ema_mid=99.0,
+                ema_slow=98.0, trend="up", atr=1.0, regime="normal",
+            )  # fmt: skip
+            out += [bar, snap]
+            if book_every and i % book_every == 0:
+                out.append(f.book(bar.ts_event + 1, symbol=s, mid=bar.close))
+                out.append(
+                    ev.Ticker(
+                        event_id=ids.derive_id("Ticker", s, bar.ts_event),
+                        ts_event=bar.ts_event + 2,
+                        ts_init=bar.ts_event + 2,
+                        symbol=s,
+                        last_price=bar.close,
+                        mark_price=bar.close,
+                    )
+                )
+        i += 1
+    return out[:n]
+
+
+async def one_run(nats_url: str, pg_url: str, run: int, batch: int) -> tuple[float, int, int]:
+    """Project the whole stream into a fresh database; return (seconds, events, rows)."""
+    name = f"bench_{run}_{int(time.time())}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(subjects.STREAM, "projector")
+    await topology.apply(js)
+    last = (await js.stream_info(subjects.STREAM)).state.last_seq
+    pool = await asyncpg.create_pool(with_database(pg_url, name), min_size=2, max_size=4)
+    try:
+        await migrate(pool)
+        pub = bus.Publisher(js)
+        projector = Projector(pool, js, pub)
+        consumer = bus.Consumer(js, "projector", "api", pub)
+        await consumer.start()
+        t0 = time.perf_counter()
+        task = asyncio.create_task(projector.run(consumer, batch))
+        while projector.stats.tracked_seq < last:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        seconds = time.perf_counter() - t0
+        consumer.stop()
+        await task
+        await consumer.drain()
+        return seconds, projector.stats.projected, projector.stats.rows
+    finally:
+        await pool.close()
+        await nc.close()
+
+
+async def main(events: int, runs: int, batch: int, book_every: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = infra.start_nats(Path(tmp) / "nats")
+        pg = infra.start_postgres(Path(tmp) / "pg")
+        try:
+            nc = await nats.connect(srv.url)
+            js = nc.jetstream()
+            await topology.apply(js)
+            evs = make_events(events, book_every)
+            t0 = time.perf_counter()
+            await bus.Publisher(js).publish_many(evs)
+            print(f"published {len(evs)} events in {time.perf_counter() - t0:.1f} s")
+            await nc.close()
+            rates = []
+            for r in range(runs):
+                seconds, n, rows = await one_run(srv.url, pg.url, r, batch)
+                rates.append(n / seconds)
+                print(f"run {r + 1}: {n} events, {rows} rows in {seconds:.2f} s = {n / seconds:,.0f} events/s, "
+                      f"{rows / seconds:,.0f} rows/s")  # fmt: skip
+            print(f"median: {statistics.median(rates):,.0f} events/s (batch {batch}, {len(evs)} events)")
+        finally:
+            srv.stop()
+            pg.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=50_000, help="events to publish and project")
+    ap.add_argument("--runs", type=int, default=3, help="projection runs (the median is printed)")
+    ap.add_argument("--batch", type=int, default=1000, help="messages per fetch and transaction")
+    ap.add_argument("--book-every", type=int, default=10, help="a book and a ticker every N bars per symbol (0: none)")
+    a = ap.parse_args()
+    asyncio.run(main(a.events, a.runs, a.batch, a.book_every))

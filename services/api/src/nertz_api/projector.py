@@ -1,0 +1,801 @@
+"""The projector: the whole ``NERTZ`` log into Postgres read models, one transaction per fetched batch.
+
+Each batch's effect and the tracking row ``projector_tracking(consumer, stream_seq)`` are written in one
+asyncpg transaction, then the batch is acked (ARCHITECTURE.md §3 "api"; the eventsourcing pattern of a
+tracking record next to the view). Invariant: a tracked sequence ``T`` means every message with a
+sequence ``<= T`` is projected (or was unprojectable and dead-lettered). So:
+
+- a delivery with ``stream_seq <= T`` is a redelivery and is skipped (acked, no effect);
+- the projector consumes every subject of the stream, so sequences are contiguous: if the first new
+  delivery is beyond ``T + 1`` (a crash left a batch unacked while the server kept delivering newer
+  messages, or a poison message was terminated at fetch), the missing sequences are read from the
+  stream directly and projected in the same transaction. Nothing is ever skipped by a gap;
+- fact rows are keyed by the ``event_id`` that stated them (``ON CONFLICT DO NOTHING``) and "latest"
+  rows only move forward by ``stream_seq``, so even a replay that ignores the tracking row changes
+  nothing.
+
+Rows are grouped per statement and written with ``executemany`` (one pipelined round trip per table
+and batch). "Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar)
+keep one row per key and batch, which turns ~10 book updates per second into one write per batch.
+
+Errors: connection-level failures become :class:`nertz_common.bus.TransientError` (the batch is
+retried in place). A row Postgres rejects (a data or constraint error, e.g. a NUL byte in a text
+field) makes the batch fall back to one savepoint per message: the good ones are projected, each
+rejected one is dead-lettered alone (``DeadLettered`` on ``sys.dlq.api``, published before the commit
+so it cannot be lost) and the batch commits. Anything else (a bug: unknown column...) propagates and
+stops the service; redelivery resumes the work after a restart.
+
+Only one projector may write a database: a session advisory lock (per consumer name) is held for the
+lifetime of :meth:`Projector.run`; a second instance waits for it (hot standby).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+import nats.errors
+import nats.js.errors
+import prometheus_client as prom
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry
+
+from nertz_common import bus, ids, subjects
+from nertz_common import events as ev
+from nertz_common.metrics import LATENCY_BUCKETS, BusMetrics
+
+log = logging.getLogger("nertz.api.projector")
+
+Row = tuple[Any, ...]
+
+#: sqlstate classes of a row Postgres refuses: data exception, integrity constraint violation
+_REJECTED_CLASSES = ("22", "23")
+#: sqlstate classes worth a retry: connection, transaction rollback (serialization, deadlock),
+#: insufficient resources, operator intervention (shutdown), system error
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+class ProjectionMismatch(Exception):
+    """The database tracks a position the stream never reached: it belongs to another stream."""
+
+
+def is_rejected(e: BaseException) -> bool:
+    """Return True when ``e`` says Postgres (or asyncpg's encoder) refused a row's values."""
+    if isinstance(e, asyncpg.exceptions.DataError):
+        return True
+    return isinstance(e, asyncpg.PostgresError) and str(e.sqlstate or "")[:2] in _REJECTED_CLASSES
+
+
+def is_transient(e: BaseException) -> bool:
+    """Return True when ``e`` is a connection-level failure that a retry may cure."""
+    if isinstance(e, asyncpg.PostgresError):
+        return str(e.sqlstate or "")[:2] in _TRANSIENT_CLASSES
+    if isinstance(e, asyncpg.exceptions.DataError):
+        return False
+    return isinstance(e, asyncpg.InterfaceError | OSError | TimeoutError | ConnectionError)
+
+
+# --- statements ---------------------------------------------------------------------------------
+
+
+def _insert(table: str, cols: str, conflict: str = "DO NOTHING") -> str:
+    names = [c.strip() for c in cols.split(",")]
+    values = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values}) ON CONFLICT {conflict}"
+
+
+def _latest(table: str, key: str, cols: str) -> str:
+    names = [c.strip() for c in cols.split(",")]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c != key)
+    return _insert(table, cols, f"({key}) DO UPDATE SET {sets} WHERE {table}.stream_seq < EXCLUDED.stream_seq")
+
+
+_CANDLE_COLS = (
+    "symbol, interval, open_time_ns, open, high, low, close, volume, turnover, closed, "
+    "ts_event_ns, event_id, stream_seq"
+)
+_CANDLE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in _CANDLE_COLS.split(", ")[3:])
+
+_LAST_BAR_COLS = "symbol, interval, open_time_ns, close, closed, ts_event_ns, event_id, stream_seq"
+_LAST_BAR_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in _LAST_BAR_COLS.split(", ")[1:])
+
+#: statement name -> SQL, in the order a batch writes them (positions: open before close)
+STATEMENTS: dict[str, str] = {
+    "symbols": _insert("symbols", "symbol, venue, market, first_seen_ns, first_stream_seq"),
+    "candles": _insert(
+        "candles",
+        _CANDLE_COLS,
+        f"(symbol, interval, open_time_ns) DO UPDATE SET {_CANDLE_SET} "
+        "WHERE candles.stream_seq < EXCLUDED.stream_seq AND (EXCLUDED.closed OR NOT candles.closed)",
+    ),
+    "last_bars": _insert(
+        "last_bars",
+        _LAST_BAR_COLS,
+        f"(symbol) DO UPDATE SET {_LAST_BAR_SET} WHERE last_bars.stream_seq < EXCLUDED.stream_seq "
+        "AND (EXCLUDED.open_time_ns > last_bars.open_time_ns OR (EXCLUDED.open_time_ns = last_bars.open_time_ns "
+        "AND (EXCLUDED.closed OR NOT last_bars.closed)))",
+    ),
+    "tickers": _latest(
+        "tickers",
+        "symbol",
+        "symbol, last_price, mark_price, index_price, bid1_price, ask1_price, funding_rate, funding_interval_h, "
+        "next_funding_time_ns, open_interest, turnover_24h, volume_24h, ts_event_ns, event_id, stream_seq",
+    ),
+    "book_tops": _latest(
+        "book_tops",
+        "symbol",
+        "symbol, best_bid, best_bid_qty, best_ask, best_ask_qty, mid, spread, spread_bps, bids, asks, depth, "
+        "update_id, seq, ts_event_ns, event_id, stream_seq",
+    ),
+    "trades": _insert("trades", "symbol, trade_id, ts_event_ns, price, qty, side, event_id, stream_seq"),
+    "instruments": _latest(
+        "instruments",
+        "symbol",
+        "symbol, tick_size, qty_step, min_order_qty, max_leverage, ts_event_ns, event_id, stream_seq",
+    ),
+    "feed_status": _insert(
+        "feed_status", "event_id, symbol, kind, topic, reason, stale_s, update_id, ts_event_ns, stream_seq"
+    ),
+    "factor_snapshots": _insert(
+        "factor_snapshots",
+        "event_id, symbol, bar_id, interval, ts_event_ns, close, egm, ild, rol, pio, ogm, combined, used, "
+        "ema_fast, ema_mid, ema_slow, trend, atr, regime, intent_id, veto, stream_seq",
+    ),
+    "intents": _insert(
+        "intents",
+        "event_id, symbol, correlation_id, causation_id, ts_event_ns, side, entry_price, take_profit, stop_loss, "
+        "qty, notional_usdt, leverage, sl_distance, tp_distance, combined, trend, regime, reasons, stream_seq",
+    ),
+    "verdicts": _insert(
+        "verdicts",
+        "event_id, symbol, correlation_id, causation_id, ts_event_ns, decision, confidence, size_multiplier, "
+        "policy, reasons, risk_flags, model, prompt_hash, raw_text, latency_ms, tokens_in, tokens_out, stream_seq",
+    ),
+    "verdicts_awaited": _insert(
+        "verdicts_awaited", "event_id, symbol, correlation_id, causation_id, ts_event_ns, lock_state, stream_seq"
+    ),
+    "suppressed": _insert(
+        "suppressed",
+        "event_id, kind, symbol, correlation_id, causation_id, ts_event_ns, reason, rule, lock_state, decision, "
+        "stream_seq",
+    ),
+    "orders": _insert(
+        "orders",
+        "event_id, kind, order_id, symbol, correlation_id, causation_id, ts_event_ns, side, order_type, qty, "
+        "price_ref, take_profit, stop_loss, reduce_only, venue_name, reason, stream_seq",
+    ),
+    "fills": _insert(
+        "fills",
+        "event_id, order_id, fill_id, symbol, correlation_id, causation_id, ts_event_ns, side, qty, price, "
+        "fee_usdt, liquidity, reduce_only, venue_name, stream_seq",
+    ),
+    "positions_open": _insert(
+        "positions",
+        "position_id, symbol, correlation_id, side, qty, entry_price, take_profit, stop_loss, entry_fee_usdt, "
+        "opened_ns, open_event_id, status, stream_seq",
+    ),
+    "positions_close": _insert(
+        "positions",
+        "position_id, symbol, correlation_id, side, qty, entry_price, opened_ns, status, exit_price, exit_reason, "
+        "realized_pnl_usdt, closed_ns, close_event_id, stream_seq",
+        "(position_id) DO UPDATE SET status = 'closed', exit_price = EXCLUDED.exit_price, "
+        "exit_reason = EXCLUDED.exit_reason, realized_pnl_usdt = EXCLUDED.realized_pnl_usdt, "
+        "closed_ns = EXCLUDED.closed_ns, close_event_id = EXCLUDED.close_event_id, stream_seq = EXCLUDED.stream_seq "
+        "WHERE positions.close_event_id IS DISTINCT FROM EXCLUDED.close_event_id",
+    ),
+    "round_trips": _insert(
+        "round_trips",
+        "event_id, position_id, symbol, correlation_id, side, qty, entry_price, exit_price, exit_reason, "
+        "realized_pnl_usdt, fee_usdt, return_fraction, holding_ns, opened_ns, closed_ns, stream_seq",
+    ),
+    "lock_history": _insert(
+        "lock_history", "event_id, symbol, state, reason, event_type, correlation_id, ts_event_ns, stream_seq"
+    ),
+    "locks": _latest(
+        "locks", "symbol", "symbol, state, reason, event_type, correlation_id, since_ns, event_id, stream_seq"
+    ),
+    "control": _insert("control", "event_id, kind, scope, actor, reason, ts_event_ns, stream_seq"),
+    "dead_letters": _insert(
+        "dead_letters", "event_id, service, reason, subject, failed_stream_seq, raw, ts_event_ns, stream_seq"
+    ),
+}
+
+_TRACKING_GET = "SELECT stream_seq FROM projector_tracking WHERE consumer = $1 FOR UPDATE"
+_TRACKING_SET = (
+    "INSERT INTO projector_tracking (consumer, stream_seq, updated_at) VALUES ($1, $2, now()) "
+    "ON CONFLICT (consumer) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now() "
+    "WHERE projector_tracking.stream_seq < EXCLUDED.stream_seq"
+)
+
+
+# --- event -> rows ------------------------------------------------------------------------------
+
+
+def _closed_wins(old: Row, new: Row) -> bool:
+    return bool(new[9]) or not old[9]  # candles: column 9 = closed
+
+
+def _later_bar_wins(old: Row, new: Row) -> bool:
+    # last_bars: column 2 = open_time_ns, 4 = closed
+    return new[2] > old[2] or (new[2] == old[2] and (bool(new[4]) or not old[4]))
+
+
+def _json(levels: list[tuple[float, float]]) -> str:
+    return msgspec.json.encode(levels).decode()
+
+
+class Writes:
+    """The rows one batch (or one message) writes, per statement, in log order.
+
+    "Latest" statements keep one row per key: the later one in log order, unless ``wins(old, new)``
+    says otherwise (a closed candle wins over a later open update of the same bar).
+
+    Parameters
+    ----------
+    known_symbols : set[str]
+        Symbols already in the ``symbols`` table (not written again).
+    """
+
+    def __init__(self, known_symbols: set[str]) -> None:
+        self._known = known_symbols
+        self.rows: dict[str, list[Row]] = {}
+        self.keyed: dict[str, dict[Any, Row]] = {}
+        self.new_symbols: set[str] = set()
+
+    def fact(self, stmt: str, row: Row) -> None:
+        """Add a row to ``stmt`` (a fact: every row is written)."""
+        self.rows.setdefault(stmt, []).append(row)
+
+    def latest(self, stmt: str, key: Any, row: Row, wins: Callable[[Row, Row], bool] | None = None) -> None:
+        """Add a row to ``stmt`` keeping one per ``key``: ``row`` replaces the held one if ``wins(old, new)``
+        (always, when ``wins`` is None)."""
+        rows = self.keyed.setdefault(stmt, {})
+        old = rows.get(key)
+        if old is None or wins is None or wins(old, row):
+            rows[key] = row
+
+    def add(self, event: ev.Event, seq: int) -> None:
+        """Add the rows of one event at stream sequence ``seq``."""
+        if isinstance(event, ev.InstrumentEvent) and event.symbol not in self._known:
+            self._new_symbol(event, seq)
+        on = _HANDLERS.get(type(event))
+        if on is not None:
+            on(self, event, seq)
+
+    def _new_symbol(self, event: ev.InstrumentEvent, seq: int) -> None:
+        if event.symbol not in self.new_symbols:
+            self.new_symbols.add(event.symbol)
+            self.fact("symbols", (event.symbol, event.venue, event.market, event.ts_event, seq))
+
+    async def flush(self, conn: asyncpg.Connection) -> int:
+        """Write every statement's rows with ``executemany``; return the number of rows sent."""
+        n = 0
+        for stmt, sql in STATEMENTS.items():
+            rows = self.rows.get(stmt) or list(self.keyed.get(stmt, {}).values())
+            if rows:
+                await conn.executemany(sql, rows)
+                n += len(rows)
+        return n
+
+
+def _on_bar(w: Writes, e: ev.Bar, seq: int) -> None:
+    row = (e.symbol, e.interval, e.open_time_ns, e.open, e.high, e.low, e.close, e.volume, e.turnover, e.closed,
+           e.ts_event, e.event_id, seq)  # fmt: skip
+    w.latest("candles", (e.symbol, e.interval, e.open_time_ns), row, _closed_wins)
+    last = (e.symbol, e.interval, e.open_time_ns, e.close, e.closed, e.ts_event, e.event_id, seq)
+    w.latest("last_bars", e.symbol, last, _later_bar_wins)
+
+
+def _on_book_snapshot(w: Writes, e: ev.BookSnapshot, seq: int) -> None:
+    bid, bid_qty = e.bids[0] if e.bids else (None, None)
+    ask, ask_qty = e.asks[0] if e.asks else (None, None)
+    mid = spread = spread_bps = None
+    if bid is not None and ask is not None:
+        mid = (bid + ask) / 2
+        spread = ask - bid
+        spread_bps = spread / mid * 1e4
+    row = (e.symbol, bid, bid_qty, ask, ask_qty, mid, spread, spread_bps, _json(e.bids), _json(e.asks), e.depth,
+           e.update_id, e.seq, e.ts_event, e.event_id, seq)  # fmt: skip
+    w.latest("book_tops", e.symbol, row)
+
+
+def _on_trade_batch(w: Writes, e: ev.TradeBatch, seq: int) -> None:
+    for t in e.trades:
+        w.latest("trades", (e.symbol, t.trade_id), (e.symbol, t.trade_id, t.ts_event, t.price, t.qty, t.side,
+                                                   e.event_id, seq))  # fmt: skip
+
+
+def _on_ticker(w: Writes, e: ev.Ticker, seq: int) -> None:
+    row = (e.symbol, e.last_price, e.mark_price, e.index_price, e.bid1_price, e.ask1_price, e.funding_rate,
+           e.funding_interval_h, e.next_funding_time_ns, e.open_interest, e.turnover_24h, e.volume_24h,
+           e.ts_event, e.event_id, seq)  # fmt: skip
+    w.latest("tickers", e.symbol, row)
+
+
+def _on_instrument_spec(w: Writes, e: ev.InstrumentSpec, seq: int) -> None:
+    row = (e.symbol, e.tick_size, e.qty_step, e.min_order_qty, e.max_leverage, e.ts_event, e.event_id, seq)
+    w.latest("instruments", e.symbol, row)
+
+
+def _on_feed_gap(w: Writes, e: ev.FeedGap, seq: int) -> None:
+    w.fact("feed_status", (e.event_id, e.symbol, "gap", e.topic, e.reason, None, None, e.ts_event, seq))
+
+
+def _on_feed_resynced(w: Writes, e: ev.FeedResynced, seq: int) -> None:
+    w.fact("feed_status", (e.event_id, e.symbol, "resynced", e.topic, None, None, e.update_id, e.ts_event, seq))
+
+
+def _on_feed_stale(w: Writes, e: ev.FeedStale, seq: int) -> None:
+    w.fact("feed_status", (e.event_id, e.symbol, "stale", e.topic, None, e.stale_s, None, e.ts_event, seq))
+
+
+def _on_factor_snapshot(w: Writes, e: ev.FactorSnapshot, seq: int) -> None:
+    w.fact(
+        "factor_snapshots",
+        (e.event_id, e.symbol, e.bar_id, e.interval, e.ts_event, e.close, e.egm, e.ild, e.rol, e.pio, e.ogm,
+         e.combined, e.used, e.ema_fast, e.ema_mid, e.ema_slow, e.trend, e.atr, e.regime, e.intent_id, e.veto,
+         seq),
+    )  # fmt: skip
+
+
+def _on_intent_proposed(w: Writes, e: ev.IntentProposed, seq: int) -> None:
+    w.fact(
+        "intents",
+        (e.event_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event, e.side, e.entry_price, e.take_profit,
+         e.stop_loss, e.qty, e.notional_usdt, e.leverage, e.sl_distance, e.tp_distance, e.combined, e.trend,
+         e.regime, e.reasons, seq),
+    )  # fmt: skip
+
+
+def _on_verdict_issued(w: Writes, e: ev.VerdictIssued, seq: int) -> None:
+    w.fact(
+        "verdicts",
+        (e.event_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event, e.decision, e.confidence,
+         e.size_multiplier, e.policy, e.reasons, e.risk_flags, e.model, e.prompt_hash, e.raw_text, e.latency_ms,
+         e.tokens_in, e.tokens_out, seq),
+    )  # fmt: skip
+
+
+def _on_verdict_awaited(w: Writes, e: ev.VerdictAwaited, seq: int) -> None:
+    w.fact("verdicts_awaited", (e.event_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event, e.lock_state, seq))
+
+
+def _on_signal_suppressed(w: Writes, e: ev.SignalSuppressed, seq: int) -> None:
+    w.fact("suppressed", (e.event_id, "signal_suppressed", e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                          e.reason, None, e.lock_state, e.decision, seq))  # fmt: skip
+
+
+def _on_risk_denied(w: Writes, e: ev.RiskDenied, seq: int) -> None:
+    w.fact("suppressed", (e.event_id, "risk_denied", e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                          e.reason, e.rule, None, "approve", seq))  # fmt: skip
+
+
+def _lock(w: Writes, e: ev.Correlated, seq: int, state: ev.LockState, reason: str) -> None:
+    kind = type(e).__name__
+    w.fact("lock_history", (e.event_id, e.symbol, state, reason, kind, e.correlation_id, e.ts_event, seq))
+    w.latest("locks", e.symbol, (e.symbol, state, reason, kind, e.correlation_id, e.ts_event, e.event_id, seq))
+
+
+def _on_order_submitted(w: Writes, e: ev.OrderSubmitted, seq: int) -> None:
+    w.fact("orders", (e.event_id, "submitted", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                      e.side, e.order_type, e.qty, e.price_ref, e.take_profit, e.stop_loss, e.reduce_only,
+                      e.venue_name, None, seq))  # fmt: skip
+    if not e.reduce_only:
+        _lock(w, e, seq, "ENTRY_PENDING", "entry submitted")
+
+
+def _on_order_rejected(w: Writes, e: ev.OrderRejected, seq: int) -> None:
+    w.fact("orders", (e.event_id, "rejected", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                      None, None, None, None, None, None, None, None, e.reason, seq))  # fmt: skip
+    if e.order_id == ids.order_link_id(e.correlation_id, "entry"):
+        _lock(w, e, seq, "FLAT", f"entry rejected: {e.reason}")
+
+
+def _on_entry_expired(w: Writes, e: ev.EntryExpired, seq: int) -> None:
+    w.fact("orders", (e.event_id, "expired", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                      None, None, None, None, None, None, None, None, e.reason, seq))  # fmt: skip
+    _lock(w, e, seq, "FLAT", f"entry expired: {e.reason}")
+
+
+def _on_order_filled(w: Writes, e: ev.OrderFilled, seq: int) -> None:
+    w.fact("fills", (e.event_id, e.order_id, e.fill_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                     e.side, e.qty, e.price, e.fee_usdt, e.liquidity, e.reduce_only, e.venue_name, seq))  # fmt: skip
+
+
+def _on_position_opened(w: Writes, e: ev.PositionOpened, seq: int) -> None:
+    w.fact("positions_open", (e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price,
+                              e.take_profit, e.stop_loss, e.fee_usdt, e.ts_event, e.event_id, "open", seq))  # fmt: skip
+    _lock(w, e, seq, "LOCKED", "position opened")
+
+
+def _on_lock_engaged(w: Writes, e: ev.LockEngaged, seq: int) -> None:
+    _lock(w, e, seq, "LOCKED", e.reason)
+
+
+def _on_position_closed(w: Writes, e: ev.PositionClosed, seq: int) -> None:
+    opened_ns = max(0, e.ts_event - e.holding_ns)
+    w.fact("positions_close", (e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price, opened_ns,
+                               "closed", e.exit_price, e.exit_reason, e.realized_pnl_usdt, e.ts_event, e.event_id,
+                               seq))  # fmt: skip
+    w.fact("round_trips", (e.event_id, e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price,
+                           e.exit_price, e.exit_reason, e.realized_pnl_usdt, e.fee_usdt, e.return_fraction,
+                           e.holding_ns, opened_ns, e.ts_event, seq))  # fmt: skip
+    _lock(w, e, seq, "COOLDOWN", f"position closed: {e.exit_reason}")
+
+
+def _on_lock_released(w: Writes, e: ev.LockReleased, seq: int) -> None:
+    _lock(w, e, seq, "FLAT", e.reason)
+
+
+def _on_trading_started(w: Writes, e: ev.TradingStarted, seq: int) -> None:
+    w.fact("control", (e.event_id, "started", e.scope, e.actor, "", e.ts_event, seq))
+
+
+def _on_trading_stopped(w: Writes, e: ev.TradingStopped, seq: int) -> None:
+    w.fact("control", (e.event_id, "stopped", e.scope, e.actor, e.reason, e.ts_event, seq))
+
+
+def _on_dead_lettered(w: Writes, e: ev.DeadLettered, seq: int) -> None:
+    w.fact("dead_letters", (e.event_id, e.service, e.reason, e.subject, e.stream_seq, e.raw, e.ts_event, seq))
+
+
+_HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
+    ev.Bar: _on_bar,
+    ev.BookSnapshot: _on_book_snapshot,
+    ev.TradeBatch: _on_trade_batch,
+    ev.Ticker: _on_ticker,
+    ev.InstrumentSpec: _on_instrument_spec,
+    ev.FeedGap: _on_feed_gap,
+    ev.FeedResynced: _on_feed_resynced,
+    ev.FeedStale: _on_feed_stale,
+    ev.FactorSnapshot: _on_factor_snapshot,
+    ev.IntentProposed: _on_intent_proposed,
+    ev.VerdictIssued: _on_verdict_issued,
+    ev.VerdictAwaited: _on_verdict_awaited,
+    ev.SignalSuppressed: _on_signal_suppressed,
+    ev.RiskDenied: _on_risk_denied,
+    ev.OrderSubmitted: _on_order_submitted,
+    ev.OrderRejected: _on_order_rejected,
+    ev.EntryExpired: _on_entry_expired,
+    ev.OrderFilled: _on_order_filled,
+    ev.PositionOpened: _on_position_opened,
+    ev.LockEngaged: _on_lock_engaged,
+    ev.PositionClosed: _on_position_closed,
+    ev.LockReleased: _on_lock_released,
+    ev.TradingStarted: _on_trading_started,
+    ev.TradingStopped: _on_trading_stopped,
+    ev.DeadLettered: _on_dead_lettered,
+}
+assert set(_HANDLERS) == set(ev.ALL_EVENT_TYPES), "every event type needs a projection"
+
+
+# --- the projector ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Item:
+    """One message to project: from a delivery, or read from the stream to fill a gap."""
+
+    event: ev.AnyEvent
+    stream_seq: int
+    subject: str
+    raw: bytes
+
+
+class ProjectorMetrics:
+    """The projector's Prometheus metrics (``nertz_api_projector_*``)."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "nertz_api") -> None:
+        self.events = prom.Counter(
+            f"{prefix}_projector_events_total", "Events projected into Postgres, by type", ["type"], registry=registry
+        )
+        self.skipped = prom.Counter(
+            f"{prefix}_projector_skipped_total", "Redelivered messages skipped (already tracked)", registry=registry
+        )
+        self.gap_filled = prom.Counter(
+            f"{prefix}_projector_gap_filled_total",
+            "Messages read from the stream directly to fill a gap in the deliveries",
+            registry=registry,
+        )
+        self.rejected = prom.Counter(
+            f"{prefix}_projector_rejected_total",
+            "Messages whose rows Postgres rejected (dead-lettered)",
+            registry=registry,
+        )
+        self.rows = prom.Counter(f"{prefix}_projector_rows_total", "Rows sent to Postgres", registry=registry)
+        self.batch_seconds = prom.Histogram(
+            f"{prefix}_projector_batch_seconds",
+            "Time to project and commit one batch",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tracked_seq = prom.Gauge(
+            f"{prefix}_projector_tracked_seq", "Highest stream sequence committed to Postgres", registry=registry
+        )
+
+
+@dataclass
+class ProjectorStats:
+    """Counts since this projector started (for tests, benchmarks and logs)."""
+
+    batches: int = 0
+    projected: int = 0
+    skipped: int = 0
+    gap_filled: int = 0
+    rejected: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    tracked_seq: int = 0
+    rejected_seqs: deque[int] = field(default_factory=lambda: deque(maxlen=100))
+
+
+class Projector:
+    """Project the log into Postgres; hand :meth:`handle` to :meth:`nertz_common.bus.Consumer.run_batch`.
+
+    Parameters
+    ----------
+    pool : asyncpg.Pool
+        The projection database (migrated).
+    js : JetStreamContext
+        Used to read missing sequences directly from the stream (gap fill).
+    publisher : bus.Publisher
+        Publishes ``DeadLettered`` records of rejected messages.
+    consumer : str
+        The durable consumer name, also the tracking row's key.
+    service : str
+        Service name of dead-letter records (``sys.dlq.<service>``).
+    metrics : ProjectorMetrics, optional
+    bus_metrics : BusMetrics, optional
+        For the service-wide dead-letter counter.
+    stream : str
+        The stream the consumer reads.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        publisher: bus.Publisher,
+        *,
+        consumer: str = "projector",
+        service: str = "api",
+        metrics: ProjectorMetrics | None = None,
+        bus_metrics: BusMetrics | None = None,
+        stream: str = subjects.STREAM,
+    ) -> None:
+        self._pool = pool
+        self._js = js
+        self._publisher = publisher
+        self.consumer = consumer
+        self._service = service
+        self._metrics = metrics
+        self._bus_metrics = bus_metrics
+        self._stream = stream
+        self._known_symbols: set[str] = set()
+        self._lock_conn: asyncpg.Connection | None = None
+        self.stats = ProjectorStats()
+
+    @property
+    def lock_key(self) -> int:
+        """The ``pg_advisory_lock`` key that makes this consumer's projector single-writer."""
+        digest = hashlib.sha256(f"nertz-projector:{self.consumer}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    async def tracked_seq(self) -> int:
+        """Return the highest stream sequence committed for this consumer (0 before the first batch)."""
+        async with self._pool.acquire() as conn:
+            seq = await conn.fetchval("SELECT stream_seq FROM projector_tracking WHERE consumer = $1", self.consumer)
+        return int(seq or 0)
+
+    async def check_stream(self, last_seq: int) -> None:
+        """Fail fast when the database tracks a sequence beyond the stream's last one.
+
+        Parameters
+        ----------
+        last_seq : int
+            The stream's last sequence (``stream_info().state.last_seq``).
+
+        Raises
+        ------
+        ProjectionMismatch
+            If the tracked sequence exceeds ``last_seq``: the stream was recreated and the database
+            projects another log (new messages would be skipped as "already tracked").
+        """
+        tracked = await self.tracked_seq()
+        if tracked > last_seq:
+            raise ProjectionMismatch(
+                f"expected the tracked sequence of {self.consumer!r} <= the stream's last sequence {last_seq}, "
+                f"was {tracked}: this database projects another log; use a fresh database or drop its tables"
+            )
+
+    async def run(self, consumer: bus.Consumer, batch: int = 1000, lock_poll_s: float = 1.0) -> None:
+        """Hold the projector lock, then project batches until ``consumer.stop()``.
+
+        Raises
+        ------
+        RuntimeError
+            If the lock's connection is lost while projecting (another instance may take over).
+        """
+        async with self._pool.acquire() as lock_conn:
+            waited = False
+            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+                if consumer.stopping:
+                    return
+                if not waited:
+                    log.warning("projector.waiting_for_lock", extra={"consumer": self.consumer})
+                    waited = True
+                await asyncio.sleep(lock_poll_s)
+            self._lock_conn = lock_conn
+            try:
+                async with self._pool.acquire() as conn:
+                    known = await conn.fetch("SELECT symbol FROM symbols")
+                self._known_symbols = {r["symbol"] for r in known}
+                self.stats.tracked_seq = await self.tracked_seq()
+                log.info("projector.started", extra={"consumer": self.consumer, "stream_seq": self.stats.tracked_seq})
+                await consumer.run_batch(self.handle, batch)
+            finally:
+                self._lock_conn = None
+                with contextlib.suppress(Exception):
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key)
+
+    async def handle(self, deliveries: list[bus.Delivery]) -> None:
+        """Project one fetched batch and advance the tracking row, in one transaction.
+
+        Raises
+        ------
+        nertz_common.bus.TransientError
+            On a connection-level failure (database down, timeout) or a failed dead-letter publish;
+            nothing was committed and the batch is retried.
+        RuntimeError
+            If the projector lock was lost.
+        """
+        if self._lock_conn is not None and self._lock_conn.is_closed():
+            raise RuntimeError(f"lost the projector lock of {self.consumer!r} (its connection closed)")
+        t0 = time.perf_counter()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                tracked = int(await conn.fetchval(_TRACKING_GET, self.consumer) or 0)
+                items, skipped = await self._pending(deliveries, tracked)
+                if not items:
+                    self._account([], skipped, 0, tracked, time.perf_counter() - t0)
+                    return
+                w = Writes(self._known_symbols)
+                for it in items:
+                    w.add(it.event, it.stream_seq)
+                try:
+                    async with conn.transaction():  # a savepoint: a rejected row falls back below
+                        rows = await w.flush(conn)
+                    new_symbols = w.new_symbols
+                except Exception as e:
+                    if not is_rejected(e):
+                        raise
+                    log.warning("projector.batch_rejected", extra={"error": repr(e)[:300], "size": len(items)})
+                    rows, new_symbols = await self._one_by_one(conn, items)
+                top = items[-1].stream_seq
+                await conn.execute(_TRACKING_SET, self.consumer, top)
+        except bus.TransientError:
+            raise
+        except Exception as e:
+            if is_transient(e):
+                raise bus.TransientError(f"projection database unavailable: {e!r}") from e
+            raise
+        self._known_symbols |= new_symbols
+        self._account(items, skipped, rows, top, time.perf_counter() - t0)
+
+    async def _pending(self, deliveries: list[bus.Delivery], tracked: int) -> tuple[list[Item], int]:
+        """The deliveries beyond ``tracked`` in sequence order, with any gap before them filled, and the
+        number of deliveries skipped (already tracked, or the same sequence twice)."""
+        fresh: dict[int, Item] = {}
+        for d in deliveries:
+            if d.stream_seq > tracked and d.stream_seq not in fresh:
+                fresh[d.stream_seq] = Item(d.event, d.stream_seq, d.subject, d.msg.data)
+        skipped = len(deliveries) - len(fresh)
+        if not fresh:
+            return [], skipped
+        first = min(fresh)
+        if first > tracked + 1:
+            for it in await self._read_range(tracked + 1, first - 1):
+                fresh.setdefault(it.stream_seq, it)
+        return [fresh[s] for s in sorted(fresh)], skipped
+
+    async def _read_range(self, lo: int, hi: int) -> list[Item]:
+        """Read sequences ``lo..hi`` from the stream (gone or undecodable ones are left out)."""
+        try:
+            first = (await self._js.stream_info(self._stream)).state.first_seq
+            out: list[Item] = []
+            for seq in range(max(lo, first), hi + 1):
+                try:
+                    m = await self._js.get_msg(self._stream, seq, direct=True)
+                except nats.js.errors.NotFoundError:
+                    continue  # deleted or aged out
+                try:
+                    event = ev.decode(m.data or b"")
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue  # poison: dead-lettered and terminated by Consumer.fetch
+                out.append(Item(event, seq, m.subject or "", m.data or b""))
+        except (nats.errors.Error, TimeoutError) as e:
+            raise bus.TransientError(f"could not read sequences {lo}..{hi} from {self._stream}: {e!r}") from e
+        if out:
+            log.warning("projector.gap_filled", extra={"from_seq": lo, "to_seq": hi, "messages": len(out)})
+        self.stats.gap_filled += len(out)
+        if self._metrics:
+            self._metrics.gap_filled.inc(len(out))
+        return out
+
+    async def _one_by_one(self, conn: asyncpg.Connection, items: list[Item]) -> tuple[int, set[str]]:
+        """Project each message in its own savepoint; dead-letter those Postgres rejects."""
+        rows = 0
+        new_symbols: set[str] = set()
+        rejected: list[tuple[Item, Exception]] = []
+        for it in items:
+            w = Writes(self._known_symbols | new_symbols)
+            w.add(it.event, it.stream_seq)
+            try:
+                async with conn.transaction():
+                    rows += await w.flush(conn)
+                new_symbols |= w.new_symbols
+            except Exception as e:
+                if not is_rejected(e):
+                    raise
+                rejected.append((it, e))
+        for it, error in rejected:
+            await self._dead_letter(it, error)
+        return rows, new_symbols
+
+    async def _dead_letter(self, it: Item, e: Exception) -> None:
+        self.stats.rejected += 1
+        self.stats.rejected_seqs.append(it.stream_seq)
+        if self._metrics:
+            self._metrics.rejected.inc()
+        if isinstance(it.event, ev.DeadLettered):  # never dead-letter a dead letter (no loops)
+            log.critical(
+                "projector.dead_letter_unprojectable",
+                extra={"stream_seq": it.stream_seq, "event_id": it.event.event_id, "error": repr(e)[:300]},
+            )
+            return
+        now = time.time_ns()  # infrastructure record, not a decision: wall clock allowed (as in bus)
+        record = ev.DeadLettered(
+            event_id=f"dlq-{self._service}-{it.stream_seq}",
+            ts_event=now,
+            ts_init=now,
+            service=self._service,
+            reason=f"rejected: {type(e).__name__}: {e}"[:500],
+            subject=it.subject,
+            stream_seq=it.stream_seq,
+            raw=it.raw.decode("utf-8", "replace")[:10_000],
+        )
+        try:
+            await self._publisher.publish(record)
+        except bus.PublishError as pe:
+            raise bus.TransientError(f"could not dead-letter sequence {it.stream_seq}: {pe}") from pe
+        log.error(
+            "message.dead_lettered",
+            extra={"stream_seq": it.stream_seq, "event_id": it.event.event_id, "reason": record.reason[:200]},
+        )
+        if self._bus_metrics:
+            self._bus_metrics.dead_letters.labels(reason="rejected").inc()
+
+    def _account(self, items: list[Item], skipped: int, rows: int, top: int, seconds: float) -> None:
+        s = self.stats
+        s.batches += 1
+        s.projected += len(items)
+        s.skipped += skipped
+        s.rows += rows
+        s.seconds += seconds
+        s.tracked_seq = top
+        if self._metrics:
+            for name, n in Counter(type(it.event).__name__ for it in items).items():
+                self._metrics.events.labels(type=name).inc(n)
+            self._metrics.skipped.inc(skipped)
+            self._metrics.rows.inc(rows)
+            self._metrics.batch_seconds.observe(seconds)
+            self._metrics.tracked_seq.set(top)

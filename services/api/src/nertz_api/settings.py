@@ -1,0 +1,43 @@
+"""Settings of the api service: the common and database settings plus the ``api`` group.
+
+Environment: ``DATABASE_URL``, ``NATS_URL``, ``NERTZ_SYMBOLS``, ``NERTZ_API__HOST``, ``NERTZ_API__PORT``,
+``NERTZ_API__TOKEN`` (bearer token of the mutating endpoints; unset disables them), ``NERTZ_API__BATCH``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from nertz_common.settings import DatabaseSettings
+
+
+class ApiGroup(BaseModel):
+    """The HTTP server and the projector.
+
+    Attributes
+    ----------
+    host : str
+        Interface uvicorn binds (``0.0.0.0`` in a container).
+    port : int
+        HTTP port of the API and of its ``/metrics``.
+    token : SecretStr or None
+        Bearer token that ``POST /start`` and ``POST /stop`` require; None disables them (403).
+    batch : int
+        Messages the projector fetches and commits per Postgres transaction.
+    pool_size : int
+        Maximum Postgres connections (projector, its lock, and HTTP reads share them).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    token: SecretStr | None = None
+    batch: int = Field(default=1000, ge=1, le=10_000)
+    pool_size: int = Field(default=8, ge=3, le=100)
+
+
+class ApiSettings(DatabaseSettings):
+    """Everything the api service reads from the environment (validated at start)."""
+
+    api: ApiGroup = ApiGroup()

@@ -1,0 +1,3 @@
+from nertz_executor.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""I/O of the executor: the decisions barrier, reading its own log back, and metrics."""

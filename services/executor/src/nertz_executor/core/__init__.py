@@ -1,0 +1,1 @@
+"""The executor's pure core: no I/O, no clock, no environment. Time is the input's ``ts_event``."""

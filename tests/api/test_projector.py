@@ -1,0 +1,235 @@
+"""The projector against real NATS JetStream and real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import nats.js.errors
+import pytest
+
+from nertz_api.projector import ProjectionMismatch, Projector, Writes
+from nertz_common import bus, subjects, topology
+from nertz_common import events as ev
+from nertz_common.testing import factories as f
+
+pytestmark = pytest.mark.integration
+
+TABLES = (
+    "candles", "last_bars", "tickers", "book_tops", "trades", "instruments", "feed_status", "factor_snapshots",
+    "intents", "verdicts", "verdicts_awaited", "suppressed", "orders", "fills", "positions", "round_trips", "locks",
+    "lock_history", "control", "dead_letters", "symbols", "projector_tracking",
+)  # fmt: skip
+
+
+async def dump(pool: asyncpg.Pool) -> dict[str, list[tuple]]:
+    """Every row of every projection, sorted (generated and wall-clock columns left out)."""
+    out = {}
+    async with pool.acquire() as c:
+        for t in TABLES:
+            rows = await c.fetch(f"SELECT * FROM {t}")
+            out[t] = sorted(tuple(str(v) for k, v in r.items() if k != "updated_at") for r in rows)
+    return out
+
+
+async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
+    return int(await pool.fetchval(sql, *args))
+
+
+async def reset_consumer(js) -> None:  # type: ignore[no-untyped-def]
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(subjects.STREAM, "projector")
+    await topology.apply(js)
+
+
+async def test_projector_scenario_projects_every_table(js_fresh, pool, publisher, project, scenario):
+    await publisher.publish_many(scenario)
+    p = await project()
+    assert p.stats.tracked_seq == (await js_fresh.stream_info(subjects.STREAM)).state.last_seq == len(scenario)
+    assert p.stats.projected == len(scenario) and p.stats.rejected == 0
+
+    # candles: 31 BTC (bar 30: closed wins over the late open update), 5 ETH, 3 SOL
+    assert await count(pool, "SELECT count(*) FROM candles") == 39
+    bar30 = await pool.fetchrow("SELECT * FROM candles WHERE symbol = 'BTCUSDT' ORDER BY open_time_ns DESC LIMIT 1")
+    assert bar30["closed"] and bar30["close"] == 133.0 and bar30["open_time_ns"] == f.T0_NS + 30 * f.MINUTE_NS
+    assert bar30["open_time"].timestamp() == pytest.approx((f.T0_NS + 30 * f.MINUTE_NS) / 1e9)
+    last = await pool.fetchrow("SELECT * FROM last_bars WHERE symbol = 'BTCUSDT'")
+    assert last["open_time_ns"] == bar30["open_time_ns"] and last["closed"] and last["close"] == 133.0
+    # latest-state tables keep the last event in log order
+    tick = await pool.fetchrow("SELECT * FROM tickers WHERE symbol = 'BTCUSDT'")
+    assert tick["last_price"] == 133.0 and tick["funding_rate"] == 0.0001
+    book = await pool.fetchrow("SELECT * FROM book_tops WHERE symbol = 'BTCUSDT'")
+    assert book["mid"] == pytest.approx(133.0) and book["spread"] == pytest.approx(0.2)
+    assert book["best_bid"] == pytest.approx(132.9) and book["spread_bps"] == pytest.approx(0.2 / 133 * 1e4)
+    # facts
+    expected = {
+        "factor_snapshots": 35, "intents": 7, "verdicts": 7, "verdicts_awaited": 2, "suppressed": 2, "orders": 6,
+        "fills": 4, "positions": 2, "round_trips": 2, "trades": 2, "instruments": 1, "feed_status": 2, "control": 3,
+        "dead_letters": 1, "symbols": 3,
+    }  # fmt: skip
+    for table, n in expected.items():
+        assert await count(pool, f"SELECT count(*) FROM {table}") == n, table
+    assert await count(pool, "SELECT count(*) FROM positions WHERE status = 'closed'") == 2
+    pnl = [r["realized_pnl_usdt"] for r in await pool.fetch("SELECT * FROM round_trips ORDER BY closed_ns")]
+    assert pnl == [30.0, -12.0]
+    kinds = {r["kind"]: r["n"] for r in await pool.fetch("SELECT kind, count(*) AS n FROM suppressed GROUP BY kind")}
+    assert kinds == {"signal_suppressed": 1, "risk_denied": 1}
+    # the Hard Lock: BTC went FLAT after its cooldown; SOL's entry was rejected, then another expired
+    locks = {r["symbol"]: r["state"] for r in await pool.fetch("SELECT symbol, state FROM locks")}
+    assert locks == {"BTCUSDT": "FLAT", "SOLUSDT": "FLAT"}
+    states = [r["state"] for r in await pool.fetch("SELECT state FROM lock_history WHERE symbol = 'BTCUSDT' "
+                                                     "ORDER BY stream_seq")]  # fmt: skip
+    assert states == ["ENTRY_PENDING", "LOCKED", "LOCKED", "COOLDOWN", "FLAT"] * 2
+    sol = [r["state"] for r in await pool.fetch("SELECT state FROM lock_history WHERE symbol = 'SOLUSDT' "
+                                                  "ORDER BY stream_seq")]  # fmt: skip
+    assert sol == ["ENTRY_PENDING", "FLAT", "ENTRY_PENDING", "FLAT"]
+    assert await pool.fetchval("SELECT stream_seq FROM projector_tracking WHERE consumer = 'projector'") == len(
+        scenario
+    )
+
+
+async def test_projector_redelivered_batch_changes_nothing(js_fresh, pool, publisher, scenario):
+    await publisher.publish_many(scenario)
+    consumer = bus.Consumer(js_fresh, "projector", "api", publisher)
+    await consumer.start()
+    deliveries: list[bus.Delivery] = []
+    while len(deliveries) < len(scenario):
+        deliveries += await consumer.fetch(1000)
+    projector = Projector(pool, js_fresh, publisher)
+    await projector.handle(deliveries)
+    before = await dump(pool)
+    await projector.handle(deliveries)  # the same batch again (a redelivery after a lost ack)
+    await projector.handle(deliveries[10:20])
+    assert await dump(pool) == before
+    assert projector.stats.projected == len(scenario) and projector.stats.skipped == len(scenario) + 10
+
+
+async def test_projector_reset_consumer_reprojects_nothing(js_fresh, pool, publisher, project, scenario):
+    await publisher.publish_many(scenario)
+    await project()
+    before = await dump(pool)
+    await reset_consumer(js_fresh)  # the server delivers the whole log again
+    again = await project()
+    assert again.stats.projected == 0 and again.stats.skipped == len(scenario)
+    assert await dump(pool) == before
+
+
+async def test_projector_replay_ignoring_tracking_rewrites_identical_rows(js_fresh, pool, publisher, project, scenario):
+    await publisher.publish_many(scenario)
+    await project(batch=7)
+    before = await dump(pool)
+    await pool.execute("UPDATE projector_tracking SET stream_seq = 0")
+    await reset_consumer(js_fresh)
+    again = await project(batch=50)  # other batch boundaries: the rows do not depend on them
+    assert again.stats.projected == len(scenario)
+    assert await dump(pool) == before
+
+
+async def test_projector_restart_resumes_after_tracked_seq(js_fresh, pool, publisher, project):
+    first = [f.bar(i) for i in range(40)]
+    rest = [f.bar(i) for i in range(40, 100)]
+    await publisher.publish_many(first)
+    p1 = await project(batch=16)
+    assert p1.stats.tracked_seq == 40
+    await publisher.publish_many(rest)
+    p2 = await project(batch=16)  # a new process: new projector, same durable consumer
+    assert p2.stats.projected == 60 and p2.stats.skipped == 0 and p2.stats.tracked_seq == 100
+    assert await count(pool, "SELECT count(*) FROM candles") == 100
+
+
+async def test_projector_unacked_batch_of_crashed_process_is_gap_filled(js_fresh, pool, publisher, project):
+    await publisher.publish_many([f.bar(i) for i in range(100)])
+    crashed = bus.Consumer(js_fresh, "projector", "api", publisher)
+    await crashed.start()
+    held = await crashed.fetch(40)  # fetched, never acked: the server redelivers them only after ack_wait
+    assert [d.stream_seq for d in held] == list(range(1, 41))
+    p = await project(batch=25)
+    assert p.stats.gap_filled == 40 and p.stats.tracked_seq == 100
+    assert await count(pool, "SELECT count(*) FROM candles") == 100
+
+
+async def test_projector_row_rejected_by_postgres_is_dead_lettered_alone(js_fresh, pool, publisher, project, build):
+    bars = [f.bar(i) for i in range(3)]
+    i = build.intent(bars[0])
+    v = build.verdict(i)
+    bad = build.correlated(ev.SignalSuppressed, i, v, bars[0].ts_event, reason="nul\x00byte", lock_state="LOCKED",
+                           decision="approve")  # fmt: skip
+    await publisher.publish_many([bars[0], i, v, bad, bars[1], bars[2]])
+    p = await project()
+    assert p.stats.rejected == 1 and list(p.stats.rejected_seqs) == [4]
+    assert await count(pool, "SELECT count(*) FROM candles") == 3
+    assert await count(pool, "SELECT count(*) FROM intents") == 1
+    assert await count(pool, "SELECT count(*) FROM suppressed") == 0
+    dl = await pool.fetchrow("SELECT * FROM dead_letters")
+    assert dl["service"] == "api" and dl["failed_stream_seq"] == 4 and dl["reason"].startswith("rejected")
+    assert "SignalSuppressed" in dl["raw"] and dl["subject"] == "exec.suppressed.bybit.linear.BTCUSDT"
+    msg = await js_fresh.get_last_msg(subjects.STREAM, subjects.dead_letter("api"))
+    assert isinstance(ev.decode(msg.data), ev.DeadLettered)
+
+
+async def test_projector_connection_lost_is_transient_then_recovers(js_fresh, pool, publisher):
+    await publisher.publish_many([f.bar(i) for i in range(5)])
+    consumer = bus.Consumer(js_fresh, "projector", "api", publisher)
+    await consumer.start()
+    deliveries = await consumer.fetch(10)
+    # the backend kills its own connection in the middle of the batch's transaction
+    await pool.execute(
+        "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$;"
+        "CREATE TRIGGER die BEFORE INSERT ON candles FOR EACH ROW EXECUTE FUNCTION die();"
+    )
+    projector = Projector(pool, js_fresh, publisher)
+    with pytest.raises(bus.TransientError, match="unavailable"):
+        await projector.handle(deliveries)
+    assert await projector.tracked_seq() == 0
+    await pool.execute("DROP TRIGGER die ON candles")
+    await projector.handle(deliveries)  # the retried batch lands on a new connection
+    assert await projector.tracked_seq() == 5
+    assert await count(pool, "SELECT count(*) FROM candles") == 5
+
+
+async def test_projector_database_unreachable_is_transient(js_fresh, publisher, tmp_path):
+    await publisher.publish(f.bar(0))
+    consumer = bus.Consumer(js_fresh, "projector", "api", publisher)
+    await consumer.start()
+    deliveries = await consumer.fetch(10)
+    nowhere = await asyncpg.create_pool(f"postgresql://postgres@/x?host={tmp_path}", min_size=0, max_size=1)
+    try:
+        with pytest.raises(bus.TransientError):
+            await Projector(nowhere, js_fresh, publisher).handle(deliveries)
+    finally:
+        await nowhere.close()
+
+
+async def test_projector_second_instance_waits_for_the_lock(js_fresh, pool, publisher, project):
+    await publisher.publish_many([f.bar(i) for i in range(10)])
+    holder = Projector(pool, js_fresh, publisher)
+    async with pool.acquire() as c:
+        await c.execute("SELECT pg_advisory_lock($1)", holder.lock_key)
+        waiting = asyncio.create_task(project())
+        await asyncio.sleep(0.5)
+        assert await holder.tracked_seq() == 0 and not waiting.done()
+        await c.execute("SELECT pg_advisory_unlock($1)", holder.lock_key)
+    p = await asyncio.wait_for(waiting, 20)
+    assert p.stats.tracked_seq == 10
+
+
+async def test_projector_database_of_another_stream_is_refused(js_fresh, pool, publisher):
+    await pool.execute("INSERT INTO projector_tracking (consumer, stream_seq) VALUES ('projector', 500)")
+    with pytest.raises(ProjectionMismatch, match="another log"):
+        await Projector(pool, js_fresh, publisher).check_stream(12)
+    await Projector(pool, js_fresh, publisher).check_stream(500)
+
+
+def test_writes_open_update_after_close_keeps_closed_bar():
+    w = Writes(set())
+    w.add(f.bar(0, close=1.0, closed=False, event_id="o1"), 1)
+    w.add(f.bar(0, close=2.0), 2)
+    w.add(f.bar(0, close=3.0, closed=False, event_id="o2"), 3)
+    w.add(f.bar(1, close=4.0, closed=False, event_id="o3"), 4)
+    rows = list(w.keyed["candles"].values())
+    assert rows[0][6] == 2.0 and rows[0][9] is True  # close, closed
+    [last] = w.keyed["last_bars"].values()
+    assert last[3] == 4.0 and last[4] is False  # the open bar 1 is later than the closed bar 0
+    assert [r[0] for r in w.rows["symbols"]] == ["BTCUSDT"]

@@ -1,0 +1,235 @@
+"""The HTTP API over a projected database (real NATS + Postgres, the app in-process via ASGITransport)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import nats
+import nats.js.errors
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from nertz_api.migrate import migrate
+from nertz_api.web import ApiContext, create_app
+from nertz_common import bus, subjects, topology
+from nertz_common import events as ev
+from nertz_common.testing import factories as f
+from nertz_common.testing.plugin import with_database
+
+pytestmark = pytest.mark.integration
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")  # XRPUSDT: configured, never on the log
+TOKEN = "s3cret"
+
+
+async def _client(ctx: ApiContext) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ctx)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+async def projected_db(nats_url, database_url, scenario, projector_runner) -> AsyncIterator[str]:
+    """A database with the scenario projected, shared by this module's read-only tests."""
+    name = f"t_web_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(database_url, name)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(subjects.STREAM)
+    await topology.apply(js)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    try:
+        await migrate(pool)
+        publisher = bus.Publisher(js)
+        await publisher.publish_many(scenario)
+        await projector_runner(js, pool, publisher)
+    finally:
+        await pool.close()
+        await nc.close()
+    yield url
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+async def client(projected_db, js_fresh) -> AsyncIterator[httpx.AsyncClient]:
+    """The API on the projected scenario; its publisher writes to a fresh stream."""
+    pool = await asyncpg.create_pool(projected_db, min_size=1, max_size=4)
+    try:
+        async for c in _client(
+            ApiContext(pool, SYMBOLS, CollectorRegistry(), bus.Publisher(js_fresh), SecretStr(TOKEN))
+        ):
+            yield c
+    finally:
+        await pool.close()
+
+
+def assert_error(r: httpx.Response, status: int, error: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == error and isinstance(body["reason"], str) and body["reason"]
+    return body
+
+
+async def test_health_database_reachable_is_ok(client):
+    r = await client.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok"}
+
+
+async def test_health_database_down_is_503_json(fresh_db):
+    dead = await asyncpg.create_pool(fresh_db, min_size=0, max_size=1)
+    await dead.close()
+    async for c in _client(ApiContext(dead, SYMBOLS, CollectorRegistry())):
+        assert_error(await c.get("/health"), 503, "database_unavailable")
+        assert_error(await c.get("/status"), 503, "database_unavailable")
+
+
+async def test_status_reports_locks_bars_prices_and_trading_switch(client, scenario):
+    body = (await client.get("/status")).json()
+    assert body["trading_enabled"] is True  # stopped, then started again (scope all)
+    assert body["projector"] == {"consumer": "projector", "stream_seq": len(scenario)}
+    btc, sol, xrp = body["symbols"]["BTCUSDT"], body["symbols"]["SOLUSDT"], body["symbols"]["XRPUSDT"]
+    assert btc["lock_state"] == "FLAT" and btc["trading_enabled"] is True
+    assert btc["last_price"] == 133.0 and btc["last_bar_open_time_ns"] == f.T0_NS + 30 * f.MINUTE_NS
+    assert btc["last_bar_open_time"].startswith("2025-05-30T17:09:00")
+    assert sol["trading_enabled"] is False and sol["last_price"] == 20.0  # stopped for SOLUSDT alone
+    assert xrp == {**xrp, "lock_state": "FLAT", "last_price": None, "trading_enabled": True}
+
+
+async def test_profit_counts_and_pnl_per_symbol_and_overall(client):
+    body = (await client.get("/profit")).json()
+    btc = body["symbols"]["BTCUSDT"]
+    assert btc == {
+        **btc, "bars": 31, "intents": 4, "approved": 4, "rejected": 0, "suppressed": 2, "round_trips": 2, "wins": 1,
+        "win_rate": 0.5, "pnl_usdt": 18.0, "max_drawdown": 12.0,
+    }  # fmt: skip
+    assert btc["fees_usdt"] == pytest.approx(0.4)
+    assert body["symbols"]["ETHUSDT"]["rejected"] == 1 and body["symbols"]["XRPUSDT"]["bars"] == 0
+    assert body["overall"]["intents"] == 7 and body["overall"]["pnl_usdt"] == 18.0
+    assert body["overall"]["bars"] == 39 and body["overall"]["max_drawdown"] == 12.0
+
+
+async def test_trades_lists_round_trips_newest_first(client):
+    body = (await client.get("/trades/BTCUSDT")).json()
+    assert [t["realized_pnl_usdt"] for t in body["trades"]] == [-12.0, 30.0]
+    assert body["trades"][0]["exit_reason"] == "stop_loss" and body["open_positions"] == []
+    assert len((await client.get("/trades/BTCUSDT", params={"limit": 1})).json()["trades"]) == 1
+
+
+async def test_candles_last_n_oldest_first(client):
+    body = (await client.get("/candles/BTCUSDT/5")).json()
+    assert body["interval"] == "1" and len(body["candles"]) == 5
+    times = [c["open_time_ns"] for c in body["candles"]]
+    assert times == sorted(times) and times[-1] == f.T0_NS + 30 * f.MINUTE_NS
+    assert body["candles"][-1]["close"] == 133.0 and body["candles"][-1]["closed"] is True
+    assert len((await client.get("/candles/btcusdt/5000")).json()["candles"]) == 31  # symbols are case-blind
+
+
+@pytest.mark.parametrize("limit", ["0", "5001", "-3", "abc"])
+async def test_candles_bad_limit_is_422_json(client, limit):
+    body = assert_error(await client.get(f"/candles/BTCUSDT/{limit}"), 422, "invalid_request")
+    assert body["details"][0]["loc"] == ["path", "limit"] and "limit" in body["reason"]
+
+
+async def test_candles_unknown_symbol_is_404_json(client):
+    body = assert_error(await client.get("/candles/XYZUSDT/5"), 404, "unknown_symbol")
+    assert "XYZUSDT" in body["reason"]
+
+
+async def test_candles_configured_symbol_without_rows_is_empty(client):
+    r = await client.get("/candles/XRPUSDT/5")
+    assert r.status_code == 200 and r.json()["candles"] == []
+
+
+async def test_endpoints_malformed_symbol_is_422_json(client):
+    for path in ("/ticker/BTC-USDT", "/trades/%20", "/metrics/B"):
+        assert_error(await client.get(path), 422, "invalid_symbol")
+
+
+async def test_unknown_route_is_404_json(client):
+    assert_error(await client.get("/nope"), 404, "not_found")
+
+
+async def test_metrics_symbol_latest_snapshot_and_counts(client):
+    body = (await client.get("/metrics/BTCUSDT")).json()
+    assert body["factors"]["bar_id"] == f.bar(29).event_id and body["factors"]["used"] == ["egm", "pio"]
+    assert body["counts"] == {
+        **body["counts"], "bars": 31, "factor_snapshots": 30, "intents": 4, "approved": 4, "suppressed": 2,
+        "orders_submitted": 2, "fills": 4, "round_trips": 2,
+    }  # fmt: skip
+
+
+async def test_decisions_join_intents_to_what_followed(client):
+    body = (await client.get("/decisions/BTCUSDT")).json()
+    ds = body["decisions"]
+    assert len(ds) == 4
+    times = [d["intent"]["ts_event_ns"] for d in ds]
+    assert times == sorted(times, reverse=True)
+    traded = [d for d in ds if d["orders"]]
+    assert len(traded) == 2
+    for d in traded:
+        assert [v["decision"] for v in d["verdicts"]] == ["approve"]
+        assert len(d["fills"]) == 2 and d["positions"][0]["status"] == "closed"
+    held = [d for d in ds if d["suppressions"]]
+    assert sorted(s["kind"] for d in held for s in d["suppressions"]) == ["risk_denied", "signal_suppressed"]
+    assert len((await client.get("/decisions/BTCUSDT", params={"limit": 1})).json()["decisions"]) == 1
+    assert_error(await client.get("/decisions/BTCUSDT", params={"limit": 0}), 422, "invalid_request")
+
+
+async def test_ticker_orderbook_market_data_serve_latest(client):
+    tick = (await client.get("/ticker/BTCUSDT")).json()
+    assert tick["ticker"]["last_price"] == 133.0 and tick["ticker"]["open_interest"] == 1234.0
+    assert (await client.get("/ticker/ETHUSDT")).json()["ticker"] is None
+    book = (await client.get("/orderbook/BTCUSDT")).json()["book"]
+    assert book["mid"] == pytest.approx(133.0) and len(book["bids"]) == 10 and book["bids"][0][0] == 132.9
+    md = (await client.get("/market_data/BTCUSDT")).json()
+    assert md["candle"]["close"] == 133.0 and md["ticker"]["last_price"] == 133.0
+    assert md["book"]["best_ask"] == pytest.approx(133.1) and "bids" not in md["book"]
+    assert md["instrument"]["tick_size"] == 0.1 and md["feed"]["kind"] == "resynced"
+    assert md["factors"]["bar_id"] == f.bar(29).event_id
+
+
+async def test_prometheus_exposition_has_http_metrics(client):
+    await client.get("/health")
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert 'nertz_api_http_requests_total{method="GET",route="/health",status="200"}' in r.text
+
+
+async def test_stop_without_token_is_401_and_with_token_publishes(client, js_fresh):
+    assert_error(await client.post("/stop"), 401, "unauthorized")
+    assert_error(await client.post("/stop", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = await client.post("/stop", headers=auth, json={"scope": "ethusdt", "reason": "news"})
+    assert r.status_code == 202
+    msg = await js_fresh.get_last_msg(subjects.STREAM, "sys.control.ETHUSDT")
+    stopped = ev.decode(msg.data)
+    assert isinstance(stopped, ev.TradingStopped) and stopped.reason == "news" and stopped.actor == "api"
+    assert r.json()["event_id"] == stopped.event_id and r.json()["stream_seq"] == msg.seq
+    r = await client.post("/start", headers=auth)
+    assert r.status_code == 202 and r.json()["scope"] == "all"
+    assert_error(await client.post("/start", headers=auth, json={"scope": "XYZUSDT"}), 404, "unknown_symbol")
+    assert_error(await client.post("/start", headers=auth, json={"bogus": 1}), 422, "invalid_request")
+
+
+async def test_control_without_configured_token_is_403(pool, publisher):
+    async for c in _client(ApiContext(pool, SYMBOLS, CollectorRegistry(), publisher, None)):
+        assert_error(await c.post("/start", headers={"Authorization": "Bearer x"}), 403, "disabled")
+
+
+async def test_stop_is_projected_back_from_the_log(pool, publisher, project):
+    async for c in _client(ApiContext(pool, SYMBOLS, CollectorRegistry(), publisher, SecretStr(TOKEN))):
+        assert (await c.post("/stop", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 202
+        assert (await c.get("/status")).json()["trading_enabled"] is True  # the API never writes state itself
+        await project()
+        assert (await c.get("/status")).json()["trading_enabled"] is False

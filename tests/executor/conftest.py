@@ -1,0 +1,246 @@
+"""Helpers of the executor tests, exposed as the session fixture ``kit`` (importlib mode: no shared modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from nertz_common import bus, subjects
+from nertz_common import events as ev
+from nertz_common.ids import derive_id
+from nertz_common.testing import factories as f
+from nertz_executor.core import lock
+from nertz_executor.core.config import MINUTE_NS, ExecutorConfig
+
+A, B = "BTCUSDT", "ETHUSDT"
+EXEC_FILTERS = ["exec.>", "venue.>"]
+
+
+def factor(bar: ev.Bar, intent_id: str | None = None, **kw: Any) -> ev.FactorSnapshot:
+    """Return the FactorSnapshot of ``bar`` (naming ``intent_id`` when the bar proposed one)."""
+    fields: dict[str, Any] = dict(
+        event_id=derive_id("FactorSnapshot", bar.event_id),
+        ts_event=bar.ts_event,
+        ts_init=bar.ts_event,
+        symbol=bar.symbol,
+        bar_id=bar.event_id,
+        interval=bar.interval,
+        close=bar.close,
+        intent_id=intent_id,
+    )
+    fields.update(kw)
+    return ev.FactorSnapshot(**fields)
+
+
+def bar(i: int, symbol: str = A, close: float = 100.0, open_: float | None = None, **kw: Any) -> ev.Bar:
+    """Return closed 1m bar ``i`` with an explicit open (default: the close) and a ±0.1 % range."""
+    return f.bar(i, symbol=symbol, close=close, open=close if open_ is None else open_, **kw)
+
+
+def book_after(i: int, symbol: str, mid: float, spread: float = 0.02) -> ev.BookSnapshot:
+    """Return a book 30 s into minute ``i + 1`` (after bar ``i`` closed) around ``mid``."""
+    return f.book(f.T0_NS + (i + 1) * MINUTE_NS + 30 * 1_000_000_000, symbol=symbol, mid=mid, spread=spread, levels=3)
+
+
+def config(**kw: Any) -> ExecutorConfig:
+    """Return an ExecutorConfig with the defaults overridden by ``kw``."""
+    return ExecutorConfig(**kw)
+
+
+def on_bar(
+    state: lock.ExecutorState,
+    b: ev.Bar,
+    cfg: ExecutorConfig,
+    intent: ev.IntentProposed | None = None,
+    verdict: ev.VerdictIssued | None = None,
+) -> tuple[lock.ExecutorState, list[ev.Event]]:
+    """Run one closed-bar step purely: market effects, barrier, then the verdict (if any)."""
+    state, out = lock.advance(state, lock.MarketInput(b), cfg)
+    fs = factor(b, intent.event_id if intent else None)
+    state, evs = lock.advance(state, lock.BarrierInput(b, fs), cfg)
+    out += evs
+    if intent is not None:
+        v = verdict or f.verdict(intent)
+        state, evs = lock.advance(state, lock.VerdictInput(b, fs, v, intent), cfg)
+        out += evs
+    return state, out
+
+
+def on_market(
+    state: lock.ExecutorState, e: lock.MarketData, cfg: ExecutorConfig
+) -> tuple[lock.ExecutorState, list[ev.Event]]:
+    """Run one market (non-barrier) step purely."""
+    return lock.advance(state, lock.MarketInput(e), cfg)
+
+
+def names(events: Iterable[ev.Event]) -> list[str]:
+    """Return the type names of ``events``."""
+    return [type(e).__name__ for e in events]
+
+
+# --- integration scenario -----------------------------------------------------------------------
+
+
+def scenario(n: int = 40) -> SimpleNamespace:
+    """Two symbols, ``n`` minutes: bars and books, one FactorSnapshot per closed bar, some intents.
+
+    BTCUSDT: a long at bar 2 runs into its take-profit; verdicts at bars 4 (long) and 5 (short,
+    rejected) meet the lock; a long at bar 30 after the cooldown. ETHUSDT: a short at bar 3 runs into
+    its stop-loss; a rejected intent at bar 10 meets the cooldown; an approved one at 25 trades.
+
+    Returns a namespace with ``market`` (list of md events in log order), ``minutes`` (per minute:
+    the market events, and the decisions ``(factor, intent | None, verdict | None)`` of its bars),
+    ``intents`` and ``verdicts`` (by intent id).
+    """
+    a_close = [100.0 if i <= 3 else min(100.0 + 0.6 * (i - 3), 103.6) for i in range(n)]
+    b_close = [50.0 if i <= 4 else min(50.0 + 0.2 * (i - 4), 51.4) for i in range(n)]
+    plan = {
+        (A, 2): ("long", "approve"),
+        (A, 4): ("long", "approve"),
+        (A, 5): ("short", "reject"),
+        (A, 30): ("long", "approve"),
+        (B, 3): ("short", "approve"),
+        (B, 10): ("long", "reject"),
+        (B, 25): ("long", "approve"),
+    }
+    market: list[ev.Event] = []
+    minutes: list[SimpleNamespace] = []
+    intents: dict[str, ev.IntentProposed] = {}
+    verdicts: dict[str, ev.VerdictIssued] = {}
+    for i in range(n):
+        md: list[ev.Event] = []
+        dec: list[tuple[ev.FactorSnapshot, ev.IntentProposed | None, ev.VerdictIssued | None]] = []
+        for sym, closes in ((A, a_close), (B, b_close)):
+            b = bar(i, sym, closes[i], closes[i - 1] if i else closes[0])
+            md.append(b)
+            intent = verdict = None
+            if (sym, i) in plan:
+                side, decision = plan[(sym, i)]
+                intent = f.intent(b, side=side, sl=0.01, qty=0.5)
+                verdict = f.verdict(intent, decision, size_multiplier=0.8)
+                intents[intent.event_id] = intent
+                verdicts[intent.event_id] = verdict
+            dec.append((factor(b, intent.event_id if intent else None), intent, verdict))
+        md += [book_after(i, A, a_close[i]), book_after(i, B, b_close[i])]
+        market += md
+        minutes.append(SimpleNamespace(market=md, decisions=dec))
+    return SimpleNamespace(market=market, minutes=minutes, intents=intents, verdicts=verdicts)
+
+
+async def publish_early(pub: bus.Publisher, sc: SimpleNamespace) -> None:
+    """Publish minute by minute: bars, then intents and verdicts (before their snapshots), snapshots, books."""
+    for m in sc.minutes:
+        bars = [e for e in m.market if isinstance(e, ev.Bar)]
+        books = [e for e in m.market if not isinstance(e, ev.Bar)]
+        for e in bars:
+            await pub.publish(e)
+        for _, intent, verdict in m.decisions:
+            if intent is not None:
+                await pub.publish(intent)
+                await pub.publish(verdict)
+        for fs, _, _ in m.decisions:
+            await pub.publish(fs)
+        for e in books:
+            await pub.publish(e)
+
+
+async def read_output(js: Any) -> list[bus.Recorded]:
+    """Return the exec.* and venue.* messages of the stream, in log order."""
+    return await bus.read_history(js, EXEC_FILTERS)
+
+
+async def wait_drained(js: Any, timeout_s: float = 30.0, consumer: str = "executor-market") -> None:
+    """Wait until ``consumer`` has nothing pending and nothing unacknowledged."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        info = await js.consumer_info(subjects.STREAM, consumer)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(
+                f"expected {consumer} drained, was pending={info.num_pending} ack={info.num_ack_pending}"
+            )
+        await asyncio.sleep(0.05)
+
+
+class Validator:
+    """A stand-in for the validator's rendezvous: publishes each intent (and its verdict) only after
+    the executor's ``VerdictAwaited`` for it is on the log; ``hold`` lists intents to keep back.
+    """
+
+    def __init__(self, js: Any, pub: bus.Publisher, sc: SimpleNamespace) -> None:
+        self.js, self.pub, self.sc = js, pub, sc
+        self.answered: list[str] = []
+        self.hold: set[str] = set()
+
+    async def answer_awaited(self) -> int:
+        """Publish the verdict of every awaited intent not yet answered (nor held); return how many."""
+        n = 0
+        for r in await bus.read_history(self.js, ["exec.awaited.>"]):
+            iid = r.event.correlation_id  # type: ignore[union-attr]
+            if iid in self.answered or iid in self.hold:
+                continue
+            await self.pub.publish(self.sc.verdicts[iid])
+            self.answered.append(iid)
+            n += 1
+        return n
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Answer until ``stop`` is set."""
+        while not stop.is_set():
+            await self.answer_awaited()
+            await asyncio.sleep(0.05)
+
+
+async def publish_late(pub: bus.Publisher, sc: SimpleNamespace) -> None:
+    """Publish every market message first, then snapshots and intents (verdicts come from a Validator)."""
+    for e in sc.market:
+        await pub.publish(e)
+    for m in sc.minutes:
+        for fs, intent, _ in m.decisions:
+            if intent is not None:
+                await pub.publish(intent)
+            await pub.publish(fs)
+
+
+def remove_signal_handlers() -> None:
+    """Undo the runtime's SIGTERM/SIGINT handlers (the in-process executor ran on pytest's loop)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+
+
+def payloads(records: Iterable[bus.Recorded]) -> list[bytes]:
+    """Return the encoded events (payloads, no headers)."""
+    return [ev.encode(r.event) for r in records]
+
+
+@pytest.fixture(scope="session")
+def kit() -> SimpleNamespace:
+    """The helpers above, as one namespace."""
+    fns: dict[str, Callable[..., Any] | Any] = dict(
+        A=A,
+        B=B,
+        factor=factor,
+        bar=bar,
+        book_after=book_after,
+        config=config,
+        on_bar=on_bar,
+        on_market=on_market,
+        names=names,
+        scenario=scenario,
+        publish_early=publish_early,
+        publish_late=publish_late,
+        read_output=read_output,
+        wait_drained=wait_drained,
+        Validator=Validator,
+        remove_signal_handlers=remove_signal_handlers,
+        payloads=payloads,
+    )
+    return SimpleNamespace(**fns)
