@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_common.ids import derive_id

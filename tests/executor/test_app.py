@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import msgspec
 import pytest
+
 from nertz_common import bus, runtime, topology
 from nertz_common import events as ev
 from nertz_executor import app

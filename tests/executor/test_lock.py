@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from nertz_common import events as ev
 from nertz_common.ids import derive_id, order_link_id
 from nertz_common.testing import factories as f

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nertz_common.testing import factories as f
 from nertz_executor.core import paper
 from nertz_executor.core.config import MINUTE_NS, ExecutorConfig

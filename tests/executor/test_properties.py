@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nertz_common import events as ev
 from nertz_common.testing import factories as f
 from nertz_executor.core import lock

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from nertz_common import bus, runtime, topology
 from nertz_common import events as ev
 from nertz_executor import app

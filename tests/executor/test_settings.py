@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
+
 from nertz_executor.core.config import MINUTE_NS, SECOND_NS, ExecutorConfig
 from nertz_executor.settings import ExecutorSettings
-from pydantic import ValidationError
 
 
 def test_settings_defaults_give_the_documented_config():
