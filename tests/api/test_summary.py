@@ -32,12 +32,17 @@ async def test_summary_two_round_trips_one_win_one_loss_by_hand(pool, publisher,
     events += [held, held_v, build.correlated(ev.SignalSuppressed, held, held_v, btc[2].ts_event, reason="locked",
                                               lock_state="LOCKED", decision="approve")]  # fmt: skip
     events += [refused, build.verdict(refused, "reject")]
+    # an intent met the lock: the validator skipped it and the executor suppressed it -> suppressed once
+    locked = build.intent(btc[0])
+    locked_v = build.verdict(locked, "reject", policy="skipped", reasons=["skipped: locked (LOCKED)"])
+    events += [locked, locked_v, build.correlated(ev.SignalSuppressed, locked, locked_v, btc[0].ts_event,
+                                                  reason="locked", lock_state="LOCKED", decision="reject")]  # fmt: skip
     await publisher.publish_many(events)
     await project()
 
     got = await summary(pool)
     assert got == {
-        "BTCUSDT": {"bars": 5, "intents": 4, "approved": 3, "rejected": 1, "suppressed": 1, "round_trips": 2,
+        "BTCUSDT": {"bars": 5, "intents": 5, "approved": 3, "rejected": 1, "suppressed": 2, "round_trips": 2,
                     "win_rate": 0.5, "pnl_usdt": -10.0, "max_drawdown": 30.0},
         "ETHUSDT": {"bars": 2, "intents": 1, "approved": 1, "rejected": 0, "suppressed": 0, "round_trips": 1,
                     "win_rate": 0.0, "pnl_usdt": -5.0, "max_drawdown": 5.0},

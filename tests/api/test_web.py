@@ -110,8 +110,8 @@ async def test_profit_counts_and_pnl_per_symbol_and_overall(client):
     body = (await client.get("/profit")).json()
     btc = body["symbols"]["BTCUSDT"]
     assert btc == {
-        **btc, "bars": 31, "intents": 4, "approved": 4, "rejected": 0, "suppressed": 2, "round_trips": 2, "wins": 1,
-        "win_rate": 0.5, "pnl_usdt": 18.0, "max_drawdown": 12.0,
+        **btc, "bars": 31, "intents": 4, "approved": 4, "rejected": 0, "suppressed": 1, "risk_denied": 1,
+        "round_trips": 2, "wins": 1, "win_rate": 0.5, "pnl_usdt": 18.0, "max_drawdown": 12.0,
     }  # fmt: skip
     assert btc["fees_usdt"] == pytest.approx(0.4)
     assert body["symbols"]["ETHUSDT"]["rejected"] == 1 and body["symbols"]["XRPUSDT"]["bars"] == 0
@@ -164,8 +164,8 @@ async def test_metrics_symbol_latest_snapshot_and_counts(client):
     body = (await client.get("/metrics/BTCUSDT")).json()
     assert body["factors"]["bar_id"] == f.bar(29).event_id and body["factors"]["used"] == ["egm", "pio"]
     assert body["counts"] == {
-        **body["counts"], "bars": 31, "factor_snapshots": 30, "intents": 4, "approved": 4, "suppressed": 2,
-        "orders_submitted": 2, "fills": 4, "round_trips": 2,
+        **body["counts"], "bars": 31, "factor_snapshots": 30, "intents": 4, "approved": 4, "suppressed": 1,
+        "risk_denied": 1, "orders_submitted": 2, "fills": 4, "round_trips": 2,
     }  # fmt: skip
 
 

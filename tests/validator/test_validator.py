@@ -19,7 +19,8 @@ from nertz_validator.core.rendezvous import Rendezvous
 
 def closed(pnl: float, i: int, symbol: str = "BTCUSDT") -> ev.PositionClosed:
     return ev.PositionClosed(
-        event_id=derive_id("PositionClosed", i), ts_event=i, ts_init=i, symbol=symbol, correlation_id=f"c{i}",
+        event_id=derive_id("PositionClosed", i), ts_event=f.T0_NS + i * f.MINUTE_NS, ts_init=f.T0_NS,
+        symbol=symbol, correlation_id=f"c{i}",
         causation_id="x", position_id=f"p{i}", side="long", qty=1.0, entry_price=100.0,
         exit_price=100.0 + pnl, exit_reason="take_profit" if pnl > 0 else "stop_loss", realized_pnl_usdt=pnl,
         fee_usdt=0.1, return_fraction=pnl / 100.0, holding_ns=60,
@@ -134,3 +135,12 @@ async def test_validator_handler_publishes_verdict_and_acks_intent_after_it(js_f
     await asyncio.sleep(0.1)
     info = await js_fresh.consumer_info(subjects.STREAM, "llm-validator")
     assert info.num_ack_pending == 0 and info.ack_floor.stream_seq == 2
+
+
+def test_rules_circuit_breaker_lifts_after_the_lookback_without_new_trades():
+    hour = 3_600_000_000_000
+    mem = fold([closed(-1, i) for i in range(5)]).of("BTCUSDT")  # 5 losses closed at t ≈ 0
+    early = f.intent(f.bar(0), ts_event=f.T0_NS + 10 * hour)
+    late = f.intent(f.bar(0), ts_event=f.T0_NS + 25 * hour)
+    assert RulesPolicy().judge(early, mem).decision == "reject"
+    assert RulesPolicy().judge(late, mem).decision == "approve"

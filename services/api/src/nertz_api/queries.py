@@ -122,11 +122,7 @@ async def _per_symbol_counts(pool: asyncpg.Pool) -> dict[str, dict[str, Any]]:
 
     await put("SELECT symbol, count(*) AS bars FROM candles WHERE closed GROUP BY symbol")
     await put("SELECT symbol, count(*) AS intents FROM intents GROUP BY symbol")
-    await put(
-        "SELECT symbol, count(*) FILTER (WHERE decision = 'approve') AS approved, "
-        "count(*) FILTER (WHERE decision = 'reject') AS rejected FROM verdicts GROUP BY symbol"
-    )
-    await put("SELECT symbol, count(*) AS suppressed FROM suppressed GROUP BY symbol")
+    await put("SELECT symbol, approved, rejected, suppressed, risk_denied FROM decision_counts")
     await put("SELECT symbol, sum(fee_usdt) AS fees_usdt FROM fills GROUP BY symbol")
     return stats
 
@@ -143,14 +139,15 @@ def _perf(pnls: list[float]) -> dict[str, Any]:
     }
 
 
-_ZERO = {"bars": 0, "intents": 0, "approved": 0, "rejected": 0, "suppressed": 0, "fees_usdt": 0.0}
+_ZERO = {"bars": 0, "intents": 0, "approved": 0, "rejected": 0, "suppressed": 0, "risk_denied": 0, "fees_usdt": 0.0}
 
 
 async def profit(pool: asyncpg.Pool, configured: Sequence[str] = ()) -> dict[str, Any]:
     """Return the performance overall and per symbol.
 
-    Keys: ``bars`` (closed candles), ``intents``, ``approved``/``rejected`` (verdicts), ``suppressed``
-    (SignalSuppressed + RiskDenied), ``round_trips``, ``wins`` (P&L > 0), ``losses``, ``win_rate``
+    Keys: ``bars`` (closed candles), ``intents``, ``approved``/``rejected`` (verdicts; rejected by a
+    policy), ``suppressed`` (intents that met the Hard Lock), ``risk_denied`` (see the
+    ``decision_counts`` view, migration 0002), ``round_trips``, ``wins`` (P&L > 0), ``losses``, ``win_rate``
     (fraction; 0.0 without round trips), ``pnl_usdt`` (realized, net of fees), ``max_drawdown`` (USDT),
     ``fees_usdt`` (sum of fill fees). The overall drawdown is measured on the combined curve.
     """
@@ -235,9 +232,10 @@ async def symbol_metrics(pool: asyncpg.Pool, symbol: str) -> dict[str, Any]:
              (SELECT count(*) FROM factor_snapshots WHERE symbol = $1) AS factor_snapshots,
              (SELECT count(*) FROM factor_snapshots WHERE symbol = $1 AND veto IS NOT NULL) AS vetoed,
              (SELECT count(*) FROM intents WHERE symbol = $1) AS intents,
-             (SELECT count(*) FROM verdicts WHERE symbol = $1 AND decision = 'approve') AS approved,
-             (SELECT count(*) FROM verdicts WHERE symbol = $1 AND decision = 'reject') AS rejected,
-             (SELECT count(*) FROM suppressed WHERE symbol = $1) AS suppressed,
+             (SELECT approved FROM decision_counts WHERE symbol = $1) AS approved,
+             (SELECT rejected FROM decision_counts WHERE symbol = $1) AS rejected,
+             (SELECT suppressed FROM decision_counts WHERE symbol = $1) AS suppressed,
+             (SELECT risk_denied FROM decision_counts WHERE symbol = $1) AS risk_denied,
              (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'submitted') AS orders_submitted,
              (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'rejected') AS orders_rejected,
              (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'expired') AS entries_expired,

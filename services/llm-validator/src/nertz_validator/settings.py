@@ -18,6 +18,7 @@ class RulesSettings(BaseModel):
     max_drawdown_fraction: float = Field(0.15, gt=0, le=1)
     equity_usdt: float = Field(10_000.0, gt=0)
     caution_loss_streak: int = Field(3, ge=1)
+    lookback_h: float = Field(24.0, gt=0)
 
 
 class ValidatorGroup(BaseModel):

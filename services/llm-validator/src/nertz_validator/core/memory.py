@@ -53,6 +53,18 @@ class SymbolMemory:
         """Drawdown of the cumulative realized P&L from its peak, USDT (≥ 0)."""
         return self.peak_pnl_usdt - self.cum_pnl_usdt
 
+    def since(self, ts_ns: int) -> SymbolMemory:
+        """Return the performance of the remembered trades closed at or after ``ts_ns`` only.
+
+        Streaks, cumulative P&L and its peak are recomputed over those trades (the peak starts at
+        0, i.e. at the window's start); the lock state is kept.
+        """
+        mem = SymbolMemory(lock_state=self.lock_state)
+        for t in self.trades:
+            if t.ts_close_ns >= ts_ns:
+                mem = _add_trade(mem, t)
+        return mem
+
     def win_rate(self, window: int) -> float | None:
         """Fraction of winning trades among the last ``window`` (None when fewer were made)."""
         recent = self.trades[-window:]
@@ -94,15 +106,19 @@ def _fold(m: SymbolMemory, event: ev.AnyEvent) -> SymbolMemory:
         case ev.EntryExpired() | ev.LockReleased():
             return replace(m, lock_state="FLAT")
         case ev.PositionClosed():
-            won = event.realized_pnl_usdt > 0
-            cum = m.cum_pnl_usdt + event.realized_pnl_usdt
             trade = RoundTrip(event.realized_pnl_usdt, event.return_fraction, event.exit_reason, event.ts_event)
-            return SymbolMemory(
-                trades=(*m.trades, trade)[-WINDOW:],
-                loss_streak=0 if won else m.loss_streak + 1,
-                win_streak=m.win_streak + 1 if won else 0,
-                cum_pnl_usdt=cum,
-                peak_pnl_usdt=max(m.peak_pnl_usdt, cum),
-                lock_state="COOLDOWN",
-            )
+            return replace(_add_trade(m, trade), lock_state="COOLDOWN")
     return m
+
+
+def _add_trade(m: SymbolMemory, t: RoundTrip) -> SymbolMemory:
+    won = t.pnl_usdt > 0
+    cum = m.cum_pnl_usdt + t.pnl_usdt
+    return SymbolMemory(
+        trades=(*m.trades, t)[-WINDOW:],
+        loss_streak=0 if won else m.loss_streak + 1,
+        win_streak=m.win_streak + 1 if won else 0,
+        cum_pnl_usdt=cum,
+        peak_pnl_usdt=max(m.peak_pnl_usdt, cum),
+        lock_state=m.lock_state,
+    )

@@ -49,6 +49,9 @@ class RulesConfig:
         Reference equity for the drawdown rule, USDT.
     caution_loss_streak : int
         From this many losses in a row on, approve at half size.
+    lookback_h : float
+        The rules see only trades closed in the last ``lookback_h`` hours of event time, so every
+        circuit breaker is bounded: with no new losses it lifts by itself (24 h by default).
     """
 
     max_loss_streak: int = 5
@@ -57,6 +60,7 @@ class RulesConfig:
     max_drawdown_fraction: float = 0.15
     equity_usdt: float = 10_000.0
     caution_loss_streak: int = 3
+    lookback_h: float = 24.0
 
 
 class RulesPolicy:
@@ -72,22 +76,23 @@ class RulesPolicy:
     def judge(self, intent: ev.IntentProposed, memory: SymbolMemory) -> Opinion:
         """Return approve/reject with reasons; never raises for a valid intent."""
         c = self.config
+        recent = memory.since(intent.ts_event - int(c.lookback_h * 3_600_000_000_000))
         confidence = min(1.0, abs(intent.combined) / 10.0)
         vetoes: list[str] = []
-        if memory.loss_streak >= c.max_loss_streak:
-            vetoes.append(f"loss streak {memory.loss_streak} >= {c.max_loss_streak}")
-        wr = memory.win_rate(c.win_rate_window)
+        if recent.loss_streak >= c.max_loss_streak:
+            vetoes.append(f"loss streak {recent.loss_streak} >= {c.max_loss_streak} in {c.lookback_h:g} h")
+        wr = recent.win_rate(c.win_rate_window)
         if wr is not None and wr < c.min_win_rate:
             vetoes.append(f"win rate {wr:.2f} < {c.min_win_rate:.2f} over {c.win_rate_window} trades")
-        dd = memory.drawdown_usdt / c.equity_usdt
+        dd = recent.drawdown_usdt / c.equity_usdt
         if dd > c.max_drawdown_fraction:
-            vetoes.append(f"drawdown {dd:.3f} > {c.max_drawdown_fraction:.3f} of equity")
+            vetoes.append(f"drawdown {dd:.3f} > {c.max_drawdown_fraction:.3f} of equity in {c.lookback_h:g} h")
         if vetoes:
             return Opinion("reject", confidence, 0.0, tuple(vetoes), ("circuit_breaker",))
         size, flags, reasons = 1.0, [], [f"combined {intent.combined:+.2f} with trend {intent.trend}"]
         if intent.regime == "panic":
             size, flags = size * 0.5, [*flags, "panic"]
-        if memory.loss_streak >= c.caution_loss_streak:
+        if recent.loss_streak >= c.caution_loss_streak:
             size, flags = size * 0.5, [*flags, "loss_streak"]
         return Opinion("approve", confidence, size, tuple(reasons), tuple(flags))
 
