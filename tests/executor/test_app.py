@@ -85,8 +85,9 @@ async def test_app_early_verdicts_trade_suppress_and_release_in_order(kit, js_fr
     assert registry.get_sample_value("nertz_executor_suppressed_total", {"reason": "cooldown"}) == 1
     assert registry.get_sample_value("nertz_executor_open_positions") == 2
     # every decision message was used and acknowledged
-    info = await js_fresh.consumer_info("NERTZ", "executor-decisions")
-    assert info.num_pending == 0 and info.num_ack_pending == 0
+    for durable in ("executor-decisions", "executor-verdicts"):
+        info = await js_fresh.consumer_info("NERTZ", durable)
+        assert info.num_pending == 0 and info.num_ack_pending == 0, durable
 
 
 async def test_app_two_interleavings_give_identical_payloads(kit, js_fresh, nats_url):
@@ -147,8 +148,9 @@ async def test_app_leftover_snapshot_and_verdict_are_acked_and_skipped(kit, js_f
     records = await kit.read_output(js_fresh)
     assert sum(1 for r in records if r.event.correlation_id == first and isinstance(r.event, ev.OrderSubmitted)) == 1
     assert kit.payloads(records) == kit.payloads(await _reference(kit, js_fresh, nats_url, sc))
-    info = await js_fresh.consumer_info("NERTZ", "executor-decisions")
-    assert info.num_pending == 0 and info.num_ack_pending == 0
+    for durable in ("executor-decisions", "executor-verdicts"):
+        info = await js_fresh.consumer_info("NERTZ", durable)
+        assert info.num_pending == 0 and info.num_ack_pending == 0, durable
 
 
 async def _reference(kit, js, nats_url, sc):

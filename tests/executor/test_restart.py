@@ -106,5 +106,6 @@ async def test_restart_after_sigkill_matches_uninterrupted_run(kit, js_fresh, na
     assert kit.payloads(restarted) == kit.payloads(reference)
     orders = Counter(r.event.order_id for r in restarted if isinstance(r.event, ev.OrderSubmitted))
     assert orders and max(orders.values()) == 1
-    info = await js_fresh.consumer_info("NERTZ", "executor-decisions")
-    assert info.num_pending == 0 and info.num_ack_pending == 0
+    for durable in ("executor-decisions", "executor-verdicts"):
+        info = await js_fresh.consumer_info("NERTZ", durable)
+        assert info.num_pending == 0 and info.num_ack_pending == 0, durable

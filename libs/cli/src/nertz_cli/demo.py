@@ -36,6 +36,10 @@ RECORDING = DATA / "cryptofeed" / "BYBIT.linear.jsonl.xz"
 SUMMARY_KEYS = ("bars", "intents", "approved", "rejected", "suppressed", "round_trips", "win_rate", "pnl_usdt",
                 "max_drawdown")  # fmt: skip
 
+HEADERS = {"bars": "bars", "intents": "intents", "approved": "approved", "rejected": "rejected",
+           "suppressed": "locked out", "round_trips": "trips", "win_rate": "win rate", "pnl_usdt": "P&L USDT",
+           "max_drawdown": "max DD USDT"}  # fmt: skip
+
 #: (service, python module, preferred /metrics port); the api serves /metrics on its own port
 SERVICES = (
     ("api", "nertz_api", 8081),
@@ -49,7 +53,7 @@ DURABLES = {
     "api": ("projector",),
     "signal": ("signal",),
     "llm-validator": ("llm-validator",),
-    "executor": ("executor-market", "executor-decisions"),
+    "executor": ("executor-market", "executor-decisions", "executor-verdicts"),
 }
 
 console = Console(stderr=True)
@@ -238,7 +242,8 @@ async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
     nc = await nats.connect(stack.nats_url)
     js = nc.jetstream()
     deadline = time.monotonic() + timeout_s
-    bar = tqdm(desc="pipeline", unit="ev", file=sys.stderr, dynamic_ncols=True)
+    tty = sys.stderr.isatty()
+    bar = tqdm(desc="pipeline", unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
     settled_since: float | None = None
     try:
         while time.monotonic() < deadline:
@@ -246,13 +251,14 @@ async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
             last = (await js.stream_info(subjects.STREAM)).state.last_seq
             busy = 0
             durables = [d for name in stack.procs for d in DURABLES.get(name, ())]
+            shown = "projector" if "projector" in durables else "executor-market"
             for durable in durables:
                 ci = await js.consumer_info(subjects.STREAM, durable)
                 busy += ci.num_pending + ci.num_ack_pending
-                if durable in ("projector", "executor-market"):
+                if durable == shown:
                     bar.total = last
-                    bar.n = ci.ack_floor.stream_seq
-                    bar.refresh()
+                    bar.update(ci.ack_floor.stream_seq - bar.n)
+                    bar.set_description(f"{durable} caught up", refresh=False)
             if busy == 0:
                 settled_since = settled_since or time.monotonic()
                 if time.monotonic() - settled_since > 1.5:
@@ -278,8 +284,9 @@ def fetch_summary(stack: Stack) -> dict[str, dict[str, float]]:
 def print_summary(summary: dict[str, dict[str, float]], figures: dict[str, float]) -> None:
     """Print the per-symbol table and the run's figures."""
     table = Table(title="Nertz demo — paper trading on real Bybit data (rules validator)")
-    for col in ("symbol", *SUMMARY_KEYS):
-        table.add_column(col, justify="right" if col != "symbol" else "left")
+    table.add_column("symbol")
+    for key in SUMMARY_KEYS:
+        table.add_column(HEADERS[key], justify="right")
     for sym, row in sorted(summary.items()):
         table.add_row(
             sym,
@@ -288,8 +295,9 @@ def print_summary(summary: dict[str, dict[str, float]], figures: dict[str, float
                 for k in SUMMARY_KEYS
             ),
         )
-    Console().print(table)
-    Console().print(
+    out = Console(width=None if sys.stdout.isatty() else 120)
+    out.print(table)
+    out.print(
         "figures: " + ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
     )
 

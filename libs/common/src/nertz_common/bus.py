@@ -73,7 +73,8 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
         log.warning("nats.error", extra={"error": repr(e)})
 
     async def _on_disconnect() -> None:
-        log.warning("nats.disconnected")
+        closing = bool(conn) and (conn[0].is_closed or conn[0].is_draining)
+        log.log(logging.INFO if closing else logging.WARNING, "nats.disconnected")
 
     async def _on_reconnect() -> None:
         log.info("nats.reconnected")
@@ -94,8 +95,10 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
         reconnected_cb=_on_reconnect,
         closed_cb=_on_closed,
     )
+    conn: list[NATS] = []  # the callbacks need the client, which exists only once connected
     try:
-        return await asyncio.wait_for(connecting, first_connect_s)
+        conn.append(await asyncio.wait_for(connecting, first_connect_s))
+        return conn[0]
     except (TimeoutError, OSError, nats.errors.NoServersError) as e:
         raise ConnectionError(f"could not connect to NATS at {url} within {first_connect_s:.0f} s: {e!r}") from e
 

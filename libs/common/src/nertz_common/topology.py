@@ -57,11 +57,13 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         (
             subjects.filter_of("sig", "intent"),
             subjects.filter_of("sig", "factor"),
-            subjects.filter_of("llm", "verdict"),
             subjects.filter_of("sys", "control"),
         ),
-        "executor: intents, one factor snapshot per closed bar, verdicts and operator commands",
+        "executor: intents, one factor snapshot per closed bar (in bar order), operator commands",
     ),
+    # verdicts on their own consumer: they arrive in VerdictAwaited order, so the executor never has
+    # to pull (and hold) the snapshots signal published ahead while it waits for one (decisions.md D1)
+    ConsumerSpec("executor-verdicts", (subjects.filter_of("llm", "verdict"),), "executor: validator verdicts"),
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
 )
 

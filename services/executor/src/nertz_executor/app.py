@@ -24,8 +24,8 @@ async def build(rt: runtime.Runtime, config: ExecutorSettings) -> Executor:
 
     Order: read both consumers' ack floors and reset them to it (so unfinished messages come again
     at once, in log order); fold the executor's own output into a :class:`Recovery`; apply the
-    operator commands the decisions consumer already took; bind ``executor-market`` and
-    ``executor-decisions``.
+    operator commands the decisions consumer already took; bind ``executor-market``,
+    ``executor-decisions`` and ``executor-verdicts``.
     """
     group = config.executor
     core_config = group.to_config()
@@ -49,11 +49,12 @@ async def build(rt: runtime.Runtime, config: ExecutorSettings) -> Executor:
     )
     market = await rt.consumer(journal.MARKET)
     decisions = await rt.consumer(journal.DECISIONS)
+    verdicts = await rt.consumer(journal.VERDICTS)
     return Executor(
-        js=rt.js,
         publisher=rt.publisher,
         market=market,
         decisions=decisions,
+        verdicts=verdicts,
         config=core_config,
         recovery=recovery,
         metrics=ExecutorMetrics(rt.registry),

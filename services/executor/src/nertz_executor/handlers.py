@@ -21,8 +21,6 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from nats.js import JetStreamContext
-
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_executor.adapters.feed import BarrierHooks, DecisionFeed, Stopped
@@ -60,15 +58,13 @@ _LOG_NAMES: dict[type[ev.Event], str] = {
 
 
 class Executor:
-    """Run the steps over the two consumers, keeping the state and publishing the decisions.
+    """Run the steps over the three consumers, keeping the state and publishing the decisions.
 
     Parameters
     ----------
-    js : JetStreamContext
-        For reading intents from the log.
     publisher : bus.Publisher
-    market, decisions : bus.Consumer
-        The bound ``executor-market`` and ``executor-decisions`` consumers.
+    market, decisions, verdicts : bus.Consumer
+        The bound ``executor-market``, ``executor-decisions`` and ``executor-verdicts`` consumers.
     config : ExecutorConfig
     recovery : Recovery
         Where to resume (see :func:`~nertz_executor.core.recovery.recover`).
@@ -85,10 +81,10 @@ class Executor:
     def __init__(
         self,
         *,
-        js: JetStreamContext,
         publisher: bus.Publisher,
         market: bus.Consumer,
         decisions: bus.Consumer,
+        verdicts: bus.Consumer,
         config: ExecutorConfig,
         recovery: Recovery,
         metrics: ExecutorMetrics,
@@ -98,7 +94,6 @@ class Executor:
         horizon_ns: int = 3_600_000_000_000,
         stream: str = subjects.STREAM,
     ) -> None:
-        self._js = js
         self._publisher = publisher
         self._market = market
         self._config = config
@@ -113,7 +108,9 @@ class Executor:
         self._current: bus.Delivery | None = None
         self._current_used: list[bus.Delivery] = []
         hooks = BarrierHooks(on_control=self._on_control, is_awaited=self._is_awaited, held=self._held)
-        self.feed = DecisionFeed(decisions, hooks, batch=batch, keepalive_s=keepalive_s, horizon_ns=horizon_ns)
+        self.feed = DecisionFeed(
+            decisions, verdicts, hooks, batch=batch, keepalive_s=keepalive_s, horizon_ns=horizon_ns
+        )
         self._metrics.observe_state(self.state, self._symbols)
 
     async def run(self) -> None:

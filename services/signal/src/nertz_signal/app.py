@@ -49,4 +49,4 @@ async def serve(settings: SignalSettings) -> None:
                 "max_leverage": cfg.max_leverage,
             },
         )
-        await rt.until_stopped(consumer.run(handler))
+        await rt.until_stopped(consumer.run_batch(handler.handle_batch))

@@ -1,8 +1,10 @@
 """The decisions side of the closed-bar barrier (docs/decisions.md D1).
 
-At a closed bar the executor pulls ``executor-decisions`` (``sig.factor``, ``llm.verdict``,
+At a closed bar the executor pulls ``executor-decisions`` (``sig.intent``, ``sig.factor``,
 ``sys.control``) until it holds the bar's ``FactorSnapshot`` and, when the snapshot names an intent,
-that intent's ``VerdictIssued``. What arrives on the way is sorted by content, never by timing:
+the intent; then ``executor-verdicts`` (``llm.verdict``) until that intent's ``VerdictIssued``.
+Snapshots come in bar order and verdicts in ``VerdictAwaited`` order, so normally the next message is
+the one wanted and nothing piles up. What arrives otherwise is sorted by content, never by timing:
 
 - a ``FactorSnapshot`` of another bar before this bar's is a leftover of a finished step (its ack was
   lost): it is used up (acked with the step) and skipped; one arriving while a verdict is awaited is
@@ -60,6 +62,8 @@ class DecisionFeed:
     ----------
     consumer : bus.Consumer
         The bound ``executor-decisions`` consumer.
+    verdicts : bus.Consumer
+        The bound ``executor-verdicts`` consumer.
     hooks : BarrierHooks
     batch : int
         Fetch size.
@@ -75,6 +79,7 @@ class DecisionFeed:
     def __init__(
         self,
         consumer: bus.Consumer,
+        verdicts: bus.Consumer,
         hooks: BarrierHooks,
         *,
         batch: int = 256,
@@ -83,12 +88,14 @@ class DecisionFeed:
         fetch_timeout_s: float = 0.5,
     ) -> None:
         self._c = consumer
+        self._vc = verdicts
         self._hooks = hooks
         self._batch = batch
         self._keepalive_s = keepalive_s
         self._horizon_ns = horizon_ns
         self._fetch_timeout_s = fetch_timeout_s
         self._queue: deque[bus.Delivery] = deque()
+        self._vqueue: deque[bus.Delivery] = deque()
         self.factors: dict[str, list[bus.Delivery]] = {}
         self.verdicts: dict[str, list[bus.Delivery]] = {}
         self.intents: dict[str, list[bus.Delivery]] = {}
@@ -97,7 +104,7 @@ class DecisionFeed:
 
     def held(self) -> list[bus.Delivery]:
         """Return every delivery the feed holds unacknowledged (queued, buffered)."""
-        out = list(self._queue)
+        out = [*self._queue, *self._vqueue]
         for buf in (self.factors, self.verdicts, self.intents):
             for ds in buf.values():
                 out += ds
@@ -166,7 +173,7 @@ class DecisionFeed:
             used += ds
             return ds[-1].event  # type: ignore[return-value]
         while True:
-            d = await self._next()
+            d = await (self._next_verdict() if kind is ev.VerdictIssued else self._next())
             e = d.event
             if isinstance(e, kind) and e.correlation_id == intent_id:  # type: ignore[attr-defined]
                 used.append(d)
@@ -201,14 +208,20 @@ class DecisionFeed:
                     log.warning("barrier.dropped_buffered", extra={"correlation_id": key})
 
     async def _next(self) -> bus.Delivery:
-        while not self._queue:
-            if self._c.stopping:
+        return await self._pull(self._c, self._queue)
+
+    async def _next_verdict(self) -> bus.Delivery:
+        return await self._pull(self._vc, self._vqueue)
+
+    async def _pull(self, consumer: bus.Consumer, queue: deque[bus.Delivery]) -> bus.Delivery:
+        while not queue:
+            if consumer.stopping:
                 raise Stopped
-            got = await self._c.fetch(self._batch, timeout_s=self._fetch_timeout_s)
-            self._queue.extend(got)
+            got = await consumer.fetch(self._batch, timeout_s=self._fetch_timeout_s)
+            queue.extend(got)
             if time.monotonic() - self._last_keepalive >= self._keepalive_s:
                 await self._keepalive()
-        return self._queue.popleft()
+        return queue.popleft()
 
     async def _keepalive(self) -> None:
         self._last_keepalive = time.monotonic()

@@ -23,6 +23,7 @@ log = logging.getLogger("nertz.executor")
 
 MARKET = "executor-market"
 DECISIONS = "executor-decisions"
+VERDICTS = "executor-verdicts"
 #: what the executor publishes (its own log, folded on restart)
 OUTPUT_FILTERS = (subjects.filter_of("exec"), subjects.filter_of("venue"))
 CONTROL_FILTER = "sys.control.>"
@@ -34,10 +35,11 @@ class AckFloors:
 
     market: int
     decisions: int
+    verdicts: int
 
 
 async def ack_floors(js: JetStreamContext, *, reset: bool = True, stream: str = subjects.STREAM) -> AckFloors:
-    """Read both consumers' ack floors and, when ``reset``, reset their delivery state to them (ADR-60).
+    """Read the consumers' ack floors and, when ``reset``, reset their delivery state to them (ADR-60).
 
     A server without the reset API (< 2.14) is logged and tolerated: unfinished messages then come back
     after the consumer's ack wait.
@@ -48,7 +50,7 @@ async def ack_floors(js: JetStreamContext, *, reset: bool = True, stream: str = 
         If a consumer was not declared (run ``nertz streams apply``).
     """
     floors = []
-    for name in (MARKET, DECISIONS):
+    for name in (MARKET, DECISIONS, VERDICTS):
         info = await js.consumer_info(stream, name)
         floors.append(info.ack_floor.stream_seq if info.ack_floor else 0)
         if not reset:
@@ -58,7 +60,7 @@ async def ack_floors(js: JetStreamContext, *, reset: bool = True, stream: str = 
             log.info("consumer.reset", extra={"consumer": name, "reset_seq": r.reset_seq})
         except (nats.js.errors.Error, nats.errors.Error) as e:
             log.warning("consumer.reset_unavailable", extra={"consumer": name, "error": repr(e)})
-    return AckFloors(market=floors[0], decisions=floors[1])
+    return AckFloors(market=floors[0], decisions=floors[1], verdicts=floors[2])
 
 
 async def read_output(js: JetStreamContext, *, stream: str = subjects.STREAM) -> list[tuple[int, Folded]]:
