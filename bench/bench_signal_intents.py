@@ -1,6 +1,6 @@
 """Count intents on the bundled 30 days of 1m bars and time the engine (a script, not a test).
 
-Usage: ``.venv/bin/python tests/signal/intent_counts.py [--threshold 7 8 9] [--data DIR]``
+Usage: ``.venv/bin/python bench/bench_signal_intents.py [--threshold 7 8 9] [--data DIR]``
 
 Bars of all symbols are merged in time order (as market-ingest's replayer publishes them) and fed to one
 :class:`SignalEngine`; there is no book, so EGM and PIO are the only factors (renormalised).
@@ -9,50 +9,21 @@ Bars of all symbols are merged in time order (as market-ingest's replayer publis
 from __future__ import annotations
 
 import argparse
-import csv
-import heapq
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 from nertz_common import events as ev
-from nertz_common.ids import derive_id
+from nertz_ingest.replay import parse_files
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.engine import SignalEngine
 
-DATA = Path("/work/shared/data/crypto_backtester/commit_33c8800")
-MINUTE_NS = 60_000_000_000
-
-
-def load_bars(path: Path, symbol: str) -> list[ev.Bar]:
-    """Return the closed 1m bars of a kline CSV (``timestamp,open,high,low,close,volume``; open times)."""
-    out = []
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            open_ns = int(datetime.fromisoformat(row["timestamp"]).timestamp()) * 1_000_000_000
-            out.append(
-                ev.Bar(
-                    event_id=derive_id("Bar", symbol, "1", open_ns, True),
-                    ts_event=open_ns + MINUTE_NS,
-                    ts_init=open_ns + MINUTE_NS,
-                    symbol=symbol,
-                    interval="1",
-                    open_time_ns=open_ns,
-                    open=float(row["open"]),
-                    high=float(row["high"]),
-                    low=float(row["low"]),
-                    close=float(row["close"]),
-                    volume=float(row["volume"]),
-                )
-            )
-    return out
+DATA = Path(__file__).resolve().parents[1] / "data" / "bybit_kline_1m"
 
 
 def merged_bars(data: Path = DATA) -> list[ev.Bar]:
-    """Return every ``*_1m.csv`` bar of ``data`` merged by close time (ties: symbol order)."""
-    series = [load_bars(p, p.name.split("_", 1)[0]) for p in sorted(data.glob("*_1m.csv"))]
-    return list(heapq.merge(*series, key=lambda b: (b.ts_event, b.symbol)))
+    """Return the bundled 1m bars of every symbol, merged in close-time order by market-ingest's replayer."""
+    return [e for e in parse_files(sorted(data.glob("*_1m.csv*"))) if isinstance(e, ev.Bar)]
 
 
 def run(bars: list[ev.Bar], cfg: SignalConfig) -> tuple[Counter[tuple[str, str]], Counter[str], float]:
