@@ -5,6 +5,7 @@ PostgreSQL (PyPI ``pgserver``) under a local data folder, no Docker and no root 
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,8 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or reuse) PostgreSQL under ``data_dir`` and return its asyncpg-ready URL."""
     import pgserver  # test/demo-only dependency, imported lazily
 
+    # pgserver logs from an atexit hook, after pytest or the demo closed the streams: keep it quiet
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     data_dir.mkdir(parents=True, exist_ok=True)
     srv = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     return EmbeddedPostgres(srv, srv.get_uri())
