@@ -303,15 +303,19 @@ def print_summary(summary: dict[str, dict[str, float]], figures: dict[str, float
 
 
 @contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt, even when SIGINT was inherited as ignored
+    (as it is for a background job of a non-interactive shell)."""
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed: str = "max") -> None:
@@ -320,7 +324,7 @@ def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed:
     if missing:
         raise FileNotFoundError(f"expected the bundled data files, missing: {', '.join(map(str, missing))}")
     t_start = time.monotonic()
-    with _terminate_on_sigterm():
+    with _stop_on_signals():
         stack = start_infra(data_dir)
         try:
             start_services(stack)
