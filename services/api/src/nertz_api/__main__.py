@@ -6,10 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from pydantic import ValidationError
-
 from nertz_api.app import serve
 from nertz_api.settings import ApiSettings
+from nertz_common.settings import load
 
 EPILOG = """environment:
   DATABASE_URL        Postgres URL (postgresql://user:pass@host:5432/db)
@@ -34,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--migrate-only", action="store_true", help="apply the migrations and exit")
     args = parser.parse_args(argv)
-    try:
-        settings = ApiSettings()
-    except ValidationError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
-        return 2
+    settings = load(ApiSettings)  # exits 2 listing every bad setting
     asyncio.run(serve(settings, migrate_only=args.migrate_only))
     return 0
 

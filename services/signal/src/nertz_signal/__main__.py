@@ -7,8 +7,7 @@ import asyncio
 import json
 import sys
 
-from pydantic import ValidationError
-
+from nertz_common.settings import load
 from nertz_signal.settings import SignalSettings
 
 _EPILOG = """\
@@ -36,11 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--print-config", action="store_true", help="print the effective settings as JSON and exit")
     args = parser.parse_args(argv)
-    try:
-        settings = SignalSettings()
-    except ValidationError as e:
-        print(f"invalid configuration:\n{e}", file=sys.stderr)
-        return 2
+    settings = load(SignalSettings)  # exits 2 listing every bad setting
     if args.print_config:
         print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
