@@ -20,9 +20,10 @@ demo: install  ## run the five services on embedded NATS + Postgres and replay t
 test: install lint  ## lint, then the whole test suite against real NATS and Postgres
 	$(VENV)/bin/python -m pytest
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, mypy type check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -47,6 +47,7 @@ SERVICES = (
     ("llm-validator", "nertz_validator", 9103),
     ("executor", "nertz_executor", 9104),
 )
+SERVICE_NAMES = tuple(name for name, _, _ in SERVICES)
 INGEST_METRICS_PORT = 9101
 #: the durable consumers each service reads
 DURABLES = {
@@ -153,7 +154,7 @@ def start_service(stack: Stack, name: str) -> None:
     """Start one service (a name of ``SERVICES``) as its own process, logging to ``logs/<name>.log``."""
     module, preferred = next((m, p) for n, m, p in SERVICES if n == name)
     port = _port(preferred) if stack.procs.get(name) is None else infra.free_port()
-    extra = {}
+    extra: dict[str, str] = {}
     if name == "api":
         stack.api_port = port
         extra["NERTZ_API__PORT"] = str(port)
@@ -164,7 +165,7 @@ def start_service(stack: Stack, name: str) -> None:
     )
 
 
-def start_services(stack: Stack, names: tuple[str, ...] = tuple(n for n, _, _ in SERVICES)) -> None:
+def start_services(stack: Stack, names: tuple[str, ...] = SERVICE_NAMES) -> None:
     """Start the consumer services (ingest runs later, as the replay) and wait for the API if started."""
     try:
         for name in names:

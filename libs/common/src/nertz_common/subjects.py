@@ -85,6 +85,27 @@ def for_event(event: ev.Event) -> str:
     KeyError
         If the event type has no route.
     """
+    # cached: the subject is a function of the type and a few tokens (on the hot path of every publish)
+    t = type(event)
+    if isinstance(event, ev.InstrumentEvent):
+        key: tuple[object, ...] = (t, event.venue, event.market, event.symbol)
+    elif isinstance(event, ev.DeadLettered):
+        key = (t, event.service)
+    else:
+        key = (t, getattr(event, "scope", None))
+    subject = _SUBJECTS.get(key)
+    if subject is None:
+        subject = _subject_of(event)
+        if len(_SUBJECTS) < _SUBJECTS_MAX:
+            _SUBJECTS[key] = subject
+    return subject
+
+
+_SUBJECTS: dict[tuple[object, ...], str] = {}
+_SUBJECTS_MAX = 100_000
+
+
+def _subject_of(event: ev.Event) -> str:
     domain, kind = ROUTES[type(event)]
     if isinstance(event, ev.InstrumentEvent):
         return instrument(domain, kind, event.venue, event.market, event.symbol)
@@ -131,6 +152,9 @@ def stream_subjects() -> list[str]:
     return [filter_of(d) for d in DOMAINS]
 
 
+_FORBIDDEN = frozenset(".*> \t\r\n")
+
+
 def _check_token(token: str) -> None:
-    if not token or any(c in token for c in ".*> \t\r\n"):
+    if not token or not _FORBIDDEN.isdisjoint(token):
         raise ValueError(f"expected a non-empty subject token without . * > or spaces, was {token!r}")

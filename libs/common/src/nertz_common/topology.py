@@ -110,21 +110,24 @@ async def apply(
 ) -> list[str]:
     """Create or update the stream and consumers; return what changed, one line each."""
     cfg = stream or stream_config()
+    name = cfg.name
+    if not name:
+        raise ValueError("expected a stream name in the stream configuration, was none")
     changes: list[str] = []
     try:
-        await js.stream_info(cfg.name)
+        await js.stream_info(name)
         await js.update_stream(cfg)
-        changes.append(f"stream {cfg.name}: updated")
+        changes.append(f"stream {name}: updated")
     except nats.js.errors.NotFoundError:
         await js.add_stream(cfg)
-        changes.append(f"stream {cfg.name}: created")
+        changes.append(f"stream {name}: created")
     for spec in consumers:
         try:
-            await js.consumer_info(cfg.name, spec.durable)
+            await js.consumer_info(name, spec.durable)
             existed = True
         except nats.js.errors.NotFoundError:
             existed = False
-        await js.add_consumer(cfg.name, consumer_config(spec))  # create-or-update by durable name
+        await js.add_consumer(name, consumer_config(spec))  # create-or-update by durable name
         changes.append(f"consumer {spec.durable}: {'updated' if existed else 'created'}")
     for line in changes:
         log.info("topology.applied", extra={"change": line})

@@ -175,9 +175,9 @@ class DecisionFeed:
         while True:
             d = await (self._next_verdict() if kind is ev.VerdictIssued else self._next())
             e = d.event
-            if isinstance(e, kind) and e.correlation_id == intent_id:  # type: ignore[attr-defined]
+            if isinstance(e, ev.Correlated) and isinstance(e, kind) and e.correlation_id == intent_id:
                 used.append(d)
-                return e  # type: ignore[return-value]
+                return e
             if isinstance(e, ev.FactorSnapshot):
                 self.factors.setdefault(e.bar_id, []).append(d)  # a later bar's: wait for its barrier
             else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import msgspec
 from msgspec import Struct
@@ -591,7 +591,7 @@ def _on_verdict(state: ExecutorState, inp: VerdictInput, config: ExecutorConfig)
     if iid in state.decided:
         return []  # a redelivered verdict: its decision is already in the state
     sym = state.symbol(bar.symbol)
-    head = {
+    head: dict[str, Any] = {
         "ts_event": bar.ts_event,
         "ts_init": bar.ts_event,
         "symbol": bar.symbol,

@@ -91,10 +91,10 @@ class Memory:
         """
         if stream_seq <= self.last_seq:
             return self
-        sym = getattr(event, "symbol", None)
-        new = _fold(self.of(sym), event) if sym else None
-        symbols = self.symbols if new is None else {**self.symbols, sym: new}  # type: ignore[dict-item]
-        return Memory(symbols, stream_seq)
+        sym: str | None = getattr(event, "symbol", None)
+        if sym is None:
+            return Memory(self.symbols, stream_seq)
+        return Memory({**self.symbols, sym: _fold(self.of(sym), event)}, stream_seq)
 
 
 def _fold(m: SymbolMemory, event: ev.AnyEvent) -> SymbolMemory:

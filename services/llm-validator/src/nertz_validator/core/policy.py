@@ -89,7 +89,8 @@ class RulesPolicy:
             vetoes.append(f"drawdown {dd:.3f} > {c.max_drawdown_fraction:.3f} of equity in {c.lookback_h:g} h")
         if vetoes:
             return Opinion("reject", confidence, 0.0, tuple(vetoes), ("circuit_breaker",))
-        size, flags, reasons = 1.0, [], [f"combined {intent.combined:+.2f} with trend {intent.trend}"]
+        flags: list[str] = []
+        size, reasons = 1.0, [f"combined {intent.combined:+.2f} with trend {intent.trend}"]
         if intent.regime == "panic":
             size, flags = size * 0.5, [*flags, "panic"]
         if recent.loss_streak >= c.caution_loss_streak:
