@@ -35,6 +35,29 @@ async def test_publish_many_keeps_order_and_dedups(js_fresh):
     assert [d.event.event_id for d in got] == [b.event_id for b in bars]
 
 
+async def test_publish_many_with_extra_headers_stores_them_and_msg_id(js_fresh):
+    pub = bus.Publisher(js_fresh)
+    bars = [f.bar(i) for i in range(5)]
+    assert await pub.publish_many(bars, headers=lambda e: {bus.INPUT_SEQ: str(bars.index(e) + 10)}) == 5
+    for i, b in enumerate(bars, start=1):
+        msg = await js_fresh.get_msg(subjects.STREAM, i)
+        assert msg.headers[bus.MSG_ID] == b.event_id and msg.headers[bus.INPUT_SEQ] == str(i + 9)
+        assert ev.decode(msg.data) == b
+
+
+async def test_publish_many_ack_from_another_stream_raises(js_fresh):
+    pub = bus.Publisher(js_fresh, stream="OTHER")
+    with pytest.raises(bus.PublishError, match="expected ack from stream OTHER"):
+        await pub.publish_many([f.bar(0)])
+
+
+async def test_publish_many_without_a_stream_retries_then_raises(js_fresh):
+    await js_fresh.delete_stream(subjects.STREAM)  # no responders on md.*: retried, then given up
+    pub = bus.Publisher(js_fresh, timeout_s=0.5, retry_s=1.0)
+    with pytest.raises(bus.PublishError, match="not acked"):
+        await pub.publish_many([f.bar(i) for i in range(3)])
+
+
 async def test_consumer_poison_message_is_dead_lettered_and_loop_goes_on(js_fresh):
     pub = bus.Publisher(js_fresh)
     await js_fresh.publish(

@@ -187,3 +187,64 @@ def test_book_random_deltas_match_reference_model(changes: list[tuple[bool, floa
     assert bids == sorted(ref_bids.items(), reverse=True)[:10]
     assert asks == sorted(ref_asks.items())[:10]
     assert book.status == "live"
+
+
+def test_book_snapshot_ids_equal_derive_id() -> None:
+    from nertz_common.ids import derive_id
+
+    for symbol, depth, top_n in (("BTCUSDT", 200, 50), ("1000PEPEUSDT", 1, 1), ("SOLUSDT", 50, 7)):
+        book = OrderBook(symbol, depth, top_n=top_n, min_interval_ns=0)
+        for u in (1, 2, 99, 10**12 + 7, 2**63 - 1):
+            (snap,) = book.on_snapshot([(1.0, 1.0)], [(2.0, 1.0)], u, 0, S, S)
+            assert snap.event_id == derive_id("BookSnapshot", symbol, depth, u, top_n)
+
+
+def test_book_snapshot_repeated_price_keeps_the_last_and_ignores_size_0() -> None:
+    book = _book()
+    (snap,) = _snap(book, bids=[(99.0, 1.0), (100.0, 0.0), (99.0, 4.0)], asks=[(101.0, 2.0)])
+    assert snap.bids == [(99.0, 4.0)] and snap.asks == [(101.0, 2.0)]  # type: ignore[attr-defined]
+    assert len(book) == 2
+
+
+def test_book_delta_levels_apply_in_frame_order() -> None:
+    book = _book(interval_ms=0)
+    _snap(book)
+    (snap,) = book.on_delta([(99.5, 1.0), (99.5, 0.0), (97.0, 2.0), (97.0, 3.0)], [], 101, 8, S + 1, S + 1)
+    assert snap.bids == [(100.0, 1.0), (99.0, 2.0), (98.0, 3.0), (97.0, 3.0)]  # type: ignore[attr-defined]
+
+
+def test_book_published_levels_are_not_mutated_by_later_deltas() -> None:
+    book = _book(interval_ms=0)
+    (first,) = _snap(book)
+    book.on_delta([(100.0, 9.0), (98.0, 0.0)], [(101.0, 0.0)], 101, 8, S + 1, S + 1)
+    assert first.bids == [(100.0, 1.0), (99.0, 2.0), (98.0, 3.0)]  # type: ignore[attr-defined]
+    assert first.asks == [(101.0, 1.0), (102.0, 2.0), (103.0, 3.0)]  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=40), sizes), max_size=60))
+def test_book_random_deltas_match_reference_until_crossed(changes: list[tuple[bool, int, float]]) -> None:
+    # prices on both sides may meet: the book must stay equal to a plain dict model after every delta,
+    # and report a gap exactly when the model's best bid >= best ask
+    book = _book(top_n=5, interval_ms=0)
+    ref = ({10.0: 1.0, 19.0: 1.0}, {21.0: 1.0, 30.0: 1.0})
+    book.on_snapshot(list(ref[0].items()), list(ref[1].items()), 1_000, 0, S, S)
+    for i, (is_bid, tick, q) in enumerate(changes):
+        side = ref[0] if is_bid else ref[1]
+        p = tick * 1.0
+        if q == 0.0:
+            side.pop(p, None)
+        else:
+            side[p] = q
+        level = [(p, q)]
+        out = book.on_delta(level if is_bid else [], [] if is_bid else level, 1_001 + i, 0, S + i, S)
+        crossed = bool(ref[0] and ref[1] and max(ref[0]) >= min(ref[1]))
+        if crossed:
+            assert [type(e).__name__ for e in out] == ["FeedGap"] and book.status == "gapped"
+            return
+        bids, asks = book.top(5)
+        assert bids == sorted(ref[0].items(), reverse=True)[:5]
+        assert asks == sorted(ref[1].items())[:5]
+        assert (book.best_bid, book.best_ask) == (max(ref[0], default=None), min(ref[1], default=None))
+        assert len(book) == len(ref[0]) + len(ref[1])
+        assert [type(e).__name__ for e in out] == ["BookSnapshot"]

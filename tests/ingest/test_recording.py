@@ -70,7 +70,7 @@ def test_recording_without_header_raises_recording_error(tmp_path: Path) -> None
 
 
 def test_recording_kind_and_csv_name_are_read_from_the_file_name() -> None:
-    assert detect_kind(Path("a/BYBIT.linear.jsonl.xz")) == "cryptofeed"
+    assert detect_kind(Path("a/BYBIT.linear.jsonl.xz")) == "jsonl"
     assert detect_kind(Path("BTCUSDT_1m.csv.gz")) == "kline_csv"
     assert csv_symbol_interval(Path("data/SOLUSDT_15m.csv.xz")) == ("SOLUSDT", 15)
     with pytest.raises(RecordingError):

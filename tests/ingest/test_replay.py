@@ -113,11 +113,19 @@ async def test_replay_bad_frames_are_counted_and_dead_lettered(js_fresh, tmp_pat
     assert again.stored == 0  # dead-letter ids are deterministic too
 
 
-async def test_replay_speed_paces_by_ts_event(js_fresh, tmp_path: Path) -> None:
-    path = _recording(tmp_path / "paced.jsonl", [(100.0, _ticker(1786310820000)), (100.6, _ticker(1786310820600))])
+async def test_replay_speed_paces_by_receive_time(js_fresh, tmp_path: Path) -> None:
+    # received 600 ms apart, exchange times 10 s apart: the recording is replayed as it was received
+    path = _recording(tmp_path / "paced.jsonl", [(100.0, _ticker(1786310820000)), (100.6, _ticker(1786310830000))])
     stats = await replay_files(bus.Publisher(js_fresh), [path], speed=2.0)
     assert stats.stored == 2
-    assert 0.28 <= stats.wall_s < 3.0  # 600 ms of exchange time at 2x
+    assert 0.28 <= stats.wall_s < 3.0  # 600 ms of receive time at 2x
+
+
+async def test_replay_speed_paces_csv_bars_by_close_time(js_fresh, tmp_path: Path, csvs) -> None:
+    csv = _csv_head(csvs[0], tmp_path, 3)  # three 1m bars: 2 minutes between the first and last close
+    stats = await replay_files(bus.Publisher(js_fresh), [csv], speed=240.0)
+    assert stats.stored == 3
+    assert 0.45 <= stats.wall_s < 3.0  # 120 s at 240x = 0.5 s
 
 
 async def test_replay_stop_event_ends_replay_early(js_fresh, tmp_path: Path) -> None:

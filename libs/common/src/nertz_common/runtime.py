@@ -72,7 +72,7 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     metrics.serve(settings.metrics_port, registry)
     nc = await bus.connect(settings.nats_url, service)
     js = nc.jetstream(timeout=5)
-    rt = Runtime(service, nc, js, bus.Publisher(js, m), m, registry)
+    rt = Runtime(service, nc, js, bus.Publisher(js, m, nc=nc), m, registry)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.stop.set)

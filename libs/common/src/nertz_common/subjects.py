@@ -3,6 +3,11 @@
 Instrument events: ``<domain>.<kind>.<venue>.<market>.<symbol>`` (five tokens), e.g.
 ``md.book.bybit.linear.BTCUSDT``. Service-wide events: ``<domain>.<kind>.<scope>``, e.g.
 ``sys.control.all`` or ``sys.dlq.signal``. No other module formats a subject.
+
+Raw exchange frames (the recorder's optional copy, ARCHITECTURE.md §1) are not events and live in
+their own short-retention stream ``RAW``: ``raw.<venue>.<market>.<exchange topic>``, e.g.
+``raw.bybit.linear.orderbook.200.BTCUSDT`` (the topic's own dots become subject tokens). The ``NERTZ``
+stream never binds ``raw.>``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from nertz_common import events as ev
 
 STREAM = "NERTZ"
 DOMAINS = ("md", "sig", "llm", "exec", "venue", "sys")
+
+RAW_STREAM = "RAW"
+"""The stream of raw exchange frames (short retention; not part of the log of record)."""
+RAW_DOMAIN = "raw"
+RAW_NO_TOPIC = "none"
+"""Topic token of a raw frame without a usable topic (acks, pongs, invalid JSON)."""
 
 #: event type -> (domain, kind)
 ROUTES: dict[type[ev.Event], tuple[str, str]] = {
@@ -158,3 +169,74 @@ _FORBIDDEN = frozenset(".*> \t\r\n")
 def _check_token(token: str) -> None:
     if not token or not _FORBIDDEN.isdisjoint(token):
         raise ValueError(f"expected a non-empty subject token without . * > or spaces, was {token!r}")
+
+
+# --- raw exchange frames (stream RAW) -----------------------------------------------------------
+
+
+def raw(venue: str, market: str, topic: str) -> str:
+    """Build the subject of a raw exchange frame, ``raw.<venue>.<market>.<topic>``.
+
+    Parameters
+    ----------
+    venue, market : str
+        E.g. ``bybit``, ``linear``.
+    topic : str
+        The exchange topic, e.g. ``orderbook.200.BTCUSDT``; each dot-separated part becomes a token.
+        Use :data:`RAW_NO_TOPIC` for frames without one.
+
+    Raises
+    ------
+    ValueError
+        If a token is empty or contains ``*``, ``>`` or whitespace.
+    """
+    key = (venue, market, topic)
+    subject = _RAW_SUBJECTS.get(key)
+    if subject is None:
+        for t in (venue, market, *topic.split(".")):
+            _check_token(t)
+        subject = f"{RAW_DOMAIN}.{venue}.{market}.{topic}"
+        if len(_RAW_SUBJECTS) < _SUBJECTS_MAX:
+            _RAW_SUBJECTS[key] = subject
+    return subject
+
+
+_RAW_SUBJECTS: dict[tuple[str, str, str], str] = {}
+
+
+def parse_raw(subject: str) -> tuple[str, str, str]:
+    """Return ``(venue, market, topic)`` of a subject built by :func:`raw`.
+
+    Raises
+    ------
+    ValueError
+        If ``subject`` is not ``raw.<venue>.<market>.<topic...>``.
+    """
+    tokens = subject.split(".")
+    if len(tokens) < 4 or tokens[0] != RAW_DOMAIN:
+        raise ValueError(f"expected raw.<venue>.<market>.<topic>, was {subject!r}")
+    return tokens[1], tokens[2], ".".join(tokens[3:])
+
+
+def raw_filter(venue: str | None = None, market: str | None = None) -> str:
+    """Return a wildcard over raw frames: all (``raw.>``), one venue, or one venue and market.
+
+    Raises
+    ------
+    ValueError
+        If ``market`` is given without ``venue``, or a token is invalid.
+    """
+    if venue is None:
+        if market is not None:
+            raise ValueError("expected a venue with the market")
+        return f"{RAW_DOMAIN}.>"
+    _check_token(venue)
+    if market is None:
+        return f"{RAW_DOMAIN}.{venue}.>"
+    _check_token(market)
+    return f"{RAW_DOMAIN}.{venue}.{market}.>"
+
+
+def raw_stream_subjects() -> list[str]:
+    """Return the subjects the ``RAW`` stream binds (every raw frame, ``raw.>``)."""
+    return [raw_filter()]

@@ -2,6 +2,10 @@
 
 Services never declare streams or consumers themselves; ``nertz streams apply`` does, once, and is
 safe to re-run (an existing stream or consumer is updated in place, keeping its position).
+
+It also declares ``RAW``, the short-retention stream of raw exchange frames that market-ingest's
+recorder may copy there (``raw.>``, 1 day by default; ARCHITECTURE.md §1). ``RAW`` is not the log of
+record: no consumer is declared on it, and ``NERTZ`` never binds its subjects.
 """
 
 from __future__ import annotations
@@ -88,6 +92,39 @@ def stream_config(
     )
 
 
+def raw_stream_config(
+    name: str = subjects.RAW_STREAM,
+    max_age_days: float = 1.0,
+    max_bytes: int = 5 * 2**30,
+    replicas: int = 1,
+) -> StreamConfig:
+    """Return the ``RAW`` stream configuration (file storage, 1-day window, byte cap, ``raw.>``).
+
+    Parameters
+    ----------
+    name : str
+        Stream name.
+    max_age_days : float
+        Retention window, days (raw frames are kept for forensics, not as the log of record).
+    max_bytes : int
+        Byte cap; the oldest frames are dropped first.
+    replicas : int
+        Stream replicas (3 in a cluster).
+    """
+    return StreamConfig(
+        name=name,
+        description="raw exchange frames as received (market-ingest recorder); short retention",
+        subjects=subjects.raw_stream_subjects(),
+        storage=StorageType.FILE,
+        max_age=max_age_days * DAY_S,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=120.0,
+        num_replicas=replicas,
+        allow_direct=True,
+    )
+
+
 def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
     """Return the durable pull consumer configuration of one spec."""
     return ConsumerConfig(
@@ -107,20 +144,33 @@ async def apply(
     *,
     stream: StreamConfig | None = None,
     consumers: tuple[ConsumerSpec, ...] = CONSUMERS,
+    raw_stream: StreamConfig | None = None,
+    with_raw: bool = True,
 ) -> list[str]:
-    """Create or update the stream and consumers; return what changed, one line each."""
+    """Create or update the streams and consumers; return what changed, one line each.
+
+    Parameters
+    ----------
+    js : JetStreamContext
+    stream : StreamConfig, optional
+        The ``NERTZ`` stream (default :func:`stream_config`).
+    consumers : tuple of ConsumerSpec
+        The durable consumers on it.
+    raw_stream : StreamConfig, optional
+        The ``RAW`` stream of raw exchange frames (default :func:`raw_stream_config`).
+    with_raw : bool
+        Declare the ``RAW`` stream too (default True).
+
+    Raises
+    ------
+    ValueError
+        If a stream configuration has no name.
+    """
     cfg = stream or stream_config()
     name = cfg.name
     if not name:
         raise ValueError("expected a stream name in the stream configuration, was none")
-    changes: list[str] = []
-    try:
-        await js.stream_info(name)
-        await js.update_stream(cfg)
-        changes.append(f"stream {name}: updated")
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(cfg)
-        changes.append(f"stream {name}: created")
+    changes: list[str] = [await _apply_stream(js, cfg)]
     for spec in consumers:
         try:
             await js.consumer_info(name, spec.durable)
@@ -129,9 +179,24 @@ async def apply(
             existed = False
         await js.add_consumer(name, consumer_config(spec))  # create-or-update by durable name
         changes.append(f"consumer {spec.durable}: {'updated' if existed else 'created'}")
+    if with_raw:
+        changes.append(await _apply_stream(js, raw_stream or raw_stream_config()))
     for line in changes:
         log.info("topology.applied", extra={"change": line})
     return changes
+
+
+async def _apply_stream(js: JetStreamContext, cfg: StreamConfig) -> str:
+    name = cfg.name
+    if not name:
+        raise ValueError("expected a stream name in the stream configuration, was none")
+    try:
+        await js.stream_info(name)
+        await js.update_stream(cfg)
+        return f"stream {name}: updated"
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(cfg)
+        return f"stream {name}: created"
 
 
 async def recreate(js: JetStreamContext) -> list[str]:

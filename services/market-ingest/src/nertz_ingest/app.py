@@ -15,14 +15,19 @@ from pathlib import Path
 
 import nats.js.errors
 import pydantic
+import pydantic_settings
 
 from nertz_common import subjects
 from nertz_common.bus import PublishError
 from nertz_common.runtime import runtime
+from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
+from nertz_ingest.adapters.bybit_ws import WS_URLS
+from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
+from nertz_ingest.live import FrameTap, LiveError, LiveFeed, symbols_of
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import SERVICE, replay_files
-from nertz_ingest.settings import IngestSettings
+from nertz_ingest.settings import IngestSettings, LiveConfig
 
 log = logging.getLogger("nertz.ingest")
 
@@ -38,8 +43,56 @@ sys.dlq.market-ingest.
 
 Commands:
   replay   feed recordings through the same parsing code the live feed uses.
-  (live)   the live pybit WebSocket feed and the recorder come in a later issue; the live feed will
-           run with the same settings and parser, and its frames will replay identically.
+  live     the live Bybit V5 feed through pybit (WebSocket + REST backfill), with the same settings and
+           parser: what it receives replays to the same events.
+"""
+
+LIVE_EPILOG = """\
+what it does:
+  1. GET /v5/market/instruments-info per symbol -> InstrumentSpec (tick size, qty step, min qty);
+     a symbol Bybit does not list stops it (exit 2).
+  2. WebSocket /v5/public/linear (pybit): orderbook.<depth>, publicTrade, kline.<interval> (1 and
+     --intervals) and tickers per symbol; frames queue up while
+  3. GET /v5/market/kline backfills NERTZ_INGEST__LIVE__BACKFILL_BARS closed bars per symbol and
+     interval (pages of 1000, newest first), published as closed Bars in time order; then
+  4. frames flow: parsed exactly as by 'replay' (receive time = ts_init), published in receive order.
+  Order books: a u gap or a crossed/locked book -> FeedGap, the topic is resubscribed, the fresh
+  snapshot -> FeedResynced; no book update for STALE_S -> FeedStale + resubscribe, then a new
+  connection; a lost connection -> FeedGap per book, pybit reconnects and resubscribes (if it gives
+  up: new connections with exponential backoff and jitter). A closed kline that skips bars (lost
+  frames) first has the skipped closed bars fetched by REST. REST: retCode 10006 waits for
+  X-Bapi-Limit-Reset-Timestamp, 5xx/timeouts are retried with backoff. Bad frames are counted,
+  logged and dead-lettered to sys.dlq.market-ingest; they never stop the feed.
+
+settings (environment):
+  BYBIT_ENV                            mainnet (default) | testnet | demo (demo trading has no public
+                                       stream: its market data is mainnet's, so demo uses mainnet hosts)
+  NERTZ_SYMBOLS                        default symbols, JSON list (default ["BTCUSDT","ETHUSDT","SOLUSDT"])
+  NERTZ_INGEST__LIVE__DEPTH            50 (default) or 200
+  NERTZ_INGEST__LIVE__INTERVALS        kline intervals, JSON list (default ["1"]; "1" is always added)
+  NERTZ_INGEST__LIVE__WS_URL           WebSocket host override, e.g. ws://127.0.0.1:18080 (a fake server)
+  NERTZ_INGEST__LIVE__REST_URL         REST host override, e.g. http://127.0.0.1:18080
+  NERTZ_INGEST__LIVE__BACKFILL_BARS    closed bars per symbol and interval at start (default 1500 ~ 25 h
+                                       of 1m: EMA 55 and 24 hourly ATR samples; 0 = none)
+  NERTZ_INGEST__LIVE__STALE_S          seconds without a book update before FeedStale (default 10)
+  NERTZ_INGEST__LIVE__RESYNC_TIMEOUT_S seconds to wait for a fresh snapshot after a resubscribe (10)
+  NERTZ_INGEST__LIVE__REST_TIMEOUT_S   one REST request's timeout (10); REST_ATTEMPTS tries per call (5)
+  NERTZ_INGEST__LIVE__RATE_LIMIT_MAX_WAIT_S   longest wait for a rate-limit reset (30)
+  NERTZ_INGEST__LIVE__RECONNECT_INITIAL_S / _MAX_S   backoff between new connections (0.5 .. 30)
+  NERTZ_INGEST__LIVE__WS_RETRIES       pybit's attempts per reconnect before it gives up (10)
+  NERTZ_INGEST__BOOK_DEPTH, NERTZ_INGEST__BOOK_MIN_INTERVAL_MS, NATS_URL, NERTZ_METRICS_PORT,
+  NERTZ_LOG_LEVEL                      as for 'replay'
+  No API key is needed (public data only).
+
+It runs until SIGINT/SIGTERM, then closes the socket, publishes what it holds and prints a summary.
+exit status: 0 stopped, 1 publish or REST failure, 2 bad usage/settings/unknown symbol or no stream.
+
+examples:
+  BYBIT_ENV=testnet python -m nertz_ingest live --symbols BTCUSDT,ETHUSDT --depth 200 --intervals 1,5
+  python -m nertz_ingest live --record var/live.jsonl.xz        # keep the raw frames; replay them later:
+  python -m nertz_ingest replay --speed 1 var/live.jsonl.xz
+  python -m nertz_common.testing.fake_bybit --port 18080 &      # a local fake Bybit, then:
+  python -m nertz_ingest live --ws-url ws://127.0.0.1:18080 --rest-url http://127.0.0.1:18080 --depth 200
 """
 
 REPLAY_EPILOG = """\
@@ -126,6 +179,45 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the progress bar even when stderr is not a terminal",
     )
+    lp = sub.add_parser(
+        "live",
+        help="the live Bybit V5 feed onto the log",
+        description="Ingest Bybit V5 public linear market data live (pybit WebSocket + REST backfill).",
+        epilog=LIVE_EPILOG,
+        formatter_class=fmt,
+    )
+    lp.add_argument(
+        "--symbols",
+        action="append",
+        default=None,
+        metavar="SYM[,SYM...]",
+        help="symbols (comma-separated or repeated; default NERTZ_SYMBOLS)",
+    )
+    lp.add_argument("--depth", type=int, choices=(50, 200), default=None, help="order book topic depth (default 50)")
+    lp.add_argument(
+        "--intervals",
+        default=None,
+        metavar="I[,I...]",
+        help="kline intervals, e.g. 1,5,60 (1 is always included; default NERTZ_INGEST__LIVE__INTERVALS)",
+    )
+    lp.add_argument(
+        "--backfill", type=int, default=None, metavar="BARS", help="closed bars to backfill per symbol and interval"
+    )
+    lp.add_argument("--ws-url", default=None, metavar="URL", help="WebSocket host override (e.g. a fake server)")
+    lp.add_argument("--rest-url", default=None, metavar="URL", help="REST host override (e.g. a fake server)")
+    lp.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write every received frame with its receive time to PATH (*.jsonl.xz|.gz|.jsonl; "
+        "'replay' reads it back to the same events)",
+    )
+    lp.add_argument(
+        "--record-raw",
+        action="store_true",
+        help="also copy every received frame to the RAW stream (raw.bybit.linear.<topic>, short retention)",
+    )
     return parser
 
 
@@ -135,9 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = IngestSettings()
-    except pydantic.ValidationError as e:
+    except (pydantic.ValidationError, pydantic_settings.SettingsError) as e:
         print(f"invalid settings:\n{e}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "live":
+        return live_main(settings, args)
     symbols = _symbols(args.symbols)
     try:
         Sources(args.files, symbols)  # fail on a missing or unknown file before connecting
@@ -192,3 +286,110 @@ def _symbols(values: list[str] | None) -> frozenset[str] | None:
     if not values:
         return None
     return frozenset(s.strip().upper() for v in values for s in v.split(",") if s.strip())
+
+
+def live_main(settings: IngestSettings, args: argparse.Namespace) -> int:
+    """Run ``live`` from parsed arguments; return the exit status."""
+    overrides = {
+        k: v
+        for k, v in {
+            "depth": args.depth,
+            "intervals": args.intervals,
+            "backfill_bars": args.backfill,
+            "ws_url": args.ws_url,
+            "rest_url": args.rest_url,
+        }.items()
+        if v is not None
+    }
+    try:
+        live_cfg = LiveConfig(**{**settings.ingest.live.model_dump(), **overrides})
+    except pydantic.ValidationError as e:
+        print(f"invalid live settings:\n{e}", file=sys.stderr)
+        return EXIT_USAGE
+    settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"live": live_cfg})})
+    symbols = symbols_of(args.symbols or settings.symbols)
+    if not symbols:
+        print("error: expected at least one symbol (--symbols or NERTZ_SYMBOLS)", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(live(settings, symbols, args.record, args.record_raw))
+
+
+async def live(
+    settings: IngestSettings, symbols: Sequence[str], record: Path | None = None, record_raw: bool = False
+) -> int:
+    """Run the live feed with the service runtime until stopped; print the summary; return the exit status.
+
+    ``record``: also write every received frame with its receive time to this file (replayable);
+    ``record_raw``: also copy every frame to the ``RAW`` stream (short retention, for forensics).
+    """
+    cfg = settings.ingest.live
+    ws_url = cfg.ws_url or WS_URLS[settings.bybit_env]
+    rest_url = cfg.rest_url or REST_URLS[settings.bybit_env]
+    async with runtime(SERVICE, settings) as rt:
+        try:
+            await rt.js.stream_info(subjects.STREAM)
+        except nats.js.errors.NotFoundError:
+            print(
+                f"error: stream {subjects.STREAM} not found on {settings.nats_url}: apply the topology first",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        writer = None
+        tap: FrameTap | None = None
+        if record is not None or record_raw:
+            raw_sink = None
+            if record_raw:
+                try:
+                    await rt.js.stream_info(subjects.RAW_STREAM)
+                except nats.js.errors.NotFoundError:
+                    print(f"error: stream {subjects.RAW_STREAM} not found: apply the topology first", file=sys.stderr)
+                    return EXIT_USAGE
+                raw_sink = RawPublisher(rt.js)
+            try:
+                writer = RecordingWriter(record, raw_sink, url=f"{ws_url}/v5/public/linear")
+            except (OSError, ValueError) as e:
+                print(f"error: cannot record to {record}: {e}", file=sys.stderr)
+                return EXIT_USAGE
+            tap = writer.write
+        metrics = IngestMetrics(rt.registry)
+        rest = BybitRest(
+            rest_url,
+            timeout_s=cfg.rest_timeout_s,
+            attempts=cfg.rest_attempts,
+            rate_limit_max_wait_s=cfg.rate_limit_max_wait_s,
+            metrics=metrics,
+        )
+        log.info(
+            "live.starting",
+            extra={"env": settings.bybit_env, "ws_url": ws_url, "rest_url": rest_url, "symbols": list(symbols)},
+        )
+        feed = LiveFeed(
+            rt.publisher,
+            symbols,
+            config=settings.ingest,
+            ws_url=ws_url,
+            rest=rest,
+            testnet=settings.bybit_env == "testnet",
+            metrics=metrics,
+            tap=tap,
+            stop=rt.stop,
+        )
+        try:
+            stats = await feed.run()
+        except LiveError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except (RestError, PublishError) as e:
+            log.error("live.failed", extra={"error": str(e)})
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            rest.close()
+            if writer is not None:
+                try:
+                    await writer.aclose()
+                except OSError as e:  # RecordingWriteError: the file holds what was written before
+                    log.error("live.record_failed", extra={"path": str(record), "error": repr(e)})
+                log.info("live.recorded", extra={"path": str(record), "frames": writer.frames})
+    print(stats.summary(), flush=True)
+    return EXIT_OK

@@ -1,13 +1,115 @@
 """Typed settings of market-ingest (environment ``NERTZ_``, nested with ``__``).
 
-Example: ``NERTZ_INGEST__BOOK_DEPTH=20 NERTZ_INGEST__BOOK_MIN_INTERVAL_MS=200``.
+Example: ``NERTZ_INGEST__BOOK_DEPTH=20 NERTZ_INGEST__BOOK_MIN_INTERVAL_MS=200``; the live feed:
+``BYBIT_ENV=testnet NERTZ_INGEST__LIVE__DEPTH=200 NERTZ_INGEST__LIVE__INTERVALS='["1","5"]'``.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nertz_common.settings import CommonSettings
+
+#: Bybit kline intervals the live feed may subscribe (fixed-length ones)
+LIVE_INTERVALS = ("1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W")
+
+
+class LiveConfig(BaseModel):
+    """The live Bybit feed (``python -m nertz_ingest live``); environment ``NERTZ_INGEST__LIVE__*``.
+
+    Attributes
+    ----------
+    depth : {50, 200}
+        Order book topic ``orderbook.<depth>.<symbol>`` (Bybit pushes 50 every 20 ms, 200 every 100 ms).
+    intervals : list of str
+        Kline intervals subscribed and backfilled (``"1"`` is always included).
+    ws_url, rest_url : str, optional
+        Override Bybit's hosts (e.g. ``ws://127.0.0.1:18080`` / ``http://127.0.0.1:18080`` for the fake
+        server); None = the hosts of ``BYBIT_ENV``.
+    backfill_bars : int
+        Closed bars fetched per symbol and interval at start-up, for the signal warm-up (1500 1m bars ≈
+        25 h: EMA 55 and 24 hourly ATR samples). 0 = no backfill.
+    stale_s : float
+        No frame of a symbol's order book for this long → ``FeedStale`` and a resubscribe; still nothing
+        after as long again → a new connection.
+    resync_timeout_s : float
+        A resubscribed book without a fresh snapshot after this long is resubscribed again (twice), then
+        the connection is rebuilt.
+    rest_timeout_s, rest_attempts : float, int
+        Timeout of one REST request, s; tries per call.
+    rate_limit_max_wait_s : float
+        Longest wait for a REST rate-limit reset (retCode 10006), s.
+    reconnect_initial_s, reconnect_max_s : float
+        Exponential backoff with jitter between new connections once pybit gave up, s.
+    ws_retries : int
+        pybit's ``retries`` per reconnect before it gives up (0 = forever). pybit 5.17.0 raises after
+        its last attempt even when it connected: N allows N - 1 real attempts, and 1 is refused.
+    ping_interval_s, ping_timeout_s : int
+        WebSocket ping period and pong timeout, s.
+    queue_max : int
+        Frames held between pybit's thread and the parser; beyond it frames are dropped (counted) and
+        every book is resynced.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    depth: int = 50
+    intervals: tuple[str, ...] = ("1",)
+    ws_url: str | None = None
+    rest_url: str | None = None
+    backfill_bars: int = Field(default=1500, ge=0, le=100_000)
+    stale_s: float = Field(default=10.0, gt=0, le=3600)
+    resync_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    rest_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    rest_attempts: int = Field(default=5, ge=1, le=100)
+    rate_limit_max_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    ws_retries: int = Field(default=10, ge=0, le=1000)
+    ping_interval_s: int = Field(default=20, ge=2, le=600)
+    ping_timeout_s: int = Field(default=10, ge=1, le=600)
+    queue_max: int = Field(default=100_000, ge=100)
+
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _intervals(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        return value
+
+    @field_validator("intervals")
+    @classmethod
+    def _check_intervals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if v not in LIVE_INTERVALS]
+        if bad:
+            raise ValueError(f"expected kline intervals among {list(LIVE_INTERVALS)}, was {bad}")
+        ordered = ["1", *(v for v in value if v != "1")]
+        return tuple(dict.fromkeys(ordered))
+
+    @field_validator("depth")
+    @classmethod
+    def _check_depth(cls, value: int) -> int:
+        if value not in (50, 200):
+            raise ValueError(f"expected an order book depth of 50 or 200, was {value}")
+        return value
+
+    @field_validator("ws_retries")
+    @classmethod
+    def _check_retries(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("expected 0 (forever) or >= 2: with retries=1 pybit 5.17.0 never keeps a connection")
+        return value
+
+    @field_validator("ws_url", "rest_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError(f"expected a ws(s):// or http(s):// URL, was {value!r}")
+        return value.rstrip("/")
 
 
 class IngestConfig(BaseModel):
@@ -23,6 +125,8 @@ class IngestConfig(BaseModel):
         Events per pipelined publish window (acks are checked per window).
     log_rejections : int
         Rejections logged at WARNING per reason; later ones are logged at DEBUG (all are counted).
+    live : LiveConfig
+        The live Bybit feed (``NERTZ_INGEST__LIVE__*``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,9 +135,15 @@ class IngestConfig(BaseModel):
     book_min_interval_ms: int = Field(default=100, ge=0, le=60_000, description="ms of exchange time between snapshots")
     publish_window: int = Field(default=1000, ge=1, le=10_000, description="events per pipelined publish window")
     log_rejections: int = Field(default=20, ge=0, description="rejections per reason logged at WARNING")
+    live: LiveConfig = LiveConfig()
 
 
 class IngestSettings(CommonSettings):
-    """Settings of market-ingest: the common ones plus ``ingest`` (``NERTZ_INGEST__*``)."""
+    """Settings of market-ingest: the common ones plus ``ingest`` (``NERTZ_INGEST__*``) and ``BYBIT_ENV``.
+
+    ``bybit_env`` picks Bybit's hosts for the live feed: ``mainnet``, ``testnet``, or ``demo`` (demo
+    trading has no public market stream: its market data is mainnet's, WIRE.md §3.1).
+    """
 
     ingest: IngestConfig = IngestConfig()  # frozen: sharing the default is safe
+    bybit_env: Literal["mainnet", "testnet", "demo"] = Field("mainnet", validation_alias="BYBIT_ENV")

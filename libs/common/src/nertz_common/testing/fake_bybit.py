@@ -276,13 +276,14 @@ class WsConn:
 
     ws: web.WebSocketResponse
     conn_id: str
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.Transport | None = None
     topics: set[str] = field(default_factory=set)
     stalled: set[str] = field(default_factory=set)  # topics not sent; "*" = every topic
     out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     ops: asyncio.Queue[tuple[float, dict[str, Any]] | None] = field(default_factory=asyncio.Queue)
     sent: int = 0
     closed: bool = False
+    silent: bool = False  # a hard stall: nothing at all is sent any more (acks and pongs included)
 
     def wants(self, topic: str) -> bool:
         return topic in self.topics and "*" not in self.stalled and topic not in self.stalled
@@ -327,7 +328,6 @@ class PublicLinear:
         self._refuse = 0
         self._skip: set[str] = set()
         self._changed = asyncio.Condition()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._exchange_ms = 0
 
     # --- serving ------------------------------------------------------------------------------------
@@ -429,6 +429,8 @@ class PublicLinear:
     async def _write(self, conn: WsConn) -> None:
         while (frame := await conn.out.get()) is not None:
             try:
+                if conn.silent:
+                    continue
                 await conn.ws.send_str(frame)
                 conn.sent += 1
             except (ConnectionError, RuntimeError):
@@ -602,14 +604,15 @@ class PublicLinear:
         """Apply the topic's next delta to the fake's book but do not send it: the client sees ``u`` jump."""
         self._skip.add(topic)
 
-    def cross_book(self, topic: str) -> int:
-        """Send a delta (next ``u``) that puts a bid at the best ask: a crossed book. The fake's own book
-        is not changed (only its ``u`` advances), so the next snapshot is sane again."""
+    def cross_book(self, topic: str, *, locked: bool = False) -> int:
+        """Send a delta (next ``u``) that puts a bid above the best ask (``locked``: at it): a crossed
+        book. The fake's own book is not changed (only its ``u`` advances), so the next snapshot is sane."""
         book = self.books[topic]
         _, ask = book.best()
         if ask is None:
             raise ValueError(f"expected asks in {topic} to cross")
-        frame = book_frame(topic, "delta", [(_fmt(ask), "1")], [], u=book.u + 1, seq=book.seq + 1, ts=self.next_ts())
+        price = _fmt(ask) if locked else _fmt(ask * 1.001)
+        frame = book_frame(topic, "delta", [(price, "1")], [], u=book.u + 1, seq=book.seq + 1, ts=self.next_ts())
         book.u += 1
         book.seq += 1
         return self.publish(frame, apply=False)
@@ -623,11 +626,13 @@ class PublicLinear:
                 n += 1
         return n
 
-    def stall(self, topic: str | None = None) -> None:
+    def stall(self, topic: str | None = None, *, hard: bool = False) -> None:
         """Stop sending data frames (of ``topic``, or all) on the open connections; control frames are
-        still answered. A (re)subscribe of a topic, or a new connection, resumes it."""
+        still answered and a (re)subscribe of a topic resumes it. ``hard``: the open connections send
+        nothing at all any more (no acks, no JSON pongs, no snapshots); only a new connection works."""
         for conn in self.conns:
             conn.stalled.add(topic or "*")
+            conn.silent = conn.silent or hard
 
     def unstall(self) -> None:
         """Resume every stalled topic on the open connections."""
@@ -713,9 +718,9 @@ class FakeBybit:
         """Listen on ``host:port`` (a free port when 0)."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the bound port when 0 was asked
         return self
@@ -931,6 +936,17 @@ def trade_frame(symbol: str, trades: Sequence[tuple[str | float, str | float, st
     return _dumps({"topic": f"publicTrade.{symbol}", "type": "snapshot", "ts": ts, "data": data})
 
 
+def kline_frame(symbol: str, interval: str, row: Sequence[str], *, confirm: bool, ts: int) -> str:
+    """Return a ``kline`` frame for one REST-shaped row ``[start, o, h, l, c, volume, turnover]``."""
+    start = int(row[0])
+    k = {
+        "start": start, "end": start + INTERVAL_MS[interval] - 1, "interval": interval, "open": row[1],
+        "close": row[4], "high": row[2], "low": row[3], "volume": row[5], "turnover": row[6],
+        "confirm": confirm, "timestamp": ts,
+    }  # fmt: skip
+    return _dumps({"topic": f"kline.{interval}.{symbol}", "data": [k], "ts": ts, "type": "snapshot"})
+
+
 def recorded_frames(path: Path, *, symbols: Iterable[str] | None = None) -> list[str]:
     """Return the raw ``/v5/public/linear`` frames of a cryptofeed format-2 recording, in receive order.
 
@@ -951,13 +967,18 @@ def recorded_frames(path: Path, *, symbols: Iterable[str] | None = None) -> list
     return out
 
 
-def shift_frame(text: str, delta_ms: int) -> str:
-    """Return a frame with its times moved by ``delta_ms`` (``ts``, ``cts``, trade ``T``, kline times)."""
+def shift_frame(text: str, delta_ms: int, u_delta: int = 0) -> str:
+    """Return a frame with its times moved by ``delta_ms`` (``ts``, ``cts``, trade ``T``, kline times)
+    and an order book's ``u`` and ``seq`` by ``u_delta`` (a replayed loop is then new data, not a repeat)."""
     msg = json.loads(text)
     for key in ("ts", "cts"):
         if isinstance(msg.get(key), int):
             msg[key] += delta_ms
     data = msg.get("data")
+    if isinstance(data, dict) and u_delta:
+        for key in ("u", "seq"):
+            if isinstance(data.get(key), int) and data[key] > 1:
+                data[key] += u_delta
     if isinstance(data, list):
         for row in data:
             for key in ("T", "start", "end", "timestamp"):
@@ -1007,8 +1028,8 @@ def loopback_only() -> Iterator[list[str]]:
             raise socket.gaierror(socket.EAI_NONAME, f"loopback_only: refused to resolve {name}")
         return real_getaddrinfo(host, *args, **kw)
 
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = getaddrinfo
     try:
         yield refused
@@ -1092,12 +1113,13 @@ async def _serve(args: argparse.Namespace) -> None:
         first = json.loads(frames[0])["ts"]
         loop_ms = json.loads(frames[-1])["ts"] - first + 1000
         delta: int | None = None
-        while True:
+        for n in itertools.count():
             while not any(c.topics for c in fake.public.conns):
                 await asyncio.sleep(0.2)
-            # rebase onto now, and move each loop on, so time never goes backwards
+            # rebase onto now, and move each loop on, so time (and each book's u) never goes backwards
             delta = time.time_ns() // 1_000_000 - first if delta is None else delta + loop_ms
-            sent = await fake.public.play((shift_frame(f, delta) for f in frames), speed=args.speed)
+            shifted = (shift_frame(f, delta, n * 100_000_000) for f in frames)
+            sent = await fake.public.play(shifted, speed=args.speed)
             print(f"played the recording once more ({sent} frames sent)", flush=True)
             if not args.loop:
                 await asyncio.Event().wait()

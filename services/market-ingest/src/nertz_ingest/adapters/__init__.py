@@ -1,1 +1,1 @@
-"""I/O of market-ingest: recordings and CSV files in (the live pybit feed comes in a later issue)."""
+"""I/O of market-ingest: Bybit through pybit (WebSocket, REST), recordings and CSV files, the recorder."""

@@ -1,7 +1,12 @@
-"""Read recordings: cryptofeed "format 2" JSONL of raw Bybit frames, and Bybit kline CSVs.
+"""Read recordings: JSONL of raw Bybit frames (ours, or cryptofeed's), and Bybit kline CSVs.
 
-Both may be compressed; the extension decides (``.xz``, ``.gz``, else plain text).
+All may be compressed; the extension decides (``.xz``, ``.gz``, else plain text). A compressed file may
+be a concatenation of complete streams (what the recorder writes); one whose last stream is cut short
+(a crash while writing) is read up to the cut, then a ``bad_recording_line`` rejection says so.
 
+- **nertz raw frames** (``*.jsonl``, written by :mod:`nertz_ingest.adapters.recorder`): line 1 is
+  ``{"t":"header","format":"nertz-raw-frames","version":1,"venue":"bybit","channel":"linear",...}``;
+  then one frame per line, ``{"recv_ns":<receive time, UNIX ns>,"frame":"<raw frame text>"}``.
 - **cryptofeed format 2** (``*.jsonl``): line 1 is ``{"t":"header","format":2,...}``; then one record
   per line, ``{"t":"connect","conn":"BYBIT.ws.2","ts":<s>,"addr":"wss://.../v5/public/linear"}``,
   ``{"t":"recv","conn":..,"ts":<receive time, epoch s (float)>,"data":"<raw frame text>"}``, and
@@ -21,6 +26,7 @@ import heapq
 import io
 import lzma
 import re
+import zlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,13 +35,17 @@ from typing import IO, Literal, TypeAlias, cast
 import msgspec
 
 from nertz_common import events as ev
+from nertz_ingest.adapters.recorder import FORMAT as RAW_FORMAT
+from nertz_ingest.adapters.recorder import VERSION as RAW_VERSION
+from nertz_ingest.adapters.recorder import FrameLine
 from nertz_ingest.core import csv_bars
 from nertz_ingest.core.rejection import Rejected
 
 LINEAR_ADDR_SUFFIX = "/v5/public/linear"
 _CSV_NAME = re.compile(r"(?P<symbol>[A-Z0-9]{2,30})_(?P<minutes>\d+)m\.csv")
 
-Kind = Literal["cryptofeed", "kline_csv"]
+Kind = Literal["jsonl", "kline_csv"]
+"""A file's kind by name: JSONL frames (nertz or cryptofeed, told by the header) or a kline CSV."""
 
 
 class RecordingError(ValueError):
@@ -71,7 +81,8 @@ class _Line(msgspec.Struct):
     ts: float | None = None
     addr: str = ""
     data: str | None = None
-    format: int | None = None
+    format: int | str | None = None
+    version: int | None = None
 
 
 def detect_kind(path: Path) -> Kind:
@@ -86,8 +97,8 @@ def detect_kind(path: Path) -> Kind:
     if name.endswith(".csv"):
         return "kline_csv"
     if name.endswith(".jsonl"):
-        return "cryptofeed"
-    raise RecordingError(f"expected a *.jsonl (cryptofeed) or *.csv (kline) file, optionally .xz/.gz, was {path}")
+        return "jsonl"
+    raise RecordingError(f"expected a *.jsonl (frames) or *.csv (kline) file, optionally .xz/.gz, was {path}")
 
 
 def csv_symbol_interval(path: Path) -> tuple[str, int]:
@@ -112,6 +123,11 @@ class SourceFile:
     path : Path
     addr_suffix : str
         For cryptofeed files: read ``recv`` records of connections whose address ends with this.
+
+    Attributes
+    ----------
+    truncated : str
+        Set when the compressed data ended early (the decompressor's error), else ``""``.
     """
 
     def __init__(self, path: Path, addr_suffix: str = LINEAR_ADDR_SUFFIX) -> None:
@@ -121,6 +137,7 @@ class SourceFile:
         self.addr_suffix = addr_suffix
         self._raw: IO[bytes] | None = None
         self._done = False
+        self.truncated = ""
 
     def position(self) -> int:
         """Bytes of the file consumed so far (of the compressed file, when compressed)."""
@@ -149,46 +166,91 @@ class SourceFile:
         try:
             with io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="") as text:
                 yield from text
+        except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as e:
+            self.truncated = f"{type(e).__name__}: {e}"  # a cut last stream: keep what came before
         finally:
             raw.close()
             self._done = True
 
     def records(self) -> Iterator[Record]:
-        """Yield this file's records in file order (frames for cryptofeed, bars for CSV)."""
+        """Yield this file's records in file order (frames for JSONL, bars for CSV).
+
+        Raises
+        ------
+        RecordingError
+            If a JSONL file's first line is not a header this module reads.
+        """
         if self.kind == "kline_csv":
             return self._csv_records()
-        return self._cryptofeed_records()
+        return self._jsonl_records()
 
     def _csv_records(self) -> Iterator[Record]:
         symbol, minutes = csv_symbol_interval(self.path)
         last_ns = 0
+        n = 1
         for n, item in enumerate(csv_bars.parse_lines(self.lines(), symbol, minutes), start=2):
             if isinstance(item, Rejected):
                 yield replace(item, ts_ns=last_ns, source=f"{self.path}:{n}")
             else:
                 last_ns = item.ts_event
                 yield item
+        if self.truncated:
+            yield self._cut(n, last_ns)
 
-    def _cryptofeed_records(self) -> Iterator[Record]:
-        dec = msgspec.json.Decoder(_Line)
-        wanted: dict[str, bool] = {}  # conn -> its address ends with addr_suffix
+    def _jsonl_records(self) -> Iterator[Record]:
+        lines = self.lines()
+        first = next(lines, "")
+        try:
+            head = msgspec.json.decode(first, type=_Line)
+        except msgspec.DecodeError as e:
+            raise RecordingError(f"expected a recording header on line 1 of {self.path}: {e}") from None
+        if head.t == "header" and head.format == RAW_FORMAT:
+            if head.version is None or not 1 <= head.version <= RAW_VERSION:
+                raise RecordingError(
+                    f"expected {RAW_FORMAT} version 1..{RAW_VERSION} in {self.path}, was {head.version!r}"
+                )
+            return self._nertz_records(lines)
+        if head.t == "header" and head.format == 2:
+            return self._cryptofeed_records(lines)
+        was = f"t={head.t!r} format={head.format!r}"
+        raise RecordingError(
+            f"expected line 1 of {self.path} to be a header with format {RAW_FORMAT!r} or 2 (cryptofeed), was {was}"
+        )
+
+    def _nertz_records(self, lines: Iterator[str]) -> Iterator[Record]:
+        dec = msgspec.json.Decoder(FrameLine)
+        path = self.path
         last_ns = 0
-        for n, line in enumerate(self.lines(), start=1):
+        n = 1
+        for n, line in enumerate(lines, start=2):
             try:
                 rec = dec.decode(line)
             except msgspec.DecodeError as e:
-                if n == 1:
-                    raise RecordingError(
-                        f"expected a cryptofeed format 2 header on line 1 of {self.path}: {e}"
-                    ) from None
+                yield Rejected(
+                    "bad_recording_line", f"line {n}: {e}", line.rstrip("\n"), ts_ns=last_ns, source=f"{path}:{n}"
+                )
+                continue
+            if rec.recv_ns < 0:
+                detail = f"line {n}: expected recv_ns >= 0, was {rec.recv_ns}"
+                yield Rejected("bad_recording_line", detail, line.rstrip("\n"), ts_ns=last_ns, source=f"{path}:{n}")
+                continue
+            last_ns = rec.recv_ns
+            yield RawFrame(last_ns, rec.frame, f"{path}:{n}")
+        if self.truncated:
+            yield self._cut(n, last_ns)
+
+    def _cryptofeed_records(self, lines: Iterator[str]) -> Iterator[Record]:
+        dec = msgspec.json.Decoder(_Line)
+        wanted: dict[str, bool] = {}  # conn -> its address ends with addr_suffix
+        last_ns = 0
+        n = 1
+        for n, line in enumerate(lines, start=2):
+            try:
+                rec = dec.decode(line)
+            except msgspec.DecodeError as e:
                 yield Rejected(
                     "bad_recording_line", f"line {n}: {e}", line.rstrip("\n"), ts_ns=last_ns, source=f"{self.path}:{n}"
                 )
-                continue
-            if n == 1:
-                if rec.t != "header" or rec.format != 2:
-                    was = f"t={rec.t!r} format={rec.format!r}"
-                    raise RecordingError(f"expected line 1 of {self.path} to be {{'t':'header','format':2}}, was {was}")
                 continue
             if rec.t == "connect":
                 wanted[rec.conn] = rec.addr.endswith(self.addr_suffix)
@@ -201,6 +263,12 @@ class SourceFile:
                     continue
                 last_ns = round(rec.ts * 1_000_000) * 1000
                 yield RawFrame(last_ns, rec.data, f"{self.path}:{n}")
+        if self.truncated:
+            yield self._cut(n, last_ns)
+
+    def _cut(self, line: int, ts_ns: int) -> Rejected:
+        detail = f"compressed data ends early after line {line} (a recording cut by a crash?): {self.truncated}"
+        return Rejected("bad_recording_line", detail, "", ts_ns=ts_ns, source=f"{self.path}:{line + 1}")
 
 
 class Sources:
@@ -242,19 +310,34 @@ class Sources:
         return sum(f.position() for f in self.files)
 
     def __iter__(self) -> Iterator[Record]:
+        if len(self.files) == 1:
+            yield from self.files[0].records()
+            return
         streams = [_keyed(f.records(), f.symbol() or "", i) for i, f in enumerate(self.files)]
-        for _, item in heapq.merge(*streams, key=lambda kv: kv[0]):
+        for *_, item in heapq.merge(*streams):  # keys are unique: records are never compared
             yield item
 
 
-def _keyed(records: Iterator[Record], symbol: str, index: int) -> Iterator[tuple[tuple[int, str, int], Record]]:
-    for r in records:
+def record_time_ns(record: Record) -> int:
+    """Return when a record happened, UNIX ns: a frame's receive time, a bar's close, a rejection's time.
+
+    This is the merge order of :class:`Sources` and the pacing clock of a replay at a chosen speed.
+    """
+    if isinstance(record, RawFrame):
+        return record.recv_ns
+    if isinstance(record, ev.Bar):
+        return record.ts_event
+    return record.ts_ns
+
+
+def _keyed(records: Iterator[Record], symbol: str, index: int) -> Iterator[tuple[int, str, int, int, Record]]:
+    for n, r in enumerate(records):
         if isinstance(r, RawFrame):
-            yield (r.recv_ns, symbol, index), r
+            yield r.recv_ns, symbol, index, n, r
         elif isinstance(r, ev.Bar):
-            yield (r.ts_event, r.symbol, index), r
+            yield r.ts_event, r.symbol, index, n, r
         else:
-            yield (r.ts_ns, symbol, index), r
+            yield r.ts_ns, symbol, index, n, r
 
 
 def _strip_compression(name: str) -> str:

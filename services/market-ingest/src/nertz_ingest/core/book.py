@@ -13,20 +13,27 @@ snapshot, which emits :class:`~nertz_common.events.FeedResynced` and then a ``Bo
 Output is conflated: at most one ``BookSnapshot`` per ``min_interval_ns`` of exchange time (``ts``),
 plus the first one right after every snapshot frame. Level-1 books (``orderbook.1``) consist of
 snapshots only, so for them only a snapshot that (re)starts the book bypasses the interval.
-The top N levels are extracted only when a snapshot is due (the book itself is a dict per side plus a
-sorted price list per side, kept with ``bisect``: O(log n) search, a short memmove per insert/delete).
+
+Layout (for speed: the core must apply well over 500k level updates/s with its top-N snapshots, see
+``bench/bench_ingest.py``): each side is two parallel lists sorted by ascending price, the prices
+(searched with ``bisect``: O(log n) C comparisons) and the ``(price, size)`` levels themselves. An update
+of a known price stores the incoming level tuple as is (no allocation); an insert or delete is one short
+memmove per list (a Bybit book has at most 1000 levels). Best bid and ask are the ends of the lists, so
+the crossed-book check is O(1), and the top N levels of a side are one slice (O(N), no sorting, no new
+tuples), which is what makes a snapshot per delta cheap.
 
 Time is the frame's: ``ts_event`` is Bybit's ``ts`` and ``ts_init`` the frame's receive time (ns).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+import hashlib
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Literal
 
 from nertz_common import events as ev
-from nertz_common.ids import derive_id
+from nertz_common.ids import NERTZ_NAMESPACE, derive_id
 
 Level = tuple[float, float]
 """``(price, size)``: price in USDT, size in base currency; size 0 deletes the level in a delta."""
@@ -65,6 +72,8 @@ class OrderBook:
         "_asks",
         "_bid_px",
         "_bids",
+        "_id_prefix",
+        "_id_suffix",
         "_last_pub_ns",
         "depth",
         "gaps",
@@ -88,16 +97,20 @@ class OrderBook:
         self.topic = f"orderbook.{depth}.{symbol}"  # Bybit's topic name, not a NATS subject
         self.top_n = top_n
         self.min_interval_ns = min_interval_ns
-        self._bids: dict[float, float] = {}
-        self._asks: dict[float, float] = {}
         self._bid_px: list[float] = []  # ascending; best bid is the last
+        self._bids: list[Level] = []  # the levels of _bid_px, same order
         self._ask_px: list[float] = []  # ascending; best ask is the first
+        self._asks: list[Level] = []
         self.status: BookStatus = "new"
         self.last_u = 0
         self.seq = 0
         self.gaps = 0
         self.resyncs = 0
         self._last_pub_ns: int | None = None
+        # BookSnapshot ids are derive_id("BookSnapshot", symbol, depth, u, top_n): hash the constant
+        # prefix once (half the cost of an id, and an id is made for almost every delta)
+        self._id_prefix = hashlib.sha1(NERTZ_NAMESPACE.bytes + f"BookSnapshot|{symbol}|{depth}|".encode())
+        self._id_suffix = f"|{top_n}"
 
     # --- frames -------------------------------------------------------------------------------------
 
@@ -126,10 +139,8 @@ class OrderBook:
             level-1 snapshot is conflated away, ``[FeedGap]`` if the snapshot itself is crossed.
         """
         was = self.status
-        self._bids = {p: q for p, q in bids if q > 0.0}
-        self._asks = {p: q for p, q in asks if q > 0.0}
-        self._bid_px = sorted(self._bids)
-        self._ask_px = sorted(self._asks)
+        self._bid_px, self._bids = _side(bids)
+        self._ask_px, self._asks = _side(asks)
         self.last_u = u
         self.seq = seq
         if self._crossed():
@@ -175,9 +186,9 @@ class OrderBook:
         if u != self.last_u + 1:
             return self._gap(f"expected u={self.last_u + 1}, was {u}", u, ts_ns, recv_ns)
         if bids:
-            _apply(self._bids, self._bid_px, bids)
+            _apply(self._bid_px, self._bids, bids)
         if asks:
-            _apply(self._asks, self._ask_px, asks)
+            _apply(self._ask_px, self._asks, asks)
         self.last_u = u
         self.seq = seq
         bid_px = self._bid_px
@@ -198,9 +209,8 @@ class OrderBook:
     # --- views --------------------------------------------------------------------------------------
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
-        """Return the best ``n`` levels per side: bids by price descending, asks ascending."""
-        bids, asks = self._bids, self._asks
-        return [(p, bids[p]) for p in self._bid_px[: -n - 1 : -1]], [(p, asks[p]) for p in self._ask_px[:n]]
+        """Return the best ``n`` levels per side (new lists): bids by price descending, asks ascending."""
+        return self._bids[: -n - 1 : -1], self._asks[:n]
 
     @property
     def best_bid(self) -> float | None:
@@ -213,7 +223,7 @@ class OrderBook:
         return self._ask_px[0] if self._ask_px else None
 
     def __len__(self) -> int:
-        return len(self._bids) + len(self._asks)
+        return len(self._bid_px) + len(self._ask_px)
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -242,11 +252,18 @@ class OrderBook:
             )
         ]
 
+    def _snapshot_id(self, u: int) -> str:
+        # the same uuid5 as derive_id("BookSnapshot", symbol, depth, u, top_n) (tests/ingest/test_book.py)
+        h = self._id_prefix.copy()
+        h.update(f"{u}{self._id_suffix}".encode())
+        x = h.hexdigest()
+        return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
     def _publish(self, ts_ns: int, recv_ns: int) -> ev.BookSnapshot:
         self._last_pub_ns = ts_ns
         bids, asks = self.top(self.top_n)
         return ev.BookSnapshot(
-            event_id=derive_id("BookSnapshot", self.symbol, self.depth, self.last_u, self.top_n),
+            event_id=self._snapshot_id(self.last_u),
             ts_event=ts_ns,
             ts_init=recv_ns,
             symbol=self.symbol,
@@ -258,12 +275,30 @@ class OrderBook:
         )
 
 
-def _apply(side: dict[float, float], prices: list[float], levels: Sequence[Level]) -> None:
-    for p, q in levels:
-        if q == 0.0:
-            if side.pop(p, None) is not None:
-                del prices[bisect_left(prices, p)]
-        else:
-            if p not in side:
-                insort(prices, p)
-            side[p] = q
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+"""RFC 4122 variant bits applied to the 17th hex digit of a uuid (``10xx``)."""
+
+
+def _side(levels: Sequence[Level]) -> tuple[list[float], list[Level]]:
+    by_price = {p: (p, q) for p, q in levels if q > 0.0}  # a repeated price: the last one wins
+    prices = sorted(by_price)
+    return prices, [by_price[p] for p in prices]
+
+
+def _apply(prices: list[float], side: list[Level], levels: Sequence[Level]) -> None:
+    # the incoming (price, size) tuples are stored as they are: no allocation for an update
+    n = len(prices)
+    for level in levels:
+        p = level[0]
+        i = bisect_left(prices, p)
+        if i < n and prices[i] == p:
+            if level[1]:
+                side[i] = level
+            else:
+                del prices[i]
+                del side[i]
+                n -= 1
+        elif level[1]:
+            prices.insert(i, p)
+            side.insert(i, level)
+            n += 1
