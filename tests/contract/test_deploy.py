@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from nertz_ingest.app import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,8 +31,15 @@ def test_compose_runs_the_five_services_and_the_topology_step():
     assert services["topology"]["command"] == ["nertz", "streams", "apply"]
 
 
-def test_compose_replayed_files_exist():
-    cmd = _compose()["services"]["market-ingest"]["command"]
+def test_compose_market_ingest_runs_live_and_the_replay_profile_has_its_files():
+    services = _compose()["services"]
+    assert services["market-ingest"]["command"][2:4] == ["nertz_ingest", "live"]
+    cmd = services["market-ingest-replay"]["command"]
+    assert cmd[2:4] == ["nertz_ingest", "replay"]
+    parser = build_parser()
+    for name in ("market-ingest", "market-ingest-replay"):  # the arguments parse as the service reads them
+        args = parser.parse_args(services[name]["command"][3:])
+        assert args.command == services[name]["command"][3]
     for arg in cmd:
         if arg.startswith("data/"):
             assert (ROOT / arg).exists(), arg

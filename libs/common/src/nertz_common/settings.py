@@ -12,7 +12,7 @@ import sys
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -53,6 +53,9 @@ def load(cls: type[S]) -> S:
     """
     try:
         return cls()
+    except SettingsError as e:  # e.g. a list or dict variable that is not valid JSON
+        print(f"configuration error in {cls.__name__}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     except ValidationError as e:
         lines = [f"configuration error: {e.error_count()} bad setting(s) in {cls.__name__}"]
         for err in e.errors():

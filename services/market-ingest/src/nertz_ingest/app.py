@@ -15,11 +15,11 @@ from pathlib import Path
 
 import nats.js.errors
 import pydantic
-import pydantic_settings
 
 from nertz_common import subjects
 from nertz_common.bus import PublishError
 from nertz_common.runtime import runtime
+from nertz_common.settings import load
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
@@ -225,11 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        settings = IngestSettings()
-    except (pydantic.ValidationError, pydantic_settings.SettingsError) as e:
-        print(f"invalid settings:\n{e}", file=sys.stderr)
-        return EXIT_USAGE
+    settings = load(IngestSettings)  # exits 2 (EXIT_USAGE) listing every bad setting
     if args.command == "live":
         return live_main(settings, args)
     symbols = _symbols(args.symbols)
