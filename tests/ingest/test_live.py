@@ -36,6 +36,7 @@ from nertz_common.testing.fake_bybit import (
     trade_frame,
 )
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
+from nertz_ingest.adapters.log_position import last_bar_ts
 from nertz_ingest.adapters.recorder import RecordingWriter
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 from nertz_ingest.app import build_parser
@@ -149,6 +150,7 @@ async def live_feed(
     *,
     book_min_interval_ms: int = 0,
     tap: Callable[[str, int], None] | None = None,
+    logged_until: dict[str, int] | None = None,
     **live: Any,
 ) -> AsyncIterator[Live]:
     registry = CollectorRegistry()
@@ -164,7 +166,16 @@ async def live_feed(
         metrics=metrics,
     )
     pub = TapPublisher(js)
-    feed = LiveFeed(pub, list(symbols), config=cfg, ws_url=fake.ws_url, rest=rest, metrics=metrics, tap=tap)
+    feed = LiveFeed(
+        pub,
+        list(symbols),
+        config=cfg,
+        ws_url=fake.ws_url,
+        rest=rest,
+        metrics=metrics,
+        tap=tap,
+        logged_until=logged_until,
+    )
     task = asyncio.create_task(feed.run())
     try:
         yield Live(feed, pub, registry, task)
@@ -286,6 +297,24 @@ async def test_live_backfill_pages_2500_bars_backwards_in_order_without_duplicat
     assert five and all((b.open_time_ns // 1_000_000) % 300_000 == 0 for b in five)
     assert five[-1].ts_event <= fake.now_ms * 1_000_000
     assert live.feed.stats.backfill_bars == len(bars) and live.feed.stats.backfill_pages == 4
+
+
+async def test_live_restart_backfills_only_bars_the_log_does_not_have(
+    fake: FakeBybit, js_fresh: Any, klines: KlineStore
+) -> None:
+    starts, _ = klines.series(SYMBOL, "1")
+    fake.now_ms = starts[-1] + 30_000
+    async with live_feed(fake, js_fresh, backfill_bars=300) as first:
+        await _started(fake, first)
+    fake.now_ms = starts[-1] + 30_000 + 5 * 60_000  # five more minutes have closed on the exchange
+    logged = await last_bar_ts(js_fresh, [SYMBOL])
+    assert logged[SYMBOL] == starts[-2] * 1_000_000 + 60_000_000_000  # the last closed bar of the first run
+    async with live_feed(fake, js_fresh, backfill_bars=300, logged_until=logged) as second:
+        await _started(fake, second)
+    again = [e for e in second.pub.events if isinstance(e, ev.Bar)]
+    assert again and all(b.ts_event > logged[SYMBOL] for b in again)
+    first_ids = {e.event_id for e in first.pub.events if isinstance(e, ev.Bar)}
+    assert not first_ids & {b.event_id for b in again}
 
 
 async def test_live_closed_bars_the_websocket_skipped_are_filled_by_rest_in_order(

@@ -22,6 +22,7 @@ from nertz_common.runtime import runtime
 from nertz_common.settings import load
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
+from nertz_ingest.adapters.log_position import last_bar_ts
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.live import FrameTap, LiveError, LiveFeed, symbols_of
@@ -72,8 +73,9 @@ settings (environment):
   NERTZ_INGEST__LIVE__INTERVALS        kline intervals, JSON list (default ["1"]; "1" is always added)
   NERTZ_INGEST__LIVE__WS_URL           WebSocket host override, e.g. ws://127.0.0.1:18080 (a fake server)
   NERTZ_INGEST__LIVE__REST_URL         REST host override, e.g. http://127.0.0.1:18080
-  NERTZ_INGEST__LIVE__BACKFILL_BARS    closed bars per symbol and interval at start (default 1500 ~ 25 h
-                                       of 1m: EMA 55 and 24 hourly ATR samples; 0 = none)
+  NERTZ_INGEST__LIVE__BACKFILL_BARS    closed bars per symbol and interval at start (default 43200 = 30
+                                       days of 1m: EMA 55 + the 30-day ATR median; bars already on
+                                       the log are skipped; 0 = none)
   NERTZ_INGEST__LIVE__STALE_S          seconds without a book update before FeedStale (default 10)
   NERTZ_INGEST__LIVE__RESYNC_TIMEOUT_S seconds to wait for a fresh snapshot after a resubscribe (10)
   NERTZ_INGEST__LIVE__REST_TIMEOUT_S   one REST request's timeout (10); REST_ATTEMPTS tries per call (5)
@@ -359,6 +361,7 @@ async def live(
             "live.starting",
             extra={"env": settings.bybit_env, "ws_url": ws_url, "rest_url": rest_url, "symbols": list(symbols)},
         )
+        logged_until = await last_bar_ts(rt.js, symbols)
         feed = LiveFeed(
             rt.publisher,
             symbols,
@@ -369,6 +372,7 @@ async def live(
             metrics=metrics,
             tap=tap,
             stop=rt.stop,
+            logged_until=logged_until,
         )
         try:
             stats = await feed.run()

@@ -43,7 +43,7 @@ import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -160,6 +160,10 @@ class LiveFeed:
         Sees every frame before it is parsed (the recorder). Its failures are logged, never fatal.
     stop : asyncio.Event, optional
         When set, the feed closes the socket, publishes what it holds and returns.
+    logged_until : mapping of str to int, optional
+        Per symbol, the ``ts_event`` (UNIX ns) of the last bar already on the log: the backfill
+        publishes only bars closing after it, so a restart adds nothing the log has (the server's
+        duplicate window is only minutes long).
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class LiveFeed:
         metrics: IngestMetrics | None = None,
         tap: FrameTap | None = None,
         stop: asyncio.Event | None = None,
+        logged_until: Mapping[str, int] | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("expected at least one symbol")
@@ -185,6 +190,7 @@ class LiveFeed:
         self.metrics = metrics
         self.tap = tap
         self.stop = stop or asyncio.Event()
+        self.logged_until = dict(logged_until or {})
         self.stats = LiveStats()
         self.parser = make_parser(config, self.symbols)
         self.topics = live_topics(self.symbols, self.live.depth, self.live.intervals)
@@ -290,6 +296,9 @@ class LiveFeed:
                 rows, server_ms, pages = await self.rest.kline_history(symbol, interval, self.live.backfill_bars)
                 bars, rejected = kline_bars(symbol, interval, rows, server_ms)
                 bars = bars[-self.live.backfill_bars :]
+                after = self.logged_until.get(symbol)
+                if after is not None:
+                    bars = [b for b in bars if b.ts_event > after]  # the log has the rest already
                 self.stats.backfill_pages += pages
                 self.stats.backfill_bars += len(bars)
                 streams.append(bars)

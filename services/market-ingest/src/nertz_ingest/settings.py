@@ -29,8 +29,9 @@ class LiveConfig(BaseModel):
         Override Bybit's hosts (e.g. ``ws://127.0.0.1:18080`` / ``http://127.0.0.1:18080`` for the fake
         server); None = the hosts of ``BYBIT_ENV``.
     backfill_bars : int
-        Closed bars fetched per symbol and interval at start-up, for the signal warm-up (1500 1m bars ≈
-        25 h: EMA 55 and 24 hourly ATR samples). 0 = no backfill.
+        Closed bars fetched per symbol and interval at start-up, for the signal warm-up: 43,200 1m bars =
+        30 days (EMA 55 and the 30-day ATR median of the PANIC regime; 44 pages per symbol). Bars the
+        log already has are not published again. 0 = no backfill.
     stale_s : float
         No frame of a symbol's order book for this long → ``FeedStale`` and a resubscribe; still nothing
         after as long again → a new connection.
@@ -59,7 +60,7 @@ class LiveConfig(BaseModel):
     intervals: tuple[str, ...] = ("1",)
     ws_url: str | None = None
     rest_url: str | None = None
-    backfill_bars: int = Field(default=1500, ge=0, le=100_000)
+    backfill_bars: int = Field(default=43_200, ge=0, le=100_000)
     stale_s: float = Field(default=10.0, gt=0, le=3600)
     resync_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     rest_timeout_s: float = Field(default=10.0, gt=0, le=300)
