@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from nertz_common.testing.fake_bybit import FakeBybit, KlineStore, load_instruments, loopback_only
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -47,3 +48,32 @@ def first_frame(frames: list[RawFrame]) -> Callable[..., RawFrame]:
         raise LookupError(prefix)
 
     return find
+
+
+# --- the fake Bybit (test_fake_bybit.py, test_live.py) ------------------------------------------
+
+INSTRUMENTS = Path(__file__).parent / "data" / "bybit_instruments_linear.json"
+BTC_CSV = Path(__file__).resolve().parents[2] / "data" / "bybit_kline_1m" / "BTCUSDT_1m.csv.xz"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Refuse (and fail the test on) any connection or name lookup beyond loopback."""
+    with loopback_only() as refused:
+        yield
+    assert refused == [], f"traffic beyond loopback was attempted: {refused}"
+
+
+@pytest.fixture(scope="module")
+def klines() -> KlineStore:
+    """3,000 real BTCUSDT 1m klines for the fake's REST kline endpoint."""
+    store = KlineStore()
+    store.add_csv(BTC_CSV, limit=3000)
+    return store
+
+
+@pytest.fixture
+async def fake(klines: KlineStore) -> AsyncIterator[FakeBybit]:
+    """A fake Bybit V5 server on 127.0.0.1 that the real pybit talks to."""
+    async with FakeBybit(instruments=load_instruments(INSTRUMENTS), klines=klines) as f:
+        yield f

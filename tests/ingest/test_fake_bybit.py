@@ -9,40 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from pybit.exceptions import FailedRequestError, InvalidRequestError
 
-from nertz_common.testing.fake_bybit import FakeBybit, KlineStore, load_instruments, loopback_only
+from nertz_common.testing.fake_bybit import FakeBybit, KlineStore, loopback_only
 from nertz_ingest.adapters.bybit_rest import LocalHTTP
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 INSTRUMENTS = Path(__file__).parent / "data" / "bybit_instruments_linear.json"
 BTC_CSV = DATA / "bybit_kline_1m" / "BTCUSDT_1m.csv.xz"
 BOOK = "orderbook.50.BTCUSDT"
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only() -> Iterator[None]:
-    with loopback_only() as refused:
-        yield
-    assert refused == [], f"traffic beyond loopback was attempted: {refused}"
-
-
-@pytest.fixture(scope="module")
-def klines() -> KlineStore:
-    store = KlineStore()
-    store.add_csv(BTC_CSV, limit=3000)
-    return store
-
-
-@pytest.fixture
-async def fake(klines: KlineStore) -> AsyncIterator[FakeBybit]:
-    async with FakeBybit(instruments=load_instruments(INSTRUMENTS), klines=klines) as f:
-        yield f
 
 
 def _http(fake: FakeBybit, **kw: object) -> LocalHTTP:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ from nertz_common.testing.fake_bybit import (
     FakeBybit,
     KlineStore,
     kline_frame,
-    load_instruments,
     loopback_only,
     recorded_frames,
     trade_frame,
@@ -67,26 +66,6 @@ FAST: dict[str, Any] = dict(
     rest_attempts=4,
     ws_retries=3,
 )
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only() -> Iterator[None]:
-    with loopback_only() as refused:
-        yield
-    assert refused == [], f"traffic beyond loopback was attempted: {refused}"
-
-
-@pytest.fixture(scope="module")
-def klines() -> KlineStore:
-    store = KlineStore()
-    store.add_csv(BTC_CSV, limit=3000)
-    return store
-
-
-@pytest.fixture
-async def fake(klines: KlineStore) -> AsyncIterator[FakeBybit]:
-    async with FakeBybit(instruments=load_instruments(INSTRUMENTS), klines=klines) as f:
-        yield f
 
 
 class TapPublisher(bus.Publisher):

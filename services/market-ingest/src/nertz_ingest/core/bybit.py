@@ -32,6 +32,7 @@ from msgspec import Raw, Struct
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+from nertz_ingest.core.bars import make_bar
 from nertz_ingest.core.book import Level, OrderBook
 from nertz_ingest.core.rejection import (
     BadInput,
@@ -317,20 +318,19 @@ class BybitParser:
             check_ohlc(k.open, k.high, k.low, k.close, where)
             volume = check_size(k.volume, f"{where}.volume")
             turnover = None if k.turnover is None else check_size(k.turnover, f"{where}.turnover")
-            if k.confirm:
-                close_ns = open_ns + dur_ms * MS if dur_ms is not None else _ms_to_ns(k.end + 1, f"{where}.end")
-                event_id = derive_id("Bar", symbol, interval, open_ns, True)
-            else:
-                close_ns = ts_ns
-                event_id = derive_id("Bar", symbol, interval, open_ns, False, ts_ns)
+            if not k.confirm:
+                ts_bar = ts_ns  # an open bar's event time is the update's
+            elif dur_ms is not None:
+                ts_bar = open_ns + dur_ms * MS
+            else:  # D/W/M: the close time is the kline's end
+                ts_bar = _ms_to_ns(k.end + 1, f"{where}.end")
             out.append(
-                ev.Bar(
-                    event_id=event_id,
-                    ts_event=close_ns,
+                make_bar(
+                    symbol,
+                    interval,
+                    open_ns,
+                    ts_event=ts_bar,
                     ts_init=recv_ns,
-                    symbol=symbol,
-                    interval=interval,
-                    open_time_ns=open_ns,
                     open=k.open,
                     high=k.high,
                     low=k.low,

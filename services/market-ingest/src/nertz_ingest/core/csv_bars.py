@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from nertz_common import events as ev
-from nertz_common.ids import derive_id
+from nertz_ingest.core.bars import make_bar
 from nertz_ingest.core.bybit import check_ohlc
 from nertz_ingest.core.rejection import BadInput, Rejected, check_size, to_float
 
@@ -56,20 +56,8 @@ def parse_row(line: str, symbol: str, interval_min: int = 1) -> ev.Bar | Rejecte
         return Rejected(bad.reason, bad.detail, text)
     close_ns = open_ns + interval_min * MINUTE_NS
     interval = str(interval_min)
-    return ev.Bar(
-        event_id=derive_id("Bar", symbol, interval, open_ns, True),
-        ts_event=close_ns,
-        ts_init=close_ns,
-        symbol=symbol,
-        interval=interval,
-        open_time_ns=open_ns,
-        open=o,
-        high=h,
-        low=lo,
-        close=c,
-        volume=volume,
-        turnover=None,
-        closed=True,
+    return make_bar(
+        symbol, interval, open_ns, ts_event=close_ns, ts_init=close_ns, open=o, high=h, low=lo, close=c, volume=volume
     )
 
 

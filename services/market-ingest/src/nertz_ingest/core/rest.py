@@ -25,6 +25,7 @@ from typing import Any
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+from nertz_ingest.core.bars import make_bar
 from nertz_ingest.core.bybit import KLINE_INTERVAL_MS, MS, check_ohlc
 from nertz_ingest.core.rejection import BadInput, Rejected, check_price, check_size, to_float
 
@@ -128,19 +129,8 @@ def kline_bars(
             continue  # still open
         open_ns = start_ms * MS
         close_ns = open_ns + dur_ms * MS
-        bars[start_ms] = ev.Bar(
-            event_id=derive_id("Bar", symbol, interval, open_ns, True),
-            ts_event=close_ns,
-            ts_init=close_ns,
-            symbol=symbol,
-            interval=interval,
-            open_time_ns=open_ns,
-            open=o,
-            high=h,
-            low=lo,
-            close=c,
-            volume=volume,
-            turnover=turnover,
-            closed=True,
-        )
+        bars[start_ms] = make_bar(
+            symbol, interval, open_ns, ts_event=close_ns, ts_init=close_ns,
+            open=o, high=h, low=lo, close=c, volume=volume, turnover=turnover,
+        )  # fmt: skip
     return [bars[k] for k in sorted(bars)], rejected
