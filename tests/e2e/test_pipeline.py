@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import lzma
+import subprocess
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -28,6 +30,7 @@ from nertz_common.testing.plugin import with_database
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROWS = 4000  # bars per symbol: enough for warm-up and a few trades, small enough for CI
+KILL_AT = 3000  # log position the executor has handled when the restart test kills it
 DECISION_DOMAINS = ("sig", "llm", "exec", "venue")
 
 
@@ -89,19 +92,22 @@ def run_pipeline(
     stack = demo.Stack(data_dir, nats_url, database_url)
     demo.start_services(stack, services)
     try:
-        for group in files:
-            demo.replay(stack, group, stdout=-3)  # DEVNULL
+        pool = ThreadPoolExecutor(1)
+        replaying = pool.submit(lambda: [demo.replay(stack, g, stdout=subprocess.DEVNULL) for g in files])
         if kill_executor:
+            # SIGKILL once the executor has handled the first KILL_AT messages of the log, while the
+            # replay is still publishing: it is mid-run by construction, not by timing luck
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                floor, last = asyncio.run(_consumer_floor(nats_url, "executor-market"))
-                if floor > last * 0.3:
-                    break
-                time.sleep(0.05)
-            assert floor < last, "the executor finished before it could be killed: make the slice larger"
+            floor = 0
+            while time.monotonic() < deadline and floor < KILL_AT:
+                floor, _ = asyncio.run(_consumer_floor(nats_url, "executor-market"))
+                time.sleep(0.01)
+            assert KILL_AT <= floor < 3 * ROWS, f"expected to kill the executor mid-run, its floor was {floor}"
             stack.procs["executor"].kill()
             stack.procs["executor"].wait()
             demo.start_service(stack, "executor")
+        replaying.result()  # re-raises a failed replay
+        pool.shutdown()
         demo.wait_caught_up(stack, timeout_s=300)
     finally:
         stack.stop_services()
