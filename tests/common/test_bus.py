@@ -120,3 +120,20 @@ async def test_consumer_handler_exhausting_retries_dead_letters(js_fresh):
     assert ok == [2]
     dl = ev.decode((await js_fresh.get_last_msg(subjects.STREAM, subjects.dead_letter("signal"))).data)
     assert dl.reason.startswith("retries_exhausted") and dl.stream_seq == 1
+
+
+async def test_iter_history_reads_in_order_up_to_seq_and_skips_undecodable(js_fresh):
+    pub = bus.Publisher(js_fresh)
+    await pub.publish_many([f.bar(i) for i in range(3)])
+    await js_fresh.publish("md.bar.bybit.linear.BTCUSDT", b"{not json", headers={"Nats-Msg-Id": "junk"})
+    await pub.publish_many([f.bar(i) for i in range(3, 6)])
+    got = [r async for r in bus.iter_history(js_fresh, ["md.bar.>"], upto_seq=6)]
+    assert [r.stream_seq for r in got] == [1, 2, 3, 5, 6]  # 4 is the junk, 7 is past upto_seq
+    assert [r.event.event_id for r in got] == [f.bar(i).event_id for i in (0, 1, 2, 3, 4)]
+    assert len(await bus.read_history(js_fresh, ["md.bar.>"])) == 6
+
+
+def test_dead_letter_record_id_names_service_and_sequence_and_cuts_sizes():
+    r = bus.dead_letter_record("api", "x" * 600, "md.bar.bybit.linear.BTCUSDT", 42, b"\xff" * 20_000)
+    assert r.event_id == "dlq-api-42" and len(r.reason) == 500 and len(r.raw) == 10_000
+    assert subjects.for_event(r) == subjects.dead_letter("api")

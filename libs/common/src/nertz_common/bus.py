@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -333,6 +333,26 @@ class Delivery:
         await self.msg.nak(delay=delay_s)
 
 
+def dead_letter_record(service: str, reason: str, subject: str, stream_seq: int, raw: bytes) -> ev.DeadLettered:
+    """Return the ``DeadLettered`` record of the message at ``stream_seq`` (for ``sys.dlq.<service>``).
+
+    Its id names the service and the sequence, so a retried dead-letter is stored once. The reason is
+    cut at 500 characters and the raw bytes (UTF-8, replaced) at 10,000. The time is the wall clock:
+    a dead letter is an infrastructure record, not a decision.
+    """
+    now = time.time_ns()
+    return ev.DeadLettered(
+        event_id=f"dlq-{service}-{stream_seq}",
+        ts_event=now,
+        ts_init=now,
+        service=service,
+        reason=reason[:500],
+        subject=subject,
+        stream_seq=stream_seq,
+        raw=raw.decode("utf-8", "replace")[:10_000],
+    )
+
+
 Outcome = Literal["ack", "nak", "dead"]
 Handler = Callable[[Delivery], Awaitable[None]]
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
@@ -433,17 +453,7 @@ class Consumer:
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Write a dead-letter record with the raw message, then terminate it."""
         seq = msg.metadata.sequence.stream
-        record = ev.DeadLettered(
-            event_id=f"dlq-{self._service}-{seq}",
-            ts_event=time.time_ns(),  # infrastructure record, not a decision: wall clock allowed
-            ts_init=time.time_ns(),
-            service=self._service,
-            reason=reason[:500],
-            subject=msg.subject,
-            stream_seq=seq,
-            raw=msg.data.decode("utf-8", "replace")[:10_000],
-        )
-        await self._publisher.publish(record)
+        await self._publisher.publish(dead_letter_record(self._service, reason, msg.subject, seq, msg.data))
         await msg.term()
         log.error(
             "message.dead_lettered",
@@ -555,6 +565,69 @@ class Recorded:
     headers: dict[str, str]
 
 
+async def iter_history(
+    js: JetStreamContext,
+    filter_subjects: Sequence[str],
+    *,
+    upto_seq: int | None = None,
+    stream: str = subjects.STREAM,
+    batch: int = 1000,
+    fetch_timeout_s: float = 1.0,
+    max_stalls: int = 5,
+) -> AsyncIterator[Recorded]:
+    """Yield the log's messages on ``filter_subjects`` from the start, in order (ephemeral, AckNone).
+
+    Reads up to ``upto_seq`` (inclusive) or, when None, up to what the stream held when called.
+    Undecodable messages are skipped (their consumer dead-lettered them already). A fetch that
+    returns nothing ends the read only when the server has nothing pending for it: on a busy machine
+    an empty fetch is not the end of the log, and a rebuild must never stop short silently.
+
+    Raises
+    ------
+    TimeoutError
+        If ``max_stalls`` fetches in a row bring nothing while messages are still pending.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    info = await js.stream_info(stream)
+    last = info.state.last_seq if upto_seq is None else min(upto_seq, info.state.last_seq)
+    if last == 0:
+        return
+    cfg = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subjects=list(filter_subjects),
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    sub = await js.pull_subscribe(filter_subjects[0], stream=stream, config=cfg)
+    try:
+        stalls = 0
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=fetch_timeout_s)
+            except (TimeoutError, nats.errors.TimeoutError) as e:
+                if (await sub.consumer_info()).num_pending == 0:
+                    return  # every matching message up to the stream's end was read
+                stalls += 1
+                if stalls >= max_stalls:
+                    raise TimeoutError(f"expected the log up to seq {last}, the read stalled") from e
+                continue
+            stalls = 0
+            for m in msgs:
+                md = m.metadata
+                seq = md.sequence.stream
+                if seq > last:
+                    return
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    yield Recorded(ev.decode(m.data), seq, m.subject, dict(m.headers or {}))
+                if seq >= last or md.num_pending == 0:
+                    return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 async def read_history(
     js: JetStreamContext,
     filter_subjects: Sequence[str],
@@ -563,44 +636,5 @@ async def read_history(
     stream: str = subjects.STREAM,
     batch: int = 1000,
 ) -> list[Recorded]:
-    """Read the log's messages on ``filter_subjects`` from the start, in order (ephemeral, AckNone).
-
-    Reads up to ``upto_seq`` (inclusive) or, when None, up to what the stream held when called.
-    Undecodable messages are skipped (their consumer dead-lettered them already).
-    """
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    info = await js.stream_info(stream)
-    last = info.state.last_seq if upto_seq is None else min(upto_seq, info.state.last_seq)
-    out: list[Recorded] = []
-    if last == 0:
-        return out
-    cfg = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subjects=list(filter_subjects),
-        inactive_threshold=30.0,
-    )
-    sub = await js.pull_subscribe(filter_subjects[0], stream=stream, config=cfg)
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(batch, timeout=0.5)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            done = False
-            for m in msgs:
-                md = m.metadata
-                if md.sequence.stream > last:
-                    done = True
-                    break
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                    out.append(Recorded(ev.decode(m.data), md.sequence.stream, m.subject, dict(m.headers or {})))
-                if md.sequence.stream >= last or md.num_pending == 0:
-                    done = True
-            if done:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    return out
+    """Return :func:`iter_history` as a list (for logs that fit in memory, e.g. one service's output)."""
+    return [r async for r in iter_history(js, filter_subjects, upto_seq=upto_seq, stream=stream, batch=batch)]

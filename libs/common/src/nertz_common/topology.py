@@ -10,6 +10,7 @@ record: no consumer is declared on it, and ``NERTZ`` never binds its subjects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -167,10 +168,9 @@ async def apply(
         If a stream configuration has no name.
     """
     cfg = stream or stream_config()
-    name = cfg.name
-    if not name:
-        raise ValueError("expected a stream name in the stream configuration, was none")
     changes: list[str] = [await _apply_stream(js, cfg)]
+    name = cfg.name
+    assert name  # _apply_stream refused a nameless configuration
     for spec in consumers:
         try:
             await js.consumer_info(name, spec.durable)
@@ -201,8 +201,6 @@ async def _apply_stream(js: JetStreamContext, cfg: StreamConfig) -> str:
 
 async def recreate(js: JetStreamContext) -> list[str]:
     """Delete the stream (if any) and apply the topology afresh: an empty log. For tests and demos."""
-    import contextlib
-
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream(subjects.STREAM)
     return await apply(js)

@@ -762,16 +762,8 @@ class Projector:
                 extra={"stream_seq": it.stream_seq, "event_id": it.event.event_id, "error": repr(e)[:300]},
             )
             return
-        now = time.time_ns()  # infrastructure record, not a decision: wall clock allowed (as in bus)
-        record = ev.DeadLettered(
-            event_id=f"dlq-{self._service}-{it.stream_seq}",
-            ts_event=now,
-            ts_init=now,
-            service=self._service,
-            reason=f"rejected: {type(e).__name__}: {e}"[:500],
-            subject=it.subject,
-            stream_seq=it.stream_seq,
-            raw=it.raw.decode("utf-8", "replace")[:10_000],
+        record = bus.dead_letter_record(
+            self._service, f"rejected: {type(e).__name__}: {e}", it.subject, it.stream_seq, it.raw
         )
         try:
             await self._publisher.publish(record)

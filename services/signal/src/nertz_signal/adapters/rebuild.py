@@ -15,13 +15,9 @@ from __future__ import annotations
 import logging
 import time
 
-import msgspec
-import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from nertz_common import events as ev
-from nertz_common import subjects
+from nertz_common import bus, subjects
 from nertz_signal.core.engine import SignalEngine
 
 log = logging.getLogger("nertz.signal.rebuild")
@@ -59,40 +55,11 @@ async def rebuild(
     if floor == 0:
         return 0
     t0 = time.perf_counter()
-    cfg = ConsumerConfig(
-        filter_subjects=[subjects.filter_of("md", k) for k in REBUILD_KINDS],
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
-        mem_storage=True,
-    )
-    sub = await js.pull_subscribe("", stream=stream, config=cfg)
     applied = 0
-    try:
-        seq = 0
-        stalls = 0
-        while seq < floor:
-            try:
-                msgs = await sub.fetch(batch, timeout=timeout_s)
-            except (TimeoutError, nats.errors.TimeoutError) as e:
-                if (await sub.consumer_info()).num_pending == 0:
-                    break  # every matching message was read; the rest below the floor were books/tickers
-                stalls += 1
-                if stalls >= 5:
-                    raise TimeoutError(f"expected the log up to seq {floor}, stalled at {seq}") from e
-                continue
-            for m in msgs:
-                seq = m.metadata.sequence.stream
-                if seq > floor:
-                    break
-                try:
-                    event = ev.decode(m.data)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue  # dead-lettered when it was first consumed
-                engine.handle(event)
-                applied += 1
-    finally:
-        await sub.unsubscribe()
+    filters = [subjects.filter_of("md", k) for k in REBUILD_KINDS]
+    async for r in bus.iter_history(js, filters, upto_seq=floor, stream=stream, batch=batch, fetch_timeout_s=timeout_s):
+        engine.handle(r.event)
+        applied += 1
     log.info(
         "state.rebuilt",
         extra={"ack_floor": floor, "events": applied, "seconds": round(time.perf_counter() - t0, 3)},
