@@ -6,7 +6,7 @@ WORKDIR /app
 # dependencies first (cached layer), from the one lockfile
 COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/pyproject.toml
-COPY libs/cli/pyproject.toml libs/cli/pyproject.toml
+COPY apps/cli/pyproject.toml apps/cli/pyproject.toml
 COPY services/market-ingest/pyproject.toml services/market-ingest/pyproject.toml
 COPY services/signal/pyproject.toml services/signal/pyproject.toml
 COPY services/llm-validator/pyproject.toml services/llm-validator/pyproject.toml
@@ -16,6 +16,7 @@ RUN uv sync --frozen --no-dev --no-install-workspace
 # then the code and the bundled data
 COPY libs libs
 COPY services services
+COPY apps apps
 COPY data data
 RUN uv sync --frozen --no-dev
 ENV PATH=/app/.venv/bin:$PATH

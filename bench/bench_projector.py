@@ -22,11 +22,13 @@ from pathlib import Path
 import asyncpg
 import nats
 import nats.js.errors
+from prometheus_client import CollectorRegistry
 
 from nertz_api.migrate import migrate
 from nertz_api.projector import Projector
 from nertz_common import bus, ids, infra, subjects, topology
 from nertz_common import events as ev
+from nertz_common.metrics import BusMetrics
 from nertz_common.testing import factories as f
 from nertz_common.testing.plugin import with_database
 
@@ -80,18 +82,18 @@ async def one_run(nats_url: str, pg_url: str, run: int, batch: int) -> tuple[flo
         await migrate(pool)
         pub = bus.Publisher(js)
         projector = Projector(pool, js, pub)
-        consumer = bus.Consumer(js, "projector", "api", pub)
-        await consumer.start()
+        registry = CollectorRegistry()
+        stop = asyncio.Event()
+        runner = projector.runner(js, pub, BusMetrics("bench", registry), registry, stop, batch)
         t0 = time.perf_counter()
-        task = asyncio.create_task(projector.run(consumer, batch))
+        task = asyncio.create_task(projector.run(runner))
         while projector.stats.tracked_seq < last:
             if task.done():
                 task.result()
             await asyncio.sleep(0.005)
         seconds = time.perf_counter() - t0
-        consumer.stop()
+        stop.set()
         await task
-        await consumer.drain()
         return seconds, projector.stats.projected, projector.stats.rows
     finally:
         await pool.close()

@@ -263,27 +263,54 @@ async def run_projector(
     batch: int = 64,
     timeout_s: float = 20.0,
 ) -> Projector:
-    """Run a new projector (durable ``projector``) until the stream's last sequence is tracked and every
-    message was delivered; return it (its ``stats`` say what this run did)."""
+    """Run a new projector (durable ``projector``, on the kernel's projection runner) until the stream's
+    last sequence is tracked and every message was delivered; return it (its ``stats`` say what this run
+    did)."""
+    from prometheus_client import CollectorRegistry
+
+    from nertz_common.metrics import BusMetrics
+
     projector = Projector(pool, js, publisher)
-    consumer = bus.Consumer(js, "projector", "api", publisher, backoff_s=(0.05,))
-    await consumer.start()
-    task = asyncio.create_task(projector.run(consumer, batch))
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    runner = projector.runner(js, publisher, BusMetrics("test", registry), registry, stop, batch)
+    task = asyncio.create_task(projector.run(runner))
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 last = (await js.stream_info(subjects.STREAM)).state.last_seq
                 info = await js.consumer_info(subjects.STREAM, "projector")
-                if info.num_pending == 0 and await projector.tracked_seq() >= last:
+                if runner.started.is_set() and info.num_pending == 0 and await projector.tracked_seq() >= last:
                     break  # every message was delivered; the batch in hand completes before run() returns
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.02)
     finally:
-        consumer.stop()
+        stop.set()
         await asyncio.wait_for(task, 10)
-        await consumer.drain()
     return projector
+
+
+async def fetch_deliveries(js: JetStreamContext, n: int) -> list[bus.Delivery]:
+    """Fetch ``n`` messages of the ``projector`` consumer as decoded deliveries (never acked)."""
+    from nertz_common import events as ev
+
+    sub = await js.pull_subscribe_bind("projector", stream=subjects.STREAM)
+    out: list[bus.Delivery] = []
+    try:
+        while len(out) < n:
+            for m in await sub.fetch(n - len(out), timeout=2):
+                out.append(bus.Delivery(ev.decode(m.data), m, m.subject, m.metadata.sequence.stream,
+                                        m.metadata.num_delivered, dict(m.headers or {})))  # fmt: skip
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+@pytest.fixture(scope="session")
+def deliveries_of() -> Callable[..., Awaitable[list[bus.Delivery]]]:
+    """:func:`fetch_deliveries`."""
+    return fetch_deliveries
 
 
 @pytest.fixture(scope="session")

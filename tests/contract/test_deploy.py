@@ -60,3 +60,10 @@ def test_prometheus_scrapes_every_service_metrics_port():
         port = services[name]["environment"]["NERTZ_METRICS_PORT"]
         assert f"{name}:{port}" in targets
     assert "api:8081" in targets
+
+
+def test_compose_nats_is_new_enough_for_the_kernels_consumer_reset():
+    image = _compose()["services"]["nats"]["image"]
+    m = re.fullmatch(r"nats:(\d+)\.(\d+)(\.\d+)?(-alpine)?", image)
+    assert m is not None, image
+    assert (int(m[1]), int(m[2])) >= (2, 14), f"expected nats-server >= 2.14 (ADR-60 consumer reset), was {image}"

@@ -3,8 +3,8 @@
 - the pipeline projects into Postgres and the API answers from it;
 - determinism: the same input replayed twice into fresh streams yields identical sig.*, llm.*,
   exec.* (and venue.*) payloads, ids included;
-- restart: SIGKILL the executor in the middle of a replay and start it again; its events (state and
-  orders) equal those of the uninterrupted run, and no order is submitted twice.
+- restarts: SIGKILL signal, the validator, the executor or the api in the middle of a replay and start
+  it again; the log equals the uninterrupted run's (no duplicate, no gap, no other decision).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import lzma
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,14 +24,14 @@ import nats
 import pytest
 
 from nertz_cli import demo
-from nertz_common import bus, subjects, topology
 from nertz_common import events as ev
+from nertz_common import subjects, topology
+from nertz_common.node.log import read_log
 from nertz_common.testing.plugin import with_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROWS = 4000  # bars per symbol: enough for warm-up and a few trades, small enough for CI
-KILL_AT = 3000  # log position the executor has handled when the restart test kills it
 DECISION_DOMAINS = ("sig", "llm", "exec", "venue")
 
 
@@ -60,33 +61,48 @@ async def _outputs(nats_url: str) -> dict[str, list[bytes]]:
     """Every decision-path payload on the log, per domain, in log order."""
     nc = await nats.connect(nats_url)
     try:
-        history = await bus.read_history(nc.jetstream(), [subjects.filter_of(d) for d in DECISION_DOMAINS])
+        history = await read_log(nc.jetstream(), filters=[subjects.filter_of(d) for d in DECISION_DOMAINS])
     finally:
         await nc.close()
     out: dict[str, list[bytes]] = {d: [] for d in DECISION_DOMAINS}
     for r in history:
-        out[subjects.parse(r.subject).domain].append(ev.encode(r.event))
+        out[subjects.parse(r.subject).domain].append(r.raw)
     return out
 
 
-async def _consumer_floor(nats_url: str, durable: str) -> tuple[int, int]:
+async def _probe(nats_url: str, fn: Callable) -> int:  # type: ignore[type-arg]
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
-        ci = await js.consumer_info(subjects.STREAM, durable)
-        return ci.ack_floor.stream_seq, (await js.stream_info(subjects.STREAM)).state.last_seq
+        return int(await fn(nc.jetstream()))
     finally:
         await nc.close()
 
 
+async def _floor(js, durable: str) -> int:  # type: ignore[no-untyped-def]
+    return (await js.consumer_info(subjects.STREAM, durable)).ack_floor.stream_seq
+
+
+async def _verdicts(js) -> int:  # type: ignore[no-untyped-def]
+    return len(await read_log(js, filters=[subjects.filter_of("llm")]))
+
+
+#: per service to kill: (what to measure, the value at which to kill it)
+KILL_AT: dict[str, tuple[Callable, int]] = {  # type: ignore[type-arg]
+    "signal": (lambda js: _floor(js, "signal"), 3000),
+    "executor": (lambda js: _floor(js, "executor-market"), 3000),
+    "llm-validator": (_verdicts, 8),
+    "api": (lambda js: _floor(js, "projector"), 3000),
+}
+
+
 def run_pipeline(
     nats_url: str, database_url: str, data_dir: Path, files: list[list[Path]], services: tuple[str, ...],
-    kill_executor: bool = False,
+    kill: str | None = None,
 ) -> demo.Stack:  # fmt: skip
     """Run ``services`` on a fresh stream, replay ``files`` and wait until everything settled.
 
-    With ``kill_executor``, the executor is SIGKILLed once it has handled part of the market data and
-    started again. The returned stack's services are stopped.
+    With ``kill``, that service is SIGKILLed once it has handled part of the log (see :data:`KILL_AT`),
+    while the replay is still publishing, and started again. The returned stack's services are stopped.
     """
     asyncio.run(_fresh_stream(nats_url))
     stack = demo.Stack(data_dir, nats_url, database_url)
@@ -94,18 +110,18 @@ def run_pipeline(
     try:
         pool = ThreadPoolExecutor(1)
         replaying = pool.submit(lambda: [demo.replay(stack, g, stdout=subprocess.DEVNULL) for g in files])
-        if kill_executor:
-            # SIGKILL once the executor has handled the first KILL_AT messages of the log, while the
-            # replay is still publishing: it is mid-run by construction, not by timing luck
+        if kill is not None:
+            # mid-run by construction, not by timing luck: at a fixed position of the log
+            measure, at = KILL_AT[kill]
             deadline = time.monotonic() + 120
-            floor = 0
-            while time.monotonic() < deadline and floor < KILL_AT:
-                floor, _ = asyncio.run(_consumer_floor(nats_url, "executor-market"))
+            value = 0
+            while time.monotonic() < deadline and value < at:
+                value = asyncio.run(_probe(nats_url, measure))
                 time.sleep(0.01)
-            assert KILL_AT <= floor < 3 * ROWS, f"expected to kill the executor mid-run, its floor was {floor}"
-            stack.procs["executor"].kill()
-            stack.procs["executor"].wait()
-            demo.start_service(stack, "executor")
+            assert value >= at, f"expected to kill {kill} mid-run, its progress was {value} < {at}"
+            stack.procs[kill].kill()
+            stack.procs[kill].wait()
+            demo.start_service(stack, kill)
         replaying.result()  # re-raises a failed replay
         pool.shutdown()
         demo.wait_caught_up(stack, timeout_s=300)
@@ -132,14 +148,17 @@ def test_pipeline_replay_twice_yields_identical_decision_payloads(nats_url, slic
         assert again[d] == baseline[d], f"{d}.* differs between two replays"
 
 
-def test_executor_sigkill_mid_replay_rebuilds_same_state_and_orders(nats_url, slice_files, baseline, tmp_path):
-    run_pipeline(nats_url, "", tmp_path, slice_files, ("signal", "llm-validator", "executor"), kill_executor=True)
+@pytest.mark.parametrize("service", ["signal", "llm-validator", "executor"])
+def test_sigkill_of_a_service_mid_replay_changes_nothing_in_the_log(nats_url, slice_files, baseline, tmp_path, service):
+    run_pipeline(nats_url, "", tmp_path, slice_files, ("signal", "llm-validator", "executor"), kill=service)
     after = asyncio.run(_outputs(nats_url))
-    assert after["exec"] == baseline["exec"]
-    assert after["venue"] == baseline["venue"]
-    assert after["llm"] == baseline["llm"]
+    for d in DECISION_DOMAINS:
+        assert len(after[d]) == len(baseline[d]), f"{d}.*: {len(after[d])} events, uninterrupted {len(baseline[d])}"
+        assert after[d] == baseline[d], f"{d}.* differs after a SIGKILL of {service}"
     orders = [e for e in map(ev.decode, after["exec"]) if isinstance(e, ev.OrderSubmitted)]
     assert len({o.order_id for o in orders}) == len(orders), "an order was submitted twice"
+    log = (tmp_path / "logs" / f"{service}.log").read_text()
+    assert log.count('"component.started"') == 2, "expected the killed service to start twice"
 
 
 async def _db(url: str, sql: str) -> list[asyncpg.Record]:
@@ -150,10 +169,13 @@ async def _db(url: str, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-def test_pipeline_projects_into_postgres_and_api_answers(nats_url, database_url, slice_files, tmp_path):
-    name = f"e2e_{int(time.time())}"
+def _new_db(database_url: str, name: str) -> str:
     asyncio.run(_db(database_url, f'CREATE DATABASE "{name}"'))
-    db = with_database(database_url, name)
+    return with_database(database_url, name)
+
+
+def test_pipeline_projects_into_postgres_and_api_answers(nats_url, database_url, slice_files, tmp_path):
+    db = _new_db(database_url, f"e2e_{int(time.time())}")
     stack = run_pipeline(nats_url, db, tmp_path, slice_files, ("api", "signal", "llm-validator", "executor"))
     # the projector has caught up: every closed bar and every decision is in Postgres
     outputs = asyncio.run(_outputs(nats_url))
@@ -184,3 +206,17 @@ def test_pipeline_projects_into_postgres_and_api_answers(nats_url, database_url,
             assert c.get("/candles/BTCUSDT/0").status_code == 422
     finally:
         stack.stop_services()
+
+
+def test_sigkill_of_the_api_mid_replay_projects_every_event_once(nats_url, database_url, slice_files, tmp_path):
+    db = _new_db(database_url, f"e2e_kill_{int(time.time())}")
+    run_pipeline(nats_url, db, tmp_path, slice_files, ("api", "signal", "llm-validator", "executor"), kill="api")
+    outputs = asyncio.run(_outputs(nats_url))
+    n_snap = sum(isinstance(ev.decode(p), ev.FactorSnapshot) for p in outputs["sig"])
+    closed = [e for e in map(ev.decode, outputs["exec"]) if isinstance(e, ev.PositionClosed)]
+    [row] = asyncio.run(_db(db, "SELECT count(*) AS n FROM factor_snapshots"))
+    assert row["n"] == n_snap
+    [row] = asyncio.run(_db(db, "SELECT count(*) AS n, coalesce(sum(realized_pnl_usdt), 0) AS p FROM round_trips"))
+    assert row["n"] == len(closed) and abs(row["p"] - sum(c.realized_pnl_usdt for c in closed)) < 1e-6
+    [row] = asyncio.run(_db(db, "SELECT stream_seq FROM projector_tracking WHERE consumer = 'projector'"))
+    assert row["stream_seq"] >= len(outputs["sig"])

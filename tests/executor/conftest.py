@@ -14,8 +14,11 @@ import pytest
 from nertz_common import bus, subjects
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+from nertz_common.node.component import Node, Pos
+from nertz_common.node.log import Record, read_log
 from nertz_common.testing import factories as f
 from nertz_executor.core import lock
+from nertz_executor.core.component import Executor
 from nertz_executor.core.config import MINUTE_NS, ExecutorConfig
 
 A, B = "BTCUSDT", "ETHUSDT"
@@ -53,30 +56,54 @@ def config(**kw: Any) -> ExecutorConfig:
     return ExecutorConfig(**kw)
 
 
+class Exe:
+    """An executor node fed by hand; attribute reads go to its lock state (``exe.symbol(...)``)."""
+
+    def __init__(self, cfg: ExecutorConfig) -> None:
+        self.cfg = cfg
+        self.node = Node(Executor(cfg))
+        self.seq = 0
+
+    @property
+    def executor(self) -> Executor:
+        return self.node.component  # type: ignore[return-value]
+
+    @property
+    def state(self) -> lock.ExecutorState:
+        return self.executor.state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.executor.state, name)
+
+    def feed(self, e: ev.Event) -> list[ev.Event]:
+        self.seq += 1
+        return [o for o, _ in self.node.feed(e, Pos(self.seq, self.seq))]
+
+
+def fresh(cfg: ExecutorConfig | None = None) -> Exe:
+    """Return a new executor (every symbol FLAT)."""
+    return Exe(cfg or ExecutorConfig())
+
+
 def on_bar(
-    state: lock.ExecutorState,
+    exe: Exe,
     b: ev.Bar,
-    cfg: ExecutorConfig,
+    cfg: ExecutorConfig | None = None,
     intent: ev.IntentProposed | None = None,
     verdict: ev.VerdictIssued | None = None,
-) -> tuple[lock.ExecutorState, list[ev.Event]]:
-    """Run one closed-bar step purely: market effects, barrier, then the verdict (if any)."""
-    state, out = lock.advance(state, lock.MarketInput(b), cfg)
-    fs = factor(b, intent.event_id if intent else None)
-    state, evs = lock.advance(state, lock.BarrierInput(b, fs), cfg)
-    out += evs
+) -> tuple[Exe, list[ev.Event]]:
+    """Run one closed-bar step: the bar, its snapshot, then the intent and its verdict (if any)."""
+    out = exe.feed(b)
+    out += exe.feed(factor(b, intent.event_id if intent else None))
     if intent is not None:
-        v = verdict or f.verdict(intent)
-        state, evs = lock.advance(state, lock.VerdictInput(b, fs, v, intent), cfg)
-        out += evs
-    return state, out
+        out += exe.feed(intent)
+        out += exe.feed(verdict or f.verdict(intent))
+    return exe, out
 
 
-def on_market(
-    state: lock.ExecutorState, e: lock.MarketData, cfg: ExecutorConfig
-) -> tuple[lock.ExecutorState, list[ev.Event]]:
-    """Run one market (non-barrier) step purely."""
-    return lock.advance(state, lock.MarketInput(e), cfg)
+def on_market(exe: Exe, e: ev.Event, cfg: ExecutorConfig | None = None) -> tuple[Exe, list[ev.Event]]:
+    """Run one market (non-barrier) step."""
+    return exe, exe.feed(e)
 
 
 def names(events: Iterable[ev.Event]) -> list[str]:
@@ -150,9 +177,9 @@ async def publish_early(pub: bus.Publisher, sc: SimpleNamespace) -> None:
             await pub.publish(e)
 
 
-async def read_output(js: Any) -> list[bus.Recorded]:
+async def read_output(js: Any) -> list[Record]:
     """Return the exec.* and venue.* messages of the stream, in log order."""
-    return await bus.read_history(js, EXEC_FILTERS)
+    return await read_log(js, filters=EXEC_FILTERS)
 
 
 async def wait_drained(js: Any, timeout_s: float = 30.0, consumer: str = "executor-market") -> None:
@@ -182,7 +209,7 @@ class Validator:
     async def answer_awaited(self) -> int:
         """Publish the verdict of every awaited intent not yet answered (nor held); return how many."""
         n = 0
-        for r in await bus.read_history(self.js, ["exec.awaited.>"]):
+        for r in await read_log(self.js, filters=["exec.awaited.>"]):
             iid = r.event.correlation_id  # type: ignore[union-attr]
             if iid in self.answered or iid in self.hold:
                 continue
@@ -217,7 +244,7 @@ def remove_signal_handlers() -> None:
             loop.remove_signal_handler(sig)
 
 
-def payloads(records: Iterable[bus.Recorded]) -> list[bytes]:
+def payloads(records: Iterable[Record]) -> list[bytes]:
     """Return the encoded events (payloads, no headers)."""
     return [ev.encode(r.event) for r in records]
 
@@ -232,6 +259,8 @@ def kit() -> SimpleNamespace:
         bar=bar,
         book_after=book_after,
         config=config,
+        fresh=fresh,
+        Exe=Exe,
         on_bar=on_bar,
         on_market=on_market,
         names=names,

@@ -1,4 +1,4 @@
-"""The executor's merge loop against a real JetStream: barrier, interleavings, rendezvous, metrics."""
+"""The executor on the kernel against a real JetStream: joins, interleavings, rendezvous, metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from nertz_common import bus, runtime, topology
 from nertz_common import events as ev
+from nertz_common.node.log import read_log
 from nertz_executor import app
 from nertz_executor.settings import ExecutorGroup, ExecutorSettings
 
@@ -25,8 +26,8 @@ async def run_executor(kit, js, nats_url: str, *, background=None, timeout_s: fl
     cfg = settings_for(nats_url, **group)
     async with runtime.runtime("executor", cfg) as rt:
         try:
-            executor = await app.build(rt, cfg)
-            task = asyncio.create_task(rt.until_stopped(executor.run()))
+            executor, runner = await app.start(rt, cfg)
+            task = asyncio.create_task(rt.until_stopped(runner.run()))
             helper = asyncio.create_task(background()) if background else None
             try:
                 await kit.wait_drained(js, timeout_s)
@@ -53,7 +54,7 @@ async def test_app_early_verdicts_trade_suppress_and_release_in_order(kit, js_fr
     await kit.publish_early(bus.Publisher(js_fresh), sc)
     executor, registry = await run_executor(kit, js_fresh, nats_url)
     records = await kit.read_output(js_fresh)
-    assert all(bus.INPUT_SEQ in r.headers for r in records)
+    assert all(r.input_seq is not None and r.origin <= r.input_seq for r in records)
     got = by_intent(records)
     intent_at = {(i.symbol, (i.ts_event - sc.market[0].open_time_ns) // 60_000_000_000 - 1): iid
                  for iid, i in sc.intents.items()}  # fmt: skip
@@ -106,13 +107,13 @@ async def test_app_two_interleavings_give_identical_payloads(kit, js_fresh, nats
     async def answer() -> None:
         await validator.run(stop)
 
-    await run_executor(kit, js_fresh, nats_url, background=answer, keepalive_s=0.05)  # +WPI while waiting
+    await run_executor(kit, js_fresh, nats_url, background=answer)
     stop.set()
     late = await kit.read_output(js_fresh)
     assert len(early) > 30
     assert kit.payloads(late) == kit.payloads(early)
     # rendezvous: in the late run each verdict follows its VerdictAwaited in the log
-    log = await bus.read_history(js_fresh, ["exec.awaited.>", "llm.verdict.>"])
+    log = await read_log(js_fresh, filters=["exec.awaited.>", "llm.verdict.>"])
     seen_awaited: set[str] = set()
     for r in log:
         if isinstance(r.event, ev.VerdictAwaited):
@@ -133,7 +134,21 @@ async def test_app_trading_stopped_on_the_log_denies_entries(kit, js_fresh, nats
     assert not executor.state.trading_enabled
 
 
-async def test_app_leftover_snapshot_and_verdict_are_acked_and_skipped(kit, js_fresh, nats_url):
+async def test_app_trading_stopped_for_one_symbol_denies_only_its_entries(kit, js_fresh, nats_url):
+    sc = kit.scenario(8)
+    pub = bus.Publisher(js_fresh)
+    t0 = sc.market[0].ts_event
+    await pub.publish(ev.TradingStopped(event_id="stop-btc", ts_event=t0, ts_init=t0, scope="BTCUSDT"))
+    await kit.publish_early(pub, sc)
+    executor, registry = await run_executor(kit, js_fresh, nats_url)
+    denied = [r.event for r in await kit.read_output(js_fresh) if isinstance(r.event, ev.RiskDenied)]
+    assert {(d.symbol, d.rule) for d in denied} == {("BTCUSDT", "trading_stopped")}
+    assert executor.state.trading_enabled and executor.state.halted == frozenset({"BTCUSDT"})
+    assert registry.get_sample_value("nertz_executor_symbol_trading_enabled", {"symbol": "BTCUSDT"}) == 0
+    assert registry.get_sample_value("nertz_executor_symbol_trading_enabled", {"symbol": "ETHUSDT"}) == 1
+
+
+async def test_app_stray_snapshot_and_second_verdict_change_nothing_and_are_acked(kit, js_fresh, nats_url):
     sc = kit.scenario(12)
     pub = bus.Publisher(js_fresh)
     stray = kit.factor(kit.bar(-5))  # a snapshot of a bar this executor will never see

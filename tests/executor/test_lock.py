@@ -1,4 +1,4 @@
-"""The Hard Lock state machine, the risk guard and the paper venue, as pure functions."""
+"""The Hard Lock component: its state machine, the risk guard and the paper venue, fed by hand."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def entered(kit, cfg=None, side="long", symbol="BTCUSDT", **intent_kw):
     cfg = cfg or kit.config()
     b0 = kit.bar(0, symbol)
     intent = f.intent(b0, side=side, sl=0.01, **intent_kw)
-    state, events = kit.on_bar(lock.initial_state(cfg), b0, cfg, intent)
+    state, events = kit.on_bar(kit.fresh(cfg), b0, cfg, intent)
     return state, events, intent, cfg
 
 
@@ -56,7 +56,7 @@ def test_decide_size_multiplier_scales_qty(kit):
     cfg = kit.config()
     b0 = kit.bar(0)
     intent = f.intent(b0, qty=2.0)
-    _, events = kit.on_bar(lock.initial_state(cfg), b0, cfg, intent, f.verdict(intent, size_multiplier=0.25))
+    _, events = kit.on_bar(kit.fresh(cfg), b0, cfg, intent, f.verdict(intent, size_multiplier=0.25))
     assert events[-1].qty == pytest.approx(0.5)
 
 
@@ -64,7 +64,7 @@ def test_decide_rejected_verdict_in_flat_emits_nothing_but_awaited(kit):
     cfg = kit.config()
     b0 = kit.bar(0)
     intent = f.intent(b0)
-    state, events = kit.on_bar(lock.initial_state(cfg), b0, cfg, intent, f.verdict(intent, "reject"))
+    state, events = kit.on_bar(kit.fresh(cfg), b0, cfg, intent, f.verdict(intent, "reject"))
     assert kit.names(events) == ["VerdictAwaited"]
     assert state.symbol("BTCUSDT").lock == "FLAT"
 
@@ -236,19 +236,42 @@ def test_decide_no_stale_exit_before_min_hold(kit):
     assert events == []
 
 
-def test_decide_redelivered_verdict_does_nothing(kit):
+def test_decide_min_hold_above_max_hold_delays_the_stale_exit_to_it(kit):
+    cfg = kit.config(min_hold_ns=4 * HOUR_NS, max_hold_ns=2 * HOUR_NS)
+    state, _, _, _ = opened(kit, cfg)  # opened at T0 + 2 min
+    _, events = kit.on_bar(state, kit.bar(200, close=100.2), cfg)  # 3.3 h: past max_hold, before min_hold
+    assert events == []
+    _, events = kit.on_bar(state, kit.bar(242, close=100.2), cfg)  # 4 h 1 min: past both
+    assert kit.names(events) == ["OrderSubmitted", "OrderFilled", "PositionClosed"]
+    assert events[-1].exit_reason == "stale_exit"
+
+
+def test_decide_verdict_of_another_intent_does_not_complete_the_step(kit):
     cfg = kit.config()
+    exe = kit.fresh(cfg)
+    b0 = kit.bar(0)
+    intent, other = f.intent(b0), f.intent(kit.bar(1))
+    exe.feed(b0)
+    assert kit.names(exe.feed(kit.factor(b0, intent.event_id))) == ["VerdictAwaited"]
+    exe.feed(intent)
+    assert exe.feed(f.verdict(other)) == []  # buffered by its key: not this step's partner
+    assert exe.node.awaiting == (ev.VerdictIssued, intent.event_id)
+    assert kit.names(exe.feed(f.verdict(intent))) == ["OrderSubmitted"]
+
+
+def test_decide_verdict_before_its_intent_is_joined_in_either_order(kit):
+    cfg = kit.config()
+    exe = kit.fresh(cfg)
     b0 = kit.bar(0)
     intent = f.intent(b0)
-    state, _ = kit.on_bar(lock.initial_state(cfg), b0, cfg, intent)
-    again = lock.VerdictInput(b0, kit.factor(b0, intent.event_id), f.verdict(intent), intent)
-    assert lock.decide(state, again, cfg) == []
-    assert lock.decide(state, lock.BarrierInput(b0, kit.factor(b0, intent.event_id)), cfg) == []
+    assert exe.feed(f.verdict(intent)) == [] and exe.feed(intent) == []  # both early: buffered
+    exe.feed(b0)
+    assert kit.names(exe.feed(kit.factor(b0, intent.event_id))) == ["VerdictAwaited", "OrderSubmitted"]
 
 
 def test_risk_max_positions_denies_the_extra_entry(kit):
     cfg = kit.config(max_positions=2)
-    state = lock.initial_state(cfg)
+    state = kit.fresh(cfg)
     for sym in ("BTCUSDT", "ETHUSDT"):
         b = kit.bar(0, sym)
         state, events = kit.on_bar(state, b, cfg, f.intent(b))
@@ -258,7 +281,7 @@ def test_risk_max_positions_denies_the_extra_entry(kit):
     state, events = kit.on_bar(state, b, cfg, intent)
     assert kit.names(events) == ["VerdictAwaited", "RiskDenied"]
     assert events[1].rule == "max_positions" and "2 positions" in events[1].reason
-    assert state.symbol("SOLUSDT").lock == "FLAT" and intent.event_id in state.decided
+    assert state.symbol("SOLUSDT").lock == "FLAT"
 
 
 def test_risk_daily_loss_breaker_halts_until_next_utc_day(kit):
@@ -280,17 +303,44 @@ def test_risk_daily_loss_breaker_halts_until_next_utc_day(kit):
 
 def test_risk_trading_stopped_denies_until_started(kit):
     cfg = kit.config()
+    exe = kit.fresh(cfg)
     stop = ev.TradingStopped(event_id="stop-1", ts_event=f.T0_NS, ts_init=f.T0_NS, reason="ops")
-    state, out = lock.advance(lock.initial_state(cfg), lock.ControlInput(stop), cfg)
-    assert out == [] and not state.trading_enabled
+    assert exe.feed(stop) == [] and not exe.trading_enabled
     b0 = kit.bar(0)
-    state, events = kit.on_bar(state, b0, cfg, f.intent(b0))
+    _, events = kit.on_bar(exe, b0, cfg, f.intent(b0))
     assert events[-1].rule == "trading_stopped"
-    start = ev.TradingStarted(event_id="start-1", ts_event=f.T0_NS, ts_init=f.T0_NS)
-    state, _ = lock.advance(state, lock.ControlInput(start), cfg)
+    exe.feed(ev.TradingStarted(event_id="start-1", ts_event=f.T0_NS, ts_init=f.T0_NS))
     b1 = kit.bar(1)
-    _, events = kit.on_bar(state, b1, cfg, f.intent(b1))
+    _, events = kit.on_bar(exe, b1, cfg, f.intent(b1))
     assert isinstance(events[-1], ev.OrderSubmitted)
+
+
+def test_risk_trading_stopped_for_one_symbol_halts_only_that_symbol(kit):
+    cfg = kit.config()
+    exe = kit.fresh(cfg)
+    exe.feed(ev.TradingStopped(event_id="stop-eth", ts_event=f.T0_NS, ts_init=f.T0_NS, scope="ETHUSDT"))
+    assert exe.trading_enabled and exe.halted == frozenset({"ETHUSDT"})
+    eth, btc = kit.bar(0, "ETHUSDT"), kit.bar(0, "BTCUSDT")
+    _, events = kit.on_bar(exe, eth, cfg, f.intent(eth))
+    assert events[-1].rule == "trading_stopped"
+    _, events = kit.on_bar(exe, btc, cfg, f.intent(btc))
+    assert isinstance(events[-1], ev.OrderSubmitted)
+    exe.feed(ev.TradingStarted(event_id="start-eth", ts_event=f.T0_NS, ts_init=f.T0_NS, scope="ETHUSDT"))
+    eth1 = kit.bar(1, "ETHUSDT")
+    _, events = kit.on_bar(exe, eth1, cfg, f.intent(eth1))
+    assert isinstance(events[-1], ev.OrderSubmitted)
+
+
+def test_risk_trading_stopped_applies_where_it_sits_in_the_log_not_at_the_next_bar(kit):
+    cfg = kit.config()
+    exe = kit.fresh(cfg)
+    b0 = kit.bar(0)
+    intent = f.intent(b0)
+    exe.feed(b0)
+    exe.feed(ev.TradingStopped(event_id="stop-2", ts_event=b0.ts_event, ts_init=b0.ts_event))  # held: mid-step
+    out = exe.feed(kit.factor(b0, intent.event_id)) + exe.feed(intent) + exe.feed(f.verdict(intent))
+    assert isinstance(out[-1], ev.OrderSubmitted)  # the bar's step came first in the log
+    assert not exe.trading_enabled  # ... and the stop applied right after it, before any later bar
 
 
 @pytest.mark.parametrize(
@@ -304,7 +354,7 @@ def test_risk_trading_stopped_denies_until_started(kit):
 def test_risk_rules_deny_with_their_name(kit, cfg_kw, intent_kw, rule):
     cfg = kit.config(**cfg_kw)
     b0 = kit.bar(0)
-    state, events = kit.on_bar(lock.initial_state(cfg), b0, cfg, f.intent(b0, **intent_kw))
+    state, events = kit.on_bar(kit.fresh(cfg), b0, cfg, f.intent(b0, **intent_kw))
     assert isinstance(events[-1], ev.RiskDenied) and events[-1].rule == rule
     assert state.symbol("BTCUSDT").lock == "FLAT"
 
@@ -312,17 +362,8 @@ def test_risk_rules_deny_with_their_name(kit, cfg_kw, intent_kw, rule):
 def test_risk_per_trade_denies_a_wide_stop(kit):
     cfg = kit.config(max_risk_per_trade=0.01)
     b0 = kit.bar(0)
-    _, events = kit.on_bar(lock.initial_state(cfg), b0, cfg, f.intent(b0, qty=150.0))  # 150 USDT at SL
+    _, events = kit.on_bar(kit.fresh(cfg), b0, cfg, f.intent(b0, qty=150.0))  # 150 USDT at SL
     assert events[-1].rule == "risk_per_trade"
-
-
-def test_decide_approve_without_intent_is_denied(kit):
-    cfg = kit.config()
-    b0 = kit.bar(0)
-    intent = f.intent(b0)
-    fs = kit.factor(b0, intent.event_id)
-    events = lock.decide(lock.initial_state(cfg), lock.VerdictInput(b0, fs, f.verdict(intent), None), cfg)
-    assert events[0].rule == "intent_unavailable"
 
 
 def test_evolve_entry_while_locked_raises_lock_violation(kit):
@@ -341,8 +382,8 @@ def test_evolve_entry_while_locked_raises_lock_violation(kit):
         take_profit=97.0,
         stop_loss=101.0,
     )
-    with pytest.raises(lock.LockViolation, match="expected FLAT"):
-        lock.evolve(state, order)
+    with pytest.raises(lock.LockViolation, match=r"entry_submitted.*was LOCKED"):
+        lock.evolve(state.state, order)
 
 
 def test_evolve_position_closed_without_position_raises(kit):
@@ -366,17 +407,17 @@ def test_evolve_position_closed_without_position_raises(kit):
         holding_ns=0,
     )
     with pytest.raises(lock.LockViolation):
-        lock.evolve(state, closed)
+        lock.evolve(state.state, closed)
 
 
-def test_decide_verdict_for_another_intent_raises(kit):
+def test_decide_the_component_folds_before_it_returns_so_a_forbidden_event_never_leaves_it(kit):
     cfg = kit.config()
+    exe = kit.fresh(cfg)
     b0 = kit.bar(0)
-    intent = f.intent(b0)
-    other = f.intent(kit.bar(1))
-    with pytest.raises(ValueError, match="expected a verdict on intent"):
-        lock.decide(
-            lock.initial_state(cfg),
-            lock.VerdictInput(b0, kit.factor(b0, intent.event_id), f.verdict(other), intent),
-            cfg,
-        )
+    _, events = kit.on_bar(exe, b0, cfg, f.intent(b0))
+    before = exe.state
+    second = msgspec.structs.replace(events[-1], event_id="again", correlation_id="another-intent")
+    # a second entry for a symbol already ENTRY_PENDING: the fold refuses it inside the component
+    with pytest.raises(lock.LockViolation, match="ENTRY_PENDING"):
+        exe.executor._emit([second])
+    assert exe.state == before

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nertz_common.testing import factories as f
-from nertz_executor.core import paper
 from nertz_executor.core.config import MINUTE_NS, ExecutorConfig
+from nertz_executor.core.venue import paper
 
 CFG = ExecutorConfig()
 
@@ -60,3 +60,27 @@ def test_paper_exit_fill_take_profit_at_trigger_stop_with_slippage():
 def test_paper_realized_pnl_is_net_of_both_fees():
     assert paper.realized_pnl("long", 2.0, 100.0, 101.0, 0.3) == pytest.approx(1.7)
     assert paper.realized_pnl("short", 2.0, 100.0, 101.0, 0.3) == pytest.approx(-2.3)
+
+
+def test_paper_venue_state_round_trips_through_msgpack():
+    import msgspec
+
+    from nertz_common import events as ev
+    from nertz_common.ids import order_link_id
+
+    venue = paper.PaperVenue(CFG)
+    b0 = f.bar(0)
+    intent = f.intent(b0)
+    order = ev.OrderSubmitted(
+        event_id="o", ts_event=b0.ts_event, ts_init=b0.ts_event, symbol="BTCUSDT", correlation_id=intent.event_id,
+        causation_id="v", order_id=order_link_id(intent.event_id), side="Buy", qty=1.0, price_ref=100.0,
+        take_profit=103.0, stop_loss=99.0,
+    )  # fmt: skip
+    assert venue.submit(order, expires_ns=b0.ts_event + 5 * MINUTE_NS) == []
+    [fill] = venue.on_market(f.book(b0.ts_event + 1, mid=100.0, spread=0.1))
+    assert fill.order_id == order.order_id and not fill.reduce_only
+    copy = paper.PaperVenue(CFG)
+    copy.set_state(msgspec.msgpack.decode(msgspec.msgpack.encode(venue.get_state()), type=paper.PaperState))
+    assert copy.positions() == venue.positions() and copy.wallet() == venue.wallet()
+    hit = f.book(b0.ts_event + 2, mid=103.5, spread=0.1)
+    assert copy.on_market(hit) == venue.on_market(hit)

@@ -1,17 +1,26 @@
-"""Property tests of the fold and of the Hard Lock invariant over generated market/verdict sequences."""
+"""Properties of the Hard Lock component over generated market/verdict sequences.
+
+- the invariant: no entry order unless the symbol is FLAT, one position per symbol at most;
+- snapshot + tail equals the whole run (the state is captured whole: encode, decode, go on);
+- the fold agrees with an independent model (equity = start + realized P&L; the lock state from the
+  last transition's target; round trips counted) — not with itself.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nertz_common import events as ev
+from nertz_common import lock as table
+from nertz_common.node.component import Node, NodeState, Pos
 from nertz_common.testing import factories as f
 from nertz_executor.core import lock
+from nertz_executor.core.component import Executor
 from nertz_executor.core.config import HOUR_NS, MINUTE_NS, ExecutorConfig
-from nertz_executor.core.recovery import recover
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 CFG = ExecutorConfig(cooldown_ns=5 * MINUTE_NS, min_hold_ns=HOUR_NS, max_hold_ns=3 * HOUR_NS, max_positions=1)
@@ -46,32 +55,22 @@ ops_strategy = st.lists(
 )
 
 
-def drive(ops: list[Op], factor_of) -> tuple[list[ev.Event], list[tuple[lock.ExecutorState, ev.Event]]]:
-    """Run the ops through decide/evolve like the merge loop; return the events and (state-before, event)."""
-    state = lock.initial_state(CFG)
+def inputs(ops: list[Op], factor_of) -> list[ev.Event]:
+    """The log the executor would read for ``ops``: market data, and per closed bar its snapshot,
+    intent and verdict."""
     price = dict.fromkeys(SYMBOLS, 100.0)
     minute = 0
     seen_bars: set[tuple[str, int]] = set()
-    events: list[ev.Event] = []
-    trace: list[tuple[lock.ExecutorState, ev.Event]] = []
-
-    def emit(out: list[ev.Event]) -> None:
-        nonlocal state
-        for e in out:
-            trace.append((state, e))
-            state = lock.evolve(state, e)
-            events.append(e)
-
+    out: list[ev.Event] = []
     for op in ops:
         minute += op.advance_min
         s = op.symbol
         ts = f.T0_NS + minute * MINUTE_NS + 1
         if op.kind == "book":
-            emit(lock.decide(state, lock.MarketInput(f.book(ts, symbol=s, mid=price[s], spread=0.02)), CFG))
+            out.append(f.book(ts, symbol=s, mid=price[s], spread=0.02))
             continue
         if op.kind == "ticker":
-            t = ev.Ticker(event_id=f"t{ts}{s}", ts_event=ts, ts_init=ts, symbol=s, last_price=price[s])
-            emit(lock.decide(state, lock.MarketInput(t), CFG))
+            out.append(ev.Ticker(event_id=f"t{ts}{s}", ts_event=ts, ts_init=ts, symbol=s, last_price=price[s]))
             continue
         if (s, minute) in seen_bars:
             continue
@@ -80,67 +79,84 @@ def drive(ops: list[Op], factor_of) -> tuple[list[ev.Event], list[tuple[lock.Exe
         c = max(1.0, o * (1 + op.move_pct / 100))
         price[s] = c
         b = f.bar(minute, symbol=s, open=o, close=c, high=max(o, c) * (1 + op.wick), low=min(o, c) * (1 - op.wick))
-        emit(lock.decide(state, lock.MarketInput(b), CFG))
+        out.append(b)
         intent = None
         if op.verdict is not None:
             decision, side, sl = op.verdict
             intent = f.intent(b, side=side, sl=sl, qty=1.0)
-        fs = factor_of(b, intent.event_id if intent else None)
-        emit(lock.decide(state, lock.BarrierInput(b, fs), CFG))
+        out.append(factor_of(b, intent.event_id if intent else None))
         if intent is not None:
-            lock_before = state.symbol(s).lock
-            out = lock.decide(state, lock.VerdictInput(b, fs, f.verdict(intent, decision), intent), CFG)
-            if lock_before != "FLAT":  # suppression: the verdict never reaches the venue
-                assert [type(e) for e in out] == [ev.SignalSuppressed]
-                assert out[0].lock_state == lock_before
-            emit(out)
-    return events, trace
+            out += [intent, f.verdict(intent, decision)]
+    return out
+
+
+def run(events: list[ev.Event], node: Node | None = None, start: int = 0) -> tuple[Node, list[ev.Event]]:
+    node = node or Node(Executor(CFG))
+    out = [o for i, e in enumerate(events, start) for o, _ in node.feed(e, Pos(i + 1, i + 1))]
+    return node, out
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops_strategy)
 def test_hard_lock_no_entry_order_unless_flat_holds_for_random_sequences(kit, ops):
-    _, trace = drive(ops, kit.factor)
+    _, out = run(inputs(ops, kit.factor))
+    state: dict[str, str] = dict.fromkeys(SYMBOLS, "FLAT")
     open_per_symbol = dict.fromkeys(SYMBOLS, 0)
-    for before, e in trace:
+    for e in out:
+        sym = getattr(e, "symbol", "")
         if isinstance(e, ev.OrderSubmitted) and not e.reduce_only:
-            assert before.symbol(e.symbol).lock == "FLAT", f"entry while {before.symbol(e.symbol).lock}"
-        if isinstance(e, ev.PositionOpened):
-            open_per_symbol[e.symbol] += 1
-            assert open_per_symbol[e.symbol] == 1
-        if isinstance(e, ev.PositionClosed):
-            open_per_symbol[e.symbol] -= 1
+            assert state[sym] == "FLAT", f"entry while {state[sym]}"
         if isinstance(e, ev.OrderSubmitted) and e.reduce_only:
-            assert before.symbol(e.symbol).lock == "LOCKED"
-        assert before.exposure_count <= CFG.max_positions
+            assert state[sym] == "LOCKED"
+        if isinstance(e, ev.SignalSuppressed):
+            assert state[sym] in table.ENGAGED and e.lock_state == state[sym]
+        if isinstance(e, ev.PositionOpened):
+            open_per_symbol[sym] += 1
+            assert open_per_symbol[sym] == 1
+        if isinstance(e, ev.PositionClosed):
+            open_per_symbol[sym] -= 1
+        t = table.target_of(e)
+        if t is not None:
+            state[sym] = t
+        assert sum(1 for v in state.values() if v in ("ENTRY_PENDING", "LOCKED")) <= CFG.max_positions
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops_strategy, data=st.data())
-def test_evolve_prefix_then_rest_equals_whole(kit, ops, data):
-    events, _ = drive(ops, kit.factor)
-    k = data.draw(st.integers(0, len(events)))
-    s0 = lock.initial_state(CFG)
-    whole = lock.fold(s0, events)
-    assert lock.fold(lock.fold(s0, events[:k]), events[k:]) == whole
+def test_snapshot_then_tail_equals_the_whole_run(kit, ops, data):
+    events = inputs(ops, kit.factor)
+    _, whole = run(events)
+    # cut between steps only (a snapshot is taken when the node is idle)
+    node = Node(Executor(CFG))
+    cuts = [0]
+    for i, e in enumerate(events):
+        node.feed(e, Pos(i + 1, i + 1))
+        if node.idle:
+            cuts.append(i + 1)
+    k = data.draw(st.sampled_from(cuts))
+    first, head = run(events[:k])
+    raw = msgspec.msgpack.encode(first.get_state())
+    again = Node(Executor(CFG))
+    again.set_state(msgspec.msgpack.decode(raw, type=NodeState))
+    _, tail = run(events[k:], again, start=k)
+    assert head + tail == whole
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=ops_strategy, data=st.data())
-def test_recover_before_plus_step_equals_full_fold(kit, ops, data):
-    events, _ = drive(ops, kit.factor)
-    # group events into steps of random sizes, numbered by increasing input sequence
-    history, seq, i = [], 10, 0
-    while i < len(events):
-        n = data.draw(st.integers(1, 4))
-        history += [(seq, e) for e in events[i : i + n]]
-        i += n
-        seq += data.draw(st.integers(1, 3))
-    s0 = lock.initial_state(CFG)
-    r = recover(s0, history)
-    assert r.after() == lock.fold(s0, events)
-    if history:
-        last = max(s for s, _ in history)
-        assert r.input_seq == last
-        assert r.known_ids == {e.event_id for s, e in history if s == last}
-        assert r.before == lock.fold(s0, [e for s, e in history if s < last])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops_strategy)
+def test_fold_agrees_with_an_independent_model(kit, ops):
+    node, out = run(inputs(ops, kit.factor))
+    exec_events = [e for e in out if isinstance(e, ev.ExecEvent | ev.OrderFilled)]
+    folded = lock.fold(lock.initial_state(CFG), exec_events)
+    assert folded == node.component.state  # the component's state is the fold of what it emitted
+    closed = [e for e in out if isinstance(e, ev.PositionClosed)]
+    assert folded.closed_trades == len(closed)
+    assert folded.winning_trades == sum(1 for c in closed if c.realized_pnl_usdt > 0)
+    assert abs(folded.equity_usdt - (CFG.equity_usdt + sum(c.realized_pnl_usdt for c in closed))) < 1e-6
+    last: dict[str, str] = {}
+    for e in exec_events:
+        t = table.target_of(e)
+        if t is not None:
+            last[e.symbol] = t
+    for sym in SYMBOLS:
+        assert folded.symbol(sym).lock == last.get(sym, "FLAT")

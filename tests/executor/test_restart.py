@@ -1,4 +1,4 @@
-"""Restart (docs/decisions.md D3): SIGKILL the executor process mid-run, start it again, compare the log."""
+"""Restart: SIGKILL the executor process mid-step, start it again (snapshot + tail), compare the log."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from nertz_common import bus, runtime, topology
 from nertz_common import events as ev
+from nertz_common.node.log import Record, read_log
 from nertz_executor import app
 from nertz_executor.settings import ExecutorGroup, ExecutorSettings
 
@@ -37,13 +38,13 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
-async def reference_run(kit, js, nats_url: str, sc) -> list[bus.Recorded]:
+async def reference_run(kit, js, nats_url: str, sc) -> list[Record]:
     await kit.publish_early(bus.Publisher(js), sc)
     cfg = ExecutorSettings(NATS_URL=nats_url, executor=ExecutorGroup(cooldown_s=300))
     async with runtime.runtime("executor", cfg) as rt:
         try:
-            executor = await app.build(rt, cfg)
-            task = asyncio.create_task(rt.until_stopped(executor.run()))
+            _, runner = await app.start(rt, cfg)
+            task = asyncio.create_task(rt.until_stopped(runner.run()))
             await kit.wait_drained(js)
             rt.stop.set()
             await asyncio.wait_for(task, 10)
@@ -55,7 +56,7 @@ async def reference_run(kit, js, nats_url: str, sc) -> list[bus.Recorded]:
 async def wait_awaited(js, intent_id: str, timeout_s: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
-        for r in await bus.read_history(js, ["exec.awaited.>"]):
+        for r in await read_log(js, filters=["exec.awaited.>"]):
             if r.event.correlation_id == intent_id:
                 return
         await asyncio.sleep(0.05)
@@ -99,7 +100,7 @@ async def test_restart_after_sigkill_matches_uninterrupted_run(kit, js_fresh, na
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert "executor.redo_step" in logs[1].read_text(), logs[1].read_text()[-3000:]
+    assert "restart.redo_step" in logs[1].read_text(), logs[1].read_text()[-3000:]
 
     restarted = await kit.read_output(js_fresh)
     assert [r.event.event_id for r in restarted] == [r.event.event_id for r in reference]

@@ -33,7 +33,8 @@ def test_settings_nested_env_overrides_the_group(monkeypatch):
     [
         ("NERTZ_EXECUTOR__MAX_POSITIONS", "0"),
         ("NERTZ_EXECUTOR__NO_SUCH_KEY", "1"),
-        ("NERTZ_EXECUTOR__MIN_HOLD_S", "1e9"),
+        ("NERTZ_EXECUTOR__MIN_HOLD_S", "-1"),
+        ("NERTZ_EXECUTOR__MAX_HOLD_S", "0"),
     ],
 )
 def test_settings_bad_value_or_unknown_key_is_rejected(monkeypatch, key, value):

@@ -26,6 +26,16 @@ def test_csv_row_other_offset_is_converted_to_utc() -> None:
     assert isinstance(bar, ev.Bar) and bar.open_time_ns == f.T0_NS
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    ["2025-05-30 16:39:00", "2025-05-30T16:39:00", "2025-05-30T16:39:00Z", "1748623140000", "1748623140",
+     "1748623140000000000"],
+)  # fmt: skip
+def test_csv_row_naive_iso_and_epoch_timestamps_are_utc(stamp: str) -> None:
+    bar = parse_row(f"{stamp},1,1,1,1,0", "BTCUSDT")
+    assert isinstance(bar, ev.Bar) and bar.open_time_ns == f.T0_NS, bar
+
+
 def test_csv_row_five_minute_interval_closes_five_minutes_later() -> None:
     bar = parse_row(FIRST_BTC_ROW, "BTCUSDT", interval_min=5)
     assert isinstance(bar, ev.Bar) and bar.interval == "5" and bar.ts_event == f.T0_NS + 5 * f.MINUTE_NS
@@ -36,7 +46,7 @@ def test_csv_row_five_minute_interval_closes_five_minutes_later() -> None:
     [
         ("2025-05-30 16:39:00+00:00,1,2,1", "bad_row"),
         ("yesterday,1,2,1,1,5", "bad_timestamp"),
-        ("2025-05-30 16:39:00,1,2,1,1,5", "bad_timestamp"),
+        ("17485233400,1,2,1,1,5", "bad_timestamp"),  # 11 digits: neither seconds nor milliseconds
         ("1960-01-01 00:00:00+00:00,1,2,1,1,5", "bad_timestamp"),
         ("2025-05-30 16:39:00+00:00,1,two,1,1,5", "not_numeric"),
         ("2025-05-30 16:39:00+00:00,1,2,1,nan,5", "nan"),

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from nertz_common import bus, subjects, topology
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+from nertz_common.node.log import read_log
 from nertz_common.testing.fake_bybit import (
     FakeBybit,
     KlineStore,
@@ -215,7 +216,7 @@ async def test_live_recorded_frames_give_the_same_events_as_replaying_what_was_r
     assert sent == len(frames) > 1900
     assert live.feed.stats.frames == len(received) == sent + len(live.feed.topics)  # + one ack per topic
     assert not live.feed.stats.rejected and live.feed.stats.gaps == 0 and live.feed.stats.reconnects == 0
-    live_stream = await bus.read_history(js_fresh, ["md.>", "sys.>"])
+    live_stream = await read_log(js_fresh, filters=["md.>", "sys.>"])
     live_events = [r.event for r in live_stream if not isinstance(r.event, ev.InstrumentSpec)]
     assert [e for e in live.pub.events if not isinstance(e, ev.InstrumentSpec)] == live_events
     kinds = {type(e).__name__ for e in live_events}
@@ -233,7 +234,7 @@ async def test_live_recorded_frames_give_the_same_events_as_replaying_what_was_r
     for path in (tmp_path / "live.jsonl.xz", cryptofeed):
         await topology.recreate(js_fresh)
         stats = await replay_files(bus.Publisher(js_fresh), [path], symbols=symbols, config=live.feed.config)
-        replayed = [r.event for r in await bus.read_history(js_fresh, ["md.>", "sys.>"])]
+        replayed = [r.event for r in await read_log(js_fresh, filters=["md.>", "sys.>"])]
         assert stats.stored == len(replayed) == len(live_events), path.name
         assert [ev.encode(e) for e in replayed] == [ev.encode(e) for e in live_events], path.name
 

@@ -213,7 +213,7 @@ async def test_topology_apply_declares_raw_stream_idempotently(js_fresh) -> None
     info = await js_fresh.stream_info(subjects.RAW_STREAM)
     assert info.config.subjects == ["raw.>"] and info.config.max_age == 86_400.0
     changes = await topology.apply(js_fresh)
-    assert changes[0] == "stream NERTZ: updated" and changes[-1] == "stream RAW: updated"
+    assert changes[0] == "stream NERTZ: updated" and "stream RAW: updated" in changes
     assert (await js_fresh.stream_info(subjects.STREAM)).config.subjects == subjects.stream_subjects()
 
 

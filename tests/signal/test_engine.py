@@ -6,6 +6,7 @@ import pytest
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+from nertz_common.node.component import Node, Pos
 from nertz_common.testing import factories as f
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.engine import SignalEngine
@@ -15,10 +16,8 @@ YEAR_NS = 365 * 24 * 60 * MINUTE_NS
 
 
 def run(engine: SignalEngine, events: list[ev.Event]) -> list[ev.Event]:
-    out: list[ev.Event] = []
-    for e in events:
-        out += engine.handle(e)
-    return out
+    node = Node(engine)
+    return [o for i, e in enumerate(events) for o, _ in node.feed(e, Pos(i + 1, i + 1))]
 
 
 def snapshots(out: list[ev.Event]) -> list[ev.FactorSnapshot]:
@@ -69,10 +68,10 @@ def test_engine_open_bars_emit_nothing():
 
 def test_engine_books_trades_tickers_status_emit_nothing():
     engine = SignalEngine(SignalConfig())
-    assert engine.handle(f.book(f.T0_NS)) == []
-    assert engine.handle(ev.Ticker(event_id="t", ts_event=1, ts_init=1, symbol="BTCUSDT", funding_rate=0.0001)) == []
-    assert engine.handle(ev.TradeBatch(event_id="tb", ts_event=1, ts_init=1, symbol="BTCUSDT", trades=[])) == []
-    assert engine.handle(ev.FeedGap(event_id="g", ts_event=1, ts_init=1, symbol="BTCUSDT", reason="u gap")) == []
+    assert engine.on_book_snapshot(f.book(f.T0_NS)) == []
+    assert engine.on_ticker(ev.Ticker(event_id="t", ts_event=1, ts_init=1, symbol="BTCUSDT", funding_rate=0.0001)) == []
+    assert engine.on_trade_batch(ev.TradeBatch(event_id="tb", ts_event=1, ts_init=1, symbol="BTCUSDT", trades=[])) == []
+    assert engine.on_feed_gap(ev.FeedGap(event_id="g", ts_event=1, ts_init=1, symbol="BTCUSDT", reason="u gap")) == []
 
 
 # --- factors in the snapshot ------------------------------------------------------------------------

@@ -1,25 +1,27 @@
-"""The signal service against a real JetStream: consumer → engine → publish before ack, rebuild, process."""
+"""The signal service on the kernel against a real JetStream: publish before ack, restart from a
+snapshot (also after the stream dropped its oldest messages), and the process itself."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 
-import nats.errors
 import pytest
-from prometheus_client import CollectorRegistry
 
-from nertz_common import bus, subjects
+from nertz_common import bus, runtime, subjects
 from nertz_common import events as ev
-from nertz_signal.adapters.rebuild import rebuild
-from nertz_signal.app import build_handler
+from nertz_common.errors import InvariantViolation
+from nertz_common.node.log import read_log
+from nertz_common.node.snapshot import SnapshotStore
+from nertz_common.settings import KernelSettings
+from nertz_signal import app
 from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.engine import SignalEngine
-from nertz_signal.handlers import SignalHandler
+from nertz_signal.settings import SignalSettings
 
 pytestmark = pytest.mark.integration
 
@@ -39,86 +41,112 @@ def expected(bars: list[ev.Bar]) -> list[ev.Event]:
     return [e for b in bars for e in engine.on_bar(b)]
 
 
-async def read_back(js, n: int, filter_subject: str = "sig.>", timeout_s: float = 10.0) -> list[tuple[ev.Event, dict]]:
-    """Read ``n`` messages of ``filter_subject`` from the start of the stream (ephemeral consumer)."""
-    sub = await js.pull_subscribe(filter_subject, stream=subjects.STREAM)
-    got: list[tuple[ev.Event, dict]] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
+async def run_until(nats_url: str, js, n_snapshots: int, **kernel) -> None:
+    """Run the signal component in-process until it has published ``n_snapshots`` factor snapshots."""
+    settings = SignalSettings(NATS_URL=nats_url, kernel=KernelSettings(**kernel))
+    async with runtime.runtime("signal", settings) as rt:
         try:
-            msgs = await sub.fetch(n - len(got), timeout=0.5)
-        except (TimeoutError, nats.errors.TimeoutError):
-            continue
-        got += [(ev.decode(m.data), dict(m.headers or {})) for m in msgs]
-    await sub.unsubscribe()
-    return got
+            _, runner = await app.start(rt, settings)
+            task = asyncio.create_task(runner.run())
+            for _ in range(1000):
+                got = await read_log(js, filters=[subjects.filter_of("sig", "factor")])
+                if len(got) >= n_snapshots:
+                    break
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.02)
+            rt.stop.set()
+            await asyncio.wait_for(task, 10)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_signal_handler(sig)
 
 
-async def consume_until(js, handler: SignalHandler, registry: CollectorRegistry, symbol: str, n: int) -> None:
-    """Run the real consumer loop with ``handler`` until it has published ``n`` snapshots for ``symbol``."""
-    consumer = bus.Consumer(js, "signal", "signal", handler._publisher)
-    await consumer.start()
-    task = asyncio.create_task(consumer.run(handler))
-    deadline = time.monotonic() + 20
-    while (registry.get_sample_value("nertz_signal_snapshots_total", {"symbol": symbol}) or 0) < n:
-        assert time.monotonic() < deadline, "timed out waiting for snapshots"
-        assert not task.done(), task.exception()
-        await asyncio.sleep(0.02)
-    consumer.stop()
-    await asyncio.wait_for(task, 5)
-    await consumer.drain()
-
-
-async def wait_ack_floor(js, seq: int) -> None:
-    for _ in range(200):
-        if (await js.consumer_info(subjects.STREAM, "signal")).ack_floor.stream_seq >= seq:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"ack floor never reached {seq}")
-
-
-async def test_service_300_bars_publishes_300_snapshots_in_order(js_fresh, bars_300):
+async def test_service_300_bars_publishes_300_snapshots_in_order_with_headers(js_fresh, nats_url, bars_300):
     pub = bus.Publisher(js_fresh)
     assert await pub.publish_many(bars_300) == 300
-    registry = CollectorRegistry()
-    handler = build_handler(SignalConfig(), pub, registry)
-    await consume_until(js_fresh, handler, registry, "BTCUSDT", 300)
-
+    await run_until(nats_url, js_fresh, 300)
     want = expected(bars_300)
-    got = await read_back(js_fresh, len(want))
-    assert [ev.encode(e) for e, _ in got] == [ev.encode(e) for e in want]
-    snaps = [e for e, _ in got if isinstance(e, ev.FactorSnapshot)]
-    assert [s.bar_id for s in snaps] == [b.event_id for b in bars_300]
-    n_intents = sum(isinstance(e, ev.IntentProposed) for e, _ in got)
-    assert n_intents >= 1
-    assert registry.get_sample_value("nertz_signal_intents_total", {"symbol": "BTCUSDT", "side": "long"}) >= 1
-    # every output names its input's stream sequence; an intent directly precedes its snapshot
+    got = await read_log(js_fresh, filters=[subjects.filter_of("sig")])
+    assert [r.event for r in got] == want
+    assert sum(isinstance(r.event, ev.IntentProposed) for r in got) >= 1
     bar_seq = {b.event_id: i + 1 for i, b in enumerate(bars_300)}
-    for i, (e, headers) in enumerate(got):
+    for i, r in enumerate(got):
+        e = r.event
         if isinstance(e, ev.IntentProposed):
-            nxt = got[i + 1][0]
-            assert isinstance(nxt, ev.FactorSnapshot) and nxt.intent_id == e.event_id
+            assert isinstance(got[i + 1].event, ev.FactorSnapshot) and got[i + 1].event.intent_id == e.event_id
         bar_id = e.bar_id if isinstance(e, ev.FactorSnapshot) else e.causation_id
-        assert headers[bus.INPUT_SEQ] == str(bar_seq[bar_id])
-    await wait_ack_floor(js_fresh, 300)
+        assert r.input_seq == r.origin == bar_seq[bar_id]  # the bar's position: its step and its origin
+    info = await js_fresh.consumer_info(subjects.STREAM, "signal")
+    assert info.ack_floor.stream_seq == 300 and info.num_ack_pending == 0
 
 
-async def test_service_restart_rebuilds_state_and_matches_uninterrupted_run(js_fresh, bars_300):
+async def test_service_restart_resumes_from_its_snapshot_and_matches_uninterrupted_run(js_fresh, nats_url, bars_300):
     pub = bus.Publisher(js_fresh)
     await pub.publish_many(bars_300[:150])
-    reg_a = CollectorRegistry()
-    await consume_until(js_fresh, build_handler(SignalConfig(), pub, reg_a), reg_a, "BTCUSDT", 150)
-    await wait_ack_floor(js_fresh, 150)
-
+    await run_until(nats_url, js_fresh, 150)
+    snap = await (await SnapshotStore.open(js_fresh)).latest("signal")
+    last = (await js_fresh.stream_info(subjects.STREAM)).state.last_seq
+    # 150 steps; the lane had nothing left, so the snapshot covers the whole log (outputs included)
+    assert snap is not None and snap.steps == 150 and snap.positions == {"signal": last} and last > 150
     await pub.publish_many(bars_300[150:])
-    reg_b = CollectorRegistry()
-    handler_b = build_handler(SignalConfig(), pub, reg_b)
-    assert await rebuild(handler_b.engine, js_fresh) == 150
-    await consume_until(js_fresh, handler_b, reg_b, "BTCUSDT", 150)
+    await run_until(nats_url, js_fresh, 300)
+    got = await read_log(js_fresh, filters=[subjects.filter_of("sig")])
+    assert [r.event for r in got] == expected(bars_300)
 
+
+async def test_service_restart_after_the_oldest_messages_were_dropped_rebuilds_from_the_snapshot(
+    js_fresh, nats_url, bars_300
+):
+    pub = bus.Publisher(js_fresh)
+    await pub.publish_many(bars_300[:200])
+    await run_until(nats_url, js_fresh, 200)
+    last = (await js_fresh.stream_info(subjects.STREAM)).state.last_seq
+    await js_fresh.purge_stream(subjects.STREAM, seq=last)  # drops everything but the last message
+    assert (await js_fresh.stream_info(subjects.STREAM)).state.first_seq == last
+    await pub.publish_many(bars_300[200:])
+    await run_until(nats_url, js_fresh, 101)  # the last stored snapshot survived the purge, + 100 new
+    got = [r.event for r in await read_log(js_fresh, filters=[subjects.filter_of("sig")])]
     want = expected(bars_300)
-    got = await read_back(js_fresh, len(want))
-    assert [ev.encode(e) for e, _ in got] == [ev.encode(e) for e in want]
+    assert got[-len(expected(bars_300)) + len(expected(bars_300[:200])) :] == want[len(expected(bars_300[:200])) :]
+    assert got[0] == want[len(expected(bars_300[:200])) - 1]
+
+
+async def test_service_without_a_snapshot_on_a_trimmed_stream_refuses_to_guess(js_fresh, nats_url, bars_300):
+    pub = bus.Publisher(js_fresh)
+    await pub.publish_many(bars_300[:50])
+    await js_fresh.purge_stream(subjects.STREAM, seq=20)
+    settings = SignalSettings(NATS_URL=nats_url, kernel=KernelSettings(snapshots=False))
+    async with runtime.runtime("signal", settings) as rt:
+        try:
+            _, runner = await app.start(rt, settings)
+            with pytest.raises(InvariantViolation, match="retention dropped messages"):
+                await runner.start()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_signal_handler(sig)
+
+
+async def test_service_restart_with_another_configuration_and_a_stale_snapshot_fails_loudly(
+    js_fresh, nats_url, bars_300
+):
+    pub = bus.Publisher(js_fresh)
+    await pub.publish_many(bars_300[:120])
+    await run_until(nats_url, js_fresh, 120, snapshot_every=1_000_000, snapshot_interval_s=1e9, snapshots=False)
+    # no snapshot: a restart re-derives every step, and with another threshold the intents differ
+    settings = SignalSettings(
+        NATS_URL=nats_url, signal=SignalConfig(entry_threshold=5.0), kernel=KernelSettings(snapshots=False)
+    )
+    async with runtime.runtime("signal", settings) as rt:
+        try:
+            _, runner = await app.start(rt, settings)
+            with pytest.raises(InvariantViolation, match="the configuration or the code changed"):
+                await asyncio.wait_for(runner.run(), 20)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_signal_handler(sig)
 
 
 async def test_service_process_runs_and_stops_on_sigterm(js_fresh, nats_url, bars_300):
@@ -129,8 +157,11 @@ async def test_service_process_runs_and_stops_on_sigterm(js_fresh, nats_url, bar
         [sys.executable, "-m", "nertz_signal"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        got = await read_back(js_fresh, 100, subjects.filter_of("sig", "factor"), timeout_s=20)
-        assert len(got) == 100
+        for _ in range(1000):
+            if len(await read_log(js_fresh, filters=[subjects.filter_of("sig", "factor")])) >= 100:
+                break
+            assert proc.poll() is None
+            await asyncio.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -139,4 +170,4 @@ async def test_service_process_runs_and_stops_on_sigterm(js_fresh, nats_url, bar
             proc.kill()
             raise
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert b"intent.proposed" in err and b"service.stopped" in err
+    assert b"intent.proposed" in err and b"snapshot.written" in err and b"service.stopped" in err

@@ -1,19 +1,18 @@
-"""The bus on nats-py: a checked publisher and an ordered, ack-after-effect consumer.
+"""The bus on nats-py: the connection, a checked publisher, and the delivery and dead-letter records.
 
-Bus discipline (STYLE.md §5): every publish sets ``Nats-Msg-Id = event_id`` and checks its ack; a
-consumer acks only after the handler's effect is durable; transient failures are nak'd with backoff;
-poison messages are dead-lettered to ``sys.dlq.<service>`` and terminated; shutdown drains.
+Bus discipline (STYLE.md §5): every publish sets ``Nats-Msg-Id = event_id`` and checks its ack. Reading
+the log (durable consumers, ack after effect, dead letters, restarts) is the kernel's job, in one place:
+:mod:`nertz_common.node.nats_runner`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import nats
@@ -31,25 +30,19 @@ from tenacity import (
 
 from nertz_common import events as ev
 from nertz_common import subjects
+from nertz_common.errors import TransientError
 from nertz_common.metrics import BusMetrics
+from nertz_common.node import log as log_headers
 
 log = logging.getLogger("nertz.bus")
 
 MSG_ID = "Nats-Msg-Id"
-#: header naming the stream sequence of the input message that caused an event (wall-clock-free
-#: bookkeeping used by rebuilds; never part of a payload)
-INPUT_SEQ = "Nertz-Input-Seq"
+# headers of a derived event's step (wall-clock-free bookkeeping of restarts and replays; never payload)
+INPUT_SEQ = log_headers.INPUT_SEQ
+ORIGIN_SEQ = log_headers.ORIGIN_SEQ
 
 
-class TransientError(Exception):
-    """A failure worth retrying later (database down, venue timeout): the message is nak'd."""
-
-
-class PoisonError(Exception):
-    """A message that can never be handled: it is dead-lettered and terminated."""
-
-
-class PublishError(Exception):
+class PublishError(TransientError):
     """A publish whose ack was missing or wrong after every retry."""
 
 
@@ -172,6 +165,8 @@ class Publisher:
         self._inbox = ""
         self._windows: dict[int, _AckWindow] = {}
         self._next_window = 0
+        #: the highest stream sequence this publisher was acknowledged (0 before any publish)
+        self.last_seq = 0
 
     async def publish(self, event: ev.Event, headers: dict[str, str] | None = None) -> int:
         """Publish one event and return its stream sequence.
@@ -207,12 +202,13 @@ class Publisher:
         self._count(event, "duplicate" if ack.duplicate else "ok")
         if self._metrics:
             self._metrics.publish_seconds.observe(time.perf_counter() - t0)
+        self.last_seq = max(self.last_seq, ack.seq)
         return ack.seq
 
     async def publish_many(
         self,
         events: Iterable[ev.Event],
-        headers: Callable[[ev.Event], dict[str, str]] | None = None,
+        headers: Callable[[ev.Event], dict[str, str]] | Sequence[dict[str, str]] | None = None,
         window: int = 1000,
     ) -> int:
         """Publish events pipelined in windows, checking every ack, in order.
@@ -221,6 +217,14 @@ class Publisher:
         One window is in flight at a time: its acks are all checked (in order) before the next window
         is sent. Returns how many were stored (duplicates excluded). A window whose acks fail
         (timeout, no responders, 503) is re-published with the same ids (dedup makes that safe).
+
+        Parameters
+        ----------
+        events : iterable of Event
+        headers : callable or sequence of dict, optional
+            Extra headers per event: a function of the event, or one dict per event in order.
+        window : int
+            Events in flight at once.
 
         Raises
         ------
@@ -231,17 +235,27 @@ class Publisher:
         """
         stored = 0
         batch: list[ev.Event] = []
-        for event in events:
-            batch.append(event)
-            if len(batch) >= window:
-                stored += await self._publish_window(batch, headers)
-                batch = []
-        if batch:
-            stored += await self._publish_window(batch, headers)
+        if headers is None or callable(headers):
+            fn = headers
+            for event in events:
+                batch.append(event)
+                if len(batch) >= window:
+                    stored += await self._publish_window(batch, fn)
+                    batch = []
+            if batch:
+                stored += await self._publish_window(batch, fn)
+            return stored
+        items = list(events)
+        if len(items) != len(headers):
+            raise ValueError(f"expected one header dict per event, was {len(headers)} for {len(items)}")
+        for i in range(0, len(items), window):
+            stored += await self._publish_window(items[i : i + window], list(headers[i : i + window]))
         return stored
 
     async def _publish_window(
-        self, batch: Sequence[ev.Event], headers: Callable[[ev.Event], dict[str, str]] | None
+        self,
+        batch: Sequence[ev.Event],
+        headers: Callable[[ev.Event], dict[str, str]] | list[dict[str, str]] | None,
     ) -> int:
         # A lean pipelined publish on the JetStream context's connection. nats-py's publish_async
         # costs a semaphore, a NUID, a future with a done callback and a dataclass PubAck per
@@ -266,7 +280,7 @@ class Publisher:
                 for i, event in enumerate(batch):
                     h = {MSG_ID: event.event_id}
                     if headers is not None:
-                        h.update(headers(event))
+                        h.update(headers[i] if isinstance(headers, list) else headers(event))
                     await nc.publish(subjects.for_event(event), ev.encode(event), reply=f"{reply}{i}", headers=h)
                     if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                         await asyncio.sleep(0)  # let the flusher write and the acks come in meanwhile
@@ -287,6 +301,8 @@ class Publisher:
                 self._check(ack.stream, event)
                 self._count(event, "duplicate" if ack.duplicate else "ok")
                 stored += not ack.duplicate
+                if ack.seq > self.last_seq:
+                    self.last_seq = ack.seq
             return stored
 
     async def _on_ack(self, msg: Msg) -> None:
@@ -351,290 +367,3 @@ def dead_letter_record(service: str, reason: str, subject: str, stream_seq: int,
         stream_seq=stream_seq,
         raw=raw.decode("utf-8", "replace")[:10_000],
     )
-
-
-Outcome = Literal["ack", "nak", "dead"]
-Handler = Callable[[Delivery], Awaitable[None]]
-BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
-
-
-class Consumer:
-    """A durable pull consumer on ``NERTZ`` that delivers decoded events in log order.
-
-    Parameters
-    ----------
-    js : JetStreamContext
-    durable : str
-        The consumer name declared by the topology (``nertz streams apply``).
-    service : str
-        Service name, for the dead-letter subject ``sys.dlq.<service>``.
-    publisher : Publisher
-        Used for dead-letter records.
-    metrics : BusMetrics
-    max_deliver : int
-        After this many deliveries of a failing message it is dead-lettered and terminated.
-    """
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        durable: str,
-        service: str,
-        publisher: Publisher,
-        metrics: BusMetrics | None = None,
-        *,
-        stream: str = subjects.STREAM,
-        max_deliver: int = 8,
-        backoff_s: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0),
-    ) -> None:
-        self._js = js
-        self.durable = durable
-        self._service = service
-        self._publisher = publisher
-        self._metrics = metrics
-        self._stream = stream
-        self._max_deliver = max_deliver
-        self._backoff_s = backoff_s
-        self._sub: JetStreamContext.PullSubscription | None = None
-        self._stopping = asyncio.Event()
-
-    async def start(self) -> None:
-        """Bind to the durable consumer.
-
-        Raises
-        ------
-        nats.js.errors.NotFoundError
-            If the consumer was not declared (run ``nertz streams apply``).
-        """
-        await self._js.consumer_info(self._stream, self.durable)
-        self._sub = await self._js.pull_subscribe_bind(self.durable, stream=self._stream)
-
-    def stop(self) -> None:
-        """Ask the loop to finish the batch in hand and return."""
-        self._stopping.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
-    async def fetch(self, batch: int = 256, timeout_s: float = 0.5) -> list[Delivery]:
-        """Fetch up to ``batch`` messages, decoding each; poison is dead-lettered and terminated.
-
-        Returns an empty list when nothing arrived within ``timeout_s``.
-        """
-        assert self._sub is not None, "call start() first"
-        try:
-            msgs = await self._sub.fetch(batch, timeout=timeout_s)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        out: list[Delivery] = []
-        for m in msgs:
-            md = m.metadata
-            try:
-                event = ev.decode(m.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                await self.dead_letter(m, f"undecodable: {e}")
-                continue
-            out.append(
-                Delivery(
-                    event=event,
-                    msg=m,
-                    subject=m.subject,
-                    stream_seq=md.sequence.stream,
-                    num_delivered=md.num_delivered,
-                    headers=dict(m.headers or {}),
-                )
-            )
-            if self._metrics:
-                self._metrics.events_in.labels(type=type(event).__name__).inc()
-                self._metrics.consumer_pending.labels(consumer=self.durable).set(md.num_pending)
-        return out
-
-    async def dead_letter(self, msg: Msg, reason: str) -> None:
-        """Write a dead-letter record with the raw message, then terminate it."""
-        seq = msg.metadata.sequence.stream
-        await self._publisher.publish(dead_letter_record(self._service, reason, msg.subject, seq, msg.data))
-        await msg.term()
-        log.error(
-            "message.dead_lettered",
-            extra={"stream_seq": seq, "subject": msg.subject, "reason": reason[:200]},
-        )
-        if self._metrics:
-            self._metrics.dead_letters.labels(reason=reason.split(":", 1)[0]).inc()
-
-    async def settle(self, d: Delivery, handler: Handler) -> Outcome:
-        """Run ``handler`` on one delivery and ack or dead-letter it; return which.
-
-        A :class:`TransientError` is retried in place with backoff, holding the message and
-        extending its ack deadline (``+WPI``): a nak would let later messages overtake it and break
-        log order. After ``max_deliver`` attempts the message is dead-lettered. If a stop is
-        requested meanwhile, the message is nak'd for immediate redelivery and ``"nak"`` returned.
-        """
-        attempt = d.num_delivered
-        while True:
-            t0 = time.perf_counter()
-            try:
-                await handler(d)
-            except PoisonError as e:
-                await self.dead_letter(d.msg, f"poison: {e}")
-                return "dead"
-            except (msgspec.ValidationError, ValueError) as e:
-                await self.dead_letter(d.msg, f"invalid: {e}")
-                return "dead"
-            except TransientError as e:
-                if attempt >= self._max_deliver:
-                    await self.dead_letter(d.msg, f"retries_exhausted: {e}")
-                    return "dead"
-                if not await self._back_off(d, attempt, e):
-                    await d.nak(0)
-                    return "nak"
-                attempt += 1
-                continue
-            await d.ack()
-            if self._metrics:
-                self._metrics.handler_seconds.labels(consumer=self.durable).observe(time.perf_counter() - t0)
-            return "ack"
-
-    async def _back_off(self, d: Delivery, attempt: int, e: Exception) -> bool:
-        """Sleep the backoff of ``attempt`` keeping ``d`` in progress; False if a stop came first."""
-        delay = self._backoff_s[min(attempt - 1, len(self._backoff_s) - 1)]
-        log.warning("message.retry", extra={"stream_seq": d.stream_seq, "delay_s": delay, "error": repr(e)})
-        if self._metrics:
-            self._metrics.naks.labels(consumer=self.durable).inc()
-        await d.msg.in_progress()
-        try:
-            await asyncio.wait_for(self._stopping.wait(), delay)
-            return False
-        except TimeoutError:
-            return True
-
-    async def run(self, handler: Handler, batch: int = 256) -> None:
-        """Handle messages one by one in log order until :meth:`stop`."""
-        while not self._stopping.is_set():
-            deliveries = await self.fetch(batch)
-            for i, d in enumerate(deliveries):
-                if await self.settle(d, handler) == "nak":  # stopping: hand the rest back
-                    for rest in deliveries[i + 1 :]:
-                        await rest.nak(0)
-                    return
-
-    async def run_batch(self, handler: BatchHandler, batch: int = 512) -> None:
-        """Handle whole fetched batches (e.g. one Postgres transaction per batch) until :meth:`stop`.
-
-        The handler's effect must be atomic for the batch; then every message is acked. A
-        :class:`TransientError` retries the whole batch in place with backoff.
-        """
-        while not self._stopping.is_set():
-            deliveries = await self.fetch(batch)
-            if not deliveries:
-                continue
-            attempt = 1
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    await handler(deliveries)
-                    break
-                except TransientError as e:
-                    for d in deliveries[1:]:
-                        await d.msg.in_progress()
-                    if not await self._back_off(deliveries[0], attempt, e):
-                        for d in deliveries:
-                            await d.nak(0)
-                        return
-                    attempt += 1
-            for d in deliveries:
-                await d.ack()
-            if self._metrics:
-                self._metrics.handler_seconds.labels(consumer=self.durable).observe(time.perf_counter() - t0)
-
-    async def drain(self) -> None:
-        """Stop fetching and unsubscribe (in-flight acks were already sent)."""
-        self.stop()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-
-@dataclass(slots=True, frozen=True)
-class Recorded:
-    """One message of the log read back for a rebuild: its event, stream sequence and headers."""
-
-    event: ev.AnyEvent
-    stream_seq: int
-    subject: str
-    headers: dict[str, str]
-
-
-async def iter_history(
-    js: JetStreamContext,
-    filter_subjects: Sequence[str],
-    *,
-    upto_seq: int | None = None,
-    stream: str = subjects.STREAM,
-    batch: int = 1000,
-    fetch_timeout_s: float = 1.0,
-    max_stalls: int = 5,
-) -> AsyncIterator[Recorded]:
-    """Yield the log's messages on ``filter_subjects`` from the start, in order (ephemeral, AckNone).
-
-    Reads up to ``upto_seq`` (inclusive) or, when None, up to what the stream held when called.
-    Undecodable messages are skipped (their consumer dead-lettered them already). A fetch that
-    returns nothing ends the read only when the server has nothing pending for it: on a busy machine
-    an empty fetch is not the end of the log, and a rebuild must never stop short silently.
-
-    Raises
-    ------
-    TimeoutError
-        If ``max_stalls`` fetches in a row bring nothing while messages are still pending.
-    """
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    info = await js.stream_info(stream)
-    last = info.state.last_seq if upto_seq is None else min(upto_seq, info.state.last_seq)
-    if last == 0:
-        return
-    cfg = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.ALL,
-        filter_subjects=list(filter_subjects),
-        inactive_threshold=30.0,
-        mem_storage=True,
-    )
-    sub = await js.pull_subscribe(filter_subjects[0], stream=stream, config=cfg)
-    try:
-        stalls = 0
-        while True:
-            try:
-                msgs = await sub.fetch(batch, timeout=fetch_timeout_s)
-            except (TimeoutError, nats.errors.TimeoutError) as e:
-                if (await sub.consumer_info()).num_pending == 0:
-                    return  # every matching message up to the stream's end was read
-                stalls += 1
-                if stalls >= max_stalls:
-                    raise TimeoutError(f"expected the log up to seq {last}, the read stalled") from e
-                continue
-            stalls = 0
-            for m in msgs:
-                md = m.metadata
-                seq = md.sequence.stream
-                if seq > last:
-                    return
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                    yield Recorded(ev.decode(m.data), seq, m.subject, dict(m.headers or {}))
-                if seq >= last or md.num_pending == 0:
-                    return
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-
-
-async def read_history(
-    js: JetStreamContext,
-    filter_subjects: Sequence[str],
-    *,
-    upto_seq: int | None = None,
-    stream: str = subjects.STREAM,
-    batch: int = 1000,
-) -> list[Recorded]:
-    """Return :func:`iter_history` as a list (for logs that fit in memory, e.g. one service's output)."""
-    return [r async for r in iter_history(js, filter_subjects, upto_seq=upto_seq, stream=stream, batch=batch)]

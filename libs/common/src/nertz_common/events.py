@@ -45,7 +45,7 @@ LockState = Literal["FLAT", "ENTRY_PENDING", "LOCKED", "COOLDOWN"]
 ExitReason = Literal["take_profit", "stop_loss", "stale_exit", "manual"]
 
 
-class Event(Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+class Event(Struct, frozen=True, kw_only=True, tag_field="type", tag=True, gc=False):
     """Base of every event on the log.
 
     Attributes
@@ -123,7 +123,7 @@ class BookSnapshot(InstrumentEvent, frozen=True, kw_only=True):
     seq: int = 0
 
 
-class Trade(Struct, frozen=True, kw_only=True):
+class Trade(Struct, frozen=True, kw_only=True, gc=False):
     """One public trade. ``side`` is the taker's side."""
 
     ts_event: Nanos
@@ -313,10 +313,11 @@ class OrderSubmitted(Correlated, frozen=True, kw_only=True):
 
 
 class OrderRejected(Correlated, frozen=True, kw_only=True):
-    """The venue refused an order."""
+    """The venue refused an order. ``reduce_only`` tells an exit order from an entry."""
 
     order_id: str
     reason: str
+    reduce_only: bool = False
 
 
 class PositionOpened(Correlated, frozen=True, kw_only=True):
@@ -369,7 +370,11 @@ class LockReleased(Correlated, frozen=True, kw_only=True):
 
 
 class OrderFilled(Correlated, frozen=True, kw_only=True):
-    """A fill reported by the venue (Bybit private stream, or the paper venue)."""
+    """A fill reported by the venue (Bybit private stream, or the paper venue).
+
+    ``exit_reason`` says what triggered an exit fill (the exchange-native take-profit or stop-loss, or
+    the executor's own market exit); None for an entry.
+    """
 
     order_id: str
     fill_id: str
@@ -380,6 +385,7 @@ class OrderFilled(Correlated, frozen=True, kw_only=True):
     liquidity: Literal["taker", "maker"] = "taker"
     reduce_only: bool = False
     venue_name: str = "paper"
+    exit_reason: ExitReason | None = None
 
 
 # --- system (sys.*) -----------------------------------------------------------------------------

@@ -9,6 +9,9 @@ import uuid
 
 NERTZ_NAMESPACE = uuid.UUID("6f1c2f0e-5c1e-4b8a-9d0e-6e6572747a00")
 _NS_BYTES = NERTZ_NAMESPACE.bytes
+_NS_SHA1 = hashlib.sha1(_NS_BYTES)
+#: the uuid variant nibble (RFC 4122: 10xx) of a hex digit, by its value
+_VARIANT = "89ab89ab89ab89ab"
 
 
 def derive_id(kind: str, *parts: object) -> str:
@@ -21,13 +24,16 @@ def derive_id(kind: str, *parts: object) -> str:
     *parts : object
         The inputs the id is a function of; each is rendered with ``str``.
     """
-    # RFC 4122 uuid5 computed directly (identical to uuid.uuid5, about 3x cheaper: ids are on the
-    # hot path of market-data ingest)
-    digest = bytearray(hashlib.sha1(_NS_BYTES + "|".join([kind, *map(str, parts)]).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # RFC 4122 uuid5 computed directly (identical to uuid.uuid5, about 2x cheaper: ids are on the hot
+    # path of market-data ingest and of every backtest): sha1(namespace + name), version nibble 5,
+    # variant bits 10
+    h = _NS_SHA1.copy()
+    if len(parts) == 1 and type(parts[0]) is str:
+        h.update(f"{kind}|{parts[0]}".encode())
+    else:
+        h.update("|".join([kind, *map(str, parts)]).encode())
+    x = h.hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[int(x[16], 16)]}{x[17:20]}-{x[20:32]}"
 
 
 def order_link_id(intent_id: str, leg: str = "entry") -> str:

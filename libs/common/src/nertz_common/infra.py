@@ -124,7 +124,7 @@ def nats_for_tests(tmp: Path) -> Iterator[str]:
     if docker_available():
         from testcontainers.community.nats import NatsContainer
 
-        with NatsContainer("nats:2.11-alpine", jetstream=True) as c:
+        with NatsContainer("nats:2.15-alpine", jetstream=True) as c:  # >= 2.14: consumer reset
             yield c.nats_uri()
             return
     srv = start_nats(tmp / "nats")

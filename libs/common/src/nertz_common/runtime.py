@@ -1,5 +1,5 @@
 """The runtime every service's composition root builds on: logging, metrics, the NATS connection,
-a checked publisher, durable consumers, and a clean shutdown on SIGTERM/SIGINT (drain, then exit).
+a checked publisher, the kernel's runners, and a clean shutdown on SIGTERM/SIGINT (drain, then exit).
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from nertz_common import bus, logs, metrics
+from nertz_common import bus, logs, metrics, topology
+from nertz_common.node.component import Node
+from nertz_common.node.nats_runner import ComponentRunner, Hooks
+from nertz_common.node.snapshot import SnapshotStore
 from nertz_common.settings import CommonSettings
 
 log = logging.getLogger("nertz.runtime")
@@ -32,14 +35,41 @@ class Runtime:
     metrics: metrics.BusMetrics
     registry: CollectorRegistry
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _consumers: list[bus.Consumer] = field(default_factory=list)
 
-    async def consumer(self, durable: str, **kwargs: object) -> bus.Consumer:
-        """Bind a durable consumer declared by the topology; it is drained at shutdown."""
-        c = bus.Consumer(self.js, durable, self.service, self.publisher, self.metrics, **kwargs)  # type: ignore[arg-type]
-        await c.start()
-        self._consumers.append(c)
-        return c
+    async def component(
+        self,
+        node: Node,
+        settings: CommonSettings,
+        *,
+        config_hash: str,
+        hooks: Hooks | None = None,
+    ) -> ComponentRunner:
+        """Build the JetStream runner of ``node`` on its declared lanes and outputs (topology).
+
+        Raises
+        ------
+        nats.js.errors.BucketNotFoundError
+            If snapshots are on and the bucket was not declared (run ``nertz streams apply``).
+        """
+        k = settings.kernel
+        store = await SnapshotStore.open(self.js) if k.snapshots else None
+        return ComponentRunner(
+            node,
+            js=self.js,
+            publisher=self.publisher,
+            metrics=self.metrics,
+            registry=self.registry,
+            stop=self.stop,
+            service=self.service,
+            lanes=topology.LANES[node.name],
+            outputs=topology.OUTPUTS[node.name],
+            snapshots=store,
+            config_hash=config_hash,
+            batch=k.fetch_batch,
+            snapshot_every=k.snapshot_every,
+            snapshot_interval_s=k.snapshot_interval_s,
+            hooks=hooks,
+        )
 
     async def until_stopped(self, *work: Awaitable[None]) -> None:
         """Run ``work`` until it ends or a stop is requested; then stop consumers and wait for it.
@@ -50,8 +80,7 @@ class Runtime:
         tasks = [asyncio.ensure_future(w) for w in work]
         stopper = asyncio.ensure_future(self.stop.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        for c in self._consumers:
-            c.stop()
+        self.stop.set()  # every runner finishes the input in hand, publishes, snapshots and returns
         failed = [t for t in done if t is not stopper and t.exception() is not None]
         if failed:
             for t in tasks:
@@ -83,8 +112,26 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     try:
         yield rt
     finally:
-        for c in rt._consumers:
-            await c.drain()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), 10)
         log.info("service.stopped")
+
+
+def run_service(main: Awaitable[None]) -> int:
+    """Run a service's async main; return its exit status (STYLE.md: errors by what the operator does).
+
+    An :class:`~nertz_common.errors.InvariantViolation` is logged critical and exits 3, so that the
+    supervisor restarts the service and the restart resumes from its snapshot; a
+    :class:`~nertz_common.errors.ConfigurationError` exits 2.
+    """
+    from nertz_common.errors import EXIT_CONFIGURATION, EXIT_INVARIANT, ConfigurationError, InvariantViolation
+
+    try:
+        asyncio.run(main)  # type: ignore[arg-type]
+    except InvariantViolation as e:
+        log.critical("invariant.violated", extra={"error": str(e)})
+        return EXIT_INVARIANT
+    except ConfigurationError as e:
+        log.critical("configuration.error", extra={"error": str(e)})
+        return EXIT_CONFIGURATION
+    return 0

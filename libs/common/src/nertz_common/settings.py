@@ -11,10 +11,21 @@ import json
 import sys
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+class KernelSettings(BaseModel):
+    """How a service's components run on JetStream (``NERTZ_KERNEL__...``); no decision depends on these."""
+
+    model_config = {"extra": "forbid"}
+
+    fetch_batch: int = Field(512, ge=1, le=10_000, description="messages per fetch")
+    snapshot_every: int = Field(20_000, ge=1, description="snapshot after this many driver inputs ...")
+    snapshot_interval_s: float = Field(60.0, gt=0, description="... or this many seconds, whichever first")
+    snapshots: bool = Field(True, description="write snapshots to the nertz-snapshots bucket")
 
 
 class CommonSettings(BaseSettings):
@@ -26,6 +37,7 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables /metrics")
     symbols: list[str] = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    kernel: KernelSettings = KernelSettings()
 
     def fingerprint(self) -> str:
         """Return a short hash of the effective configuration (secrets excluded)."""

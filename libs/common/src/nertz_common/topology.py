@@ -13,19 +13,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import nats.js.errors
-from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    DiscardPolicy,
-    StorageType,
-    StreamConfig,
-)
-
+from nertz_common import events as ev
 from nertz_common import subjects
+from nertz_common.node import snapshot
+
+if TYPE_CHECKING:  # nats is imported where it is used: tools that only read bundles never load it
+    from nats.js import JetStreamContext
+    from nats.js.api import ConsumerConfig, StreamConfig
 
 log = logging.getLogger("nertz.topology")
 
@@ -52,25 +48,104 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         (subjects.filter_of("sig", "intent"), subjects.filter_of("exec")),
         "llm-validator: intents, and executor events for its memory",
     ),
+    # the executor's driver lane: market data and operator commands, in log order (a command applies
+    # where it sits in the log, not at the next closed bar)
     ConsumerSpec(
         "executor-market",
-        tuple(subjects.filter_of("md", k) for k in ("bar", "book", "ticker", "status")),
-        "executor: market data for the paper venue and the clock",
-    ),
-    ConsumerSpec(
-        "executor-decisions",
         (
-            subjects.filter_of("sig", "intent"),
-            subjects.filter_of("sig", "factor"),
+            *(subjects.filter_of("md", k) for k in ("bar", "book", "ticker", "status")),
             subjects.filter_of("sys", "control"),
         ),
-        "executor: intents, one factor snapshot per closed bar (in bar order), operator commands",
+        "executor: market data for the paper venue and the clock, operator commands",
+    ),
+    # partner lanes, pulled only while a join waits (decisions.md D1, D7)
+    ConsumerSpec(
+        "executor-decisions",
+        (subjects.filter_of("sig", "intent"), subjects.filter_of("sig", "factor")),
+        "executor: intents and one factor snapshot per closed bar (in bar order)",
     ),
     # verdicts on their own consumer: they arrive in VerdictAwaited order, so the executor never has
     # to pull (and hold) the snapshots signal published ahead while it waits for one (decisions.md D1)
     ConsumerSpec("executor-verdicts", (subjects.filter_of("llm", "verdict"),), "executor: validator verdicts"),
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
 )
+
+
+#: each component's lanes (durable consumers), the driver lane first
+LANES: dict[str, tuple[str, ...]] = {
+    "signal": ("signal",),
+    "llm-validator": ("llm-validator",),
+    "executor": ("executor-market", "executor-decisions", "executor-verdicts"),
+}
+
+#: what each component publishes (its own output, read back after a restart)
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "signal": (subjects.filter_of("sig"),),
+    "llm-validator": (subjects.filter_of("llm", "verdict"),),
+    "executor": (subjects.filter_of("exec"), subjects.filter_of("venue")),
+}
+
+#: subject (domain, kind) -> producing service; kind None = the whole domain
+_PRODUCERS: dict[tuple[str, str | None], str] = {
+    ("md", None): "market-ingest",
+    ("sig", None): "signal",
+    ("llm", "verdict"): "llm-validator",
+    ("exec", None): "executor",
+    ("venue", None): "executor",
+    ("sys", "control"): "api",
+}
+
+
+def spec(durable: str) -> ConsumerSpec:
+    """Return the declared consumer named ``durable``.
+
+    Raises
+    ------
+    KeyError
+        If no consumer has that name.
+    """
+    for c in CONSUMERS:
+        if c.durable == durable:
+            return c
+    raise KeyError(f"expected a declared consumer, was {durable!r} (known: {[c.durable for c in CONSUMERS]})")
+
+
+def producer_of(subject: str) -> str | None:
+    """Return the service that publishes on ``subject`` (None for dead letters and unknown subjects)."""
+    tokens = subject.split(".", 2)
+    if len(tokens) < 2:
+        return None
+    return _PRODUCERS.get((tokens[0], tokens[1])) or _PRODUCERS.get((tokens[0], None))
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """Return True when ``subject`` matches the NATS subject ``pattern`` (``*`` one token, ``>`` the rest)."""
+    p = pattern.split(".")
+    s = subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def types_of(filters: tuple[str, ...] | list[str]) -> frozenset[type[ev.Event]]:
+    """Return the event types whose subjects fall under ``filters``."""
+    out = set()
+    for t, (domain, kind) in subjects.ROUTES.items():
+        probe = f"{domain}.{kind}.x.x.x" if issubclass(t, ev.InstrumentEvent) else f"{domain}.{kind}.x"
+        if any(matches(f, probe) for f in filters):
+            out.add(t)
+    return frozenset(out)
+
+
+def lane_of(component: str, subject: str) -> str | None:
+    """Return the lane (durable) of ``component`` that delivers ``subject``, None if none does."""
+    for durable in LANES.get(component, ()):
+        if any(matches(f, subject) for f in spec(durable).filter_subjects):
+            return durable
+    return None
 
 
 def stream_config(
@@ -80,6 +155,8 @@ def stream_config(
     replicas: int = 1,
 ) -> StreamConfig:
     """Return the ``NERTZ`` stream configuration (file storage, 30-day window, byte cap)."""
+    from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+
     return StreamConfig(
         name=name,
         subjects=subjects.stream_subjects(),
@@ -112,6 +189,8 @@ def raw_stream_config(
     replicas : int
         Stream replicas (3 in a cluster).
     """
+    from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+
     return StreamConfig(
         name=name,
         description="raw exchange frames as received (market-ingest recorder); short retention",
@@ -128,6 +207,8 @@ def raw_stream_config(
 
 def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
     """Return the durable pull consumer configuration of one spec."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
     return ConsumerConfig(
         durable_name=spec.durable,
         description=spec.description,
@@ -167,6 +248,8 @@ async def apply(
     ValueError
         If a stream configuration has no name.
     """
+    import nats.js.errors
+
     cfg = stream or stream_config()
     changes: list[str] = [await _apply_stream(js, cfg)]
     name = cfg.name
@@ -181,12 +264,15 @@ async def apply(
         changes.append(f"consumer {spec.durable}: {'updated' if existed else 'created'}")
     if with_raw:
         changes.append(await _apply_stream(js, raw_stream or raw_stream_config()))
+    changes.append(await _apply_snapshots(js, replicas=cfg.num_replicas or 1))
     for line in changes:
         log.info("topology.applied", extra={"change": line})
     return changes
 
 
 async def _apply_stream(js: JetStreamContext, cfg: StreamConfig) -> str:
+    import nats.js.errors
+
     name = cfg.name
     if not name:
         raise ValueError("expected a stream name in the stream configuration, was none")
@@ -199,8 +285,26 @@ async def _apply_stream(js: JetStreamContext, cfg: StreamConfig) -> str:
         return f"stream {name}: created"
 
 
+async def _apply_snapshots(js: JetStreamContext, replicas: int = 1) -> str:
+    import nats.js.errors
+
+    try:
+        await js.key_value(snapshot.BUCKET)
+        return f"snapshots {snapshot.BUCKET}: kept"
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(snapshot.bucket_config(replicas=replicas))
+        return f"snapshots {snapshot.BUCKET}: created"
+
+
 async def recreate(js: JetStreamContext) -> list[str]:
-    """Delete the stream (if any) and apply the topology afresh: an empty log. For tests and demos."""
+    """Delete the stream and the snapshots (if any) and apply the topology afresh: an empty log.
+
+    For tests and demos.
+    """
+    import nats.js.errors
+
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream(subjects.STREAM)
+    with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+        await js.delete_key_value(snapshot.BUCKET)
     return await apply(js)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from nertz_api.app import serve
 from nertz_api.settings import ApiSettings
+from nertz_common.runtime import run_service
 from nertz_common.settings import load
 
 EPILOG = """environment:
@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--migrate-only", action="store_true", help="apply the migrations and exit")
     args = parser.parse_args(argv)
     settings = load(ApiSettings)  # exits 2 listing every bad setting
-    asyncio.run(serve(settings, migrate_only=args.migrate_only))
-    return 0
+    return run_service(serve(settings, migrate_only=args.migrate_only))
 
 
 if __name__ == "__main__":

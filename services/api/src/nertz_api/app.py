@@ -102,7 +102,7 @@ async def serve(settings: ApiSettings, migrate_only: bool = False) -> None:
                 metrics=ProjectorMetrics(rt.registry), bus_metrics=rt.metrics,
             )  # fmt: skip
             await projector.check_stream((await rt.js.stream_info(subjects.STREAM)).state.last_seq)
-            consumer = await rt.consumer(CONSUMER)
+            runner = projector.runner(rt.js, rt.publisher, rt.metrics, rt.registry, rt.stop, settings.api.batch)
             ctx = ApiContext(
                 pool=pool, symbols=tuple(settings.symbols), registry=rt.registry, publisher=rt.publisher,
                 token=settings.api.token, consumer=CONSUMER,
@@ -112,6 +112,6 @@ async def serve(settings: ApiSettings, migrate_only: bool = False) -> None:
                 access_log=False, lifespan="on", timeout_graceful_shutdown=5,
             )  # fmt: skip
             log.info("api.listening", extra={"host": settings.api.host, "port": settings.api.port})
-            await rt.until_stopped(projector.run(consumer, settings.api.batch), _serve_http(_Server(config), rt.stop))
+            await rt.until_stopped(projector.run(runner), _serve_http(_Server(config), rt.stop))
         finally:
             await pool.close()

@@ -18,7 +18,7 @@ Rows are grouped per statement and written with ``executemany`` (one pipelined r
 and batch). "Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar)
 keep one row per key and batch, which turns ~10 book updates per second into one write per batch.
 
-Errors: connection-level failures become :class:`nertz_common.bus.TransientError` (the batch is
+Errors: connection-level failures become :class:`nertz_common.errors.TransientError` (the batch is
 retried in place). A row Postgres rejects (a data or constraint error, e.g. a NUL byte in a text
 field) makes the batch fall back to one savepoint per message: the good ones are projected, each
 rejected one is dead-lettered alone (``DeadLettered`` on ``sys.dlq.api``, published before the commit
@@ -49,9 +49,11 @@ import prometheus_client as prom
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from nertz_common import bus, ids, subjects
+from nertz_common import bus, lock, subjects
 from nertz_common import events as ev
+from nertz_common.errors import TransientError
 from nertz_common.metrics import LATENCY_BUCKETS, BusMetrics
+from nertz_common.node.nats_runner import ProjectionRunner
 
 log = logging.getLogger("nertz.api.projector")
 
@@ -379,7 +381,12 @@ def _on_risk_denied(w: Writes, e: ev.RiskDenied, seq: int) -> None:
                           e.reason, e.rule, None, "approve", seq))  # fmt: skip
 
 
-def _lock(w: Writes, e: ev.Correlated, seq: int, state: ev.LockState, reason: str) -> None:
+def _lock(w: Writes, e: ev.Correlated, seq: int, reason: str) -> None:
+    """Record a lock transition (the state from the one table, :mod:`nertz_common.lock`)."""
+    t = lock.transition_of(e)
+    if t is None or t not in lock.MOVES:
+        return
+    state = lock.TARGET[t]
     kind = type(e).__name__
     w.fact("lock_history", (e.event_id, e.symbol, state, reason, kind, e.correlation_id, e.ts_event, seq))
     w.latest("locks", e.symbol, (e.symbol, state, reason, kind, e.correlation_id, e.ts_event, e.event_id, seq))
@@ -389,21 +396,19 @@ def _on_order_submitted(w: Writes, e: ev.OrderSubmitted, seq: int) -> None:
     w.fact("orders", (e.event_id, "submitted", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
                       e.side, e.order_type, e.qty, e.price_ref, e.take_profit, e.stop_loss, e.reduce_only,
                       e.venue_name, None, seq))  # fmt: skip
-    if not e.reduce_only:
-        _lock(w, e, seq, "ENTRY_PENDING", "entry submitted")
+    _lock(w, e, seq, "entry submitted")
 
 
 def _on_order_rejected(w: Writes, e: ev.OrderRejected, seq: int) -> None:
     w.fact("orders", (e.event_id, "rejected", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
-                      None, None, None, None, None, None, None, None, e.reason, seq))  # fmt: skip
-    if e.order_id == ids.order_link_id(e.correlation_id, "entry"):
-        _lock(w, e, seq, "FLAT", f"entry rejected: {e.reason}")
+                      None, None, None, None, None, None, e.reduce_only, None, e.reason, seq))  # fmt: skip
+    _lock(w, e, seq, f"entry rejected: {e.reason}")
 
 
 def _on_entry_expired(w: Writes, e: ev.EntryExpired, seq: int) -> None:
     w.fact("orders", (e.event_id, "expired", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
                       None, None, None, None, None, None, None, None, e.reason, seq))  # fmt: skip
-    _lock(w, e, seq, "FLAT", f"entry expired: {e.reason}")
+    _lock(w, e, seq, f"entry expired: {e.reason}")
 
 
 def _on_order_filled(w: Writes, e: ev.OrderFilled, seq: int) -> None:
@@ -414,11 +419,10 @@ def _on_order_filled(w: Writes, e: ev.OrderFilled, seq: int) -> None:
 def _on_position_opened(w: Writes, e: ev.PositionOpened, seq: int) -> None:
     w.fact("positions_open", (e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price,
                               e.take_profit, e.stop_loss, e.fee_usdt, e.ts_event, e.event_id, "open", seq))  # fmt: skip
-    _lock(w, e, seq, "LOCKED", "position opened")
 
 
 def _on_lock_engaged(w: Writes, e: ev.LockEngaged, seq: int) -> None:
-    _lock(w, e, seq, "LOCKED", e.reason)
+    _lock(w, e, seq, e.reason)
 
 
 def _on_position_closed(w: Writes, e: ev.PositionClosed, seq: int) -> None:
@@ -429,11 +433,11 @@ def _on_position_closed(w: Writes, e: ev.PositionClosed, seq: int) -> None:
     w.fact("round_trips", (e.event_id, e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price,
                            e.exit_price, e.exit_reason, e.realized_pnl_usdt, e.fee_usdt, e.return_fraction,
                            e.holding_ns, opened_ns, e.ts_event, seq))  # fmt: skip
-    _lock(w, e, seq, "COOLDOWN", f"position closed: {e.exit_reason}")
+    _lock(w, e, seq, f"position closed: {e.exit_reason}")
 
 
 def _on_lock_released(w: Writes, e: ev.LockReleased, seq: int) -> None:
-    _lock(w, e, seq, "FLAT", e.reason)
+    _lock(w, e, seq, e.reason)
 
 
 def _on_trading_started(w: Writes, e: ev.TradingStarted, seq: int) -> None:
@@ -583,6 +587,8 @@ class Projector:
         self._known_symbols: set[str] = set()
         self._lock_conn: asyncpg.Connection | None = None
         self.stats = ProjectorStats()
+        #: True while another instance holds the projector lock and this one waits for it
+        self.waiting_for_lock = False
 
     @property
     def lock_key(self) -> int:
@@ -617,8 +623,33 @@ class Projector:
                 f"was {tracked}: this database projects another log; use a fresh database or drop its tables"
             )
 
-    async def run(self, consumer: bus.Consumer, batch: int = 1000, lock_poll_s: float = 1.0) -> None:
-        """Hold the projector lock, then project batches until ``consumer.stop()``.
+    async def position(self) -> int:
+        """Return the tracked sequence (the kernel resets the lane to the message after it).
+
+        Raises
+        ------
+        nertz_common.errors.TransientError
+            If the database is unreachable.
+        """
+        try:
+            return await self.tracked_seq()
+        except Exception as e:
+            if is_transient(e):
+                raise TransientError(f"projection database unavailable: {e!r}") from e
+            raise
+
+    def runner(
+        self, rt_js: JetStreamContext, publisher: bus.Publisher, metrics: BusMetrics, registry: CollectorRegistry,
+        stop: asyncio.Event, batch: int = 1000,
+    ) -> ProjectionRunner:  # fmt: skip
+        """Return the kernel's projection runner of this projector on its durable consumer."""
+        return ProjectionRunner(
+            js=rt_js, publisher=publisher, metrics=metrics, registry=registry, stop=stop, service=self._service,
+            lane=self.consumer, position=self.position, sink=self.handle, batch=batch, stream=self._stream,
+        )  # fmt: skip
+
+    async def run(self, runner: ProjectionRunner, lock_poll_s: float = 1.0) -> None:
+        """Hold the projector lock, then project batches until the runner's stop event.
 
         Raises
         ------
@@ -628,20 +659,21 @@ class Projector:
         async with self._pool.acquire() as lock_conn:
             waited = False
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
-                if consumer.stopping:
+                if runner.stop.is_set():
                     return
                 if not waited:
                     log.warning("projector.waiting_for_lock", extra={"consumer": self.consumer})
-                    waited = True
+                    waited = self.waiting_for_lock = True
                 await asyncio.sleep(lock_poll_s)
             self._lock_conn = lock_conn
+            self.waiting_for_lock = False
             try:
                 async with self._pool.acquire() as conn:
                     known = await conn.fetch("SELECT symbol FROM symbols")
                 self._known_symbols = {r["symbol"] for r in known}
                 self.stats.tracked_seq = await self.tracked_seq()
                 log.info("projector.started", extra={"consumer": self.consumer, "stream_seq": self.stats.tracked_seq})
-                await consumer.run_batch(self.handle, batch)
+                await runner.run()
             finally:
                 self._lock_conn = None
                 with contextlib.suppress(Exception):
@@ -652,7 +684,7 @@ class Projector:
 
         Raises
         ------
-        nertz_common.bus.TransientError
+        nertz_common.errors.TransientError
             On a connection-level failure (database down, timeout) or a failed dead-letter publish;
             nothing was committed and the batch is retried.
         RuntimeError
@@ -682,11 +714,11 @@ class Projector:
                     rows, new_symbols = await self._one_by_one(conn, items)
                 top = items[-1].stream_seq
                 await conn.execute(_TRACKING_SET, self.consumer, top)
-        except bus.TransientError:
+        except TransientError:
             raise
         except Exception as e:
             if is_transient(e):
-                raise bus.TransientError(f"projection database unavailable: {e!r}") from e
+                raise TransientError(f"projection database unavailable: {e!r}") from e
             raise
         self._known_symbols |= new_symbols
         self._account(items, skipped, rows, top, time.perf_counter() - t0)
@@ -723,7 +755,7 @@ class Projector:
                     continue  # poison: dead-lettered and terminated by Consumer.fetch
                 out.append(Item(event, seq, m.subject or "", m.data or b""))
         except (nats.errors.Error, TimeoutError) as e:
-            raise bus.TransientError(f"could not read sequences {lo}..{hi} from {self._stream}: {e!r}") from e
+            raise TransientError(f"could not read sequences {lo}..{hi} from {self._stream}: {e!r}") from e
         if out:
             log.warning("projector.gap_filled", extra={"from_seq": lo, "to_seq": hi, "messages": len(out)})
         self.stats.gap_filled += len(out)
@@ -768,7 +800,7 @@ class Projector:
         try:
             await self._publisher.publish(record)
         except bus.PublishError as pe:
-            raise bus.TransientError(f"could not dead-letter sequence {it.stream_seq}: {pe}") from pe
+            raise TransientError(f"could not dead-letter sequence {it.stream_seq}: {pe}") from pe
         log.error(
             "message.dead_lettered",
             extra={"stream_seq": it.stream_seq, "event_id": it.event.event_id, "reason": record.reason[:200]},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from nertz_common.settings import CommonSettings
 from nertz_executor.core.config import SECOND_NS, ExecutorConfig
@@ -18,8 +18,8 @@ class ExecutorGroup(BaseModel):
     slippage_bps: float = Field(default=1.0, ge=0, lt=1000, description="adverse slippage of fills/stops, bps")
     entry_timeout_s: float = Field(default=300.0, gt=0, description="entry expiry, s (event time)")
     cooldown_s: float = Field(default=900.0, ge=0, description="cooldown after a close, s (event time)")
-    min_hold_s: float = Field(default=3600.0, ge=0, description="no own exit before, s")
-    max_hold_s: float = Field(default=172_800.0, ge=0, description="stale exit after, s")
+    min_hold_s: float = Field(default=3600.0, ge=0, description="no own exit (stale, protections) before, s")
+    max_hold_s: float = Field(default=172_800.0, gt=0, description="stale exit after, s")
     stale_band: float = Field(default=0.01, ge=0, description="stale exit when return below, fraction")
     max_positions: int = Field(default=3, ge=1, description="positions open or pending at once")
     max_leverage: float = Field(default=10.0, ge=1, description="leverage cap (intent and account notional / equity)")
@@ -28,16 +28,6 @@ class ExecutorGroup(BaseModel):
     daily_loss_limit: float = Field(default=0.05, gt=0, le=1, description="daily loss breaker, fraction")
     trading_enabled: bool = Field(default=True, description="entries allowed before any TradingStarted/Stopped")
     venue_name: str = Field(default="paper", description="venue recorded in orders and fills")
-    fetch_batch: int = Field(default=256, ge=1, le=4096, description="market/decision messages per fetch")
-    keepalive_s: float = Field(default=15.0, gt=0, description="+WPI interval for held messages while waiting, s")
-    buffer_horizon_s: float = Field(default=3600.0, gt=0, description="older buffered verdicts: leftovers, s")
-    reset_consumers: bool = Field(default=True, description="reset both consumers to their ack floor at start (ADR-60)")
-
-    @model_validator(mode="after")
-    def _holds(self) -> ExecutorGroup:
-        if self.min_hold_s > self.max_hold_s:
-            raise ValueError(f"expected min_hold_s <= max_hold_s, was {self.min_hold_s} > {self.max_hold_s}")
-        return self
 
     def to_config(self) -> ExecutorConfig:
         """Return the core's :class:`~nertz_executor.core.config.ExecutorConfig`."""

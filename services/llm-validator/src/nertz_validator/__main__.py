@@ -1,3 +1,5 @@
+import sys
+
 from nertz_validator.app import main
 
-main()
+sys.exit(main())

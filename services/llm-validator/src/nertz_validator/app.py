@@ -1,63 +1,72 @@
-"""Composition root of the llm-validator."""
+"""Composition root of the llm-validator: the validator component on its JetStream lane."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
-from nertz_common import bus, runtime, settings
-from nertz_common.topology import CONSUMERS
-from nertz_validator.core.memory import Memory
-from nertz_validator.core.policy import RulesConfig, RulesPolicy
-from nertz_validator.core.rendezvous import Rendezvous
-from nertz_validator.handlers import ValidatorHandler, ValidatorMetrics
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from nertz_common import events as ev
+from nertz_common import runtime, settings
+from nertz_common.node.component import Node, Output
+from nertz_common.node.nats_runner import ComponentRunner, Hooks
+from nertz_validator.build import build
 from nertz_validator.settings import ValidatorSettings
 
 log = logging.getLogger("nertz.validator")
-DURABLE = "llm-validator"
+SERVICE = "llm-validator"
 
 
-async def rebuild(js, core: Rendezvous) -> int:  # type: ignore[no-untyped-def]
-    """Fold the executor events this consumer already took into ``core`` (memory after a restart).
+class ValidatorMetrics:
+    """``nertz_llm_validator_*`` metrics: verdicts by decision and policy, intents waiting."""
 
-    Returns the number of events folded.
-    """
-    info = await js.consumer_info("NERTZ", DURABLE)
-    upto = info.delivered.stream_seq
-    if not upto:
-        return 0
-    spec = next(c for c in CONSUMERS if c.durable == DURABLE)
-    exec_filters = [s for s in spec.filter_subjects if s.startswith("exec.")]
-    history = await bus.read_history(js, exec_filters, upto_seq=upto)
-    for r in history:
-        core.on_exec(r.event, r.stream_seq)
-    return len(history)
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.verdicts = Counter(
+            "nertz_llm_validator_verdicts_total", "Verdicts issued", ["symbol", "decision", "policy"], registry=registry
+        )
+        self.waiting = Gauge(
+            "nertz_llm_validator_intents_waiting", "Intents held until the executor reaches them", registry=registry
+        )
+
+
+def hooks(metrics: ValidatorMetrics, node: Node) -> Hooks:
+    """Count and log the published verdicts; never a decision."""
+
+    def published(outputs: list[Output]) -> None:
+        for v, pos in outputs:
+            if isinstance(v, ev.VerdictIssued):
+                metrics.verdicts.labels(symbol=v.symbol, decision=v.decision, policy=v.policy).inc()
+                log.info(
+                    "verdict.issued",
+                    extra={
+                        "symbol": v.symbol, "correlation_id": v.correlation_id, "decision": v.decision,
+                        "policy": v.policy, "reasons": v.reasons, "stream_seq": pos.seq,
+                    },
+                )  # fmt: skip
+
+    return Hooks(published=published, after_flush=lambda: metrics.waiting.set(node.buffered))
+
+
+async def start(rt: runtime.Runtime, config: ValidatorSettings) -> tuple[Node, ComponentRunner]:
+    """Build the validator node and its JetStream runner on ``rt`` (run it with ``runner.run()``)."""
+    if config.dashscope_api_key is not None:
+        log.warning("validator.qwen_not_available", extra={"fallback": "rules"})
+    node = build(config.validator)
+    runner = await rt.component(
+        node, config, config_hash=config.fingerprint(), hooks=hooks(ValidatorMetrics(rt.registry), node)
+    )
+    return node, runner
 
 
 async def run(config: ValidatorSettings) -> None:
     """Run the validator until SIGTERM/SIGINT."""
-    async with runtime.runtime("llm-validator", config) as rt:
-        policy = RulesPolicy(RulesConfig(**config.validator.rules.model_dump()))
-        if config.dashscope_api_key is not None:
-            log.warning("validator.qwen_not_available", extra={"fallback": "rules"})
-        core = Rendezvous(policy, Memory())
-        n = await rebuild(rt.js, core)
-        log.info("validator.rebuilt", extra={"events": n, "policy": policy.name})
-        handler = ValidatorHandler(core, rt.publisher, ValidatorMetrics(rt.registry))
-        consumer = await rt.consumer(DURABLE)
-        await rt.until_stopped(_loop(consumer, handler))
+    async with runtime.runtime(SERVICE, config) as rt:
+        _, runner = await start(rt, config)
+        await rt.until_stopped(runner.run())
 
 
-async def _loop(consumer: bus.Consumer, handler: ValidatorHandler) -> None:
-    # Intents are held unacked until judged, so this loop settles acks itself rather than
-    # Consumer.run (which acks every message after its handler).
-    while not consumer.stopping:
-        for d in await consumer.fetch(256):
-            await handler.handle(d)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m nertz_validator``."""
     parser = argparse.ArgumentParser(
         prog="python -m nertz_validator",
@@ -70,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
         epilog="Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_VALIDATOR__RULES__<THRESHOLD>",
     )
     parser.parse_args(argv)
-    asyncio.run(run(settings.load(ValidatorSettings)))
+    return runtime.run_service(run(settings.load(ValidatorSettings)))

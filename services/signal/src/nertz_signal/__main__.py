@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
@@ -39,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
+    from nertz_common.runtime import run_service
     from nertz_signal.app import serve
 
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,44 +1,74 @@
-"""Composition root of the signal service: build everything, rebuild state, consume until stopped."""
+"""Composition root of the signal service: the engine as a kernel component on its JetStream lane."""
 
 from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry
-
-from nertz_common import bus
-from nertz_common.runtime import runtime
-from nertz_signal.adapters.rebuild import rebuild
-from nertz_signal.core.config import SignalConfig
+from nertz_common import events as ev
+from nertz_common.node.component import Node, Output
+from nertz_common.node.nats_runner import ComponentRunner, Hooks
+from nertz_common.runtime import Runtime, runtime
 from nertz_signal.core.engine import SignalEngine
-from nertz_signal.handlers import SignalHandler
 from nertz_signal.metrics import SignalMetrics
 from nertz_signal.settings import SignalSettings
 
 SERVICE = "signal"
-DURABLE = "signal"
 
 log = logging.getLogger("nertz.signal")
 
 
-def build_handler(cfg: SignalConfig, publisher: bus.Publisher, registry: CollectorRegistry) -> SignalHandler:
-    """Return the delivery handler: a fresh engine on ``cfg``, publishing through ``publisher``."""
-    return SignalHandler(SignalEngine(cfg), publisher, SignalMetrics(registry))
+def hooks(metrics: SignalMetrics, engine: SignalEngine) -> Hooks:
+    """Log and count what was published (intents, vetoes, warm-up resets); never a decision."""
+    resets = [engine.resets]
+
+    def published(outputs: list[Output]) -> None:
+        events = [e for e, _ in outputs]
+        metrics.observe(events)
+        for e, pos in outputs:
+            if isinstance(e, ev.IntentProposed):
+                log.info(
+                    "intent.proposed",
+                    extra={
+                        "symbol": e.symbol, "side": e.side, "event_id": e.event_id, "correlation_id": e.correlation_id,
+                        "causation_id": e.causation_id, "stream_seq": pos.seq, "entry_price": e.entry_price,
+                        "take_profit": e.take_profit, "stop_loss": e.stop_loss, "qty": e.qty,
+                        "leverage": e.leverage, "combined": e.combined, "regime": e.regime,
+                    },
+                )  # fmt: skip
+            elif isinstance(e, ev.FactorSnapshot) and e.veto:
+                log.info(
+                    "intent.vetoed",
+                    extra={"symbol": e.symbol, "event_id": e.event_id, "stream_seq": pos.seq, "veto": e.veto},
+                )
+        if engine.resets != resets[0]:
+            metrics.resets.labels(symbol="all").inc(engine.resets - resets[0])
+            resets[0] = engine.resets
+
+    return Hooks(published=published)
+
+
+async def start(rt: Runtime, settings: SignalSettings) -> tuple[SignalEngine, ComponentRunner]:
+    """Build the engine and its JetStream runner on ``rt`` (run it with ``runner.run()``)."""
+    engine = SignalEngine(settings.signal)
+    runner = await rt.component(
+        Node(engine), settings, config_hash=settings.fingerprint(), hooks=hooks(SignalMetrics(rt.registry), engine)
+    )
+    return engine, runner
 
 
 async def serve(settings: SignalSettings) -> None:
-    """Run the signal service until SIGTERM/SIGINT: rebuild state from the log, then consume in order.
+    """Run the signal service until SIGTERM/SIGINT: restore the snapshot, then consume in log order.
 
     Raises
     ------
     nats.js.errors.NotFoundError
         If the ``NERTZ`` stream or the ``signal`` consumer is missing (run ``nertz streams apply``).
+    InvariantViolation
+        If the log no longer holds what the state needs, or a restart re-derives something else.
     """
     async with runtime(SERVICE, settings) as rt:
-        handler = build_handler(settings.signal, rt.publisher, rt.registry)
-        await rebuild(handler.engine, rt.js, DURABLE)
-        consumer = await rt.consumer(DURABLE)
         cfg = settings.signal
+        _, runner = await start(rt, settings)
         log.info(
             "signal.ready",
             extra={
@@ -49,4 +79,4 @@ async def serve(settings: SignalSettings) -> None:
                 "max_leverage": cfg.max_leverage,
             },
         )
-        await rt.until_stopped(consumer.run_batch(handler.handle_batch))
+        await rt.until_stopped(runner.run())

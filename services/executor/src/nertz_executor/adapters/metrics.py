@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nertz_common import events as ev
-from nertz_common.metrics import LATENCY_BUCKETS
 from nertz_executor.core.lock import LOCK_LEVEL, ExecutorState
 
 P = "nertz_executor"
@@ -40,13 +39,11 @@ class ExecutorMetrics:
         self.positions_closed = Counter(
             f"{P}_positions_closed_total", "Positions closed, by exit reason", ["exit_reason"], registry=registry
         )
-        self.trading_enabled = Gauge(f"{P}_trading_enabled", "1 when new entries are allowed", registry=registry)
-        self.steps = Counter(f"{P}_steps_total", "Market messages handled, by kind", ["kind"], registry=registry)
-        self.barrier_wait = Histogram(
-            f"{P}_barrier_wait_seconds",
-            "Wall time waiting for a bar's factor snapshot and verdict",
-            buckets=(*LATENCY_BUCKETS, 10, 30, 60),
-            registry=registry,
+        self.trading_enabled = Gauge(
+            f"{P}_trading_enabled", "1 when new entries are allowed on every symbol (scope all)", registry=registry
+        )
+        self.symbol_trading = Gauge(
+            f"{P}_symbol_trading_enabled", "1 when new entries are allowed on the symbol", ["symbol"], registry=registry
         )
 
     def observe_event(self, event: ev.Event) -> None:
@@ -78,3 +75,5 @@ class ExecutorMetrics:
         self.realized_pnl.set(state.realized_pnl_usdt)
         self.drawdown.set(state.drawdown_fraction)
         self.trading_enabled.set(1 if state.trading_enabled else 0)
+        for s in symbols or []:
+            self.symbol_trading.labels(symbol=s).set(1 if state.trading_allowed(s) else 0)

@@ -27,7 +27,9 @@ class ExecutorConfig:
     cooldown_ns : int
         Time in COOLDOWN after a position closes, ns.
     min_hold_ns : int
-        No own (stale) exit before this holding time, ns.
+        The executor never exits a position on its own before this holding time, ns: it gates every
+        own exit (today the stale exit; trailing and protection exits of later issues too). Set above
+        ``max_hold_ns`` it delays the stale exit to it.
     max_hold_ns : int
         After this holding time a position whose return is below ``stale_band`` is closed at market, ns.
     stale_band : float
@@ -77,7 +79,8 @@ class ExecutorConfig:
             "0 <= slippage_bps < 1000": 0 <= self.slippage_bps < 1000,
             "entry_timeout_ns > 0": self.entry_timeout_ns > 0,
             "cooldown_ns >= 0": self.cooldown_ns >= 0,
-            "0 <= min_hold_ns <= max_hold_ns": 0 <= self.min_hold_ns <= self.max_hold_ns,
+            "min_hold_ns >= 0": self.min_hold_ns >= 0,
+            "max_hold_ns > 0": self.max_hold_ns > 0,
             "stale_band >= 0": self.stale_band >= 0,
             "max_positions >= 1": self.max_positions >= 1,
             "max_leverage >= 1": self.max_leverage >= 1,

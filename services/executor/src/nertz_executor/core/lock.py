@@ -1,4 +1,4 @@
-"""The Structural Hard Lock: per-symbol state machine as a pure fold and pure decisions.
+"""The Structural Hard Lock: the executor's state as a pure fold of its own events.
 
 ::
 
@@ -6,39 +6,34 @@
       ▲                                   │ not filled in time / rejected                         │ elapsed
       └───────────────────────────────────┴────────────────────────────────────────────────────────┘
 
-- :func:`evolve` folds the executor's own events (``exec.*`` and ``venue.*`` ``OrderFilled``) into an
-  :class:`ExecutorState`; a transition the lock forbids raises :class:`LockViolation`, so an order can
-  structurally not be submitted for a symbol that is not FLAT.
-- :func:`decide` turns one input (market data, a closed-bar barrier, a verdict, an operator command)
-  into the events it causes. In ENTRY_PENDING, LOCKED and COOLDOWN every verdict for the symbol
-  becomes ``SignalSuppressed`` and never reaches the venue.
-- :func:`apply_control` applies ``TradingStarted``/``TradingStopped`` (inputs, not outputs).
+:func:`evolve` folds one executor event (``exec.*``, and the venue's ``OrderFilled``) into an
+:class:`ExecutorState`. Which transitions exist is written once, in :data:`nertz_common.lock.TRANSITIONS`
+(the validator's memory and the api's projection read the same table); a pair that is not in it raises
+:class:`LockViolation`, so an order can structurally not be submitted for a symbol that is not FLAT.
+Each event type has its own small fold function (after eventsourcing's mutators).
+:func:`apply_control` applies ``TradingStarted``/``TradingStopped`` (inputs, not outputs), by scope.
 
-Conventions: every event's ``ts_event = ts_init`` = the ``ts_event`` of the input being handled;
-``event_id = derive_id(<type>, correlation_id, ...)``; ``correlation_id`` is the intent id and
-``causation_id`` the event that caused it. Money in USDT, quantities in base currency, times in UNIX ns,
-returns as fractions.
+Conventions: money in USDT, quantities in base currency, times in UNIX ns, returns as fractions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
 import msgspec
 from msgspec import Struct
 
 from nertz_common import events as ev
-from nertz_common.ids import derive_id, order_link_id
-from nertz_executor.core import paper, risk
+from nertz_common import lock
+from nertz_common.errors import InvariantViolation
 from nertz_executor.core.config import DAY_NS, ExecutorConfig
 
 #: gauge value of each lock state (metrics: 0 = FLAT .. 3 = COOLDOWN)
-LOCK_LEVEL: dict[str, int] = {"FLAT": 0, "ENTRY_PENDING": 1, "LOCKED": 2, "COOLDOWN": 3}
+LOCK_LEVEL = lock.LEVEL
 
 
-class LockViolation(Exception):
+class LockViolation(InvariantViolation):
     """An event the Hard Lock forbids in the current state: an invariant violation (stop the process)."""
 
 
@@ -71,7 +66,7 @@ class SymbolState(Struct, frozen=True, kw_only=True):
     entry_fee_usdt : float
         Entry taker fee, USDT.
     opened_ts_ns : int
-        When the position opened, UNIX ns; later bars count for TP/SL when they open at or after it.
+        When the position opened, UNIX ns.
     cooldown_until_ns : int
         End of the cooldown, UNIX ns (COOLDOWN only).
     """
@@ -121,13 +116,10 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
         Equity at the start of ``day``, USDT.
     daily_realized_pnl_usdt : float
         Realized P&L of ``day``, USDT.
-    awaited : frozenset[str]
-        Intent ids whose closed-bar barrier was reached (``VerdictAwaited`` published).
-    decided : frozenset[str]
-        Intent ids whose verdict produced a decision event (suppressed, denied or submitted): a
-        redelivered verdict for one of them does nothing.
     trading_enabled : bool
-        False after ``TradingStopped`` until ``TradingStarted``.
+        False after ``TradingStopped`` for every symbol (scope ``all``) until ``TradingStarted``.
+    halted : frozenset[str]
+        Symbols stopped by a per-symbol ``TradingStopped`` (scope = the symbol).
     entry_timeout_ns, cooldown_ns : int
         Lock timings the fold needs (from the configuration), ns.
     closed_trades, winning_trades : int
@@ -142,9 +134,8 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
     day: int = -1
     day_start_equity_usdt: float
     daily_realized_pnl_usdt: float = 0.0
-    awaited: frozenset[str] = frozenset()
-    decided: frozenset[str] = frozenset()
     trading_enabled: bool = True
+    halted: frozenset[str] = frozenset()
     entry_timeout_ns: int
     cooldown_ns: int
     closed_trades: int = 0
@@ -153,6 +144,10 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
     def symbol(self, symbol: str) -> SymbolState:
         """Return the state of ``symbol`` (FLAT when never seen)."""
         return self.symbols.get(symbol, FLAT)
+
+    def trading_allowed(self, symbol: str) -> bool:
+        """True unless trading is stopped for every symbol or for this one."""
+        return self.trading_enabled and symbol not in self.halted
 
     @property
     def open_positions(self) -> int:
@@ -200,49 +195,6 @@ def initial_state(config: ExecutorConfig) -> ExecutorState:
     )
 
 
-# --- inputs of decide ---------------------------------------------------------------------------
-
-MarketData: TypeAlias = ev.Bar | ev.BookSnapshot | ev.Ticker | ev.FeedGap | ev.FeedResynced | ev.FeedStale
-
-
-@dataclass(frozen=True, slots=True)
-class MarketInput:
-    """One market message: drives the paper venue (fills, TP/SL, stale exits) and the timers."""
-
-    event: MarketData
-
-
-@dataclass(frozen=True, slots=True)
-class BarrierInput:
-    """A closed bar and its ``FactorSnapshot``: gives ``VerdictAwaited`` when the snapshot has an intent."""
-
-    bar: ev.Bar
-    factor: ev.FactorSnapshot
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictInput:
-    """A closed bar, its snapshot, the verdict on the snapshot's intent and the intent itself.
-
-    ``intent`` is None when the intent could not be read from the log; an approval then is denied
-    (rule ``intent_unavailable``), since the order's size and TP/SL come from the intent.
-    """
-
-    bar: ev.Bar
-    factor: ev.FactorSnapshot
-    verdict: ev.VerdictIssued
-    intent: ev.IntentProposed | None
-
-
-@dataclass(frozen=True, slots=True)
-class ControlInput:
-    """An operator command; its effect is :func:`apply_control`, it publishes nothing."""
-
-    event: ev.TradingStarted | ev.TradingStopped
-
-
-Input: TypeAlias = MarketInput | BarrierInput | VerdictInput | ControlInput
-
 #: events the fold accepts
 Folded: TypeAlias = ev.ExecEvent | ev.OrderFilled
 
@@ -250,7 +202,7 @@ Folded: TypeAlias = ev.ExecEvent | ev.OrderFilled
 # --- evolve -------------------------------------------------------------------------------------
 
 
-def evolve(state: ExecutorState, event: Folded) -> ExecutorState:
+def evolve(state: ExecutorState, event: ev.Event) -> ExecutorState:
     """Fold one of the executor's own events into ``state`` and return the new state.
 
     Parameters
@@ -266,71 +218,35 @@ def evolve(state: ExecutorState, event: Folded) -> ExecutorState:
     Raises
     ------
     LockViolation
-        If the event is a transition the Hard Lock forbids (e.g. an entry ``OrderSubmitted`` for a
+        If the event is a transition the Hard Lock forbids (:data:`nertz_common.lock.TRANSITIONS`), or
+        names another intent than the one the symbol holds (e.g. an entry ``OrderSubmitted`` for a
         symbol that is not FLAT, a ``PositionClosed`` without an open position).
     TypeError
         If ``event`` is not an executor event.
     """
+    fold_one = _FOLDS.get(type(event))
+    if fold_one is None:
+        raise TypeError(f"expected an exec.* event or OrderFilled, was {type(event).__name__}")
     state = _roll_day(state, event.ts_event)
-    if isinstance(event, ev.VerdictAwaited):
-        return msgspec.structs.replace(state, awaited=state.awaited | {event.correlation_id})
-    if isinstance(event, ev.SignalSuppressed | ev.RiskDenied):
-        return msgspec.structs.replace(state, decided=state.decided | {event.correlation_id})
-    if isinstance(event, ev.OrderSubmitted):
-        return _on_submitted(state, event)
-    if isinstance(event, ev.OrderFilled):
-        sym = state.symbol(event.symbol)
-        expected = ("LOCKED",) if event.reduce_only else ("ENTRY_PENDING",)
-        _expect(sym, event, expected)
-        return state
-    if isinstance(event, ev.PositionOpened):
-        sym = _expect(state.symbol(event.symbol), event, ("ENTRY_PENDING",))
-        if sym.position_id is not None:
-            raise LockViolation(f"expected no position on {event.symbol}, was {sym.position_id}")
-        new = msgspec.structs.replace(
-            sym,
-            position_id=event.position_id,
-            entry_price=event.entry_price,
-            entry_fee_usdt=event.fee_usdt,
-            opened_ts_ns=event.ts_event,
-            qty=event.qty,
+    t = lock.transition_of(event)
+    if t is None:
+        return fold_one(state, state.symbol(event.symbol), event)  # type: ignore[attr-defined]
+    sym = state.symbol(event.symbol)  # type: ignore[attr-defined]
+    target = lock.TRANSITIONS.get((sym.lock, t))
+    if target is None:
+        raise LockViolation(
+            f"expected {type(event).__name__} ({t}) on {event.symbol} in a state that allows it, "  # type: ignore[attr-defined]
+            f"was {sym.lock} for intent {sym.correlation_id} (event's intent {event.correlation_id})"  # type: ignore[attr-defined]
         )
-        return _with(state, event.symbol, new)
-    if isinstance(event, ev.LockEngaged):
-        sym = _expect(state.symbol(event.symbol), event, ("ENTRY_PENDING",))
-        if sym.position_id is None:
-            raise LockViolation(f"expected an open position before LockEngaged on {event.symbol}")
-        return _with(state, event.symbol, msgspec.structs.replace(sym, lock="LOCKED"))
-    if isinstance(event, ev.PositionClosed):
-        sym = _expect(state.symbol(event.symbol), event, ("LOCKED",))
-        equity = state.equity_usdt + event.realized_pnl_usdt
-        new_sym = SymbolState(
-            lock="COOLDOWN",
-            venue=sym.venue,
-            market=sym.market,
-            correlation_id=sym.correlation_id,
-            cooldown_until_ns=event.ts_event + state.cooldown_ns,
+    if t != "entry_submitted" and sym.correlation_id != event.correlation_id:  # type: ignore[attr-defined]
+        raise LockViolation(
+            f"expected {type(event).__name__} on {event.symbol} for intent {sym.correlation_id}, "  # type: ignore[attr-defined]
+            f"was for {event.correlation_id}"  # type: ignore[attr-defined]
         )
-        state = msgspec.structs.replace(
-            state,
-            equity_usdt=equity,
-            realized_pnl_usdt=state.realized_pnl_usdt + event.realized_pnl_usdt,
-            peak_equity_usdt=max(state.peak_equity_usdt, equity),
-            daily_realized_pnl_usdt=state.daily_realized_pnl_usdt + event.realized_pnl_usdt,
-            closed_trades=state.closed_trades + 1,
-            winning_trades=state.winning_trades + (event.realized_pnl_usdt > 0),
-        )
-        return _with(state, event.symbol, new_sym)
-    if isinstance(event, ev.EntryExpired | ev.OrderRejected):
-        sym = _expect(state.symbol(event.symbol), event, ("ENTRY_PENDING",))
-        return _with(state, event.symbol, SymbolState(venue=sym.venue, market=sym.market))
-    if isinstance(event, ev.LockReleased):
-        sym = _expect(state.symbol(event.symbol), event, ("COOLDOWN",))
-        return _with(state, event.symbol, SymbolState(venue=sym.venue, market=sym.market))
-    raise TypeError(f"expected an exec.* event or OrderFilled, was {type(event).__name__}")
+    return fold_one(state, sym, event)
 
 
-def fold(state: ExecutorState, events: Iterable[Folded]) -> ExecutorState:
+def fold(state: ExecutorState, events: Iterable[ev.Event]) -> ExecutorState:
     """Fold ``events`` in order with :func:`evolve`."""
     for e in events:
         state = evolve(state, e)
@@ -338,47 +254,17 @@ def fold(state: ExecutorState, events: Iterable[Folded]) -> ExecutorState:
 
 
 def apply_control(state: ExecutorState, event: ev.TradingStarted | ev.TradingStopped) -> ExecutorState:
-    """Apply an operator command: ``TradingStopped`` halts new entries, ``TradingStarted`` allows them.
+    """Apply an operator command in its scope: ``all`` or one symbol.
 
-    Open positions keep their exchange-native TP/SL either way.
+    ``TradingStopped(all)`` halts new entries on every symbol; ``TradingStopped(<symbol>)`` on that one.
+    ``TradingStarted(all)`` lifts every halt; ``TradingStarted(<symbol>)`` lifts that symbol's (a stop of
+    every symbol stays). Open positions keep their exchange-native TP/SL either way.
     """
-    return msgspec.structs.replace(state, trading_enabled=isinstance(event, ev.TradingStarted))
-
-
-def _on_submitted(state: ExecutorState, event: ev.OrderSubmitted) -> ExecutorState:
-    sym = state.symbol(event.symbol)
-    if event.reduce_only:
-        _expect(sym, event, ("LOCKED",))
-        return state
-    if sym.lock != "FLAT":
-        raise LockViolation(f"expected FLAT for an entry on {event.symbol}, was {sym.lock} (order {event.order_id})")
-    if event.take_profit is None or event.stop_loss is None:
-        raise LockViolation(f"expected an entry with take_profit and stop_loss, was {event!r}")
-    new = SymbolState(
-        lock="ENTRY_PENDING",
-        venue=event.venue,
-        market=event.market,
-        correlation_id=event.correlation_id,
-        order_id=event.order_id,
-        side="long" if event.side == "Buy" else "short",
-        qty=event.qty,
-        price_ref=event.price_ref,
-        take_profit=event.take_profit,
-        stop_loss=event.stop_loss,
-        order_ts_ns=event.ts_event,
-        entry_deadline_ns=event.ts_event + state.entry_timeout_ns,
-    )
-    state = msgspec.structs.replace(state, decided=state.decided | {event.correlation_id})
-    return _with(state, event.symbol, new)
-
-
-def _expect(sym: SymbolState, event: ev.Correlated, locks: tuple[str, ...]) -> SymbolState:
-    if sym.lock not in locks or sym.correlation_id != event.correlation_id:
-        raise LockViolation(
-            f"expected {type(event).__name__} on {event.symbol} in {'/'.join(locks)} for intent "
-            f"{event.correlation_id}, was {sym.lock} for {sym.correlation_id}"
-        )
-    return sym
+    start = isinstance(event, ev.TradingStarted)
+    if event.scope == "all":
+        return msgspec.structs.replace(state, trading_enabled=start, halted=frozenset() if start else state.halted)
+    halted = state.halted - {event.scope} if start else state.halted | {event.scope}
+    return msgspec.structs.replace(state, halted=halted)
 
 
 def _with(state: ExecutorState, symbol: str, sym: SymbolState) -> ExecutorState:
@@ -392,289 +278,91 @@ def _roll_day(state: ExecutorState, ts_ns: int) -> ExecutorState:
     return msgspec.structs.replace(state, day=day, day_start_equity_usdt=state.equity_usdt, daily_realized_pnl_usdt=0.0)
 
 
-# --- decide -------------------------------------------------------------------------------------
+def _no_change(state: ExecutorState, sym: SymbolState, e: Any) -> ExecutorState:
+    return state
 
 
-def decide(state: ExecutorState, inp: Input, config: ExecutorConfig) -> list[ev.Event]:
-    """Return the events one input causes, in publishing order (pure: no I/O, no clock).
-
-    Parameters
-    ----------
-    state : ExecutorState
-        The state before the input.
-    inp : MarketInput | BarrierInput | VerdictInput | ControlInput
-    config : ExecutorConfig
-
-    Returns
-    -------
-    list[Event]
-        ``exec.*`` events and venue ``OrderFilled`` fills; fold them with :func:`evolve` in order.
-
-    Raises
-    ------
-    ValueError
-        If a verdict does not belong to the snapshot's intent or to the bar's symbol.
-    """
-    if isinstance(inp, MarketInput):
-        return _on_market(state, inp.event, config)
-    if isinstance(inp, BarrierInput):
-        return _on_barrier(state, inp)
-    if isinstance(inp, VerdictInput):
-        return _on_verdict(state, inp, config)
-    return []
-
-
-def advance(state: ExecutorState, inp: Input, config: ExecutorConfig) -> tuple[ExecutorState, list[ev.Event]]:
-    """Decide ``inp`` and fold its events (controls are applied); return the new state and the events."""
-    if isinstance(inp, ControlInput):
-        return apply_control(state, inp.event), []
-    events = decide(state, inp, config)
-    return fold(state, events), events  # type: ignore[arg-type]
-
-
-def _on_market(state: ExecutorState, event: MarketData, config: ExecutorConfig) -> list[ev.Event]:
-    sym = state.symbol(event.symbol)
-    if sym.lock == "ENTRY_PENDING":
-        return _on_pending(state, sym, event, config)
-    if sym.lock == "LOCKED":
-        return _exit_events(sym, event, sym.opened_ts_ns, config)
-    if sym.lock == "COOLDOWN" and event.ts_event >= sym.cooldown_until_ns:
-        assert sym.correlation_id is not None
-        return [
-            ev.LockReleased(
-                **_envelope("LockReleased", sym, event, event.event_id, event.symbol),
-                reason="cooldown_elapsed",
-            )
-        ]
-    return []
-
-
-def _on_pending(state: ExecutorState, sym: SymbolState, event: MarketData, config: ExecutorConfig) -> list[ev.Event]:
-    assert sym.side is not None and sym.order_id is not None
-    fill = paper.entry_fill(sym.side, sym.qty, sym.order_ts_ns, event, config)
-    if fill is None or fill.active_from_ns > sym.entry_deadline_ns:
-        if event.ts_event > sym.entry_deadline_ns:
-            timeout_s = (sym.entry_deadline_ns - sym.order_ts_ns) / 1e9
-            return [
-                ev.EntryExpired(
-                    **_envelope("EntryExpired", sym, event, event.event_id, event.symbol),
-                    order_id=sym.order_id,
-                    reason=f"not filled within {timeout_s:g} s",
-                )
-            ]
-        return []
-    filled = ev.OrderFilled(
-        **_envelope("OrderFilled", sym, event, event.event_id, event.symbol, sym.order_id),
-        order_id=sym.order_id,
-        fill_id=derive_id("fill", sym.order_id),
-        side=paper.entry_side(sym.side),
-        qty=sym.qty,
-        price=fill.price,
-        fee_usdt=fill.fee_usdt,
-        reduce_only=False,
-        venue_name=config.venue_name,
+def _on_order_submitted(state: ExecutorState, sym: SymbolState, e: ev.OrderSubmitted) -> ExecutorState:
+    if e.reduce_only:
+        return state
+    if e.take_profit is None or e.stop_loss is None:
+        raise LockViolation(f"expected an entry with take_profit and stop_loss, was {e!r}")
+    new = SymbolState(
+        lock="ENTRY_PENDING",
+        venue=e.venue,
+        market=e.market,
+        correlation_id=e.correlation_id,
+        order_id=e.order_id,
+        side="long" if e.side == "Buy" else "short",
+        qty=e.qty,
+        price_ref=e.price_ref,
+        take_profit=e.take_profit,
+        stop_loss=e.stop_loss,
+        order_ts_ns=e.ts_event,
+        entry_deadline_ns=e.ts_event + state.entry_timeout_ns,
     )
-    position_id = derive_id("position", sym.correlation_id)
-    opened = ev.PositionOpened(
-        **_envelope("PositionOpened", sym, event, filled.event_id, event.symbol),
-        position_id=position_id,
-        side=sym.side,
-        qty=sym.qty,
-        entry_price=fill.price,
-        take_profit=sym.take_profit,
-        stop_loss=sym.stop_loss,
-        fee_usdt=fill.fee_usdt,
+    return _with(state, e.symbol, new)
+
+
+def _on_position_opened(state: ExecutorState, sym: SymbolState, e: ev.PositionOpened) -> ExecutorState:
+    if sym.position_id is not None:
+        raise LockViolation(f"expected no position on {e.symbol}, was {sym.position_id}")
+    new = msgspec.structs.replace(
+        sym,
+        position_id=e.position_id,
+        entry_price=e.entry_price,
+        entry_fee_usdt=e.fee_usdt,
+        opened_ts_ns=e.ts_event,
+        qty=e.qty,
     )
-    engaged = ev.LockEngaged(
-        **_envelope("LockEngaged", sym, event, opened.event_id, event.symbol),
-        reason="position_opened",
+    return _with(state, e.symbol, new)
+
+
+def _on_lock_engaged(state: ExecutorState, sym: SymbolState, e: ev.LockEngaged) -> ExecutorState:
+    if sym.position_id is None:
+        raise LockViolation(f"expected an open position before LockEngaged on {e.symbol}")
+    return _with(state, e.symbol, msgspec.structs.replace(sym, lock="LOCKED"))
+
+
+def _on_position_closed(state: ExecutorState, sym: SymbolState, e: ev.PositionClosed) -> ExecutorState:
+    equity = state.equity_usdt + e.realized_pnl_usdt
+    new_sym = SymbolState(
+        lock="COOLDOWN",
+        venue=sym.venue,
+        market=sym.market,
+        correlation_id=sym.correlation_id,
+        cooldown_until_ns=e.ts_event + state.cooldown_ns,
     )
-    events: list[ev.Event] = [filled, opened, engaged]
-    if isinstance(event, ev.Bar):  # filled at this bar's open: its range happened while open
-        after = fold(state, [filled, opened, engaged]).symbol(event.symbol)
-        events += _exit_events(after, event, fill.active_from_ns, config)
-    return events
-
-
-def _exit_events(sym: SymbolState, event: MarketData, active_from_ns: int, config: ExecutorConfig) -> list[ev.Event]:
-    assert sym.side is not None and sym.correlation_id is not None
-    trigger = paper.exit_trigger(sym.side, sym.take_profit, sym.stop_loss, active_from_ns, event)
-    events: list[ev.Event] = []
-    if trigger is not None:
-        reason, trigger_price = trigger
-        causation = event.event_id
-    else:
-        holding = event.ts_event - sym.opened_ts_ns
-        price = paper.market_price(sym.side, event)
-        if (
-            holding < max(config.max_hold_ns, config.min_hold_ns)
-            or price is None
-            or paper.gross_return(sym.side, sym.entry_price, price) >= config.stale_band
-        ):
-            return []
-        reason, trigger_price = "stale_exit", price
-        stale_order_id = order_link_id(sym.correlation_id, "stale_exit")
-        submitted = ev.OrderSubmitted(
-            **_envelope("OrderSubmitted", sym, event, event.event_id, event.symbol, stale_order_id),
-            order_id=stale_order_id,
-            side=paper.exit_side(sym.side),
-            qty=sym.qty,
-            price_ref=price,
-            reduce_only=True,
-            venue_name=config.venue_name,
-        )
-        events.append(submitted)
-        causation = submitted.event_id
-    fill = paper.exit_fill(sym.side, reason, trigger_price, sym.qty, config)
-    order_id = order_link_id(sym.correlation_id, reason)
-    filled = ev.OrderFilled(
-        **_envelope("OrderFilled", sym, event, causation, event.symbol, order_id),
-        order_id=order_id,
-        fill_id=derive_id("fill", order_id),
-        side=paper.exit_side(sym.side),
-        qty=sym.qty,
-        price=fill.price,
-        fee_usdt=fill.fee_usdt,
-        reduce_only=True,
-        venue_name=config.venue_name,
+    state = msgspec.structs.replace(
+        state,
+        equity_usdt=equity,
+        realized_pnl_usdt=state.realized_pnl_usdt + e.realized_pnl_usdt,
+        peak_equity_usdt=max(state.peak_equity_usdt, equity),
+        daily_realized_pnl_usdt=state.daily_realized_pnl_usdt + e.realized_pnl_usdt,
+        closed_trades=state.closed_trades + 1,
+        winning_trades=state.winning_trades + (e.realized_pnl_usdt > 0),
     )
-    fees = sym.entry_fee_usdt + fill.fee_usdt
-    pnl = paper.realized_pnl(sym.side, sym.qty, sym.entry_price, fill.price, fees)
-    assert sym.position_id is not None
-    closed = ev.PositionClosed(
-        **_envelope("PositionClosed", sym, event, filled.event_id, event.symbol),
-        position_id=sym.position_id,
-        side=sym.side,
-        qty=sym.qty,
-        entry_price=sym.entry_price,
-        exit_price=fill.price,
-        exit_reason=reason,
-        realized_pnl_usdt=pnl,
-        fee_usdt=fees,
-        return_fraction=pnl / (sym.entry_price * sym.qty),
-        holding_ns=event.ts_event - sym.opened_ts_ns,
-    )
-    return [*events, filled, closed]
+    return _with(state, e.symbol, new_sym)
 
 
-def _on_barrier(state: ExecutorState, inp: BarrierInput) -> list[ev.Event]:
-    iid = inp.factor.intent_id
-    if inp.factor.bar_id != inp.bar.event_id:
-        raise ValueError(f"expected the snapshot of bar {inp.bar.event_id}, was of bar {inp.factor.bar_id}")
-    if iid is None or iid in state.decided:
-        return []
-    bar = inp.bar
-    return [
-        ev.VerdictAwaited(
-            event_id=derive_id("VerdictAwaited", iid),
-            ts_event=bar.ts_event,
-            ts_init=bar.ts_event,
-            symbol=bar.symbol,
-            venue=bar.venue,
-            market=bar.market,
-            correlation_id=iid,
-            causation_id=inp.factor.event_id,
-            lock_state=state.symbol(bar.symbol).lock,
-        )
-    ]
+def _to_flat(state: ExecutorState, sym: SymbolState, e: ev.Correlated) -> ExecutorState:
+    return _with(state, e.symbol, SymbolState(venue=sym.venue, market=sym.market))
 
 
-def _on_verdict(state: ExecutorState, inp: VerdictInput, config: ExecutorConfig) -> list[ev.Event]:
-    bar, verdict, intent = inp.bar, inp.verdict, inp.intent
-    iid = verdict.correlation_id
-    if iid != inp.factor.intent_id or verdict.symbol != bar.symbol:
-        raise ValueError(
-            f"expected a verdict on intent {inp.factor.intent_id} for {bar.symbol}, was on {iid} for {verdict.symbol}"
-        )
-    if intent is not None and (intent.correlation_id != iid or intent.symbol != bar.symbol):
-        raise ValueError(f"expected intent {iid} on {bar.symbol}, was {intent.correlation_id} on {intent.symbol}")
-    if iid in state.decided:
-        return []  # a redelivered verdict: its decision is already in the state
-    sym = state.symbol(bar.symbol)
-    head: dict[str, Any] = {
-        "ts_event": bar.ts_event,
-        "ts_init": bar.ts_event,
-        "symbol": bar.symbol,
-        "venue": bar.venue,
-        "market": bar.market,
-        "correlation_id": iid,
-        "causation_id": verdict.event_id,
-    }
-    if sym.lock != "FLAT":
-        return [
-            ev.SignalSuppressed(
-                event_id=derive_id("SignalSuppressed", iid),
-                **head,
-                reason=_suppression_reason(sym, intent),
-                lock_state=sym.lock,
-                decision=verdict.decision,
-            )
-        ]
-    if verdict.decision != "approve":
-        return []  # the verdict itself is the record
-    if intent is None:
-        return [
-            ev.RiskDenied(
-                event_id=derive_id("RiskDenied", iid),
-                **head,
-                rule="intent_unavailable",
-                reason=f"intent {iid} not found on the log; size and TP/SL unknown",
-            )
-        ]
-    qty = intent.qty * verdict.size_multiplier
-    ctx = risk.RiskContext(
-        qty=qty,
-        price_ref=intent.entry_price,
-        stop_loss=intent.stop_loss,
-        leverage=intent.leverage,
-        equity_usdt=state.equity_usdt,
-        open_notional_usdt=state.open_notional_usdt,
-        open_count=state.exposure_count,
-        trading_enabled=state.trading_enabled,
-        daily_pnl_usdt=state.daily_pnl_at(bar.ts_event),
-        day_start_equity_usdt=state.day_start_equity_at(bar.ts_event),
-    )
-    denial = risk.check(ctx, config)
-    if denial is not None:
-        rule, reason = denial
-        return [ev.RiskDenied(event_id=derive_id("RiskDenied", iid), **head, rule=rule, reason=reason)]
-    order_id = order_link_id(iid)
-    return [
-        ev.OrderSubmitted(
-            event_id=derive_id("OrderSubmitted", iid, order_id),
-            **head,
-            order_id=order_id,
-            side=paper.entry_side(intent.side),
-            order_type="Market",
-            qty=qty,
-            price_ref=intent.entry_price,
-            take_profit=intent.take_profit,
-            stop_loss=intent.stop_loss,
-            reduce_only=False,
-            venue_name=config.venue_name,
-        )
-    ]
+def _on_order_rejected(state: ExecutorState, sym: SymbolState, e: ev.OrderRejected) -> ExecutorState:
+    return state if e.reduce_only else _to_flat(state, sym, e)
 
 
-def _suppression_reason(sym: SymbolState, intent: ev.IntentProposed | None) -> str:
-    if sym.lock == "COOLDOWN":
-        return "cooldown"
-    if sym.lock == "ENTRY_PENDING":
-        return "entry_pending"
-    if intent is None:
-        return "locked"
-    return "locked_same_side" if intent.side == sym.side else "locked_opposing_side"
-
-
-def _envelope(kind: str, sym: SymbolState, event: ev.Event, causation_id: str, symbol: str, *parts: object) -> dict:
-    assert sym.correlation_id is not None
-    return {
-        "event_id": derive_id(kind, sym.correlation_id, *parts),
-        "ts_event": event.ts_event,
-        "ts_init": event.ts_event,
-        "symbol": symbol,
-        "venue": sym.venue,
-        "market": sym.market,
-        "correlation_id": sym.correlation_id,
-        "causation_id": causation_id,
-    }
+_FOLDS: dict[type[ev.Event], Callable[[ExecutorState, SymbolState, Any], ExecutorState]] = {
+    ev.VerdictAwaited: _no_change,
+    ev.SignalSuppressed: _no_change,
+    ev.RiskDenied: _no_change,
+    ev.OrderSubmitted: _on_order_submitted,
+    ev.OrderFilled: _no_change,
+    ev.OrderRejected: _on_order_rejected,
+    ev.PositionOpened: _on_position_opened,
+    ev.LockEngaged: _on_lock_engaged,
+    ev.PositionClosed: _on_position_closed,
+    ev.EntryExpired: _to_flat,
+    ev.LockReleased: _to_flat,
+}

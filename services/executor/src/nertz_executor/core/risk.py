@@ -34,7 +34,7 @@ class RiskContext:
     open_count : int
         Positions open or pending (LOCKED or ENTRY_PENDING symbols).
     trading_enabled : bool
-        False after an operator's ``TradingStopped``.
+        False after an operator's ``TradingStopped`` for every symbol or for this one.
     daily_pnl_usdt : float
         Realized P&L of the current UTC day, USDT.
     day_start_equity_usdt : float
@@ -62,7 +62,7 @@ Rule = Callable[[RiskContext, ExecutorConfig], str | None]
 
 
 def trading_stopped(ctx: RiskContext, config: ExecutorConfig) -> str | None:
-    """Refuse every entry while an operator has stopped trading."""
+    """Refuse every entry while an operator has stopped trading (for every symbol or this one)."""
     return None if ctx.trading_enabled else "trading stopped by operator (TradingStopped)"
 
 

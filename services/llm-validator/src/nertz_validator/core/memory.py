@@ -1,22 +1,25 @@
 """The validator's memory: recent performance and lock state per symbol, folded from ``exec.*``.
 
 The memory is a pure fold of the executor's events in log order (never read from Postgres), so a
-replay sees the same memory. It is immutable: :meth:`Memory.apply` returns a new value, which makes a
-snapshot free (decisions.md D1, the rendezvous keeps the memory as of each ``VerdictAwaited``).
+replay sees the same memory. It is an immutable value: :meth:`Memory.apply` returns a new one, which
+makes keeping "the memory as of this ``VerdictAwaited``" free, and a snapshot a plain encode. The lock
+state comes from the one transition table (:mod:`nertz_common.lock`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import msgspec
+from msgspec import Struct
+from msgspec.structs import replace
 
 from nertz_common import events as ev
+from nertz_common import lock
 
 #: how many recent round trips each symbol remembers
 WINDOW = 20
 
 
-@dataclass(frozen=True, slots=True)
-class RoundTrip:
+class RoundTrip(Struct, frozen=True, array_like=True):
     """One closed position as the memory keeps it. ``pnl_usdt`` is net of fees."""
 
     pnl_usdt: float
@@ -25,8 +28,7 @@ class RoundTrip:
     ts_close_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolMemory:
+class SymbolMemory(Struct, frozen=True):
     """Performance of one symbol.
 
     Attributes
@@ -73,42 +75,38 @@ class SymbolMemory:
         return sum(t.pnl_usdt > 0 for t in recent) / len(recent)
 
 
-@dataclass(frozen=True, slots=True)
-class Memory:
-    """Per-symbol memory plus the highest stream sequence folded (redeliveries are skipped)."""
+_EMPTY = SymbolMemory()
 
-    symbols: dict[str, SymbolMemory] = field(default_factory=dict)
-    last_seq: int = 0
+
+class Memory(Struct, frozen=True):
+    """Per-symbol memory, folded from the executor's events in log order."""
+
+    symbols: dict[str, SymbolMemory] = {}
 
     def of(self, symbol: str) -> SymbolMemory:
         """Return the memory of ``symbol`` (empty when it never traded)."""
-        return self.symbols.get(symbol, SymbolMemory())
+        return self.symbols.get(symbol, _EMPTY)
 
-    def apply(self, event: ev.AnyEvent, stream_seq: int) -> Memory:
-        """Fold one executor event seen at ``stream_seq``; return the new memory.
-
-        Events at or below ``last_seq`` were folded already and change nothing.
-        """
-        if stream_seq <= self.last_seq:
-            return self
+    def apply(self, event: ev.Event) -> Memory:
+        """Fold one executor event; return the new memory (``self`` when nothing changed)."""
         sym: str | None = getattr(event, "symbol", None)
         if sym is None:
-            return Memory(self.symbols, stream_seq)
-        return Memory({**self.symbols, sym: _fold(self.of(sym), event)}, stream_seq)
+            return self
+        before = self.of(sym)
+        after = _fold(before, event)
+        if after is before:
+            return self
+        return Memory({**self.symbols, sym: after})
 
 
-def _fold(m: SymbolMemory, event: ev.AnyEvent) -> SymbolMemory:
-    match event:
-        case ev.OrderSubmitted(reduce_only=False):
-            return replace(m, lock_state="ENTRY_PENDING")
-        case ev.LockEngaged():
-            return replace(m, lock_state="LOCKED")
-        case ev.EntryExpired() | ev.LockReleased():
-            return replace(m, lock_state="FLAT")
-        case ev.PositionClosed():
-            trade = RoundTrip(event.realized_pnl_usdt, event.return_fraction, event.exit_reason, event.ts_event)
-            return replace(_add_trade(m, trade), lock_state="COOLDOWN")
-    return m
+def _fold(m: SymbolMemory, event: ev.Event) -> SymbolMemory:
+    if isinstance(event, ev.PositionClosed):
+        trade = RoundTrip(event.realized_pnl_usdt, event.return_fraction, event.exit_reason, event.ts_event)
+        m = _add_trade(m, trade)
+    target = lock.target_of(event)
+    if target is None or target == m.lock_state:
+        return m
+    return replace(m, lock_state=target)
 
 
 def _add_trade(m: SymbolMemory, t: RoundTrip) -> SymbolMemory:
@@ -122,3 +120,8 @@ def _add_trade(m: SymbolMemory, t: RoundTrip) -> SymbolMemory:
         peak_pnl_usdt=max(m.peak_pnl_usdt, cum),
         lock_state=m.lock_state,
     )
+
+
+def encode(m: Memory) -> bytes:
+    """Encode a memory (msgpack)."""
+    return msgspec.msgpack.encode(m)

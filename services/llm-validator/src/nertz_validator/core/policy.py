@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nertz_common import events as ev
-from nertz_common.ids import derive_id
+from nertz_common.derive import derive
 from nertz_validator.core.memory import SymbolMemory
 
 
@@ -64,8 +64,11 @@ class RulesConfig:
 
 
 class RulesPolicy:
-    """Deterministic rules: circuit breakers on the symbol's recent performance, half size in
-    PANIC or after a short losing streak, confidence = |combined| / 10.
+    """Deterministic rules: circuit breakers on the symbol's recent performance, half size after a
+    short losing streak, confidence = |combined| / 10.
+
+    PANIC is flagged, not sized: signal already widened the stop and halved the size of a PANIC
+    intent, and the design halves it once (a second halving here made it 1/6).
     """
 
     name = "rules"
@@ -92,7 +95,7 @@ class RulesPolicy:
         flags: list[str] = []
         size, reasons = 1.0, [f"combined {intent.combined:+.2f} with trend {intent.trend}"]
         if intent.regime == "panic":
-            size, flags = size * 0.5, [*flags, "panic"]
+            flags = [*flags, "panic"]
         if recent.loss_streak >= c.caution_loss_streak:
             size, flags = size * 0.5, [*flags, "loss_streak"]
         return Opinion("approve", confidence, size, tuple(reasons), tuple(flags))
@@ -100,13 +103,10 @@ class RulesPolicy:
 
 def verdict_of(intent: ev.IntentProposed, opinion: Opinion, awaited: ev.VerdictAwaited) -> ev.VerdictIssued:
     """Wrap an opinion into the ``VerdictIssued`` event (deterministic id; time = the intent's)."""
-    return ev.VerdictIssued(
-        event_id=derive_id("VerdictIssued", intent.event_id),
-        ts_event=intent.ts_event,
-        ts_init=intent.ts_event,
-        symbol=intent.symbol,
-        venue=intent.venue,
-        market=intent.market,
+    return derive(
+        ev.VerdictIssued,
+        intent,
+        intent.event_id,
         correlation_id=intent.correlation_id,
         causation_id=awaited.event_id,
         decision=opinion.decision,

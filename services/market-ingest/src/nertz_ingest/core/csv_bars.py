@@ -1,10 +1,12 @@
 """Parse Bybit kline CSV rows (``timestamp,open,high,low,close,volume``) into closed ``Bar`` events.
 
 The format is the one of the bundled 1m files (``data/bybit_kline_1m/``, origin in ``data/SOURCES.md``):
-``timestamp`` is the bar's open time in ISO 8601 with a UTC offset (``2025-05-30 16:39:00+00:00``),
-prices are USDT, ``volume`` is base currency; there is no turnover. A bar read from a file is closed and
-known at its close, so ``ts_event = ts_init = open + interval``. Its id is the id a closed WebSocket
-kline of the same bar gets (``derive_id("Bar", symbol, interval, open_ns, True)``).
+``timestamp`` is the bar's open time, prices are USDT, ``volume`` is base currency; there is no turnover.
+The timestamp may be ISO 8601 with a UTC offset (``2025-05-30 16:39:00+00:00``), ISO 8601 without one
+(read as UTC: ``2025-05-30 16:39:00``, ``2025-05-30T16:39:00Z``), or an integer epoch: milliseconds
+(Bybit's REST form, 12-14 digits), seconds (9-10 digits) or nanoseconds (16-19 digits). A bar read
+from a file is closed and known at its close, so ``ts_event = ts_init = open + interval``. Its id is the
+id a closed WebSocket kline of the same bar gets (``derive_id("Bar", symbol, interval, open_ns, True)``).
 """
 
 from __future__ import annotations
@@ -85,21 +87,35 @@ def parse_lines(lines: Iterable[str], symbol: str, interval_min: int = 1) -> Ite
 
 
 def parse_time_ns(text: str) -> int:
-    """Parse an ISO 8601 timestamp with a UTC offset into UNIX ns.
+    """Parse a bar's open time into UNIX ns: ISO 8601 (UTC when it has no offset) or an epoch integer.
 
     Raises
     ------
     BadInput
-        ``bad_timestamp`` if unparseable, without an offset, or before 1970.
+        ``bad_timestamp`` if unparseable, an epoch of an unknown unit, or before 1970.
     """
+    raw = text.strip()
+    if raw.isdigit():
+        digits = len(raw)
+        if 12 <= digits <= 14:
+            return int(raw) * 1_000_000
+        if 9 <= digits <= 10:
+            return int(raw) * 1_000_000_000
+        if 16 <= digits <= 19:
+            return int(raw)
+        raise BadInput(
+            "bad_timestamp",
+            f"expected epoch milliseconds (13 digits, Bybit's form), seconds or nanoseconds, was {text!r}",
+        )
     try:
-        t = datetime.fromisoformat(text.strip())
+        t = datetime.fromisoformat(raw)
     except ValueError:
         raise BadInput(
-            "bad_timestamp", f"expected an ISO timestamp like 2025-05-30 16:39:00+00:00, was {text!r}"
+            "bad_timestamp",
+            f"expected an ISO timestamp like 2025-05-30 16:39:00+00:00 or epoch milliseconds, was {text!r}",
         ) from None
     if t.tzinfo is None:
-        raise BadInput("bad_timestamp", f"expected a UTC offset (+00:00) in the timestamp, was {text!r}")
+        t = t.replace(tzinfo=UTC)
     ns = (t - _EPOCH) // _US * 1000
     if ns < 0:
         raise BadInput("bad_timestamp", f"expected a timestamp after 1970, was {text!r}")

@@ -1,28 +1,30 @@
 """The signal engine: market data in log order → one FactorSnapshot per closed bar (and maybe an intent).
 
-Pure and synchronous: no I/O, no clock; time is the ``ts_event`` of the event handled and every id is a
-uuid5 of its input (:func:`nertz_common.ids.derive_id`), so feeding the same events in the same order
-gives byte-identical output (replay, backtest and live share these lines).
+A kernel component (:class:`nertz_common.node.Component`): pure and synchronous, no I/O, no clock; time
+is the ``ts_event`` of the event handled and every id is a uuid5 of its input
+(:func:`nertz_common.ids.derive_id`), so feeding the same events in the same order gives byte-identical
+output (replay, backtest and live share these lines).
 
 State is kept per ``(symbol, interval)`` for bar series (windows, EMAs, ATR, ATR median) and per symbol
-for the book, funding and feed health. Contract with the executor (docs/decisions.md D1): every closed
-:class:`Bar` yields exactly one :class:`FactorSnapshot`, in input order; when it proposes an intent the
-:class:`IntentProposed` comes first and the snapshot carries its id.
+for the book, funding and feed health; :meth:`SignalEngine.get_state` returns all of it as one value
+(a snapshot), including the books and tickers a restart used to skip. Contract with the executor
+(docs/decisions.md D1): every closed :class:`Bar` yields exactly one :class:`FactorSnapshot`, in input
+order; when it proposes an intent the :class:`IntentProposed` comes first and the snapshot carries its id.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import ClassVar, NamedTuple, TypeAlias
 
-import numpy as np
+import msgspec
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+from nertz_common.node.component import Component
 from nertz_signal.core import factors, filters, stops
 from nertz_signal.core.config import SignalConfig
-from nertz_signal.core.indicators import DAY_NS, Atr, AtrMedian, Regime, Trend, TripleEma
+from nertz_signal.core.indicators import DAY_NS, Atr, AtrMedian, Regime, RollingWindow, Trend, TripleEma
 
 MINUTE_NS = 60_000_000_000
 _LETTER_INTERVALS = {"D": DAY_NS, "W": 7 * DAY_NS, "M": 30 * DAY_NS}
@@ -46,33 +48,25 @@ def interval_ns(bar: ev.Bar) -> int | None:
     return d if d > 0 else None
 
 
-@dataclass(slots=True)
 class SeriesState:
     """Warm-up state of one ``(symbol, interval)`` bar series; replaced wholesale on a time gap."""
 
-    closes: deque[float]
-    volumes: deque[float]
-    ema: TripleEma
-    atr: Atr
-    atr_median: AtrMedian
-    prev_open_ns: int | None = None
-    bars: int = 0
+    __slots__ = ("atr", "atr_median", "bar_ns", "bars", "closes", "ema", "prev_open_ns", "volumes")
 
-    @classmethod
-    def new(cls, cfg: SignalConfig) -> SeriesState:
-        """Return an empty series (cold: every factor and indicator warms up again)."""
-        return cls(
-            closes=deque(maxlen=cfg.egm_period),
-            volumes=deque(maxlen=cfg.pio_period),
-            ema=TripleEma(cfg.ema_fast, cfg.ema_mid, cfg.ema_slow),
-            atr=Atr(cfg.atr_period),
-            atr_median=AtrMedian(
-                sample_ns=int(cfg.atr_sample_s * 1e9),
-                window_ns=int(cfg.atr_median_days * DAY_NS),
-                min_samples=cfg.atr_median_min_samples,
-                panic_multiple=cfg.panic_atr_multiple,
-            ),
+    def __init__(self, cfg: SignalConfig, bar_ns: int | None) -> None:
+        self.closes = RollingWindow(cfg.egm_period)
+        self.volumes = RollingWindow(cfg.pio_period)
+        self.ema = TripleEma(cfg.ema_fast, cfg.ema_mid, cfg.ema_slow)
+        self.atr = Atr(cfg.atr_period)
+        self.atr_median = AtrMedian(
+            sample_ns=int(cfg.atr_sample_s * 1e9),
+            window_ns=int(cfg.atr_median_days * DAY_NS),
+            min_samples=cfg.atr_median_min_samples,
+            panic_multiple=cfg.panic_atr_multiple,
         )
+        self.prev_open_ns: int | None = None
+        self.bars = 0
+        self.bar_ns = bar_ns
 
 
 @dataclass(slots=True)
@@ -85,8 +79,7 @@ class SymbolState:
     health: filters.FeedHealth = field(default_factory=filters.FeedHealth)
 
 
-@dataclass(frozen=True, slots=True)
-class BarScore:
+class BarScore(NamedTuple):
     """What the engine computed for one closed bar (before the intent decision)."""
 
     factors: dict[str, float | None]
@@ -100,7 +93,44 @@ class BarScore:
     reset: bool
 
 
-class SignalEngine:
+# --- the snapshot's shape -----------------------------------------------------------------------
+
+
+class SeriesSnap(msgspec.Struct, array_like=True):
+    """One bar series in a snapshot (see :class:`SeriesState`)."""
+
+    symbol: str
+    interval: str
+    closes: tuple[list[float], float, float, float, int]
+    volumes: tuple[list[float], float, float, float, int]
+    ema: tuple[tuple[float | None, int], tuple[float | None, int], tuple[float | None, int]]
+    atr: tuple[float | None, int, float, float | None]
+    atr_median: tuple[list[tuple[int, float]], int | None]
+    prev_open_ns: int | None
+    bars: int
+    bar_ns: int | None
+
+
+class SymbolSnap(msgspec.Struct, array_like=True):
+    """One symbol's context in a snapshot (see :class:`SymbolState`)."""
+
+    symbol: str
+    book: ev.BookSnapshot | None
+    funding_rate: float | None
+    funding_interval_h: int | None
+    health: tuple[dict[str, int], list[str]]
+
+
+class SignalState(msgspec.Struct):
+    """The signal engine's whole state (a snapshot's content)."""
+
+    series: list[SeriesSnap] = []
+    symbols: list[SymbolSnap] = []
+    btc: dict[str, list[tuple[int, float]]] = {}
+    resets: int = 0
+
+
+class SignalEngine(Component):
     """Score closed bars and propose intents, from market events in log order.
 
     Parameters
@@ -110,65 +140,65 @@ class SignalEngine:
 
     Notes
     -----
-    Source: ARCHITECTURE.md §3 signal. Call :meth:`handle` (or the ``on_*`` methods) for every event of
-    the ``signal`` consumer, in log order.
+    Source: ARCHITECTURE.md §3 signal. Handlers ``on_<event>`` are called by the kernel for every event
+    of the ``signal`` consumer, in log order.
     """
+
+    name: ClassVar[str] = "signal"
+    inputs: ClassVar[tuple[type[ev.Event], ...]] = (
+        ev.Bar, ev.BookSnapshot, ev.TradeBatch, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
+    )  # fmt: skip
+    state_type: ClassVar[type[msgspec.Struct]] = SignalState
 
     def __init__(self, cfg: SignalConfig) -> None:
         self.cfg = cfg
-        self._weights = cfg.weights.as_dict()
+        w = cfg.weights.as_dict()
+        self._weights = w
+        self._w = tuple(w[n] for n in factors.FACTOR_NAMES)
         self._series: dict[tuple[str, str], SeriesState] = {}
         self._symbols: dict[str, SymbolState] = {}
         self._btc: dict[str, filters.PriceWindow] = {}
         self.resets = 0
 
-    # --- dispatch -------------------------------------------------------------------------------
+    # --- handlers -------------------------------------------------------------------------------
 
-    def handle(self, event: ev.Event) -> list[ev.Event]:
-        """Apply one market event and return the events to publish, in order (empty for most).
-
-        Events the signal does not use (e.g. :class:`InstrumentSpec`) are ignored.
-        """
-        if isinstance(event, ev.Bar):
-            return self.on_bar(event)
-        if isinstance(event, ev.BookSnapshot):
-            self.on_book(event)
-        elif isinstance(event, ev.TradeBatch):
-            self.on_trades(event)
-        elif isinstance(event, ev.Ticker):
-            self.on_ticker(event)
-        elif isinstance(event, ev.FeedGap | ev.FeedResynced | ev.FeedStale):
-            self.on_status(event)
-        return []
-
-    def on_book(self, book: ev.BookSnapshot) -> None:
+    def on_book_snapshot(self, book: ev.BookSnapshot) -> list[ev.Event]:
         """Keep the latest book of the symbol (the book factors read it at the next closed bar)."""
         s = self._symbol(book.symbol)
         s.book = book
         s.health.on_data("book")
+        return []
 
-    def on_trades(self, batch: ev.TradeBatch) -> None:
+    def on_trade_batch(self, batch: ev.TradeBatch) -> list[ev.Event]:
         """Note trade activity (ends a FeedStale on trades); no factor reads trades."""
         self._symbol(batch.symbol).health.on_data("trade")
+        return []
 
-    def on_ticker(self, ticker: ev.Ticker) -> None:
+    def on_ticker(self, ticker: ev.Ticker) -> list[ev.Event]:
         """Keep the funding rate and interval of the symbol's latest ticker (full merged state)."""
         s = self._symbol(ticker.symbol)
         s.funding_rate = ticker.funding_rate
         s.funding_interval_h = ticker.funding_interval_h
         s.health.on_data("ticker")
+        return []
 
-    def on_status(self, status: StatusEvent) -> None:
-        """Fold a feed status: a gap opens (and drops the untrusted book), a resync closes it, stale marks."""
+    def on_feed_gap(self, status: ev.FeedGap) -> list[ev.Event]:
+        """Open a gap on the topic (and drop the symbol's untrusted book)."""
         s = self._symbol(status.symbol)
-        if isinstance(status, ev.FeedGap):
-            s.health.on_gap(status.topic, status.ts_event)
-            if filters.kind_of_topic(status.topic) in _BOOK_TOPIC_KINDS:
-                s.book = None
-        elif isinstance(status, ev.FeedResynced):
-            s.health.on_resynced(status.topic)
-        else:
-            s.health.on_stale(status.topic)
+        s.health.on_gap(status.topic, status.ts_event)
+        if filters.kind_of_topic(status.topic) in _BOOK_TOPIC_KINDS:
+            s.book = None
+        return []
+
+    def on_feed_resynced(self, status: ev.FeedResynced) -> list[ev.Event]:
+        """Close the topic's gap."""
+        self._symbol(status.symbol).health.on_resynced(status.topic)
+        return []
+
+    def on_feed_stale(self, status: ev.FeedStale) -> list[ev.Event]:
+        """Mark the topic's data kind stale until its next update."""
+        self._symbol(status.symbol).health.on_stale(status.topic)
+        return []
 
     # --- bars -----------------------------------------------------------------------------------
 
@@ -188,12 +218,12 @@ class SignalEngine:
         """
         if not bar.closed:
             return []
-        score = self.score(bar)
+        egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns = self._fold_bar(bar)
         cfg = self.cfg
         side: stops.Side | None = None
-        if score.combined >= cfg.entry_threshold and score.trend == "up":
+        if combined >= cfg.entry_threshold and trend == "up":
             side = "long"
-        elif score.combined <= -cfg.entry_threshold and score.trend == "down":
+        elif combined <= -cfg.entry_threshold and trend == "down":
             side = "short"
         out: list[ev.Event] = []
         intent_id: str | None = None
@@ -201,14 +231,17 @@ class SignalEngine:
         if side is not None:
             veto = self._veto(bar, side)
             if veto is None:
-                plan = stops.plan(side, bar.close, score.atr, score.regime, cfg, score.bar_ns)
+                plan = stops.plan(side, bar.close, atr, regime, cfg, bar_ns)
                 if plan is None:
                     veto = "stops_unavailable: expected an ATR for volatility stops, was None"
                 else:
+                    score = BarScore(
+                        {"egm": egm, "ild": ild, "rol": rol, "pio": pio, "ogm": ogm}, combined, used, trend, ema,
+                        atr, regime, bar_ns, False,
+                    )  # fmt: skip
                     intent = self._intent(bar, side, score, plan)
                     intent_id = intent.event_id
                     out.append(intent)
-        f = score.factors
         out.append(
             ev.FactorSnapshot(
                 event_id=derive_id("FactorSnapshot", bar.event_id),
@@ -220,19 +253,19 @@ class SignalEngine:
                 bar_id=bar.event_id,
                 interval=bar.interval,
                 close=bar.close,
-                egm=f["egm"],
-                ild=f["ild"],
-                rol=f["rol"],
-                pio=f["pio"],
-                ogm=f["ogm"],
-                combined=score.combined,
-                used=score.used,
-                ema_fast=score.ema[0],
-                ema_mid=score.ema[1],
-                ema_slow=score.ema[2],
-                trend=score.trend,
-                atr=score.atr,
-                regime=score.regime,
+                egm=egm,
+                ild=ild,
+                rol=rol,
+                pio=pio,
+                ogm=ogm,
+                combined=combined,
+                used=used,
+                ema_fast=ema[0],
+                ema_mid=ema[1],
+                ema_slow=ema[2],
+                trend=trend,
+                atr=atr,
+                regime=regime,
                 intent_id=intent_id,
                 veto=veto,
             )
@@ -245,54 +278,129 @@ class SignalEngine:
         A bar that opens more than ``max_bar_gap_intervals`` bar lengths after the previous one of its
         series, or not after it, first resets the series (its warm-up starts again with this bar).
         """
+        resets = self.resets
+        egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns = self._fold_bar(bar)
+        return BarScore(
+            {"egm": egm, "ild": ild, "rol": rol, "pio": pio, "ogm": ogm}, combined, used, trend, ema, atr, regime,
+            bar_ns, self.resets != resets,
+        )  # fmt: skip
+
+    def _fold_bar(self, bar: ev.Bar) -> tuple:  # type: ignore[type-arg]
+        # the hot path of every backtest: locals and tuples, no intermediate objects
         cfg = self.cfg
         key = (bar.symbol, bar.interval)
         series = self._series.get(key)
-        bar_ns = interval_ns(bar)
-        reset = False
-        if series is None or filters.bar_gap(series.prev_open_ns, bar.open_time_ns, bar_ns, cfg.max_bar_gap_intervals):
-            reset = series is not None
-            self.resets += reset
-            series = self._series[key] = SeriesState.new(cfg)
-        series.prev_open_ns = bar.open_time_ns
+        if series is None:
+            series = self._series[key] = SeriesState(cfg, interval_ns(bar))
+        bar_ns = series.bar_ns
+        open_ns = bar.open_time_ns
+        prev = series.prev_open_ns
+        if prev is not None and (
+            open_ns <= prev or (bar_ns is not None and open_ns - prev > cfg.max_bar_gap_intervals * bar_ns)
+        ):
+            self.resets += 1
+            series = self._series[key] = SeriesState(cfg, bar_ns)
+        series.prev_open_ns = open_ns
         series.bars += 1
-        series.closes.append(bar.close)
-        series.volumes.append(bar.volume)
-        trend = series.ema.update(bar.close)
-        atr = series.atr.update(bar.high, bar.low, bar.close)
-        series.atr_median.update(bar.ts_event, atr)
-        regime = series.atr_median.regime(atr)
-        if bar.symbol == cfg.btc_symbol:
-            self._btc_window(bar.interval).add(bar.ts_event, bar.close)
+        close = bar.close
+        c_stats = series.closes.push_stats(close)
+        v_stats = series.volumes.push_stats(bar.volume)
+        trend = series.ema.update(close)
+        atr = series.atr.update(bar.high, bar.low, close)
+        median = series.atr_median
+        median.update(bar.ts_event, atr)
+        regime = median.regime(atr)
+        symbol = bar.symbol
+        if symbol == cfg.btc_symbol:
+            self._btc_window(bar.interval).add(bar.ts_event, close)
+        sym = self._symbols.get(symbol)
+        if sym is None:
+            sym = self._symbols[symbol] = SymbolState()
+        if sym.health.stale:
+            sym.health.on_data("bar")
+        egm = None if c_stats is None else factors.egm_score(close, c_stats[0], c_stats[1])
+        pio = None if v_stats is None else factors.pio_score(bar.open, close, bar.volume, v_stats[0])
+        ild = rol = ogm = None
+        book = sym.book
+        if book is not None:
+            bids, asks = factors.levels(book.bids), factors.levels(book.asks)
+            ild = factors.ild(bids, asks, cfg.ild_levels)
+            rol = factors.rol(bids, asks, cfg.rol_band)
+            ogm = factors.ogm(bids, asks, cfg.ogm_max_spread_bps)
+        w_egm, w_ild, w_rol, w_pio, w_ogm = self._w
+        num = den = 0.0
+        used: list[str] = []
+        if egm is not None and w_egm:
+            num, den = num + w_egm * egm, den + w_egm
+            used.append("egm")
+        if ild is not None and w_ild:
+            num, den = num + w_ild * ild, den + w_ild
+            used.append("ild")
+        if rol is not None and w_rol:
+            num, den = num + w_rol * rol, den + w_rol
+            used.append("rol")
+        if pio is not None and w_pio:
+            num, den = num + w_pio * pio, den + w_pio
+            used.append("pio")
+        if ogm is not None and w_ogm:
+            num, den = num + w_ogm * ogm, den + w_ogm
+            used.append("ogm")
+        if den == 0:
+            combined = 0.0
+        else:
+            combined = num / den * 10.0
+            combined = -10.0 if combined < -10.0 else 10.0 if combined > 10.0 else combined
+        return egm, ild, rol, pio, ogm, combined, used, trend, series.ema.values(), atr, regime, bar_ns
 
-        sym = self._symbol(bar.symbol)
-        sym.health.on_data("bar")
-        fs: dict[str, float | None] = {
-            "egm": factors.egm(np.fromiter(series.closes, np.float64, len(series.closes)), cfg.egm_period),
-            "ild": None,
-            "rol": None,
-            "pio": factors.pio(
-                bar.open, bar.close, np.fromiter(series.volumes, np.float64, len(series.volumes)), cfg.pio_period
-            ),
-            "ogm": None,
+    # --- state ----------------------------------------------------------------------------------
+
+    def get_state(self) -> SignalState:
+        """Return every series, every symbol's context and the BTC windows as one value."""
+        series = [
+            SeriesSnap(
+                symbol=k[0],
+                interval=k[1],
+                closes=s.closes.state(),
+                volumes=s.volumes.state(),
+                ema=(s.ema.fast.state(), s.ema.mid.state(), s.ema.slow.state()),
+                atr=s.atr.state(),
+                atr_median=s.atr_median.state(),
+                prev_open_ns=s.prev_open_ns,
+                bars=s.bars,
+                bar_ns=s.bar_ns,
+            )
+            for k, s in self._series.items()
+        ]
+        symbols = [
+            SymbolSnap(sym, s.book, s.funding_rate, s.funding_interval_h, s.health.state())
+            for sym, s in self._symbols.items()
+        ]
+        btc = {iv: w.state() for iv, w in self._btc.items()}
+        return SignalState(series, symbols, btc, self.resets)
+
+    def set_state(self, state: SignalState) -> None:
+        """Put back a state from :meth:`get_state`."""
+        cfg = self.cfg
+        self._series = {}
+        for s in state.series:
+            st = SeriesState(cfg, s.bar_ns)
+            st.closes.restore(s.closes)
+            st.volumes.restore(s.volumes)
+            st.ema.fast.restore(s.ema[0])
+            st.ema.mid.restore(s.ema[1])
+            st.ema.slow.restore(s.ema[2])
+            st.atr.restore(s.atr)
+            st.atr_median.restore(s.atr_median)
+            st.prev_open_ns, st.bars = s.prev_open_ns, s.bars
+            self._series[(s.symbol, s.interval)] = st
+        self._symbols = {
+            s.symbol: SymbolState(s.book, s.funding_rate, s.funding_interval_h, filters.FeedHealth.from_state(s.health))
+            for s in state.symbols
         }
-        if sym.book is not None:
-            bids, asks = factors.levels(sym.book.bids), factors.levels(sym.book.asks)
-            fs["ild"] = factors.ild(bids, asks, cfg.ild_levels)
-            fs["rol"] = factors.rol(bids, asks, cfg.rol_band)
-            fs["ogm"] = factors.ogm(bids, asks, cfg.ogm_max_spread_bps)
-        combined, used = factors.combined(fs, self._weights)
-        return BarScore(
-            factors=fs,
-            combined=combined,
-            used=used,
-            trend=trend,
-            ema=series.ema.values(),
-            atr=atr,
-            regime=regime,
-            bar_ns=bar_ns,
-            reset=reset,
-        )
+        self._btc = {}
+        for iv, pts in state.btc.items():
+            self._btc_window(iv).restore(pts)
+        self.resets = state.resets
 
     # --- helpers ----------------------------------------------------------------------------------
 

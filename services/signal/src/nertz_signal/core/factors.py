@@ -58,14 +58,30 @@ def egm(closes: NDArray[np.float64], n: int = 20) -> float | None:
     if len(closes) < n:
         return None
     w = np.asarray(closes[-n:], dtype=np.float64)
-    mean = float(w.mean())
-    std = float(w.std())
-    if not (math.isfinite(mean) and math.isfinite(std)):
+    return egm_score(float(w[-1]), float(w.mean()), float(w.var()))
+
+
+def egm_score(last: float, mean: float, variance: float) -> float | None:
+    """Return ``tanh(z / 2)`` with ``z = (last - mean) / sqrt(variance)`` (the EGM of a full window).
+
+    Parameters
+    ----------
+    last, mean : float
+        The window's last close and its mean, USDT.
+    variance : float
+        The window's population variance, USDT² (>= 0).
+
+    Returns
+    -------
+    float or None
+        0.0 for a flat window (std below ``1e-12`` of the mean); None if an input is not finite.
+    """
+    std = math.sqrt(variance) if variance > 0.0 else 0.0
+    if not (math.isfinite(mean) and math.isfinite(std) and math.isfinite(last)):
         return None
     if std <= _REL_STD_EPS * abs(mean):
         return 0.0
-    z = (float(w[-1]) - mean) / std
-    return math.tanh(z / 2.0)
+    return math.tanh((last - mean) / std / 2.0)
 
 
 def pio(open_: float, close: float, volumes: NDArray[np.float64], n: int = 20) -> float | None:
@@ -104,14 +120,30 @@ def pio(open_: float, close: float, volumes: NDArray[np.float64], n: int = 20) -
     if len(volumes) < n:
         return None
     v = np.asarray(volumes[-n:], dtype=np.float64)
-    mean_v = float(v.mean())
-    last_v = float(v[-1])
-    if not all(math.isfinite(x) for x in (mean_v, open_, close, last_v)):
+    return pio_score(open_, close, float(v[-1]), float(v.mean()))
+
+
+def pio_score(open_: float, close: float, volume: float, mean_volume: float) -> float | None:
+    """Return ``sign(close - open) × clip(volume / mean_volume - 1, 0, 1)`` (the PIO of a full window).
+
+    Parameters
+    ----------
+    open_, close : float
+        The bar's open and close, USDT.
+    volume, mean_volume : float
+        The bar's volume and the window's mean volume, base currency.
+
+    Returns
+    -------
+    float or None
+        0.0 when the mean volume is not positive; None if an input is not finite.
+    """
+    if not (math.isfinite(mean_volume) and math.isfinite(open_) and math.isfinite(close) and math.isfinite(volume)):
         return None
-    if mean_v <= 0.0:
+    if mean_volume <= 0.0:
         return 0.0
     direction = (close > open_) - (close < open_)
-    return direction * _clip(last_v / mean_v - 1.0, 0.0, 1.0)
+    return direction * _clip(volume / mean_volume - 1.0, 0.0, 1.0)
 
 
 def ild(bids: Levels, asks: Levels, k: int = 10) -> float | None:

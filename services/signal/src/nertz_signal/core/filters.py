@@ -183,6 +183,16 @@ class FeedHealth:
             self.stale.discard(kind)
             self.stale.discard("any")
 
+    def state(self) -> tuple[dict[str, int], list[str]]:
+        """Return the open gaps and the stale kinds."""
+        return dict(self.gaps), sorted(self.stale)
+
+    @classmethod
+    def from_state(cls, state: tuple[dict[str, int], list[str]]) -> FeedHealth:
+        """Build a health from :meth:`state`."""
+        gaps, stale = state
+        return cls(dict(gaps), set(stale))
+
 
 def kind_of_topic(topic: str) -> DataKind:
     """Return the data kind of a Bybit topic (``orderbook.50.BTCUSDT`` → ``book``), ``any`` if unknown."""
@@ -220,3 +230,11 @@ class PriceWindow:
     def _prune(self, now_ns: int) -> None:
         while self._points and self._points[0][0] < now_ns - self.window_ns:
             self._points.popleft()
+
+    def state(self) -> list[tuple[int, float]]:
+        """Return the held ``(ts_ns, close)`` points."""
+        return list(self._points)
+
+    def restore(self, points: list[tuple[int, float]]) -> None:
+        """Put back a :meth:`state`."""
+        self._points = deque((int(t), float(c)) for t, c in points)

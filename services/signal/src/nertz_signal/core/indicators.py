@@ -60,6 +60,14 @@ class Ema:
         """True once ``period`` values were seen."""
         return self.count >= self.period
 
+    def state(self) -> tuple[float | None, int]:
+        """Return ``(value, count)``: everything an update depends on."""
+        return self.value, self.count
+
+    def restore(self, state: tuple[float | None, int]) -> None:
+        """Put back a :meth:`state`."""
+        self.value, self.count = state
+
 
 class TripleEma:
     """Fast / mid / slow EMAs of closes and the trend they define.
@@ -87,10 +95,24 @@ class TripleEma:
 
     def update(self, close: float) -> Trend:
         """Add one close (USDT) and return the trend."""
-        self.fast.update(close)
-        self.mid.update(close)
-        self.slow.update(close)
-        return self.trend
+        # the three Ema.update calls, inlined (this runs once per closed bar of every series)
+        f, m, s = self.fast, self.mid, self.slow
+        v = f.value
+        f.value = fv = close if v is None else v + f._alpha * (close - v)
+        f.count += 1
+        v = m.value
+        m.value = mv = close if v is None else v + m._alpha * (close - v)
+        m.count += 1
+        v = s.value
+        s.value = sv = close if v is None else v + s._alpha * (close - v)
+        s.count += 1
+        if s.count < s.period:
+            return "flat"
+        if fv > mv > sv:
+            return "up"
+        if fv < mv < sv:
+            return "down"
+        return "flat"
 
     @property
     def trend(self) -> Trend:
@@ -107,7 +129,12 @@ class TripleEma:
 
     def values(self) -> tuple[float | None, float | None, float | None]:
         """Return ``(fast, mid, slow)`` in USDT, each None until its own period was seen."""
-        return tuple(e.value if e.warm else None for e in (self.fast, self.mid, self.slow))  # type: ignore[return-value]
+        f, m, s = self.fast, self.mid, self.slow
+        return (
+            f.value if f.count >= f.period else None,
+            m.value if m.count >= m.period else None,
+            s.value if s.count >= s.period else None,
+        )
 
 
 def true_range(high: float, low: float, prev_close: float | None) -> float:
@@ -151,7 +178,15 @@ class Atr:
 
     def update(self, high: float, low: float, close: float) -> float | None:
         """Add one bar (USDT prices) and return the ATR in USDT, None until ``period`` bars were seen."""
-        tr = true_range(high, low, self._prev_close)
+        pc = self._prev_close
+        tr = high - low  # true_range, inlined
+        if pc is not None:
+            a = high - pc if high > pc else pc - high
+            b = low - pc if low > pc else pc - low
+            if a > tr:
+                tr = a
+            if b > tr:
+                tr = b
         self._prev_close = close
         self.count += 1
         if self.value is None:
@@ -161,6 +196,113 @@ class Atr:
         else:
             self.value += (tr - self.value) / self.period
         return self.value
+
+    def state(self) -> tuple[float | None, int, float, float | None]:
+        """Return ``(value, count, seed sum, previous close)``."""
+        return self.value, self.count, self._seed, self._prev_close
+
+    def restore(self, state: tuple[float | None, int, float, float | None]) -> None:
+        """Put back a :meth:`state`."""
+        self.value, self.count, self._seed, self._prev_close = state
+
+
+class RollingWindow:
+    """The last ``n`` values of a series with their mean and population variance, O(1) per value.
+
+    Sums are kept of deviations from a pivot (a recent value), and recomputed exactly from the window
+    every ``n`` values, so rounding never accumulates and a constant window has a variance of exactly
+    0. Agrees with ``numpy.mean``/``numpy.var`` (``ddof=0``) of the window to ~1e-12 relative.
+
+    Parameters
+    ----------
+    n : int
+        Window length (>= 1).
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1``.
+    """
+
+    __slots__ = ("_k", "_s1", "_s2", "_since", "n", "values")
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"expected n >= 1, was {n}")
+        self.n = n
+        self.values: deque[float] = deque(maxlen=n)
+        self._k = 0.0
+        self._s1 = 0.0
+        self._s2 = 0.0
+        self._since = 0
+
+    def push(self, x: float) -> None:
+        """Append ``x``; the oldest value leaves once the window is full."""
+        v = self.values
+        self._since += 1
+        if self._since >= self.n:
+            v.append(x)
+            self._repivot()
+            return
+        k = self._k
+        d = x - k
+        if len(v) == self.n:
+            o = v[0] - k
+            self._s1 += d - o
+            self._s2 += d * d - o * o
+        else:
+            self._s1 += d
+            self._s2 += d * d
+        v.append(x)
+
+    def _repivot(self) -> None:
+        k = self._k = self.values[-1]
+        s1 = s2 = 0.0
+        for x in self.values:
+            d = x - k
+            s1 += d
+            s2 += d * d
+        self._s1, self._s2, self._since = s1, s2, 0
+
+    def push_stats(self, x: float) -> tuple[float, float] | None:
+        """Push ``x``; return ``(mean, variance)`` of the window once it is full, else None."""
+        self.push(x)
+        m = len(self.values)
+        if m != self.n:
+            return None
+        a = self._s1 / m
+        var = self._s2 / m - a * a
+        return self._k + a, var if var > 0.0 else 0.0
+
+    @property
+    def full(self) -> bool:
+        """True once ``n`` values are held."""
+        return len(self.values) == self.n
+
+    @property
+    def mean(self) -> float:
+        """Mean of the held values (0.0 when empty)."""
+        m = len(self.values)
+        return self._k + self._s1 / m if m else 0.0
+
+    @property
+    def variance(self) -> float:
+        """Population variance of the held values (>= 0; 0.0 when empty)."""
+        m = len(self.values)
+        if not m:
+            return 0.0
+        a = self._s1 / m
+        var = self._s2 / m - a * a
+        return var if var > 0.0 else 0.0
+
+    def state(self) -> tuple[list[float], float, float, float, int]:
+        """Return the values and the running sums (everything a push depends on)."""
+        return list(self.values), self._k, self._s1, self._s2, self._since
+
+    def restore(self, state: tuple[list[float], float, float, float, int]) -> None:
+        """Put back a :meth:`state`."""
+        values, self._k, self._s1, self._s2, self._since = state
+        self.values = deque(values, maxlen=self.n)
 
 
 @dataclass(slots=True)
@@ -191,36 +333,56 @@ class AtrMedian:
     _samples: deque[tuple[int, float]] = field(default_factory=deque)
     _sorted: list[float] = field(default_factory=list)
     _last_bucket: int | None = None
+    _median: float | None = None
 
     def update(self, ts_ns: int, atr: float | None) -> None:
         """Offer the ATR (USDT) at event time ``ts_ns`` (UNIX ns); it is kept if it opens a new bucket."""
-        while self._samples and self._samples[0][0] <= ts_ns - self.window_ns:
-            _, old = self._samples.popleft()
+        changed = False
+        samples = self._samples
+        while samples and samples[0][0] <= ts_ns - self.window_ns:
+            _, old = samples.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
-        if atr is None:
-            return
-        bucket = ts_ns // self.sample_ns
-        if bucket == self._last_bucket:
-            return
-        self._last_bucket = bucket
-        self._samples.append((ts_ns, atr))
-        bisect.insort(self._sorted, atr)
+            changed = True
+        if atr is not None:
+            bucket = ts_ns // self.sample_ns
+            if bucket != self._last_bucket:
+                self._last_bucket = bucket
+                samples.append((ts_ns, atr))
+                bisect.insort(self._sorted, atr)
+                changed = True
+        if changed:
+            self._median = self._compute_median()
+
+    def _compute_median(self) -> float | None:
+        srt = self._sorted
+        n = len(srt)
+        if n < max(self.min_samples, 1):
+            return None
+        mid = n // 2
+        return srt[mid] if n % 2 else (srt[mid - 1] + srt[mid]) / 2.0
 
     @property
     def median(self) -> float | None:
         """The median of the held samples (USDT), None when there are fewer than ``min_samples``."""
-        n = len(self._sorted)
-        if n < max(self.min_samples, 1):
-            return None
-        mid = n // 2
-        return self._sorted[mid] if n % 2 else (self._sorted[mid - 1] + self._sorted[mid]) / 2.0
+        return self._median
 
     def regime(self, atr: float | None) -> Regime:
         """Return the regime of ``atr`` (USDT) against the median: ``panic``, ``normal`` or ``unknown``."""
-        med = self.median
+        med = self._median
         if atr is None or med is None:
             return "unknown"
         return "panic" if atr > self.panic_multiple * med else "normal"
 
     def __len__(self) -> int:
         return len(self._sorted)
+
+    def state(self) -> tuple[list[tuple[int, float]], int | None]:
+        """Return the held ``(ts_ns, atr)`` samples and the last bucket."""
+        return list(self._samples), self._last_bucket
+
+    def restore(self, state: tuple[list[tuple[int, float]], int | None]) -> None:
+        """Put back a :meth:`state`."""
+        samples, self._last_bucket = state
+        self._samples = deque((int(t), float(a)) for t, a in samples)
+        self._sorted = sorted(a for _, a in self._samples)
+        self._median = self._compute_median()

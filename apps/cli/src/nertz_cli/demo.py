@@ -273,6 +273,22 @@ async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
         await nc.close()
 
 
+def verify_log(stack: Stack) -> list[str]:
+    """Run ``nertz verify``'s checks over the whole log; return one line per check."""
+    from nertz_cli import verify as checks
+    from nertz_common.node.log import read_log
+
+    async def go() -> list[str]:
+        nc = await nats.connect(stack.nats_url)
+        try:
+            records = await read_log(nc.jetstream(timeout=10))
+        finally:
+            await nc.close()
+        return [c.line() for c in checks.verify(records)]
+
+    return asyncio.run(go())
+
+
 def fetch_summary(stack: Stack) -> dict[str, dict[str, float]]:
     """Return the per-symbol summary from the API's ``/profit`` (read from Postgres)."""
     r = httpx.get(f"{stack.api_url}/profit", timeout=10)
@@ -343,6 +359,8 @@ def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed:
                 "demo wall s": time.monotonic() - t_start,
             }
             print_summary(summary, figures)
+            for line in verify_log(stack):
+                console.print(("[green]" if line.startswith("ok") else "[red]") + f"verify {line}[/]")
             if summary_file:
                 summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
                 console.print(f"summary written to {summary_file}")

@@ -1,0 +1,414 @@
+"""What ``nertz backtest``, ``replay``, ``export`` and ``verify`` do, as functions (the CLI is a thin shell).
+
+They run the services' own components (:mod:`nertz_cli.config`) through the kernel's in-memory log
+runner: a backtest on files, a replay on a JetStream slice or a bundle. The live services, a replay and
+a backtest therefore share every line of decision code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nertz_cli.config import PipelineSettings, nodes
+from nertz_common import events as ev
+from nertz_common import subjects, topology, version
+from nertz_common.errors import ConfigurationError
+from nertz_common.node import bundle as bundle_io
+from nertz_common.node.component import Output
+from nertz_common.node.log import Record, gc_paused, log_range, read_log, records_of
+from nertz_common.node.log_runner import LogRunner, ReplayResult, replay
+from nertz_common.node.snapshot import Snapshot, SnapshotStore, choose
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+COMPONENTS = ("signal", "llm-validator", "executor")
+HOUR_NS = 3_600_000_000_000
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """A backtest's market data: records in log order, and what the parser refused."""
+
+    records: list[Record]
+    rejected: Counter[str] = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def bars(self) -> int:
+        """Closed bars among the records."""
+        return sum(1 for r in self.records if type(r.event) is ev.Bar and r.event.closed)
+
+
+def load_inputs(paths: Sequence[Path], symbols: Iterable[str] | None = None) -> Inputs:
+    """Parse kline CSVs and recordings (cryptofeed's, Nertz's) through market-ingest's parser, merged in
+    time order, into records (the same events ``market-ingest replay`` publishes).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    nertz_ingest.adapters.recording.RecordingError
+        If a file is not a recording market-ingest reads.
+    """
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"expected input files, missing: {', '.join(missing)}")
+    from nertz_ingest.core.rejection import Rejected
+    from nertz_ingest.replay import parse_files
+
+    wanted = set(symbols) if symbols else None
+    events: list[ev.Event] = []
+    rejected: Counter[str] = Counter()
+    with gc_paused():
+        for out in parse_files(list(paths), symbols=wanted):
+            if type(out) is Rejected:
+                rejected[out.reason] += 1
+            else:
+                events.append(out)  # type: ignore[arg-type]
+        return Inputs(records_of(events), rejected, [str(p) for p in paths])
+
+
+# --- backtest ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one run of the components over some inputs produced.
+
+    Attributes
+    ----------
+    settings : PipelineSettings
+    outputs : dict[str, list[Event]]
+        Per component, every event it emitted, in order.
+    inputs : int
+        External inputs fed.
+    bars : int
+        Closed bars among them.
+    seconds : float
+        Wall time of the run (the components only; loading is not included).
+    first_ns, last_ns : int
+        Event time of the first and last input.
+    closes : dict[str, tuple[float, float]]
+        Per symbol, the first and last close of its bars (for buy-and-hold).
+    hold : list[list[float]]
+        Buy-and-hold of the same period: ``[ts_ns, growth]`` every hour of event time, the mean over the
+        symbols seen so far of ``close / first close`` (an equal-weight portfolio; 1.0 at the start).
+    """
+
+    settings: PipelineSettings
+    outputs: dict[str, list[ev.Event]]
+    inputs: int
+    bars: int
+    seconds: float
+    first_ns: int = 0
+    last_ns: int = 0
+    closes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    hold: list[list[float]] = field(default_factory=list)
+
+    @property
+    def bars_per_s(self) -> float:
+        """Closed bars per wall second."""
+        return self.bars / self.seconds if self.seconds > 0 else 0.0
+
+    def events(self, producer: str = "executor") -> list[ev.Event]:
+        """The events of one component."""
+        return self.outputs.get(producer, [])
+
+
+def backtest(records: Sequence[Record], settings: PipelineSettings, *, keep: bool = True) -> Run:
+    """Run signal, the validator and the executor (paper venue) over ``records``, in process.
+
+    The cyclic garbage collector is held back while the run lasts (:func:`~nertz_common.node.log.gc_paused`).
+    """
+    runner = LogRunner(nodes(settings), keep=keep)
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    hold: list[list[float]] = []
+    next_hold = 0
+    bars = 0
+    t0 = time.perf_counter()
+    with gc_paused():
+        feed = runner.feed
+        takes = runner.takes
+        from nertz_common.node.component import Pos
+
+        for r in records:
+            e = r.event
+            if type(e) is ev.Bar and e.closed:
+                bars += 1
+                first.setdefault(e.symbol, e.close)
+                last[e.symbol] = e.close
+                if e.ts_event >= next_hold:
+                    hold.append([e.ts_event, sum(last[s] / first[s] for s in first) / len(first)])
+                    next_hold = e.ts_event - e.ts_event % HOUR_NS + HOUR_NS
+            if takes(type(e)):
+                feed(e, Pos(r.seq, r.origin))
+        seconds = time.perf_counter() - t0
+    outputs = {name: [e for e, _ in outs] for name, outs in runner.outputs.items()}
+    return Run(
+        settings=settings,
+        outputs=outputs,
+        inputs=runner.inputs,
+        bars=bars,
+        seconds=seconds,
+        first_ns=records[0].event.ts_event if records else 0,
+        last_ns=records[-1].event.ts_event if records else 0,
+        closes={s: (first[s], last[s]) for s in first},
+        hold=hold,
+    )
+
+
+# --- the log: JetStream or a bundle -----------------------------------------------------------------
+
+
+@dataclass
+class Slice:
+    """A piece of the log to replay: its records, where re-derivation starts and stops, the snapshots.
+
+    Attributes
+    ----------
+    records : list[Record]
+    start : int
+        Steps from this position on are derived again (earlier ones are taken as recorded).
+    until : int
+        The last external input fed.
+    snapshots : dict[str, Snapshot]
+    config : dict or None
+        The decision configuration recorded with it (a bundle's), None for a live stream.
+    source : str
+        Where it came from, for the report.
+    """
+
+    records: list[Record]
+    start: int
+    until: int
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    source: str = ""
+
+
+def boundary_of(records: Sequence[Record], since_ns: int | None, until_ns: int | None) -> tuple[int | None, int | None]:
+    """Return the positions of the first external input at or after ``since_ns`` and of the last one
+    before ``until_ns`` (event time, UNIX ns), None where not given."""
+    start = end = None
+    for r in records:
+        if r.input_seq is not None:
+            continue
+        if since_ns is not None and start is None and r.event.ts_event >= since_ns:
+            start = r.seq
+        if until_ns is not None and r.event.ts_event < until_ns:
+            end = r.seq
+    return start, end
+
+
+async def read_slice(
+    js: JetStreamContext,
+    *,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    use_snapshots: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    stream: str = subjects.STREAM,
+) -> Slice:
+    """Read what a replay of ``[from_seq, to_seq]`` (or of an event-time window) needs from JetStream.
+
+    With snapshots, each component starts from its latest snapshot before the slice and the log is read
+    from the earliest position they need; without, from the stream's first message.
+
+    Raises
+    ------
+    ConfigurationError
+        If the stream no longer holds what the replay needs (trimmed past every snapshot).
+    """
+    rng = await log_range(js, stream)
+    start = from_seq if from_seq is not None else rng.first_seq
+    snaps: dict[str, Snapshot] = {}
+    if use_snapshots and start > 1:
+        store = await SnapshotStore.open(js)
+        for name in COMPONENTS:
+            s = choose(await store.history(name), start)
+            if s is not None:
+                snaps[name] = s
+    missing = [c for c in COMPONENTS if c not in snaps]
+    need = 1 if missing else min(min(s.positions.values(), default=0) + 1 for s in snaps.values())
+    if need < rng.first_seq:
+        raise ConfigurationError(
+            f"the stream starts at {rng.first_seq}, but a replay from {start} needs every message since {need} "
+            f"({'no snapshot before it for ' + ', '.join(missing) if missing else 'the snapshots are older'}); "
+            f"replay a later slice, or an exported bundle"
+        )
+    records = await read_log(js, from_seq=min(need, start), progress=progress, stream=stream)
+    until = to_seq if to_seq is not None else rng.last_seq
+    if since_ns is not None or until_ns is not None:
+        s0, s1 = boundary_of(records, since_ns, until_ns)
+        start = s0 if s0 is not None else rng.last_seq + 1
+        until = s1 if s1 is not None else until
+    return Slice(records, start, until, snaps, None, f"stream {stream} on the server")
+
+
+def slice_of_bundle(path: Path, *, from_seq: int | None = None, to_seq: int | None = None) -> Slice:
+    """Open a bundle as a slice (its own start and end unless narrowed).
+
+    Raises
+    ------
+    BundleError
+        If the file is not a readable bundle.
+    """
+    b = bundle_io.read(path)
+    start = from_seq if from_seq is not None else b.start
+    until = to_seq if to_seq is not None else b.until
+    return Slice(b.records, start, until, b.snapshots, b.config, f"bundle {path}")
+
+
+def rerun(
+    sl: Slice,
+    settings: PipelineSettings,
+    *,
+    symbols: Iterable[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Replay a slice: derive every step from ``start`` on again and compare with the recording."""
+    wanted = set(symbols) if symbols else None
+    compare = None
+    if wanted:
+
+        def compare(e: ev.Event) -> bool:
+            return getattr(e, "symbol", None) in wanted
+
+    return replay(
+        sl.records,
+        nodes(settings),
+        topology.producer_of,
+        start=sl.start,
+        until=sl.until,
+        snapshots={k: v for k, v in sl.snapshots.items() if v.origin < sl.start},
+        lane_of=topology.lane_of,
+        compare=compare,
+        progress=progress,
+    )
+
+
+def export(sl: Slice, settings: PipelineSettings, out: Path) -> dict[str, Any]:
+    """Write a slice as a bundle; return its manifest.
+
+    Only the records the replay needs are kept: from the earliest snapshot position (or the start) on,
+    up to the last record whose step is in the slice.
+    """
+    keep_from = min((min(s.positions.values(), default=0) + 1 for s in sl.snapshots.values()), default=sl.start)
+    if len(sl.snapshots) < len(COMPONENTS):
+        keep_from = sl.records[0].seq if sl.records else sl.start
+    records = [r for r in sl.records if r.seq >= keep_from and r.origin <= sl.until]
+    packages = {}
+    for dist in (
+        "nertz-common",
+        "nertz-signal",
+        "nertz-validator",
+        "nertz-executor",
+        "nertz-ingest",
+        "msgspec",
+        "nats-py",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            packages[dist] = metadata.version(dist)
+    b = bundle_io.Bundle(
+        records=records, snapshots=sl.snapshots, config=settings.decisions(), start=sl.start, until=sl.until,
+        manifest={"source": sl.source, "config_hash": settings.decisions_hash(), "models": []},
+    )  # fmt: skip
+    return bundle_io.write(out, b, code_version=version.version(), stream=subjects.STREAM, packages=packages)
+
+
+# --- counterfactuals --------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    """One intent's path: proposed, judged, and what the executor did with it."""
+
+    intent: ev.IntentProposed | None = None
+    verdict: ev.VerdictIssued | None = None
+    outcome: str = ""
+    pnl_usdt: float | None = None
+
+    def key(self) -> tuple[str, str, str]:
+        """What a counterfactual compares: the intent's side, the verdict, the executor's outcome."""
+        return (
+            self.intent.side if self.intent else "-",
+            self.verdict.decision if self.verdict else "-",
+            self.outcome or "-",
+        )
+
+
+def decisions(events: Iterable[ev.Event]) -> dict[str, Decision]:
+    """Group signal, validator and executor events by intent id."""
+    out: dict[str, Decision] = defaultdict(Decision)
+    for e in events:
+        if isinstance(e, ev.IntentProposed):
+            out[e.correlation_id].intent = e
+        elif isinstance(e, ev.VerdictIssued):
+            out[e.correlation_id].verdict = e
+        elif isinstance(e, ev.SignalSuppressed):
+            out[e.correlation_id].outcome = f"suppressed: {e.reason}"
+        elif isinstance(e, ev.RiskDenied):
+            out[e.correlation_id].outcome = f"risk_denied: {e.rule}"
+        elif isinstance(e, ev.OrderSubmitted) and not e.reduce_only:
+            out[e.correlation_id].outcome = "ordered"
+        elif isinstance(e, ev.EntryExpired):
+            out[e.correlation_id].outcome = "expired"
+        elif isinstance(e, ev.PositionClosed):
+            d = out[e.correlation_id]
+            d.outcome = f"closed: {e.exit_reason}"
+            d.pnl_usdt = e.realized_pnl_usdt
+    return dict(out)
+
+
+@dataclass
+class Counterfactual:
+    """The decisions that changed between the recording and a re-run with other settings."""
+
+    recorded: dict[str, Decision]
+    derived: dict[str, Decision]
+    changed: list[tuple[str, Decision | None, Decision | None]]
+    pnl_recorded: float
+    pnl_derived: float
+    result: ReplayResult
+
+
+def counterfactual(result: ReplayResult) -> Counterfactual:
+    """Compare a replay's derived decisions with the recorded ones, intent by intent."""
+    rec_events = [r.event for recs in result.recorded.values() for r in recs]
+    rec_events.sort(key=lambda e: e.ts_event)
+    der_events: list[ev.Event] = [e for outs in result.derived.values() for e, _ in outs]
+    rec, der = decisions(rec_events), decisions(der_events)
+    changed = []
+    for iid in sorted(set(rec) | set(der), key=lambda i: _when(rec.get(i) or der.get(i))):
+        a, b = rec.get(iid), der.get(iid)
+        if a is None or b is None or a.key() != b.key():
+            changed.append((iid, a, b))
+    pnl = sum(e.realized_pnl_usdt for e in rec_events if isinstance(e, ev.PositionClosed))
+    pnl2 = sum(e.realized_pnl_usdt for e in der_events if isinstance(e, ev.PositionClosed))
+    return Counterfactual(rec, der, changed, pnl, pnl2, result)
+
+
+def _when(d: Decision | None) -> int:
+    if d is None:
+        return 0
+    e = d.intent or d.verdict
+    return e.ts_event if e is not None else 0
+
+
+def outputs_of(result: ReplayResult) -> dict[str, list[Output]]:
+    """The derived events of a replay, per component."""
+    return result.derived

@@ -1,0 +1,200 @@
+"""``nertz verify``: the Hard Lock and accounting invariants over any history (a stream or a bundle).
+
+Each check is a small named function over the log's records returning a :class:`Check` (after
+Freqtrade's protections: one interface, each says why). The lock is read from the one transition table
+(:mod:`nertz_common.lock`), not re-implemented.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from nertz_common import events as ev
+from nertz_common import lock
+from nertz_common.node.log import Record
+
+#: how a position may end (the exchange-native exits and the executor's stale exit)
+EXITS = frozenset({"take_profit", "stop_loss", "stale_exit"})
+MAX_SHOWN = 5
+
+
+@dataclass
+class Check:
+    """One invariant's result: its name, how many items it looked at, and the violations found."""
+
+    name: str
+    description: str
+    checked: int = 0
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing violated the invariant."""
+        return not self.violations
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        head = f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.description} ({self.checked} checked"
+        head += ")" if self.ok else f", {len(self.violations)} violations)"
+        return head
+
+
+def unique_ids(records: Sequence[Record]) -> Check:
+    """Every event id appears once on the log; every entry order id once."""
+    c = Check("unique_ids", "event ids and entry order ids are unique")
+    ids: Counter[str] = Counter(r.event.event_id for r in records)
+    orders: Counter[str] = Counter(
+        r.event.order_id for r in records if isinstance(r.event, ev.OrderSubmitted) and not r.event.reduce_only
+    )
+    c.checked = len(ids) + len(orders)
+    c.violations += [f"event id {i} appears {n} times" for i, n in ids.items() if n > 1]
+    c.violations += [f"entry order {o} submitted {n} times" for o, n in orders.items() if n > 1]
+    return c
+
+
+def hard_lock(records: Sequence[Record]) -> Check:
+    """Every executor and venue event is a transition the lock allows; no order while a lock is engaged."""
+    c = Check("hard_lock", "no order while a symbol's lock is engaged; every transition is in the table")
+    state: dict[str, ev.LockState] = defaultdict(lambda: lock.FLAT)
+    for r in records:
+        e = r.event
+        if lock.transition_of(e) is None:
+            continue
+        c.checked += 1
+        sym = getattr(e, "symbol", "")
+        new = lock.next_state(state[sym], e)
+        if new is None:
+            what = "entry order" if isinstance(e, ev.OrderSubmitted) and not e.reduce_only else type(e).__name__
+            c.violations.append(f"seq {r.seq}: {what} on {sym} while {state[sym]} ({e.event_id})")
+            continue
+        state[sym] = new
+    engaged = {s: v for s, v in state.items() if v != lock.FLAT}
+    if engaged:
+        c.notes.append("at the end: " + ", ".join(f"{s} {v}" for s, v in sorted(engaged.items())))
+    return c
+
+
+def suppressed_when_locked(records: Sequence[Record]) -> Check:
+    """Every verdict met by an engaged lock (its ``VerdictAwaited.lock_state``) has its ``SignalSuppressed``
+    and no order; and the awaited lock state is the one the log implies."""
+    c = Check("suppressed_when_locked", "every verdict in a locked state has its SignalSuppressed")
+    state: dict[str, ev.LockState] = defaultdict(lambda: lock.FLAT)
+    awaited: dict[str, tuple[int, ev.VerdictAwaited]] = {}
+    suppressed: set[str] = set()
+    ordered: set[str] = set()
+    verdicts: dict[str, int] = {}
+    for r in records:
+        e = r.event
+        if isinstance(e, ev.VerdictAwaited):
+            awaited[e.correlation_id] = (r.seq, e)
+            if e.lock_state != state[e.symbol]:
+                c.violations.append(
+                    f"seq {r.seq}: VerdictAwaited on {e.symbol} says {e.lock_state}, the log implies {state[e.symbol]}"
+                )
+        elif isinstance(e, ev.VerdictIssued):
+            verdicts[e.correlation_id] = r.seq
+        elif isinstance(e, ev.SignalSuppressed):
+            suppressed.add(e.correlation_id)
+        elif isinstance(e, ev.OrderSubmitted) and not e.reduce_only:
+            ordered.add(e.correlation_id)
+        if lock.transition_of(e) is not None:
+            sym = getattr(e, "symbol", "")
+            state[sym] = lock.next_state(state[sym], e) or state[sym]
+    for iid, seq in verdicts.items():
+        got = awaited.get(iid)
+        if got is None or got[1].lock_state not in lock.ENGAGED:
+            continue
+        c.checked += 1
+        if iid not in suppressed:
+            c.violations.append(f"verdict at seq {seq} met {got[1].lock_state} on {got[1].symbol}: no SignalSuppressed")
+        if iid in ordered:
+            c.violations.append(f"verdict at seq {seq} met {got[1].lock_state} on {got[1].symbol}: an order followed")
+    return c
+
+
+def exits(records: Sequence[Record]) -> Check:
+    """Every closed position ended by take-profit, stop-loss or stale exit."""
+    c = Check("exits", "every position ends by TP, SL or stale exit")
+    opened: dict[str, int] = {}
+    for r in records:
+        e = r.event
+        if isinstance(e, ev.PositionOpened):
+            opened[e.position_id] = r.seq
+        elif isinstance(e, ev.PositionClosed):
+            c.checked += 1
+            opened.pop(e.position_id, None)
+            if e.exit_reason not in EXITS:
+                c.violations.append(f"seq {r.seq}: {e.position_id} on {e.symbol} closed by {e.exit_reason}")
+    if opened:
+        c.notes.append(f"{len(opened)} position(s) still open at the end")
+    return c
+
+
+def accounting(records: Sequence[Record], rel_tol: float = 1e-9, abs_tol: float = 1e-6) -> Check:
+    """Every round trip's fees are its fills' fees and its P&L is ``sign × (exit − entry) × qty − fees``."""
+    c = Check("accounting", "P&L and fees of every round trip add up to its fills")
+    fills: dict[str, list[ev.OrderFilled]] = defaultdict(list)
+    for r in records:
+        e = r.event
+        if isinstance(e, ev.OrderFilled):
+            fills[e.correlation_id].append(e)
+        elif isinstance(e, ev.PositionClosed):
+            c.checked += 1
+            fs = fills.get(e.correlation_id, [])
+            entry = [f for f in fs if not f.reduce_only]
+            exit_ = [f for f in fs if f.reduce_only]
+            if not entry or not exit_:
+                c.violations.append(f"seq {r.seq}: {e.position_id} closed without an entry and an exit fill")
+                continue
+            fees = sum(f.fee_usdt for f in entry) + sum(f.fee_usdt for f in exit_)
+            sign = 1.0 if e.side == "long" else -1.0
+            pnl = sign * (e.exit_price - e.entry_price) * e.qty - e.fee_usdt
+            close = lambda a, b: math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)  # noqa: E731
+            if not close(fees, e.fee_usdt):
+                c.violations.append(f"seq {r.seq}: fees {e.fee_usdt:.6f} USDT, its fills paid {fees:.6f}")
+            if not close(pnl, e.realized_pnl_usdt):
+                c.violations.append(f"seq {r.seq}: P&L {e.realized_pnl_usdt:.6f} USDT, its prices give {pnl:.6f}")
+            if not close(entry[-1].price, e.entry_price) or not close(exit_[-1].price, e.exit_price):
+                c.violations.append(f"seq {r.seq}: entry/exit prices differ from the fills'")
+    return c
+
+
+CHECKS: tuple[Callable[[Sequence[Record]], Check], ...] = (
+    unique_ids,
+    hard_lock,
+    suppressed_when_locked,
+    exits,
+    accounting,
+)
+
+
+def verify(records: Sequence[Record]) -> list[Check]:
+    """Run every check over ``records`` (in log order)."""
+    return [check(records) for check in CHECKS]
+
+
+def realized_by_symbol(records: Sequence[Record]) -> dict[str, tuple[int, float]]:
+    """Round trips and realized P&L (USDT) per symbol, from the log (to compare with the projections)."""
+    out: dict[str, tuple[int, float]] = {}
+    for r in records:
+        e = r.event
+        if isinstance(e, ev.PositionClosed):
+            n, p = out.get(e.symbol, (0, 0.0))
+            out[e.symbol] = (n + 1, p + e.realized_pnl_usdt)
+    return out
+
+
+def projections(records: Sequence[Record], db: dict[str, tuple[int, float]], tol_usdt: float = 1e-6) -> Check:
+    """The projected round trips and P&L per symbol equal the log's."""
+    c = Check("projections", "round trips and P&L per symbol in Postgres equal the log's")
+    log = realized_by_symbol(records)
+    for sym in sorted(set(log) | set(db)):
+        c.checked += 1
+        a, b = log.get(sym, (0, 0.0)), db.get(sym, (0, 0.0))
+        if a[0] != b[0] or abs(a[1] - b[1]) > tol_usdt:
+            c.violations.append(f"{sym}: log {a[0]} trips {a[1]:.6f} USDT, Postgres {b[0]} trips {b[1]:.6f} USDT")
+    return c

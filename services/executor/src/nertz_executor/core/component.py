@@ -1,0 +1,327 @@
+"""The executor as a kernel component: the Hard Lock, the risk guard and a venue, pure and synchronous.
+
+Driver inputs, in log order: market data (``md.bar``, ``md.book``, ``md.ticker``, ``md.status``) and
+operator commands (``sys.control``, applied where they sit in the log). Joins: at every closed bar the
+executor waits for that bar's ``FactorSnapshot`` (signal publishes exactly one per closed bar); if the
+snapshot names an intent it publishes ``VerdictAwaited`` (the validator's rendezvous), then joins the
+``IntentProposed`` and the ``VerdictIssued`` of that intent, and decides:
+
+- a verdict for a symbol whose lock is engaged (ENTRY_PENDING, LOCKED, COOLDOWN) becomes
+  ``SignalSuppressed`` and never reaches the venue;
+- a rejected verdict in FLAT is its own record (no event);
+- an approved one goes through the risk guard (``RiskDenied(rule, reason)``) and becomes an entry
+  ``OrderSubmitted`` with exchange-native take-profit and stop-loss, sent to the venue.
+
+Every market event is shown to the venue first (fills, TP/SL), then the lock's timers run: an entry not
+filled in time expires, a position held past ``max_hold`` (and ``min_hold``) with a return below the
+band is closed at market (stale exit), a cooldown elapses. Every event is folded with
+:func:`~nertz_executor.core.lock.evolve` *before* it is returned, so a transition the lock forbids
+raises before anything is published.
+
+Conventions: every event's ``ts_event = ts_init`` = the ``ts_event`` of the input being handled;
+``event_id = derive_id(<type>, correlation_id, ...)``; ``correlation_id`` is the intent id.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from nertz_common import events as ev
+from nertz_common.derive import derive
+from nertz_common.ids import derive_id, order_link_id
+from nertz_common.node.component import Component, Join
+from nertz_executor.core import risk
+from nertz_executor.core.config import ExecutorConfig
+from nertz_executor.core.lock import ExecutorState, SymbolState, apply_control, evolve, initial_state
+from nertz_executor.core.venue import MarketData
+from nertz_executor.core.venue.paper import PaperState, PaperVenue, gross_return, market_price, realized_pnl
+
+
+class ExecutorSnap(msgspec.Struct):
+    """The executor's whole state between steps: the lock state and the paper account."""
+
+    state: ExecutorState
+    venue: PaperState
+
+
+class Executor(Component):
+    """The Structural Hard Lock over a venue (see the module docstring).
+
+    Parameters
+    ----------
+    config : ExecutorConfig
+    venue : PaperVenue, optional
+        Defaults to a paper venue on ``config``.
+
+    Attributes
+    ----------
+    state : ExecutorState
+        The fold of every event the executor emitted (and the operator commands it read).
+    """
+
+    name: ClassVar[str] = "executor"
+    inputs: ClassVar[tuple[type[ev.Event], ...]] = (
+        ev.Bar, ev.BookSnapshot, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
+        ev.TradingStarted, ev.TradingStopped,
+    )  # fmt: skip
+    joins: ClassVar[tuple[Join, ...]] = (
+        Join(ev.FactorSnapshot, "bar_id"),
+        Join(ev.IntentProposed, "correlation_id"),
+        Join(ev.VerdictIssued, "correlation_id"),
+    )
+    state_type: ClassVar[type[msgspec.Struct]] = ExecutorSnap
+
+    def __init__(self, config: ExecutorConfig, venue: PaperVenue | None = None) -> None:
+        self.config = config
+        self.venue = venue or PaperVenue(config)
+        self.state: ExecutorState = initial_state(config)
+        self._bar: ev.Bar | None = None
+        self._factor: ev.FactorSnapshot | None = None
+        self._intent: ev.IntentProposed | None = None
+        self._out: list[ev.Event] = []
+
+    # --- driver inputs ----------------------------------------------------------------------------
+
+    def on_bar(self, bar: ev.Bar) -> list[ev.Event]:
+        """Market effects of the bar; a closed bar then waits for its factor snapshot."""
+        out = self._market(bar)
+        if bar.closed:
+            self._bar = bar
+            self.awaiting = (ev.FactorSnapshot, bar.event_id)
+        return out
+
+    def on_book_snapshot(self, e: ev.BookSnapshot) -> list[ev.Event]:
+        """Market effects of a book (fills at best bid/ask, TP/SL, timers)."""
+        return self._market(e)
+
+    def on_ticker(self, e: ev.Ticker) -> list[ev.Event]:
+        """Timers only (a ticker carries no tradable price for the paper venue)."""
+        return self._market(e)
+
+    def on_feed_gap(self, e: ev.FeedGap) -> list[ev.Event]:
+        """Timers only."""
+        return self._market(e)
+
+    def on_feed_resynced(self, e: ev.FeedResynced) -> list[ev.Event]:
+        """Timers only."""
+        return self._market(e)
+
+    def on_feed_stale(self, e: ev.FeedStale) -> list[ev.Event]:
+        """Timers only."""
+        return self._market(e)
+
+    def on_trading_started(self, e: ev.TradingStarted) -> list[ev.Event]:
+        """Allow new entries again in the command's scope (``all`` or one symbol), from here on."""
+        self.state = apply_control(self.state, e)
+        return []
+
+    def on_trading_stopped(self, e: ev.TradingStopped) -> list[ev.Event]:
+        """Halt new entries in the command's scope, from here on (open positions keep their TP/SL)."""
+        self.state = apply_control(self.state, e)
+        return []
+
+    # --- joins ------------------------------------------------------------------------------------
+
+    def on_factor_snapshot(self, f: ev.FactorSnapshot) -> list[ev.Event]:
+        """The closed bar's snapshot: with an intent, publish ``VerdictAwaited`` and join the intent."""
+        bar = self._bar
+        if bar is None or f.bar_id != bar.event_id:
+            raise ValueError(f"expected the snapshot of the awaited bar, was of bar {f.bar_id}")
+        iid = f.intent_id
+        if iid is None:
+            self._end_step()
+            return []
+        self._factor = f
+        self.awaiting = (ev.IntentProposed, iid)
+        awaited = derive(
+            ev.VerdictAwaited, bar, iid, correlation_id=iid, causation_id=f.event_id,
+            lock_state=self.state.symbol(bar.symbol).lock,
+        )  # fmt: skip
+        return self._emit([awaited])
+
+    def on_intent_proposed(self, intent: ev.IntentProposed) -> list[ev.Event]:
+        """The snapshot's intent (size and exits of the order): now join its verdict."""
+        self._intent = intent
+        self.awaiting = (ev.VerdictIssued, intent.correlation_id)
+        return []
+
+    def on_verdict_issued(self, verdict: ev.VerdictIssued) -> list[ev.Event]:
+        """Decide the verdict: suppress, deny, or enter (see the module docstring)."""
+        bar, intent = self._bar, self._intent
+        if bar is None or intent is None or verdict.correlation_id != intent.correlation_id:
+            raise ValueError(f"expected the verdict of the awaited intent, was of {verdict.correlation_id}")
+        if verdict.symbol != bar.symbol:
+            raise ValueError(f"expected a verdict on {bar.symbol}, was on {verdict.symbol}")
+        self._end_step()
+        return self._emit(self._decide(bar, verdict, intent))
+
+    def _end_step(self) -> None:
+        self._bar = self._factor = self._intent = None
+        self.awaiting = None
+
+    # --- decisions --------------------------------------------------------------------------------
+
+    def _decide(self, bar: ev.Bar, verdict: ev.VerdictIssued, intent: ev.IntentProposed) -> list[ev.Event]:
+        state, config = self.state, self.config
+        iid = verdict.correlation_id
+        sym = state.symbol(bar.symbol)
+        head: dict[str, Any] = {"correlation_id": iid, "causation_id": verdict.event_id}
+        if sym.lock != "FLAT":
+            return [
+                derive(
+                    ev.SignalSuppressed,
+                    bar,
+                    iid,
+                    **head,
+                    reason=_suppression_reason(sym, intent),
+                    lock_state=sym.lock,
+                    decision=verdict.decision,
+                )
+            ]
+        if verdict.decision != "approve":
+            return []  # the verdict itself is the record
+        qty = intent.qty * verdict.size_multiplier
+        ctx = risk.RiskContext(
+            qty=qty,
+            price_ref=intent.entry_price,
+            stop_loss=intent.stop_loss,
+            leverage=intent.leverage,
+            equity_usdt=state.equity_usdt,
+            open_notional_usdt=state.open_notional_usdt,
+            open_count=state.exposure_count,
+            trading_enabled=state.trading_allowed(bar.symbol),
+            daily_pnl_usdt=state.daily_pnl_at(bar.ts_event),
+            day_start_equity_usdt=state.day_start_equity_at(bar.ts_event),
+        )
+        denial = risk.check(ctx, config)
+        if denial is not None:
+            rule, reason = denial
+            return [derive(ev.RiskDenied, bar, iid, **head, rule=rule, reason=reason)]
+        order_id = order_link_id(iid)
+        order = derive(
+            ev.OrderSubmitted, bar, iid, order_id, **head,
+            order_id=order_id, side="Buy" if intent.side == "long" else "Sell", order_type="Market", qty=qty,
+            price_ref=intent.entry_price, take_profit=intent.take_profit, stop_loss=intent.stop_loss,
+            reduce_only=False, venue_name=config.venue_name,
+        )  # fmt: skip
+        return [order]
+
+    def _market(self, event: MarketData) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        self._out = out
+        symbol = event.symbol
+        sym = self.state.symbol(symbol)
+        lock0 = sym.lock
+        if lock0 == "FLAT":
+            return out
+        venue_events = self.venue.on_market(event)
+        for v in venue_events:
+            self._on_venue(v, event)
+        if lock0 == "ENTRY_PENDING":
+            sym = self.state.symbol(symbol)
+            if sym.lock == "ENTRY_PENDING" and event.ts_event > sym.entry_deadline_ns:
+                timeout_s = (sym.entry_deadline_ns - sym.order_ts_ns) / 1e9
+                self.venue.cancel(sym.order_id or "", event)
+                self._push(
+                    derive(ev.EntryExpired, event, sym.correlation_id, correlation_id=sym.correlation_id,
+                           order_id=sym.order_id, reason=f"not filled within {timeout_s:g} s")
+                )  # fmt: skip
+        elif lock0 == "LOCKED" and not venue_events:
+            self._stale_exit(self.state.symbol(symbol), event)
+        elif lock0 == "COOLDOWN" and event.ts_event >= sym.cooldown_until_ns:
+            self._push(
+                derive(ev.LockReleased, event, sym.correlation_id, correlation_id=sym.correlation_id,
+                       reason="cooldown_elapsed")
+            )  # fmt: skip
+        return out
+
+    def _stale_exit(self, sym: SymbolState, event: MarketData) -> None:
+        config = self.config
+        side = sym.side
+        if side is None or sym.correlation_id is None:
+            return
+        holding = event.ts_event - sym.opened_ts_ns
+        if holding < config.max_hold_ns or holding < config.min_hold_ns:
+            return
+        price = market_price(side, event)
+        if price is None or gross_return(side, sym.entry_price, price) >= config.stale_band:
+            return
+        iid = sym.correlation_id
+        order_id = order_link_id(iid, "stale_exit")
+        submitted = derive(
+            ev.OrderSubmitted, event, iid, order_id, correlation_id=iid,
+            order_id=order_id, side="Sell" if side == "long" else "Buy", qty=sym.qty, price_ref=price,
+            reduce_only=True, venue_name=config.venue_name,
+        )  # fmt: skip
+        self._push(submitted)
+        for v in self.venue.submit(submitted):
+            self._on_venue(v, event, exit_reason="stale_exit")
+
+    def _on_venue(self, v: ev.Event, event: ev.Event, exit_reason: ev.ExitReason | None = None) -> None:
+        """Fold a venue event and add the lock events it causes."""
+        self._push(v)
+        if not isinstance(v, ev.OrderFilled):
+            return
+        sym = self.state.symbol(v.symbol)
+        iid = v.correlation_id
+        if not v.reduce_only:
+            opened = derive(
+                ev.PositionOpened, event, iid, correlation_id=iid, causation_id=v.event_id,
+                position_id=derive_id("position", iid), side=sym.side, qty=v.qty, entry_price=v.price,
+                take_profit=sym.take_profit, stop_loss=sym.stop_loss, fee_usdt=v.fee_usdt,
+            )  # fmt: skip
+            self._push(opened)
+            self._push(
+                derive(ev.LockEngaged, event, iid, correlation_id=iid, causation_id=opened.event_id,
+                       reason="position_opened")
+            )  # fmt: skip
+            return
+        side = sym.side
+        if side is None or sym.position_id is None:
+            return
+        fees = sym.entry_fee_usdt + v.fee_usdt
+        pnl = realized_pnl(side, sym.qty, sym.entry_price, v.price, fees)
+        self._push(
+            derive(
+                ev.PositionClosed, event, iid, correlation_id=iid, causation_id=v.event_id,
+                position_id=sym.position_id, side=side, qty=sym.qty, entry_price=sym.entry_price, exit_price=v.price,
+                exit_reason=v.exit_reason or exit_reason or "manual", realized_pnl_usdt=pnl, fee_usdt=fees,
+                return_fraction=pnl / (sym.entry_price * sym.qty), holding_ns=event.ts_event - sym.opened_ts_ns,
+            )
+        )  # fmt: skip
+
+    def _push(self, e: ev.Event) -> None:
+        self.state = evolve(self.state, e)
+        self._out.append(e)
+
+    def _emit(self, events: list[ev.Event]) -> list[ev.Event]:
+        self._out = []
+        for e in events:
+            self._push(e)
+            if isinstance(e, ev.OrderSubmitted) and not e.reduce_only:
+                sym = self.state.symbol(e.symbol)
+                for v in self.venue.submit(e, sym.entry_deadline_ns):
+                    self._on_venue(v, e)
+        return self._out
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def get_state(self) -> ExecutorSnap:
+        """Return the lock state and the paper account."""
+        return ExecutorSnap(self.state, self.venue.get_state())
+
+    def set_state(self, snap: ExecutorSnap) -> None:
+        """Put back a state from :meth:`get_state`."""
+        self.state = snap.state
+        self.venue.set_state(snap.venue)
+        self._end_step()
+
+
+def _suppression_reason(sym: SymbolState, intent: ev.IntentProposed) -> str:
+    if sym.lock == "COOLDOWN":
+        return "cooldown"
+    if sym.lock == "ENTRY_PENDING":
+        return "entry_pending"
+    return "locked_same_side" if intent.side == sym.side else "locked_opposing_side"

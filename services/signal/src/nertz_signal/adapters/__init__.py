@@ -1,1 +1,0 @@
-"""I/O of the signal service (reading the log back to rebuild state)."""
