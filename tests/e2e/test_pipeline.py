@@ -24,8 +24,8 @@ import nats
 import pytest
 
 from nertz_cli import demo
+from nertz_common import aio, subjects, topology
 from nertz_common import events as ev
-from nertz_common import subjects, topology
 from nertz_common.node.log import read_log
 from nertz_common.testing.plugin import with_database
 
@@ -134,12 +134,12 @@ def run_pipeline(
 def baseline(nats_url: str, slice_files, tmp_path_factory) -> dict[str, list[bytes]]:
     """The decision-path output of one uninterrupted run (no api needed)."""
     run_pipeline(nats_url, "", tmp_path_factory.mktemp("run-a"), slice_files, ("signal", "llm-validator", "executor"))
-    return asyncio.run(_outputs(nats_url))
+    return aio.run(_outputs(nats_url))
 
 
 def test_pipeline_replay_twice_yields_identical_decision_payloads(nats_url, slice_files, baseline, tmp_path):
     run_pipeline(nats_url, "", tmp_path, slice_files, ("signal", "llm-validator", "executor"))
-    again = asyncio.run(_outputs(nats_url))
+    again = aio.run(_outputs(nats_url))
     kinds = Counter(ev.decode(p).__class__.__name__ for d in DECISION_DOMAINS for p in baseline[d])
     assert kinds["FactorSnapshot"] >= 3 * ROWS
     assert kinds["IntentProposed"] > 0 and kinds["VerdictIssued"] == kinds["IntentProposed"]
@@ -151,7 +151,7 @@ def test_pipeline_replay_twice_yields_identical_decision_payloads(nats_url, slic
 @pytest.mark.parametrize("service", ["signal", "llm-validator", "executor"])
 def test_sigkill_of_a_service_mid_replay_changes_nothing_in_the_log(nats_url, slice_files, baseline, tmp_path, service):
     run_pipeline(nats_url, "", tmp_path, slice_files, ("signal", "llm-validator", "executor"), kill=service)
-    after = asyncio.run(_outputs(nats_url))
+    after = aio.run(_outputs(nats_url))
     for d in DECISION_DOMAINS:
         assert len(after[d]) == len(baseline[d]), f"{d}.*: {len(after[d])} events, uninterrupted {len(baseline[d])}"
         assert after[d] == baseline[d], f"{d}.* differs after a SIGKILL of {service}"
@@ -178,7 +178,7 @@ def test_pipeline_projects_into_postgres_and_api_answers(nats_url, database_url,
     db = _new_db(database_url, f"e2e_{int(time.time())}")
     stack = run_pipeline(nats_url, db, tmp_path, slice_files, ("api", "signal", "llm-validator", "executor"))
     # the projector has caught up: every closed bar and every decision is in Postgres
-    outputs = asyncio.run(_outputs(nats_url))
+    outputs = aio.run(_outputs(nats_url))
     snapshots = sum(isinstance(ev.decode(p), ev.FactorSnapshot) for p in outputs["sig"])
     intents = sum(isinstance(ev.decode(p), ev.IntentProposed) for p in outputs["sig"])
     [row] = asyncio.run(_db(db, "SELECT count(*) AS n FROM factor_snapshots"))
@@ -211,7 +211,7 @@ def test_pipeline_projects_into_postgres_and_api_answers(nats_url, database_url,
 def test_sigkill_of_the_api_mid_replay_projects_every_event_once(nats_url, database_url, slice_files, tmp_path):
     db = _new_db(database_url, f"e2e_kill_{int(time.time())}")
     run_pipeline(nats_url, db, tmp_path, slice_files, ("api", "signal", "llm-validator", "executor"), kill="api")
-    outputs = asyncio.run(_outputs(nats_url))
+    outputs = aio.run(_outputs(nats_url))
     n_snap = sum(isinstance(ev.decode(p), ev.FactorSnapshot) for p in outputs["sig"])
     closed = [e for e in map(ev.decode, outputs["exec"]) if isinstance(e, ev.PositionClosed)]
     [row] = asyncio.run(_db(db, "SELECT count(*) AS n FROM factor_snapshots"))

@@ -23,8 +23,8 @@ import pytest
 
 from nertz_cli import config, demo, tools
 from nertz_cli import verify as checks
+from nertz_common import aio, topology
 from nertz_common import events as ev
-from nertz_common import topology
 from nertz_common.infra import free_port
 from nertz_common.node import bundle
 from nertz_common.node.log import Record, read_log
@@ -55,7 +55,7 @@ def demo_run(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> list[Re
         demo.wait_caught_up(stack, timeout_s=600)
     finally:
         stack.stop_services()
-    return asyncio.run(_read(nats_url))
+    return aio.run(_read(nats_url))
 
 
 async def _read(nats_url: str) -> list[Record]:
@@ -74,7 +74,7 @@ def _slice(nats_url: str, **kw) -> tools.Slice:  # type: ignore[no-untyped-def]
         finally:
             await nc.close()
 
-    return asyncio.run(go())
+    return aio.run(go())
 
 
 def test_backtest_of_the_bundled_data_gives_exactly_the_services_exec_events(demo_run):

@@ -7,6 +7,7 @@ decision code as the live services) through the kernel's in-memory log runner.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nertz_common import topology
+from nertz_common import aio, topology
 from nertz_common.errors import ConfigurationError
 
 app = typer.Typer(
@@ -85,7 +86,7 @@ def _with_js(nats_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await nc.close()
 
-    return asyncio.run(go())
+    return aio.run(go())
 
 
 def _settings(sets: list[str] | None, base: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
@@ -419,7 +420,7 @@ def verify(
     sl = _slice(bundle, nats_url, None, None, None, None, snapshots=False)
     results = checks.verify(sl.records)
     if database_url:
-        results.append(checks.projections(sl.records, asyncio.run(_projected(database_url))))
+        results.append(checks.projections(sl.records, aio.run(_projected(database_url))))
     for c in results:
         out.print(("[green]" if c.ok else "[red]") + c.line() + "[/]")
         for v in c.violations[: checks.MAX_SHOWN]:
@@ -452,6 +453,8 @@ async def _projected(url: str) -> dict[str, tuple[int, float]]:
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # a command reads a log or a file once and exits: the cyclic collector would only rescan it
+    gc.disable()
     try:
         app()
     except ConfigurationError as e:

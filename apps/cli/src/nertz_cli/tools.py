@@ -143,16 +143,20 @@ def backtest(records: Sequence[Record], settings: PipelineSettings, *, keep: boo
         takes = runner.takes
         from nertz_common.node.component import Pos
 
+        bar_t = ev.Bar
         for r in records:
             e = r.event
-            if type(e) is ev.Bar and e.closed:
+            t = type(e)
+            if t is bar_t and e.closed:  # type: ignore[union-attr]
                 bars += 1
-                first.setdefault(e.symbol, e.close)
-                last[e.symbol] = e.close
+                sym = e.symbol  # type: ignore[union-attr]
+                if sym not in first:
+                    first[sym] = e.close  # type: ignore[union-attr]
+                last[sym] = e.close  # type: ignore[union-attr]
                 if e.ts_event >= next_hold:
                     hold.append([e.ts_event, sum(last[s] / first[s] for s in first) / len(first)])
                     next_hold = e.ts_event - e.ts_event % HOUR_NS + HOUR_NS
-            if takes(type(e)):
+            if takes(t):
                 feed(e, Pos(r.seq, r.origin))
         seconds = time.perf_counter() - t0
     outputs = {name: [e for e, _ in outs] for name, outs in runner.outputs.items()}

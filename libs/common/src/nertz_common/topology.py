@@ -11,6 +11,7 @@ record: no consumer is declared on it, and ``NERTZ`` never binds its subjects.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -110,6 +111,7 @@ def spec(durable: str) -> ConsumerSpec:
     raise KeyError(f"expected a declared consumer, was {durable!r} (known: {[c.durable for c in CONSUMERS]})")
 
 
+@functools.lru_cache(maxsize=65_536)
 def producer_of(subject: str) -> str | None:
     """Return the service that publishes on ``subject`` (None for dead letters and unknown subjects)."""
     tokens = subject.split(".", 2)

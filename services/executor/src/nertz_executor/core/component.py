@@ -86,7 +86,8 @@ class Executor(Component):
 
     def on_bar(self, bar: ev.Bar) -> list[ev.Event]:
         """Market effects of the bar; a closed bar then waits for its factor snapshot."""
-        out = self._market(bar)
+        sym = self.state.symbols.get(bar.symbol)
+        out = [] if sym is None or sym.lock == "FLAT" else self._market(bar)  # FLAT: nothing to do
         if bar.closed:
             self._bar = bar
             self.awaiting = (ev.FactorSnapshot, bar.event_id)
@@ -131,7 +132,8 @@ class Executor(Component):
             raise ValueError(f"expected the snapshot of the awaited bar, was of bar {f.bar_id}")
         iid = f.intent_id
         if iid is None:
-            self._end_step()
+            self._bar = None
+            self.awaiting = None
             return []
         self._factor = f
         self.awaiting = (ev.IntentProposed, iid)

@@ -15,6 +15,7 @@ order; when it proposes an intent the :class:`IntentProposed` comes first and th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import sqrt, tanh
 from typing import ClassVar, NamedTuple, TypeAlias
 
 import msgspec
@@ -27,6 +28,7 @@ from nertz_signal.core.config import SignalConfig
 from nertz_signal.core.indicators import DAY_NS, Atr, AtrMedian, Regime, RollingWindow, Trend, TripleEma
 
 MINUTE_NS = 60_000_000_000
+_REL_STD_EPS = factors._REL_STD_EPS
 _LETTER_INTERVALS = {"D": DAY_NS, "W": 7 * DAY_NS, "M": 30 * DAY_NS}
 _BOOK_TOPIC_KINDS = ("book", "any")
 
@@ -318,8 +320,21 @@ class SignalEngine(Component):
             sym = self._symbols[symbol] = SymbolState()
         if sym.health.stale:
             sym.health.on_data("bar")
-        egm = None if c_stats is None else factors.egm_score(close, c_stats[0], c_stats[1])
-        pio = None if v_stats is None else factors.pio_score(bar.open, close, bar.volume, v_stats[0])
+        # factors.egm_score and factors.pio_score, inlined (bars are finite: ingest refuses NaN and inf)
+        egm = pio = None
+        if c_stats is not None:
+            mean, var = c_stats
+            std = sqrt(var) if var > 0.0 else 0.0
+            egm = 0.0 if std <= _REL_STD_EPS * abs(mean) else tanh((close - mean) / std / 2.0)
+        if v_stats is not None:
+            mean_v = v_stats[0]
+            if mean_v <= 0.0:
+                pio = 0.0
+            else:
+                o, vol = bar.open, bar.volume
+                x = vol / mean_v - 1.0
+                x = 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+                pio = x if close > o else -x if close < o else 0.0
         ild = rol = ogm = None
         book = sym.book
         if book is not None:

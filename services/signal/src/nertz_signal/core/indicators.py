@@ -266,12 +266,27 @@ class RollingWindow:
 
     def push_stats(self, x: float) -> tuple[float, float] | None:
         """Push ``x``; return ``(mean, variance)`` of the window once it is full, else None."""
-        self.push(x)
-        m = len(self.values)
-        if m != self.n:
+        v = self.values
+        n = self.n
+        self._since += 1
+        if self._since >= n:
+            v.append(x)
+            self._repivot()
+        else:  # push(), inlined: this runs twice per closed bar of every series
+            k = self._k
+            d = x - k
+            if len(v) == n:
+                o = v[0] - k
+                self._s1 += d - o
+                self._s2 += d * d - o * o
+            else:
+                self._s1 += d
+                self._s2 += d * d
+            v.append(x)
+        if len(v) != n:
             return None
-        a = self._s1 / m
-        var = self._s2 / m - a * a
+        a = self._s1 / n
+        var = self._s2 / n - a * a
         return self._k + a, var if var > 0.0 else 0.0
 
     @property
