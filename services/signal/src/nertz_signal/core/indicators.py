@@ -238,22 +238,7 @@ class RollingWindow:
 
     def push(self, x: float) -> None:
         """Append ``x``; the oldest value leaves once the window is full."""
-        v = self.values
-        self._since += 1
-        if self._since >= self.n:
-            v.append(x)
-            self._repivot()
-            return
-        k = self._k
-        d = x - k
-        if len(v) == self.n:
-            o = v[0] - k
-            self._s1 += d - o
-            self._s2 += d * d - o * o
-        else:
-            self._s1 += d
-            self._s2 += d * d
-        v.append(x)
+        self.push_stats(x)
 
     def _repivot(self) -> None:
         k = self._k = self.values[-1]
