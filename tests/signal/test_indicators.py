@@ -110,3 +110,35 @@ def test_atr_median_drops_samples_older_than_window():
     for h, atr in enumerate((100.0, 1.0, 1.0, 1.0)):
         m.update(h * HOUR_NS, atr)
     assert len(m) == 3 and m.median == 1.0
+
+
+@given(
+    st.lists(st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False), min_size=1, max_size=400),
+    st.integers(2, 40),
+)
+def test_rolling_window_mean_and_variance_match_numpy_over_every_window(xs, n):
+    import numpy as np
+
+    from nertz_signal.core.indicators import RollingWindow
+
+    w = RollingWindow(n)
+    for i, x in enumerate(xs):
+        stats = w.push_stats(x)
+        window = np.asarray(xs[max(0, i + 1 - n) : i + 1])
+        if len(window) < n:
+            assert stats is None
+            continue
+        assert stats is not None
+        mean, var = stats
+        assert mean == pytest.approx(float(window.mean()), rel=1e-12, abs=1e-9)
+        assert var == pytest.approx(float(window.var()), rel=1e-7, abs=1e-6 * max(1.0, float(window.mean()) ** 2) * 1e-9)
+
+
+def test_rolling_window_constant_series_has_exactly_zero_variance():
+    from nertz_signal.core.indicators import RollingWindow
+
+    w = RollingWindow(20)
+    stats = None
+    for _ in range(100):
+        stats = w.push_stats(104_217.5)
+    assert stats == (104_217.5, 0.0)
