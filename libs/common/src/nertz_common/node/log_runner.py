@@ -136,12 +136,24 @@ class Divergence:
     origin: int
 
     def fields(self) -> list[tuple[str, object, object]]:
-        """Return ``(field, recorded, derived)`` for every field that differs (the type too)."""
+        """Return ``(field, recorded, derived)`` for every field that differs, the type first.
+
+        When the types differ, every field of either event is listed (``None`` where an event has
+        no such field); a missing event shows as ``None`` throughout.
+        """
         a = self.recorded.event if self.recorded is not None else None
         b = self.derived
-        if a is None or b is None or type(a) is not type(b):
-            return [("type", type(a).__name__ if a else None, type(b).__name__ if b else None)]
-        return [(f, getattr(a, f), getattr(b, f)) for f in a.__struct_fields__ if getattr(a, f) != getattr(b, f)]
+        names_a = list(a.__struct_fields__) if a is not None else []
+        names_b = list(b.__struct_fields__) if b is not None else []
+        same_type = type(a) is type(b)
+        out: list[tuple[str, object, object]] = []
+        if not same_type:
+            out.append(("type", type(a).__name__ if a else None, type(b).__name__ if b else None))
+        for f in [*names_a, *(n for n in names_b if n not in names_a)]:
+            va, vb = getattr(a, f, None), getattr(b, f, None)
+            if va != vb or not same_type:
+                out.append((f, va, vb))
+        return out
 
 
 @dataclass
