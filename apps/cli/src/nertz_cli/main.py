@@ -347,7 +347,8 @@ def _print_replay(result: Any, sl: Any) -> None:
         err.print(f"not compared (after the recording's last step): {dict(result.beyond)}")
     if not result.inputs:
         err.print(
-            f"[yellow]no external input (market data, command) between seq {sl.start} and {sl.until}: nothing to re-derive[/]"
+            f"[yellow]no external input (market data, command) between seq {sl.start} and {sl.until}: "
+            "nothing to re-derive[/]"
         )
     if result.ok:
         out.print(f"identical: {result.identical:,} events ({compared})")

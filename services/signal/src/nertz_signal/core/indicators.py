@@ -210,8 +210,9 @@ class RollingWindow:
     """The last ``n`` values of a series with their mean and population variance, O(1) per value.
 
     Sums are kept of deviations from a pivot (a recent value), and recomputed exactly from the window
-    every ``n`` values, so rounding never accumulates and a constant window has a variance of exactly
-    0. Agrees with ``numpy.mean``/``numpy.var`` (``ddof=0``) of the window to ~1e-12 relative.
+    every ``n`` values, and whenever a far value leaving the window made the sum of squares cancel, so
+    rounding never accumulates and a constant window has a variance of exactly 0. Agrees with
+    ``numpy.mean``/``numpy.var`` (``ddof=0``) of the window to ~1e-12 relative.
 
     Parameters
     ----------
@@ -262,12 +263,16 @@ class RollingWindow:
             d = x - k
             if len(v) == n:
                 o = v[0] - k
+                o2 = o * o
                 self._s1 += d - o
-                self._s2 += d * d - o * o
+                self._s2 += d * d - o2
+                v.append(x)
+                if self._s2 < o2 * 1e-6:  # a far value left: the subtraction cancelled, recompute exactly
+                    self._repivot()
             else:
                 self._s1 += d
                 self._s2 += d * d
-            v.append(x)
+                v.append(x)
         if len(v) != n:
             return None
         a = self._s1 / n
