@@ -244,9 +244,16 @@ def remove_signal_handlers() -> None:
             loop.remove_signal_handler(sig)
 
 
-def payloads(records: Iterable[Record]) -> list[bytes]:
-    """Return the encoded events (payloads, no headers)."""
-    return [ev.encode(r.event) for r in records]
+def payloads(records: Iterable[Record]) -> dict[str, list[bytes]]:
+    """Return the encoded events (payloads, no headers) per symbol, in log order.
+
+    Two symbols' events interleave on the log by timing (docs/decisions.md D13); each symbol's are the
+    same events in the same order.
+    """
+    out: dict[str, list[bytes]] = {}
+    for r in records:
+        out.setdefault(getattr(r.event, "symbol", ""), []).append(ev.encode(r.event))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -160,3 +160,43 @@ def test_fold_agrees_with_an_independent_model(kit, ops):
             last[e.symbol] = t
     for sym in SYMBOLS:
         assert folded.symbol(sym).lock == last.get(sym, "FLAT")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops_strategy, data=st.data())
+def test_decisions_do_not_depend_on_when_partners_arrive(kit, ops, data):
+    """Snapshots, intents and verdicts arriving late and out of order (a slow model for one symbol, a
+    fast one for the other) give the events of the run where each is there when awaited: per symbol
+    in the same order, and the cross-symbol risk rules (``max_positions=1``) deciding alike."""
+    events = inputs(ops, kit.factor)
+    _, want = run(events)
+    drivers = [e for e in events if type(e) in Executor.inputs]
+    partners = [e for e in events if type(e) not in Executor.inputs]
+    # each partner comes after a random number of later driver inputs (or at the end)
+    delays = data.draw(st.lists(st.integers(0, 12), min_size=len(partners), max_size=len(partners)))
+    first_after: dict[int, list[ev.Event]] = {}
+    for p, d in zip(partners, delays, strict=True):
+        driver_index = next(i for i, e in enumerate(drivers) if e.event_id == _bar_of(p, events))
+        first_after.setdefault(min(len(drivers), driver_index + 1 + d), []).append(p)
+    node = Node(Executor(CFG))
+    got: list[ev.Event] = []
+    seq = 0
+    for i in range(len(drivers) + 1):
+        for p in data.draw(st.permutations(first_after.get(i, []))):
+            seq += 1
+            got += [o for o, _ in node.feed(p, Pos(10_000 + seq, 0))]
+        if i < len(drivers):
+            got += [o for o, _ in node.feed(drivers[i], Pos(i + 1, i + 1))]
+    assert node.idle, node.waits
+    assert sorted(got, key=lambda e: e.event_id) == sorted(want, key=lambda e: e.event_id)
+    for sym in SYMBOLS:
+        assert [e for e in got if e.symbol == sym] == [e for e in want if e.symbol == sym]
+
+
+def _bar_of(partner: ev.Event, events: list[ev.Event]) -> str:
+    """The id of the closed bar a snapshot, intent or verdict belongs to."""
+    if isinstance(partner, ev.FactorSnapshot):
+        return partner.bar_id
+    cid = partner.correlation_id  # type: ignore[attr-defined]
+    snap = next(e for e in events if isinstance(e, ev.FactorSnapshot) and e.intent_id == cid)
+    return snap.bar_id

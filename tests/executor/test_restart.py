@@ -63,6 +63,15 @@ async def wait_awaited(js, intent_id: str, timeout_s: float = 15.0) -> None:
     raise TimeoutError(f"expected VerdictAwaited for {intent_id}")
 
 
+async def wait_started(log: Path, timeout_s: float = 30.0) -> None:
+    """Wait until the process logged that its component started (its lanes are reset and bound)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while '"component.started"' not in (log.read_text() if log.exists() else ""):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"expected the executor to start, see {log}")
+        await asyncio.sleep(0.05)
+
+
 async def test_restart_after_sigkill_matches_uninterrupted_run(kit, js_fresh, nats_url, tmp_path):
     sc = kit.scenario()
     reference = await reference_run(kit, js_fresh, nats_url, sc)
@@ -91,6 +100,7 @@ async def test_restart_after_sigkill_matches_uninterrupted_run(kit, js_fresh, na
         await asyncio.sleep(0.002)
         kill(proc)
         proc = start(nats_url, logs[2])
+        await wait_started(logs[2])
         await kit.wait_drained(js_fresh, timeout_s=30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
@@ -103,8 +113,13 @@ async def test_restart_after_sigkill_matches_uninterrupted_run(kit, js_fresh, na
     assert "restart.redo_step" in logs[1].read_text(), logs[1].read_text()[-3000:]
 
     restarted = await kit.read_output(js_fresh)
-    assert [r.event.event_id for r in restarted] == [r.event.event_id for r in reference]
-    assert kit.payloads(restarted) == kit.payloads(reference)
+    # the same events, payloads and ids, in the same order per symbol (docs/decisions.md D13)
+    for sym in (kit.A, kit.B):
+        mine = [r for r in restarted if r.event.symbol == sym]
+        ref = [r for r in reference if r.event.symbol == sym]
+        assert [r.event.event_id for r in mine] == [r.event.event_id for r in ref], sym
+        assert kit.payloads(mine) == kit.payloads(ref), sym  # payloads per symbol
+    assert len(restarted) == len(reference)
     orders = Counter(r.event.order_id for r in restarted if isinstance(r.event, ev.OrderSubmitted))
     assert orders and max(orders.values()) == 1
     for durable in ("executor-decisions", "executor-verdicts"):

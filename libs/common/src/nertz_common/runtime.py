@@ -8,15 +8,16 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from nertz_common import bus, logs, metrics, topology
-from nertz_common.node.component import Node
+from nertz_common.node.component import Call, Node
 from nertz_common.node.nats_runner import ComponentRunner, Hooks
 from nertz_common.node.snapshot import SnapshotStore
 from nertz_common.settings import CommonSettings
@@ -43,8 +44,14 @@ class Runtime:
         *,
         config_hash: str,
         hooks: Hooks | None = None,
+        answer: Callable[[Call], Awaitable[Any]] | None = None,
+        lanes: Sequence[str] | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> ComponentRunner:
         """Build the JetStream runner of ``node`` on its declared lanes and outputs (topology).
+
+        ``answer`` asks the outside party the calls of ``node``'s steps; ``lanes``/``outputs`` default
+        to the topology's for the node's name (a shadow validator gives its own).
 
         Raises
         ------
@@ -61,14 +68,15 @@ class Runtime:
             registry=self.registry,
             stop=self.stop,
             service=self.service,
-            lanes=topology.LANES[node.name],
-            outputs=topology.OUTPUTS[node.name],
+            lanes=lanes if lanes is not None else topology.LANES[node.name],
+            outputs=outputs if outputs is not None else topology.OUTPUTS[node.name],
             snapshots=store,
             config_hash=config_hash,
             batch=k.fetch_batch,
             snapshot_every=k.snapshot_every,
             snapshot_interval_s=k.snapshot_interval_s,
             hooks=hooks,
+            answer=answer,
         )
 
     async def until_stopped(self, *work: Awaitable[None]) -> None:

@@ -1,4 +1,4 @@
-"""Components and the node that runs one: handler registry, the declared join, snapshots.
+"""Components and the node that runs one: handler registry, scoped steps, joins, calls, snapshots.
 
 A **component** is a service's decisions as a pure object (ARCHITECTURE.md §3 "The kernel"; after
 NautilusTrader's actors and eventsourcing's applications). It declares
@@ -7,20 +7,40 @@ NautilusTrader's actors and eventsourcing's applications). It declares
 - ``inputs``: the event types it handles in log order (its *driver* inputs);
 - ``joins``: partner event types it waits for, each keyed by one of its attributes
   (``Join(FactorSnapshot, "bar_id")``: "wait, in log order, for the snapshot of this bar");
+- ``scope``: optionally, the attribute of its inputs that names independent lines of work
+  (``"symbol"``);
 
 and defines one handler ``on_<snake_case_type>(event) -> list[Event]`` for every input and partner
-type. Handlers never read a clock (``now`` is the input's ``ts_event``) and never do I/O. A handler
-that needs a partner sets ``self.awaiting = (PartnerType, key)``; the node then holds later driver
-inputs (in order) and calls the partner's handler when that partner arrives, whatever came first.
-So a component's output is a function of its inputs' *content*, not of how two producers' messages
-happened to interleave on the log: this is what lets the executor meet signal and the validator
-deterministically, and what lets the same component run live on JetStream, in a replay and in a
-backtest.
+type. Handlers never read a clock (``now`` is the input's ``ts_event``) and never do I/O.
+
+**Steps and waits.** Handling one driver input is a *step*. A handler that needs a partner sets
+``self.awaiting = (PartnerType, key)``; a handler that needs an outside party (a model, an exchange)
+calls :meth:`Component.ask` with a :class:`Call`. The step then waits: the node holds the later
+driver inputs *of the same scope*, in order, and resumes the step with the partner's handler when that
+partner arrives (whatever came first), or with :meth:`Component.on_answer` when the runner brings the
+call's answer. Inputs of other scopes go on meanwhile, so one symbol waiting for its model verdict
+never holds another symbol's market data. A driver input without a scope (an operator command for
+every symbol) is a barrier: it runs when no scope is mid-step, and everything after it waits for it.
+
+So a component's output is a function of its inputs' *content* and of the driver order, not of how
+other producers' messages happened to interleave with it. Two refinements keep that true when steps of
+different scopes overlap:
+
+- a join declared ``ordered=True`` resumes a step only when no other scope has unfinished work from an
+  earlier position: such steps complete in log order (the executor's entry decisions, which read the
+  account every symbol shares);
+- a component that reads state shared across scopes at such a step reads it *as of the step's
+  position* (:attr:`Component.position` tells it where it is).
 
 State is a value: ``get_state()`` returns a msgspec ``Struct`` of type ``state_type`` and
 ``set_state`` puts one back. A :class:`Node` adds what it buffered (partners not yet awaited), which
 makes a :class:`NodeState`; a snapshot is that plus the log position it covers
-(:mod:`nertz_common.node.snapshot`).
+(:mod:`nertz_common.node.snapshot`). Only a node with no step in progress has a state.
+
+**Calls** are the one way an outside party enters a decision. The answer is part of the component's
+output (a verdict carries the model's raw answer), and :meth:`Component.recorded` finds it again in
+that output, so a restart or a replay serves the recorded answer by the call's key instead of asking
+again (ARCHITECTURE.md §3 "Recorded external facts").
 """
 
 from __future__ import annotations
@@ -40,6 +60,12 @@ HOUR_NS = 3_600_000_000_000
 
 Handler = Callable[[Any], list[ev.Event]]
 
+#: the scope of a driver input without one (a barrier)
+BARRIER = "*"
+
+#: the position of "no unfinished work" (after every real position)
+NOTHING_UNFINISHED = 1 << 62
+
 
 class BuildError(TypeError):
     """A component that cannot be built: a declared input without its handler, a bad join."""
@@ -57,11 +83,27 @@ class Join(NamedTuple):
     horizon_ns : int
         A buffered partner whose ``ts_event`` is older than the newest driver input by more than
         this is a leftover nobody will wait for and is dropped (event time, ns; default 1 h).
+    ordered : bool
+        Resume the waiting step only once no other scope has unfinished work from an earlier
+        position (steps that read shared state complete in log order).
     """
 
     partner: type[ev.Event]
     key: str
     horizon_ns: int = HOUR_NS
+    ordered: bool = False
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """A question a step asks an outside party (subclass it per kind of question).
+
+    Attributes
+    ----------
+    key : str
+        Unique and derived from the inputs (e.g. the intent id): the recorded answer is found by it.
+    """
+
+    key: str
 
 
 class Pos(NamedTuple):
@@ -91,16 +133,52 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 class Component:
     """Base of every component (see the module docstring).
 
-    Subclasses set ``name``, ``inputs``, ``joins`` and ``state_type`` and define the handlers.
+    Subclasses set ``name``, ``inputs``, ``joins``, ``state_type`` and optionally ``scope``, and define
+    the handlers (``on_answer`` too if they :meth:`ask`).
     """
 
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple[type[ev.Event], ...]] = ()
     joins: ClassVar[tuple[Join, ...]] = ()
     state_type: ClassVar[type[msgspec.Struct]]
+    #: attribute of the inputs naming independent lines of work (None: one line for everything)
+    scope: ClassVar[str | None] = None
 
-    #: the partner this component waits for, ``(type, key)``; set and cleared by its handlers
-    awaiting: tuple[type[ev.Event], str] | None = None
+    #: what the current handler waits for next, ``(type, key)``; the node takes it after the handler
+    awaiting: tuple[type, str] | None = None
+    #: the call the current handler asked (set by :meth:`ask`)
+    asked: Call | None = None
+    #: the position of the driver input of the step being handled (set by the node)
+    position: int = 0
+
+    def unfinished(self) -> int:
+        """The earliest position of a step in progress (the current one included) or of an input held.
+
+        Set by the node. A component that reads state shared across scopes uses it to know which steps
+        ran ahead of an earlier one: a step at ``position`` with ``unfinished() < position`` runs ahead.
+        """
+        return self.position
+
+    def scope_of(self, event: ev.Event) -> str | None:
+        """Return the scope of an input (None: a barrier); by default its ``scope`` attribute."""
+        return getattr(event, self.scope, None) if self.scope else ""
+
+    def ask(self, call: Call) -> None:
+        """Make the current step wait for the answer to ``call`` (see :meth:`on_answer`)."""
+        self.awaiting = (Call, call.key)
+        self.asked = call
+
+    def on_answer(self, call: Call, answer: Any) -> list[ev.Event]:
+        """Resume the step that asked ``call`` with the outside party's ``answer``."""
+        raise NotImplementedError(f"{type(self).__name__} asked {type(call).__name__} without an on_answer")
+
+    def recorded(self, event: ev.Event) -> Iterable[tuple[str, Any]]:
+        """Return the ``(call key, answer)`` pairs recorded in one of this component's outputs."""
+        return ()
+
+    def same_question(self, call: Call, answer: Any) -> bool:
+        """True when a recorded ``answer`` answers exactly ``call`` (same model, same prompt, ...)."""
+        return True
 
     def get_state(self) -> msgspec.Struct:
         """Return the component's whole state as a value of ``state_type``."""
@@ -158,16 +236,37 @@ def build_handlers(component: Component) -> dict[type[ev.Event], Handler]:
     return handlers
 
 
-class Node:
-    """Run one component: dispatch by type, hold driver inputs while a join waits, buffer partners.
+class _Scope:
+    """One scope's step in progress: what it waits for, from which step, and the inputs it holds."""
 
-    Pure and synchronous; both runners (JetStream and the in-memory log) feed it.
+    __slots__ = ("awaiting", "call", "queue", "ready", "step")
+
+    def __init__(self) -> None:
+        self.awaiting: tuple[type, str] | None = None
+        self.step = Pos(0, 0)
+        self.call: Call | None = None
+        self.queue: deque[tuple[ev.Event, Pos]] = deque()
+        self.ready: ev.Event | None = None  # an ordered partner that arrived before its turn
+
+    def first(self) -> int:
+        """The earliest position this scope has not finished."""
+        if self.awaiting is not None:
+            return self.step.seq
+        return self.queue[0][1].seq if self.queue else NOTHING_UNFINISHED
+
+
+class Node:
+    """Run one component: dispatch by type, scoped waits for partners and answers, buffered partners.
+
+    Pure and synchronous; both runners (JetStream and the in-memory log) feed it. A runner feeds
+    inputs with :meth:`feed`, takes the calls steps asked from :attr:`asked` and brings each answer
+    with :meth:`answer`.
 
     Parameters
     ----------
     component : Component
     max_held : int
-        Most driver inputs held while waiting, and most partners buffered; beyond that the join can
+        Most driver inputs held while steps wait, and most partners buffered; beyond that a wait can
         evidently not be met and :class:`~nertz_common.errors.InvariantViolation` is raised.
 
     Raises
@@ -177,16 +276,26 @@ class Node:
     """
 
     __slots__ = (
+        "_barrier",
         "_buffer",
+        "_busy",
         "_dropped_keys",
         "_handlers",
+        "_held",
         "_joins",
         "_keys",
         "_last_driver_ns",
         "_max_held",
+        "_ordered",
         "_prune_at",
-        "_queue",
+        "_ready",
+        "_releasing",
+        "_scope_ns",
+        "_scope_of",
+        "_scopes",
         "_step",
+        "_waits",
+        "asked",
         "component",
         "dropped",
         "name",
@@ -198,14 +307,28 @@ class Node:
         self._handlers = build_handlers(component)
         self._joins = {j.partner: j for j in type(component).joins}
         self._keys = {j.partner: attrgetter(j.key) for j in type(component).joins}
+        self._ordered = frozenset(j.partner for j in type(component).joins if j.ordered)
+        self._scope_of: Callable[[ev.Event], str | None] | None = (
+            component.scope_of if type(component).scope is not None else None
+        )
         self._buffer: dict[tuple[type[ev.Event], str], tuple[ev.Event, Pos]] = {}
-        self._queue: deque[tuple[ev.Event, Pos]] = deque()
+        self._scopes: dict[str, _Scope] = {}
+        self._waits: dict[tuple[type, str], str] = {}
+        self._barrier: deque[tuple[ev.Event, Pos]] = deque()
+        self._busy = False
+        self._releasing = False
+        self._ready = 0
+        self._held = 0
         self._step = Pos(0, 0)
         self._last_driver_ns = 0
+        self._scope_ns: dict[str, int] = {}  # per scope, the ts_event of its last driver input handled
         self._max_held = max_held
         self._prune_at = 1024
         self._dropped_keys: deque[tuple[type[ev.Event], str]] = deque(maxlen=10_000)
         self.dropped = 0
+        #: calls asked by steps, with their step's position, for the runner to take
+        self.asked: list[tuple[Call, Pos]] = []
+        component.unfinished = self._unfinished  # type: ignore[method-assign]
 
     # --- what the runners ask --------------------------------------------------------------------
 
@@ -225,19 +348,44 @@ class Node:
         return frozenset(self._joins)
 
     @property
-    def awaiting(self) -> tuple[type[ev.Event], str] | None:
-        """The partner the component waits for, or None."""
-        return self.component.awaiting
+    def awaiting(self) -> tuple[type, str] | None:
+        """What the earliest step in progress waits for (None when no step waits)."""
+        waiting = [sc for sc in self._scopes.values() if sc.awaiting is not None]
+        if not waiting:
+            return None
+        return min(waiting, key=lambda sc: sc.step.seq).awaiting
+
+    @property
+    def waits(self) -> dict[str, tuple[type, str]]:
+        """Per scope, what its step in progress waits for."""
+        return {s: sc.awaiting for s, sc in self._scopes.items() if sc.awaiting is not None}
+
+    def wanted(self) -> frozenset[type[ev.Event]]:
+        """Partner types some step waits for and that are not buffered (what a runner should read)."""
+        sc, buf = self._scopes, self._buffer
+        return frozenset(
+            aw[0] for aw, s in self._waits.items() if aw[0] is not Call and aw not in buf and sc[s].ready is None
+        )
+
+    def pending_from(self) -> int:
+        """The earliest position of a driver input not yet handled (a step waiting, an input held);
+        :data:`NOTHING_UNFINISHED` when idle. Inputs before it are done with."""
+        if not self._busy:
+            return NOTHING_UNFINISHED
+        first = min((sc.first() for sc in self._scopes.values()), default=NOTHING_UNFINISHED)
+        if self._barrier:
+            first = min(first, self._barrier[0][1].seq)
+        return first
 
     @property
     def idle(self) -> bool:
-        """True between steps: nothing awaited and no driver input held."""
-        return self.component.awaiting is None and not self._queue
+        """True between steps: no step waits, no input held, no call unanswered."""
+        return not self._busy
 
     @property
     def held(self) -> int:
-        """Driver inputs held while a join waits."""
-        return len(self._queue)
+        """Driver inputs held while steps wait."""
+        return self._held
 
     @property
     def buffered(self) -> int:
@@ -254,8 +402,8 @@ class Node:
     def feed(self, event: ev.Event, pos: Pos) -> list[Output]:
         """Take one input at ``pos``; return the outputs it made possible, each with its step's position.
 
-        A driver input is handled now, or held (in order) while a join waits. A partner is handled if
-        it is the awaited one (and the held inputs after it), else buffered by key.
+        A driver input is handled now, or held (in order) while a step of its scope waits. A partner
+        resumes the step that awaits it (then that scope's held inputs run), else it is buffered.
 
         Raises
         ------
@@ -266,79 +414,245 @@ class Node:
             leftover earlier; or whatever a handler raises.
         """
         t = type(event)
-        c = self.component
         key_of = self._keys.get(t)
-        if key_of is None and c.awaiting is None and not self._queue:
-            # the hot path (most inputs of every component): a driver input, nothing awaited
+        if key_of is None and not self._busy:
+            # the hot path (most inputs of every component): a driver input, no step in progress
+            c = self.component
             self._step = pos
+            c.position = pos.seq
             self._last_driver_ns = event.ts_event
+            if self._scope_of is not None:
+                self._scope_ns[self._scope_key(event)] = event.ts_event
             res = self._handlers[t](event)
             out: list[Output] = [(e, pos) for e in res] if res else []
             if c.awaiting is not None:
-                self._resolve(out)
+                self._began(self._scope_key(event), pos, out)
             return out
         out = []
         if key_of is not None:
-            key = key_of(event)
-            aw = c.awaiting
-            if aw is not None and aw[0] is t and aw[1] == key:
-                step = self._step
-                res = self._handlers[t](event)
-                if res:
-                    out = [(e, step) for e in res]
-                if c.awaiting is not None:
-                    self._resolve(out)
-                if self._queue:
-                    self._drain(out)
+            self._partner(t, key_of(event), event, pos, out)
+            return out
+        s = self._scope_key(event)
+        if self._barrier or s == BARRIER:
+            if s == BARRIER and not self._barrier and not self._scopes:
+                self._run(s, event, pos, out)
                 return out
+            self._hold(self._barrier, event, pos)
+            return out
+        sc = self._scopes.get(s)
+        if sc is not None:
+            self._hold(sc.queue, event, pos)
+            return out
+        self._run(s, event, pos, out)
+        return out
+
+    def answer(self, key: str, answer: Any) -> list[Output]:
+        """Resume the step that asked the call ``key`` with its answer; return the outputs.
+
+        Raises
+        ------
+        KeyError
+            If no step waits for an answer to ``key``.
+        """
+        s = self._waits.pop((Call, key))
+        sc = self._scopes[s]
+        call = sc.call
+        assert call is not None
+        sc.awaiting = sc.call = None
+        out: list[Output] = []
+        c = self.component
+        self._step = sc.step
+        c.position = sc.step.seq
+        for e in c.on_answer(call, answer):
+            out.append((e, sc.step))
+        self._continue(s, sc, out)
+        return out
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _scope_key(self, event: ev.Event) -> str:
+        so = self._scope_of
+        if so is None:
+            return ""
+        s = so(event)
+        return BARRIER if s is None else s
+
+    def _hold(self, q: deque[tuple[ev.Event, Pos]], event: ev.Event, pos: Pos) -> None:
+        if self._held >= self._max_held:
+            raise InvariantViolation(
+                f"{self.name}: expected the join for {self._waits_text()} to be met, it holds {self._held} "
+                f"inputs (a partner's producer is stuck or its key is wrong)"
+            )
+        q.append((event, pos))
+        self._held += 1
+
+    def _run(self, s: str, event: ev.Event, pos: Pos, out: list[Output]) -> None:
+        """Handle one driver input of scope ``s`` (which has no step in progress)."""
+        c = self.component
+        self._step = pos
+        c.position = pos.seq
+        self._last_driver_ns = event.ts_event
+        self._scope_ns[s] = event.ts_event
+        for e in self._handlers[type(event)](event):
+            out.append((e, pos))
+        if c.awaiting is not None:
+            self._began(s, pos, out)
+
+    def _began(self, s: str, pos: Pos, out: list[Output]) -> None:
+        """The step at ``pos`` of scope ``s`` waits: give the scope its state and carry on."""
+        sc = self._scopes[s] = _Scope()
+        self._busy = True
+        sc.step = pos
+        self._continue(s, sc, out)
+
+    def _continue(self, s: str, sc: _Scope, out: list[Output]) -> None:
+        """Carry scope ``s`` on after one of its handlers ran, until it waits or has nothing left.
+
+        The handler may have asked for a partner (met at once when buffered) or a call; with no wait
+        the step is done and the scope's held inputs run, in order. Whenever a scope moves on, ordered
+        partners held for their turn and the barrier may go on (:meth:`_release`).
+        """
+        self._advance(s, sc, out)
+        if self._ready or s not in self._scopes:
+            self._release(out)
+
+    def _advance(self, s: str, sc: _Scope, out: list[Output]) -> None:
+        c = self.component
+        while True:
+            aw = c.awaiting
+            if aw is not None:
+                c.awaiting = None
+                sc.awaiting = aw
+                self._waits[aw] = s
+                if aw[0] is Call:
+                    call = c.asked
+                    c.asked = None
+                    if call is None:
+                        raise InvariantViolation(f"{self.name}: a step awaits a call without asking one (ask())")
+                    sc.call = call
+                    self.asked.append((call, sc.step))
+                    return
+                hit = self._buffer.pop(aw, None)  # type: ignore[arg-type]
+                if hit is None:
+                    if aw in self._dropped_keys:
+                        raise InvariantViolation(
+                            f"{self.name}: awaits {_show(aw)}, which was dropped earlier as a leftover older "
+                            f"than its join's horizon"
+                        )
+                    return
+                if aw[0] in self._ordered and self._earlier_work(s, sc.step.seq):
+                    sc.ready = hit[0]
+                    self._ready += 1
+                    return
+                del self._waits[aw]
+                sc.awaiting = None
+                self._step = sc.step
+                c.position = sc.step.seq
+                for e in self._handlers[type(hit[0])](hit[0]):
+                    out.append((e, sc.step))
+                continue
+            if sc.queue:
+                e0, p = sc.queue.popleft()
+                self._held -= 1
+                sc.step = self._step = p
+                c.position = p.seq
+                self._last_driver_ns = self._scope_ns[s] = e0.ts_event
+                for e in self._handlers[type(e0)](e0):
+                    out.append((e, p))
+                continue
+            del self._scopes[s]
+            return
+
+    def _partner(self, t: type[ev.Event], key: str, event: ev.Event, pos: Pos, out: list[Output]) -> None:
+        s = self._waits.get((t, key))
+        if s is None:
             self._buffer[(t, key)] = (event, pos)
             if len(self._buffer) >= self._prune_at:
                 self._prune()
-            return out
-        if c.awaiting is not None or self._queue:
-            if len(self._queue) >= self._max_held:
-                raise InvariantViolation(
-                    f"{self.name}: expected the join for {_show(c.awaiting)} to be met, it holds "
-                    f"{len(self._queue)} inputs (the partner's producer is stuck or its key is wrong)"
-                )
-            self._queue.append((event, pos))
-            return out
-        self._run_step(event, pos, out)
-        return out
+            return
+        sc = self._scopes[s]
+        if t in self._ordered and self._earlier_work(s, sc.step.seq):
+            sc.ready = event  # resumed when every earlier step is done (see _release)
+            self._ready += 1
+            return
+        self._resume(s, sc, event, out)
 
-    def _run_step(self, event: ev.Event, pos: Pos, out: list[Output]) -> None:
-        self._step = pos
-        self._last_driver_ns = event.ts_event
-        self._handle(event, pos, out)
-        self._resolve(out)
-
-    def _handle(self, event: ev.Event, pos: Pos, out: list[Output]) -> None:
+    def _resume(self, s: str, sc: _Scope, event: ev.Event, out: list[Output]) -> None:
+        assert sc.awaiting is not None
+        del self._waits[sc.awaiting]
+        sc.awaiting = None
+        if sc.ready is not None:
+            sc.ready = None
+            self._ready -= 1
+        c = self.component
+        self._step = sc.step
+        c.position = sc.step.seq
         for e in self._handlers[type(event)](event):
-            out.append((e, pos))
+            out.append((e, sc.step))
+        self._continue(s, sc, out)
 
-    def _resolve(self, out: list[Output]) -> None:
-        c = self.component
-        while c.awaiting is not None:
-            hit = self._buffer.pop(c.awaiting, None)
-            if hit is None:
-                if c.awaiting in self._dropped_keys:
-                    raise InvariantViolation(
-                        f"{self.name}: awaits {_show(c.awaiting)}, which was dropped earlier as a leftover "
-                        f"older than its join's horizon"
-                    )
-                return
-            self._handle(hit[0], self._step, out)
+    def _release(self, out: list[Output]) -> None:
+        """A scope ended: resume ordered partners whose turn came, run the barrier when nothing waits."""
+        if self._releasing:
+            return  # the outer call loops until nothing changes
+        self._releasing = True
+        try:
+            while True:
+                ready = [(sc.step.seq, s) for s, sc in self._scopes.items() if sc.ready is not None]
+                if ready:
+                    seq, s = min(ready)
+                    if not self._earlier_work(s, seq):
+                        sc = self._scopes[s]
+                        partner = sc.ready
+                        assert partner is not None
+                        self._resume(s, sc, partner, out)
+                        continue
+                if self._barrier and not self._scopes:
+                    self._drain_barrier(out)
+                    continue
+                break
+        finally:
+            self._releasing = False
+        self._busy = bool(self._scopes or self._barrier)
 
-    def _drain(self, out: list[Output]) -> None:
-        c = self.component
-        q = self._queue
-        while c.awaiting is None and q:
-            e, p = q.popleft()
-            self._run_step(e, p, out)
+    def _drain_barrier(self, out: list[Output]) -> None:
+        q = self._barrier
+        while q:
+            e, p = q[0]
+            s = self._scope_key(e)
+            if s == BARRIER and self._scopes:
+                return  # the next barrier waits for every step in progress
+            q.popleft()
+            self._held -= 1
+            sc = self._scopes.get(s)
+            if sc is not None:
+                sc.queue.append((e, p))
+                self._held += 1
+            else:
+                self._run(s, e, p, out)
+
+    def _unfinished(self) -> int:
+        first = min((sc.first() for sc in self._scopes.values()), default=self._step.seq)
+        first = min(first, self._step.seq)
+        if self._barrier:
+            first = min(first, self._barrier[0][1].seq)
+        return first
+
+    def _earlier_work(self, s: str, seq: int) -> bool:
+        """True when a scope other than ``s``, or the barrier queue, has unfinished work before ``seq``."""
+        for other, sc in self._scopes.items():
+            if other != s and sc.first() < seq:
+                return True
+        return bool(self._barrier) and self._barrier[0][1].seq < seq
 
     def _prune(self) -> None:
-        now = self._last_driver_ns
+        # a partner is a leftover once its own scope's inputs have gone past it by the horizon (a
+        # scope held back by a slow wait keeps its partners, however far the others have gone)
+        newest = self._last_driver_ns
+        seen = self._scope_ns
+        scoped = self._scope_of is not None
         for k, (e, _) in list(self._buffer.items()):
+            now = seen.get(self._scope_key(e), newest) if scoped else newest
             if e.ts_event < now - self._joins[k[0]].horizon_ns:
                 del self._buffer[k]
                 self._dropped_keys.append(k)
@@ -370,9 +684,10 @@ class Node:
         Raises
         ------
         InvariantViolation
-            If the node is mid-step (a join waits or inputs are held): only whole steps are state.
+            If a step is in progress (a wait, a held input, an unanswered call): only whole steps
+            are state.
         """
-        if not self.idle:
+        if self._busy:
             raise InvariantViolation(f"{self.name}: a snapshot is taken between steps, not while {self._why()}")
         raw = msgspec.Raw(_ENC.encode(self.component.get_state()))
         buf = [Buffered(e, p.seq, p.origin) for e, p in self._buffer.values()]  # type: ignore[arg-type]
@@ -393,19 +708,28 @@ class Node:
         decoded = msgspec.msgpack.decode(bytes(state.state), type=type(self.component).state_type)
         self.component.set_state(decoded)
         self.component.awaiting = None
-        self._queue.clear()
+        self.component.asked = None
+        self._scopes = {}
+        self._waits = {}
+        self._barrier.clear()
+        self._busy = False
+        self._held = 0
+        self._ready = 0
+        self.asked = []
         self._buffer = {}
         for b in state.buffered:
             t = type(b.event)
             self._buffer[(t, self._keys[t](b.event))] = (b.event, Pos(b.seq, b.origin))
 
+    def _waits_text(self) -> str:
+        return ", ".join(f"{_show(aw)}" + (f" ({s})" if s else "") for s, aw in self.waits.items()) or "nothing"
+
     def _why(self) -> str:
-        aw = self.component.awaiting
-        return f"awaiting {_show(aw)} with {len(self._queue)} inputs held" if aw else f"{len(self._queue)} held"
+        return f"awaiting {self._waits_text()} with {self._held} inputs held"
 
 
 _ENC = msgspec.msgpack.Encoder()
 
 
-def _show(aw: tuple[type[ev.Event], str] | None) -> str:
+def _show(aw: tuple[type, str] | None) -> str:
     return "nothing" if aw is None else f"{aw[0].__name__}[{aw[1]}]"

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nertz_common import events as ev
-from nertz_common.node.component import Node, Output, Pos
+from nertz_common.errors import InvariantViolation
+from nertz_common.node.component import Call, Node, Output, Pos
 from nertz_common.node.log import Record, gc_paused
 from nertz_common.node.snapshot import Snapshot
 
@@ -37,6 +39,15 @@ class LogRunner:
         comparison need them; a sweep may not).
     on_output : callable, optional
         Called with ``(producer, event, pos)`` for every output, in order.
+    answer : callable, optional
+        ``answer(component, call) -> answer`` for the calls steps ask (a recorded answer in a replay,
+        the model itself in a counterfactual); the answer is handed back at once, so the outside
+        party is, here too, infinitely fast.
+
+    Raises
+    ------
+    InvariantViolation
+        From :meth:`feed`, when a step asks a call and no ``answer`` is given.
     """
 
     def __init__(
@@ -45,14 +56,17 @@ class LogRunner:
         *,
         keep: bool = True,
         on_output: Callable[[str, ev.Event, Pos], None] | None = None,
+        answer: Callable[[str, Call], Any] | None = None,
     ) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.outputs: dict[str, list[Output]] = {n.name: [] for n in nodes}
-        # per type, the (feed, outputs list, name) of every node that takes it: no lookup per event
-        routes: dict[type[ev.Event], list[tuple[Callable[[ev.Event, Pos], list[Output]], list[Output], str]]] = {}
+        self.answer = answer
+        self.calls = 0
+        # per type, the (node, outputs list, name) of every node that takes it: no lookup per event
+        routes: dict[type[ev.Event], list[tuple[Node, list[Output], str]]] = {}
         for n in nodes:
             for t in n.inputs:
-                routes.setdefault(t, []).append((n.feed, self.outputs[n.name], n.name))
+                routes.setdefault(t, []).append((n, self.outputs[n.name], n.name))
         self._routes = {t: tuple(ns) for t, ns in routes.items()}
         self._keep = keep
         self._on_output = on_output
@@ -81,8 +95,10 @@ class LogRunner:
             takers = routes.get(type(e))
             if takers is None:
                 continue
-            for feed, kept, name in takers:
-                outs = feed(e, p)
+            for node, kept, name in takers:
+                outs = node.feed(e, p)
+                if node.asked:
+                    outs = outs + self._answer_calls(node)
                 if outs:
                     q.extend(outs)
                     if keep:
@@ -90,6 +106,19 @@ class LogRunner:
                     if hook is not None:
                         for oe, op in outs:
                             hook(name, oe, op)
+
+    def _answer_calls(self, node: Node) -> list[Output]:
+        out: list[Output] = []
+        while node.asked:
+            asked, node.asked = node.asked, []
+            for call, _ in asked:
+                if self.answer is None:
+                    raise InvariantViolation(
+                        f"{node.name}: a step asked {type(call).__name__} {call.key} and this run answers no calls"
+                    )
+                self.calls += 1
+                out += node.answer(call.key, self.answer(node.name, call))
+        return out
 
     def run(self, records: Iterable[Record]) -> None:
         """Feed every record (external inputs) in order."""
@@ -176,6 +205,8 @@ class ReplayResult:
         Records fed from the recording before the start position.
     busy : dict[str, str]
         Components still mid-step at the end.
+    answers_served, answers_asked : int
+        Calls answered from the recording, and asked anew (a counterfactual's other model).
     derived : dict[str, list[Output]]
         Every derived event per producer.
     recorded : dict[str, list[Record]]
@@ -189,6 +220,8 @@ class ReplayResult:
     inputs: int = 0
     warmup: int = 0
     busy: dict[str, str] = field(default_factory=dict)
+    answers_served: int = 0
+    answers_asked: int = 0
     derived: dict[str, list[Output]] = field(default_factory=dict)
     recorded: dict[str, list[Record]] = field(default_factory=dict)
 
@@ -209,8 +242,14 @@ def replay(
     lane_of: Callable[[str, str], str | None] | None = None,
     compare: Callable[[ev.Event], bool] | None = None,
     progress: Callable[[int], None] | None = None,
+    ask: Callable[[str, Call], Any] | None = None,
 ) -> ReplayResult:
     """Re-run ``nodes`` over a recorded log and compare what they derive with what was recorded.
+
+    A call a step asks (a model, an exchange) is answered from the recording: the answer recorded in
+    the component's output of that key (:meth:`~nertz_common.node.component.Component.recorded`). With
+    ``ask`` (a counterfactual), a call whose recorded answer was to another question (another model or
+    prompt, :meth:`~nertz_common.node.component.Component.same_question`), or has none, is asked anew.
 
     Parameters
     ----------
@@ -233,13 +272,73 @@ def replay(
         Restrict the comparison to events for which it returns True (e.g. some symbols).
     progress : callable, optional
         Called with the number of records handled, every few thousand.
+    ask : callable, optional
+        ``ask(component, call) -> answer``: the outside party, for the calls the recording cannot answer.
 
     Returns
     -------
     ReplayResult
+
+    Raises
+    ------
+    InvariantViolation
+        If a step asks a call that the recording cannot answer and no ``ask`` is given.
     """
     with gc_paused():
-        return _replay(records, nodes, producer_of, start, until, snapshots or {}, lane_of, compare, progress)
+        answers = RecordedAnswers(records, producer_of, nodes, ask)
+        return _replay(records, nodes, producer_of, start, until, snapshots or {}, lane_of, compare, progress, answers)
+
+
+class RecordedAnswers:
+    """Answer calls from the answers recorded in the log (see :func:`replay`).
+
+    Attributes
+    ----------
+    served : int
+        Calls answered from the recording.
+    asked : int
+        Calls handed to the outside party.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        producer_of: Callable[[str], str | None],
+        nodes: Sequence[Node],
+        ask: Callable[[str, Call], Any] | None,
+    ) -> None:
+        self._nodes = {n.name: n for n in nodes}
+        self._answers: dict[str, dict[str, Any]] = {n: {} for n in self._nodes}
+        for r in records:
+            prod = producer_of(r.subject)
+            node = self._nodes.get(prod or "")
+            if node is not None:
+                for key, a in node.component.recorded(r.event):
+                    self._answers[node.name][key] = a
+        self._ask = ask
+        self.served = 0
+        self.asked = 0
+
+    def __call__(self, component: str, call: Call) -> Any:
+        """Return the answer to ``call`` of ``component``.
+
+        Raises
+        ------
+        InvariantViolation
+            If nothing recorded answers it and there is no outside party to ask.
+        """
+        recorded = self._answers[component].get(call.key)
+        node = self._nodes[component]
+        if recorded is not None and (self._ask is None or node.component.same_question(call, recorded)):
+            self.served += 1
+            return recorded
+        if self._ask is None:
+            raise InvariantViolation(
+                f"{component}: a step asked {type(call).__name__} {call.key}, and the log holds no answer to it "
+                f"(a replay never asks the outside party; a counterfactual can)"
+            )
+        self.asked += 1
+        return self._ask(component, call)
 
 
 def _replay(
@@ -252,6 +351,7 @@ def _replay(
     lane_of: Callable[[str, str], str | None] | None,
     compare: Callable[[ev.Event], bool] | None,
     progress: Callable[[int], None] | None,
+    answers: RecordedAnswers,
 ) -> ReplayResult:
     running = {n.name for n in nodes}
     by_name = {n.name: n for n in nodes}
@@ -278,6 +378,10 @@ def _replay(
                     if lane is not None and r.seq <= snap.positions.get(lane, 0):
                         continue
                 n.feed(r.event, Pos(r.seq, r.origin))
+                while n.asked:  # a step of the warm-up that asked: its answer is in the recording
+                    asked, n.asked = n.asked, []
+                    for call, _ in asked:
+                        n.answer(call.key, answers(n.name, call))
                 result.warmup += 1
                 if progress is not None and i % 8192 == 0:
                     progress(i)
@@ -285,7 +389,7 @@ def _replay(
             n.drop_buffered(lambda _e, p: p.origin < b)
 
     # 2. the re-derived part: external inputs from ``b`` to ``t``; the running components' events
-    runner = LogRunner(nodes)
+    runner = LogRunner(nodes, answer=answers)
     recorded: dict[str, list[Record]] = {name: [] for name in running}
     for i, (r, prod) in enumerate(zip(records, producers, strict=True)):
         if prod in running:
@@ -299,12 +403,15 @@ def _replay(
         if progress is not None and i % 8192 == 0:
             progress(i)
     result.inputs = runner.inputs
+    result.answers_served, result.answers_asked = answers.served, answers.asked
     result.busy = runner.busy()
     result.derived = runner.outputs
     result.recorded = recorded
 
-    # 3. compare, per producer, in order; report the divergence that comes first in the log
-    firsts: list[Divergence] = []
+    # 3. compare, per producer and symbol, in order (two symbols' outputs interleave by timing on the
+    #    log, docs/decisions.md D13); report the divergence that comes first in the log
+    firsts: list[tuple[int, int, int, Divergence]] = []
+    rank = {n.name: i for i, n in enumerate(nodes)}
     for name in running:
         derived = runner.outputs[name]
         rec = recorded[name]
@@ -312,27 +419,37 @@ def _replay(
             derived = [o for o in derived if compare(o[0])]
             rec = [r for r in rec if compare(r.event)]
         last_origin = rec[-1].origin if rec else b - 1
+        d_by: dict[str, list[tuple[int, Output]]] = {}
+        for i, o in enumerate(derived):
+            d_by.setdefault(getattr(o[0], "symbol", ""), []).append((i, o))
+        r_by: dict[str, list[Record]] = {}
+        for r in rec:
+            r_by.setdefault(getattr(r.event, "symbol", ""), []).append(r)
         n_same = 0
-        div: Divergence | None = None
-        for i, (d, p) in enumerate(derived):
-            if i >= len(rec):
-                if p.origin <= last_origin:
-                    div = Divergence(name, i, None, d, p.origin)
-                else:
-                    result.beyond[name] = len(derived) - i
-                break
-            if d != rec[i].event:
-                div = Divergence(name, i, rec[i], d, rec[i].origin)
-                break
-            n_same += 1
-        else:
-            if len(rec) > len(derived):
-                r = rec[len(derived)]
-                div = Divergence(name, len(derived), r, None, r.origin)
+        divs: list[Divergence] = []
+        for sym in sorted(set(d_by) | set(r_by)):
+            ds, rs = d_by.get(sym, []), r_by.get(sym, [])
+            for k, (i, (d, p)) in enumerate(ds):
+                if k >= len(rs):
+                    if p.origin <= last_origin:
+                        divs.append(Divergence(name, i, None, d, p.origin))
+                    else:
+                        result.beyond[name] = result.beyond.get(name, 0) + len(ds) - k
+                    break
+                if d != rs[k].event:
+                    divs.append(Divergence(name, i, rs[k], d, rs[k].origin))
+                    break
+                n_same += 1
+            else:
+                if len(rs) > len(ds):
+                    r = rs[len(ds)]
+                    divs.append(Divergence(name, len(derived), r, None, r.origin))
+        div = min(divs, key=lambda x: (x.origin, x.index)) if divs else None
         result.compared[name] = n_same + (div is not None)
         result.identical += n_same
         if div is not None:
-            firsts.append(div)
+            firsts.append((div.origin, rank[name], div.recorded.seq if div.recorded else 1 << 62, div))
     if firsts:
-        result.divergence = min(firsts, key=lambda d: (d.origin, d.recorded.seq if d.recorded else 1 << 62))
+        result.divergence = min(firsts, key=lambda f: f[:3])[3]
     return result
+

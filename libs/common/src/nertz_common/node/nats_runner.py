@@ -49,7 +49,7 @@ from nertz_common import bus, subjects, topology, version
 from nertz_common import events as ev
 from nertz_common.errors import DomainRefusal, InvariantViolation, PoisonError, TransientError
 from nertz_common.metrics import LATENCY_BUCKETS, BusMetrics
-from nertz_common.node.component import Node, Output, Pos
+from nertz_common.node.component import Call, Node, Output, Pos
 from nertz_common.node.log import INPUT_SEQ, ORIGIN_SEQ, Record, ack_fields, log_range, read_log
 from nertz_common.node.snapshot import Snapshot, SnapshotStore
 
@@ -359,11 +359,21 @@ class ComponentRunner:
     snapshot_interval_s : float
         ... or this many seconds with at least one input, whichever comes first (and at stop).
     hooks : Hooks, optional
+    answer : callable, optional
+        ``async answer(call) -> answer``: asks the outside party a step's :class:`Call` (a model, an
+        exchange). Calls of different scopes run concurrently; an answer recorded in the component's
+        own outputs (after a restart) is served from there and the party is not asked again.
+    max_held : int
+        Stop reading driver inputs while the node holds this many for waiting steps (backpressure:
+        the partner lanes and the answers are still read, so the waits can be met).
+    quiesce_max_s : float
+        Longest pause of the driver inputs to let a busy node come between steps for a due snapshot, s.
 
     Raises
     ------
     BuildError
-        If no lane holds the driver inputs or some partner type is on no lane.
+        If no lane holds the driver inputs, some partner type is on no lane, or the component asks
+        calls and no ``answer`` is given.
     """
 
     def __init__(
@@ -386,10 +396,15 @@ class ComponentRunner:
         hooks: Hooks | None = None,
         stream: str = subjects.STREAM,
         kernel_metrics: KernelMetrics | None = None,
+        answer: Callable[[Call], Awaitable[Any]] | None = None,
+        max_held: int = 20_000,
+        quiesce_max_s: float = 5.0,
     ) -> None:
         from nertz_common.node.component import BuildError
 
         self.node = node
+        self.answer = answer
+        self.max_held = max_held
         self.js = js
         self.publisher = publisher
         self.stop = stop
@@ -425,8 +440,18 @@ class ComponentRunner:
         self.out_seq = 0
         self._out: list[Output] = []
         self._acks: list[Msg] = []
+        self._driver_acks: deque[tuple[int, Msg]] = deque()  # acked once the node is done with them
         self._known: dict[str, Record] = {}
+        self._recorded: dict[str, Any] = {}
         self._redo: int | None = None
+        self._config_changed = False
+        self._calls: dict[str, asyncio.Task[Any]] = {}
+        self._answers: deque[tuple[str, Any]] = deque()
+        self._woken = asyncio.Event()
+        self._fetches: dict[str, asyncio.Task[bool]] = {}
+        self._quiescing: float | None = None  # since when driver inputs are held back for a snapshot
+        self.quiesce_max_s = quiesce_max_s
+        self.fetch_wait_s = 1.0
         self._snap_steps = 0
         self._snap_wall = time.monotonic()
         self.started = asyncio.Event()
@@ -445,12 +470,20 @@ class ComponentRunner:
         """
         snap = await self.store.latest(self.node.name) if self.store is not None else None
         if snap is not None:
+            try:
+                self.node.set_state(snap.node)
+            except (msgspec.ValidationError, msgspec.DecodeError) as e:
+                # a state this code cannot read (its shape changed): rebuild from the log instead
+                log.warning("snapshot.unreadable", extra={"component": self.node.name, "error": str(e)[:300]})
+                snap = None
+        if snap is not None:
+            self._config_changed = snap.code_version != version.VERSION
             if snap.config_hash and self.config_hash and snap.config_hash != self.config_hash:
+                self._config_changed = True
                 log.warning(
                     "snapshot.other_configuration",
                     extra={"component": self.node.name, "snapshot": snap.config_hash, "now": self.config_hash},
                 )
-            self.node.set_state(snap.node)
             for ln in self.lanes:
                 ln.pos = snap.positions.get(ln.durable, 0)
             self.out_seq = snap.out_seq
@@ -470,6 +503,8 @@ class ComponentRunner:
         if rng.last_seq > self.out_seq:
             tail = await read_log(self.js, from_seq=self.out_seq + 1, filters=self.outputs, stream=self.stream)
         self._known = {r.event.event_id: r for r in tail}
+        component = self.node.component
+        self._recorded = {key: a for r in tail for key, a in component.recorded(r.event)}
         self._redo = max((r.input_seq or 0 for r in tail), default=None) if tail else None
         self.km.restart_redo.labels(component=self.node.name).set(len(tail))
         for ln in self.lanes:
@@ -497,6 +532,12 @@ class ComponentRunner:
     async def run(self) -> None:
         """Start, then handle inputs until the stop event; flush and snapshot at the end.
 
+        One loop: answers that came back are handed to the node first, then partners, then driver
+        inputs (unless the node holds ``max_held`` of them); when nothing is left, outputs are
+        published and inputs acknowledged, a snapshot is taken if due, and the loop waits for the
+        first of the fetches it needs (the driver lane, the partner lanes some step waits for) or an
+        answer.
+
         Raises
         ------
         InvariantViolation
@@ -506,29 +547,102 @@ class ComponentRunner:
         node = self.node
         try:
             while not self.stop.is_set():
-                aw = node.awaiting
-                lane = self.driver if aw is None else self.lane_of[aw[0]]
-                if not lane.buf:
-                    await self._flush()
-                    await self._maybe_snapshot()
-                    t0 = time.perf_counter() if aw is not None else 0.0
-                    got = await self.reader.fetch(lane, self.batch)
-                    if aw is not None:
-                        self.km.join_wait.labels(component=node.name, partner=aw[0].__name__).observe(
-                            time.perf_counter() - t0
-                        )
-                    if not got:
-                        continue
-                await self._take(lane, lane.buf.popleft())
+                if await self._step_once():
+                    continue
+                await self._flush()
+                await self._maybe_snapshot()
+                await self._wait_for_input()
         finally:
+            for t in [*self._fetches.values(), *self._calls.values()]:
+                t.cancel()
             try:
-                if not self.stop.is_set() or node.idle:
-                    with contextlib.suppress(bus.PublishError):
-                        await self._flush()
+                with contextlib.suppress(bus.PublishError):
+                    await self._flush()  # a step in progress comes again after a restart (snapshot + tail)
                 if node.idle and self.stop.is_set():
                     await self._maybe_snapshot(force=True)
             finally:
                 await self.reader.close(self.lanes)
+
+    async def _step_once(self) -> bool:
+        """Hand the node one answer or one delivery; False when there is nothing it can take now."""
+        node = self.node
+        if self._answers:
+            key, answer = self._answers.popleft()
+            for o in node.answer(key, answer):
+                self._emit(o)
+            self._start_calls()
+            return True
+        for lane in self.lanes:
+            if lane.buf and not lane.driver:
+                await self._take(lane, lane.buf.popleft())
+                self._start_calls()
+                return True
+        lane = self.driver
+        if lane.buf and node.held < self.max_held and self._quiescing is None:
+            await self._take(lane, lane.buf.popleft())
+            self._start_calls()
+            return True
+        return False
+
+    def _start_calls(self) -> None:
+        """Start the calls the node's steps asked: from the record when it has them, else the party."""
+        node = self.node
+        if not node.asked:
+            return
+        asked, node.asked = node.asked, []
+        for call, _ in asked:
+            if call.key in self._recorded:
+                self._answers.append((call.key, self._recorded.pop(call.key)))
+                log.info("call.served_recorded", extra={"component": node.name, "key": call.key})
+                continue
+            if self.answer is None:
+                raise InvariantViolation(f"{node.name}: a step asked {type(call).__name__} and nobody answers calls")
+            self._calls[call.key] = asyncio.create_task(self._call(call), name=f"call-{call.key}")
+
+    async def _call(self, call: Call) -> None:
+        assert self.answer is not None
+        try:
+            answer = await self.answer(call)
+        finally:
+            self._calls.pop(call.key, None)
+        self._answers.append((call.key, answer))
+        self._woken.set()
+
+    async def _wait_for_input(self) -> None:
+        """Wait for the first of: a fetch the node needs (driver lane, wanted partner lanes), an answer."""
+        node = self.node
+        wanted = node.wanted()
+        for lane in self.lanes:
+            if lane.buf or lane.durable in self._fetches:
+                continue
+            open_ = node.held < self.max_held and self._quiescing is None
+            if open_ if lane.driver else bool(lane.types & wanted):
+                self._fetches[lane.durable] = asyncio.create_task(self._fetch(lane, wanted))
+        if self._answers:
+            return
+        self._woken.clear()
+        waits: list[asyncio.Future[Any]] = [*self._fetches.values()]
+        woken = asyncio.ensure_future(self._woken.wait())
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait([*waits, woken, stopped], return_when=asyncio.FIRST_COMPLETED, timeout=self.fetch_wait_s)
+        finally:
+            woken.cancel()
+            stopped.cancel()
+        for d, t in list(self._fetches.items()):
+            if t.done():
+                del self._fetches[d]
+                t.result()  # re-raise what a fetch raised (a missing consumer)
+
+    async def _fetch(self, lane: Lane, wanted: frozenset[type[ev.Event]]) -> bool:
+        t0 = time.perf_counter()
+        got = await self.reader.fetch(lane, self.batch)
+        if not lane.driver:
+            for partner in lane.types & wanted:
+                self.km.join_wait.labels(component=self.node.name, partner=partner.__name__).observe(
+                    time.perf_counter() - t0
+                )
+        return got
 
     async def _take(self, lane: Lane, msg: Msg) -> None:
         got = await self.reader.take(lane, msg)
@@ -545,7 +659,10 @@ class ComponentRunner:
             await self.reader.dead_letter(msg, f"invalid: {e}")
             return
         lane.pos = pos.seq
-        self._acks.append(msg)
+        if type(event) in node.drivers:
+            self._driver_acks.append((pos.seq, msg))
+        else:
+            self._acks.append(msg)
         if lane.driver and type(event) in node.drivers:
             self.steps += 1
             self.km.steps.labels(component=node.name).inc()
@@ -556,18 +673,24 @@ class ComponentRunner:
         redo = self._redo
         if redo is not None:
             e, p = out
-            if p.seq > redo:
-                self._redo = None
-                self._known = {}
-            else:
-                rec = self._known.get(e.event_id)
-                if rec is not None:
-                    if rec.event != e:
-                        raise self._diverged(e, p, rec)
-                    return  # stored before the restart
-                if p.seq < redo:
-                    raise self._diverged(e, p, None)
+            rec = self._known.pop(e.event_id, None)
+            if rec is not None:
+                if rec.event != e:
+                    raise self._diverged(e, p, rec)
+                self._redo_done()
+                return  # stored before the restart
+            if p.seq < redo and self._config_changed:
+                raise self._diverged(e, p, None)
+            self._redo_done()
         self._out.append(out)
+
+    def _redo_done(self) -> None:
+        """After a restart: the re-derivation is over once every stored output was met, or the node
+        has gone past the last stored step with nothing in progress."""
+        node = self.node
+        if not self._known or (node.idle and node.step.seq >= (self._redo or 0)):
+            self._redo = None
+            self._known = {}
 
     def _diverged(self, e: ev.Event, p: Pos, rec: Record | None) -> InvariantViolation:
         what = "differs from the stored event" if rec is not None else "is not on the log"
@@ -587,6 +710,11 @@ class ComponentRunner:
             self.out_seq = max(self.out_seq, self.publisher.last_seq)
             if self.hooks.published is not None:
                 self.hooks.published(out)
+        da = self._driver_acks
+        if da:
+            done = self.node.pending_from()
+            while da and da[0][0] < done:
+                self._acks.append(da.popleft()[1])
         if self._acks:
             acks, self._acks = self._acks, []
             for m in acks:
@@ -595,15 +723,40 @@ class ComponentRunner:
         if self.hooks.after_flush is not None:
             self.hooks.after_flush()
 
-    async def _maybe_snapshot(self, force: bool = False) -> None:
-        if self.store is None or not self.node.idle or self._out or self._redo is not None:
-            return
+    def _snapshot_due(self) -> bool:
         new = self.steps - self._snap_steps
-        if new <= 0 and not force:
+        if self.store is None or new <= 0:
+            return False
+        return new >= self.snapshot_every or time.monotonic() - self._snap_wall >= self.snapshot_interval_s
+
+    async def _maybe_snapshot(self, force: bool = False) -> None:
+        """Take a snapshot when one is due and the node is between steps.
+
+        A node whose steps overlap (scoped waits) may never be between steps while driver inputs keep
+        coming, so when a snapshot is due and the node is busy, the runner *quiesces*: it stops taking
+        driver inputs (partners and answers still come) until the node is idle, for at most
+        ``quiesce_max_s``; then it takes the snapshot, or gives up until the next interval.
+        """
+        if self._redo is not None:
+            self._redo_done()
+        if self.store is None:
             return
-        due = new >= self.snapshot_every or time.monotonic() - self._snap_wall >= self.snapshot_interval_s
-        if not (force or due):
+        due = force or self._snapshot_due()
+        if not due:
+            self._quiescing = None
             return
+        if not self.node.idle or self._out or self._redo is not None or self._answers:
+            if force:
+                return
+            now = time.monotonic()
+            if self._quiescing is None:
+                self._quiescing = now
+            elif now - self._quiescing > self.quiesce_max_s:
+                log.info("snapshot.postponed", extra={"component": self.node.name, "waits": len(self.node.waits)})
+                self._quiescing = None
+                self._snap_wall = now  # try again at the next interval
+            return
+        self._quiescing = None
         await self._advance_idle_lanes()
         snap = self.snapshot()
         try:

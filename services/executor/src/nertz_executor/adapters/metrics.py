@@ -14,6 +14,7 @@ class ExecutorMetrics:
     """Lock state per symbol, orders by outcome, positions, equity, drawdown, suppressions, barrier waits."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._peak_equity = 0.0  # highest equity observed (drawdown gauge), USDT
         self.lock_state = Gauge(
             f"{P}_lock_state",
             "Hard Lock state per symbol: 0 FLAT, 1 ENTRY_PENDING, 2 LOCKED, 3 COOLDOWN",
@@ -73,7 +74,8 @@ class ExecutorMetrics:
         self.open_positions.set(state.open_positions)
         self.equity.set(state.equity_usdt)
         self.realized_pnl.set(state.realized_pnl_usdt)
-        self.drawdown.set(state.drawdown_fraction)
+        self._peak_equity = max(self._peak_equity, state.start_equity_usdt, state.equity_usdt)
+        self.drawdown.set((self._peak_equity - state.equity_usdt) / self._peak_equity)
         self.trading_enabled.set(1 if state.trading_enabled else 0)
         for s in symbols or []:
             self.symbol_trading.labels(symbol=s).set(1 if state.trading_allowed(s) else 0)

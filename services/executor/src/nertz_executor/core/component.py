@@ -12,6 +12,13 @@ snapshot names an intent it publishes ``VerdictAwaited`` (the validator's rendez
 - an approved one goes through the risk guard (``RiskDenied(rule, reason)``) and becomes an entry
   ``OrderSubmitted`` with exchange-native take-profit and stop-loss, sent to the venue.
 
+Steps are scoped by symbol: while one symbol waits for its snapshot, intent or verdict, only that
+symbol's later inputs are held, so a slow model verdict never delays another symbol's fills, TP/SL or
+timers. The verdict join is *ordered*: entry decisions complete in log order, and each reads the
+account every symbol shares (equity, exposure, today's P&L) as of its own bar's position, with what
+other symbols did at later positions taken out (:meth:`Executor._account_as_of`). So the decisions are
+those of one executor handling every input in log order, whatever the verdicts' timing.
+
 Every market event is shown to the venue first (fills, TP/SL), then the lock's timers run: an entry not
 filled in time expires, a position held past ``max_hold`` (and ``min_hold``) with a return below the
 band is closed at market (stale exit), a cooldown elapses. Every event is folded with
@@ -24,6 +31,7 @@ Conventions: every event's ``ts_event = ts_init`` = the ``ts_event`` of the inpu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
@@ -34,7 +42,14 @@ from nertz_common.ids import derive_id, order_link_id
 from nertz_common.node.component import Component, Join
 from nertz_executor.core import risk
 from nertz_executor.core.config import ExecutorConfig
-from nertz_executor.core.lock import ExecutorState, SymbolState, apply_control, evolve, initial_state
+from nertz_executor.core.lock import (
+    ExecutorState,
+    SymbolAccount,
+    SymbolState,
+    apply_control,
+    evolve,
+    initial_state,
+)
 from nertz_executor.core.venue import MarketData
 from nertz_executor.core.venue.paper import PaperState, PaperVenue, gross_return, market_price, realized_pnl
 
@@ -44,6 +59,15 @@ class ExecutorSnap(msgspec.Struct):
 
     state: ExecutorState
     venue: PaperState
+
+
+@dataclass(slots=True)
+class _Step:
+    """A closed bar's decision in progress (one per symbol at most)."""
+
+    bar: ev.Bar
+    seq: int
+    intent: ev.IntentProposed | None = None
 
 
 class Executor(Component):
@@ -62,6 +86,7 @@ class Executor(Component):
     """
 
     name: ClassVar[str] = "executor"
+    scope: ClassVar[str | None] = "symbol"
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.Bar, ev.BookSnapshot, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
         ev.TradingStarted, ev.TradingStopped,
@@ -69,7 +94,7 @@ class Executor(Component):
     joins: ClassVar[tuple[Join, ...]] = (
         Join(ev.FactorSnapshot, "bar_id"),
         Join(ev.IntentProposed, "correlation_id"),
-        Join(ev.VerdictIssued, "correlation_id"),
+        Join(ev.VerdictIssued, "correlation_id", ordered=True),
     )
     state_type: ClassVar[type[msgspec.Struct]] = ExecutorSnap
 
@@ -77,10 +102,16 @@ class Executor(Component):
         self.config = config
         self.venue = venue or PaperVenue(config)
         self.state: ExecutorState = initial_state(config)
-        self._bar: ev.Bar | None = None
-        self._factor: ev.FactorSnapshot | None = None
-        self._intent: ev.IntentProposed | None = None
+        self._steps: dict[str, _Step] = {}
+        # while decisions are in progress: per symbol, (position, lock, account) before each later step
+        self._before: dict[str, list[tuple[int, SymbolState, SymbolAccount]]] = {}
         self._out: list[ev.Event] = []
+
+    def scope_of(self, event: ev.Event) -> str | None:
+        """The symbol of an input; an operator command for every symbol has none (a barrier)."""
+        if isinstance(event, ev.SystemEvent):
+            return None if event.scope == "all" else event.scope
+        return event.symbol  # type: ignore[attr-defined, no-any-return]
 
     # --- driver inputs ----------------------------------------------------------------------------
 
@@ -89,7 +120,7 @@ class Executor(Component):
         sym = self.state.symbols.get(bar.symbol)
         out = [] if sym is None or sym.lock == "FLAT" else self._market(bar)  # FLAT: nothing to do
         if bar.closed:
-            self._bar = bar
+            self._steps[bar.symbol] = _Step(bar, self.position)
             self.awaiting = (ev.FactorSnapshot, bar.event_id)
         return out
 
@@ -127,15 +158,13 @@ class Executor(Component):
 
     def on_factor_snapshot(self, f: ev.FactorSnapshot) -> list[ev.Event]:
         """The closed bar's snapshot: with an intent, publish ``VerdictAwaited`` and join the intent."""
-        bar = self._bar
-        if bar is None or f.bar_id != bar.event_id:
+        step = self._steps.get(f.symbol)
+        if step is None or f.bar_id != step.bar.event_id:
             raise ValueError(f"expected the snapshot of the awaited bar, was of bar {f.bar_id}")
-        iid = f.intent_id
+        bar, iid = step.bar, f.intent_id
         if iid is None:
-            self._bar = None
-            self.awaiting = None
+            self._end_step(bar.symbol)
             return []
-        self._factor = f
         self.awaiting = (ev.IntentProposed, iid)
         awaited = derive(
             ev.VerdictAwaited, bar, iid, correlation_id=iid, causation_id=f.event_id,
@@ -145,28 +174,49 @@ class Executor(Component):
 
     def on_intent_proposed(self, intent: ev.IntentProposed) -> list[ev.Event]:
         """The snapshot's intent (size and exits of the order): now join its verdict."""
-        self._intent = intent
+        self._steps[intent.symbol].intent = intent
         self.awaiting = (ev.VerdictIssued, intent.correlation_id)
         return []
 
     def on_verdict_issued(self, verdict: ev.VerdictIssued) -> list[ev.Event]:
         """Decide the verdict: suppress, deny, or enter (see the module docstring)."""
-        bar, intent = self._bar, self._intent
-        if bar is None or intent is None or verdict.correlation_id != intent.correlation_id:
+        step = self._steps.get(verdict.symbol)
+        intent = step.intent if step is not None else None
+        if step is None or intent is None or verdict.correlation_id != intent.correlation_id:
             raise ValueError(f"expected the verdict of the awaited intent, was of {verdict.correlation_id}")
-        if verdict.symbol != bar.symbol:
-            raise ValueError(f"expected a verdict on {bar.symbol}, was on {verdict.symbol}")
-        self._end_step()
-        return self._emit(self._decide(bar, verdict, intent))
+        account = self._account_as_of(step.seq)
+        self._end_step(verdict.symbol)
+        return self._emit(self._decide(step.bar, verdict, intent, account))
 
-    def _end_step(self) -> None:
-        self._bar = self._factor = self._intent = None
+    def _end_step(self, symbol: str) -> None:
+        del self._steps[symbol]
         self.awaiting = None
+        if self._before:  # forget what no step still to come can ask for
+            first = self.unfinished()
+            for sym in list(self._before):
+                kept = [x for x in self._before[sym] if x[0] > first]
+                if kept:
+                    self._before[sym] = kept
+                else:
+                    del self._before[sym]
+
+    def _account_as_of(self, seq: int) -> ExecutorState:
+        """The state with every symbol as it was before its first step after ``seq`` (steps of other
+        symbols that ran while this decision waited for its verdict are taken out)."""
+        back = {}
+        for sym, hist in self._before.items():
+            for pos, lock_, acc in hist:
+                if pos > seq:
+                    back[sym] = (lock_, acc)
+                    break
+        return self.state.as_of(back)
 
     # --- decisions --------------------------------------------------------------------------------
 
-    def _decide(self, bar: ev.Bar, verdict: ev.VerdictIssued, intent: ev.IntentProposed) -> list[ev.Event]:
-        state, config = self.state, self.config
+    def _decide(
+        self, bar: ev.Bar, verdict: ev.VerdictIssued, intent: ev.IntentProposed, state: ExecutorState
+    ) -> list[ev.Event]:
+        config = self.config
         iid = verdict.correlation_id
         sym = state.symbol(bar.symbol)
         head: dict[str, Any] = {"correlation_id": iid, "causation_id": verdict.event_id}
@@ -295,8 +345,18 @@ class Executor(Component):
         )  # fmt: skip
 
     def _push(self, e: ev.Event) -> None:
+        pos = self.position
+        if self.unfinished() < pos:
+            self._remember(e.symbol, pos)  # type: ignore[attr-defined]
         self.state = evolve(self.state, e)
         self._out.append(e)
+
+    def _remember(self, symbol: str, pos: int) -> None:
+        """Keep ``symbol``'s lock and account before the first change of a step that runs ahead of an
+        earlier one still in progress (what :meth:`_account_as_of` puts back)."""
+        hist = self._before.setdefault(symbol, [])
+        if not hist or hist[-1][0] != pos:
+            hist.append((pos, self.state.symbol(symbol), self.state.account(symbol)))
 
     def _emit(self, events: list[ev.Event]) -> list[ev.Event]:
         self._out = []
@@ -318,7 +378,8 @@ class Executor(Component):
         """Put back a state from :meth:`get_state`."""
         self.state = snap.state
         self.venue.set_state(snap.venue)
-        self._end_step()
+        self._steps = {}
+        self._before = {}
 
 
 def _suppression_reason(sym: SymbolState, intent: ev.IntentProposed) -> str:

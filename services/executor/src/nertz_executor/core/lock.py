@@ -93,61 +93,108 @@ class SymbolState(Struct, frozen=True, kw_only=True):
 FLAT = SymbolState()
 
 
+class SymbolAccount(Struct, frozen=True, kw_only=True):
+    """What one symbol's round trips added to the account.
+
+    The account every symbol shares is the sum of these, so it can be read as of any position by
+    taking each symbol's account as of that position (:meth:`ExecutorState.as_of`).
+
+    Attributes
+    ----------
+    realized_pnl_usdt : float
+        Realized P&L net of fees of the symbol's round trips, USDT.
+    pnl_day : int
+        UTC day index (``ts_event // 86_400e9``) of the symbol's last close; -1 before any.
+    day_pnl_usdt : float
+        Realized P&L of the symbol on ``pnl_day``, USDT.
+    closed_trades, winning_trades : int
+        Round trips closed, and those with a positive net P&L.
+    """
+
+    realized_pnl_usdt: float = 0.0
+    pnl_day: int = -1
+    day_pnl_usdt: float = 0.0
+    closed_trades: int = 0
+    winning_trades: int = 0
+
+    def pnl_on(self, day: int) -> float:
+        """Realized P&L of the UTC day ``day``, USDT (0 when the last close was another day)."""
+        return self.day_pnl_usdt if self.pnl_day == day else 0.0
+
+
+NO_TRADES = SymbolAccount()
+
+
 class ExecutorState(Struct, frozen=True, kw_only=True):
     """The executor's whole state: a fold of its own events (plus operator commands).
 
-    Treat as immutable: :func:`evolve` returns a new state and never mutates ``symbols``.
+    Treat as immutable: :func:`evolve` returns a new state and never mutates ``symbols``. The account
+    figures (equity, realized P&L, exposure, today's P&L) are sums over the symbols, so a view *as of*
+    an earlier position is the same struct with some symbols' entries put back (:meth:`as_of`).
 
     Attributes
     ----------
     symbols : dict[str, SymbolState]
         Per-symbol lock; a missing symbol is FLAT.
+    accounts : dict[str, SymbolAccount]
+        Per-symbol realized results; a missing symbol has none.
     start_equity_usdt : float
         Equity at the start (configuration), USDT.
-    equity_usdt : float
-        ``start_equity_usdt + realized_pnl_usdt``, USDT.
-    realized_pnl_usdt : float
-        Realized P&L net of fees since the start, USDT.
-    peak_equity_usdt : float
-        Highest equity seen, USDT (for the drawdown).
-    day : int
-        UTC day index (``ts_event // 86_400e9``) of the last event folded; -1 before any.
-    day_start_equity_usdt : float
-        Equity at the start of ``day``, USDT.
-    daily_realized_pnl_usdt : float
-        Realized P&L of ``day``, USDT.
     trading_enabled : bool
         False after ``TradingStopped`` for every symbol (scope ``all``) until ``TradingStarted``.
     halted : frozenset[str]
         Symbols stopped by a per-symbol ``TradingStopped`` (scope = the symbol).
     entry_timeout_ns, cooldown_ns : int
         Lock timings the fold needs (from the configuration), ns.
-    closed_trades, winning_trades : int
-        Round trips closed, and those with a positive net P&L.
     """
 
     symbols: dict[str, SymbolState] = {}
+    accounts: dict[str, SymbolAccount] = {}
     start_equity_usdt: float
-    equity_usdt: float
-    realized_pnl_usdt: float = 0.0
-    peak_equity_usdt: float
-    day: int = -1
-    day_start_equity_usdt: float
-    daily_realized_pnl_usdt: float = 0.0
     trading_enabled: bool = True
     halted: frozenset[str] = frozenset()
     entry_timeout_ns: int
     cooldown_ns: int
-    closed_trades: int = 0
-    winning_trades: int = 0
 
     def symbol(self, symbol: str) -> SymbolState:
         """Return the state of ``symbol`` (FLAT when never seen)."""
         return self.symbols.get(symbol, FLAT)
 
+    def account(self, symbol: str) -> SymbolAccount:
+        """Return the realized results of ``symbol`` (none when it never closed a trade)."""
+        return self.accounts.get(symbol, NO_TRADES)
+
     def trading_allowed(self, symbol: str) -> bool:
         """True unless trading is stopped for every symbol or for this one."""
         return self.trading_enabled and symbol not in self.halted
+
+    def as_of(self, symbols: dict[str, tuple[SymbolState, SymbolAccount]]) -> ExecutorState:
+        """Return this state with the given symbols' lock and account put back (a view as of earlier)."""
+        if not symbols:
+            return self
+        locks = {**self.symbols, **{s: v[0] for s, v in symbols.items()}}
+        accounts = {**self.accounts, **{s: v[1] for s, v in symbols.items()}}
+        return msgspec.structs.replace(self, symbols=locks, accounts=accounts)
+
+    @property
+    def realized_pnl_usdt(self) -> float:
+        """Realized P&L net of fees since the start, USDT."""
+        return sum(a.realized_pnl_usdt for a in self.accounts.values())
+
+    @property
+    def equity_usdt(self) -> float:
+        """``start_equity_usdt + realized_pnl_usdt``, USDT."""
+        return self.start_equity_usdt + self.realized_pnl_usdt
+
+    @property
+    def closed_trades(self) -> int:
+        """Round trips closed."""
+        return sum(a.closed_trades for a in self.accounts.values())
+
+    @property
+    def winning_trades(self) -> int:
+        """Round trips closed with a positive net P&L."""
+        return sum(a.winning_trades for a in self.accounts.values())
 
     @property
     def open_positions(self) -> int:
@@ -168,27 +215,20 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
             if s.lock in ("LOCKED", "ENTRY_PENDING")
         )
 
-    @property
-    def drawdown_fraction(self) -> float:
-        """Drawdown from the peak, fraction: ``(peak − equity) / peak``."""
-        return (self.peak_equity_usdt - self.equity_usdt) / self.peak_equity_usdt if self.peak_equity_usdt else 0.0
-
     def daily_pnl_at(self, ts_ns: int) -> float:
-        """Return the realized P&L of the UTC day of ``ts_ns`` (0 when that day has no event yet), USDT."""
-        return self.daily_realized_pnl_usdt if ts_ns // DAY_NS == self.day else 0.0
+        """Return the realized P&L of the UTC day of ``ts_ns``, USDT."""
+        day = ts_ns // DAY_NS
+        return sum(a.pnl_on(day) for a in self.accounts.values())
 
     def day_start_equity_at(self, ts_ns: int) -> float:
         """Return the equity at the start of the UTC day of ``ts_ns``, USDT."""
-        return self.day_start_equity_usdt if ts_ns // DAY_NS == self.day else self.equity_usdt
+        return self.equity_usdt - self.daily_pnl_at(ts_ns)
 
 
 def initial_state(config: ExecutorConfig) -> ExecutorState:
     """Return the state before any event: every symbol FLAT, equity from the configuration."""
     return ExecutorState(
         start_equity_usdt=config.equity_usdt,
-        equity_usdt=config.equity_usdt,
-        peak_equity_usdt=config.equity_usdt,
-        day_start_equity_usdt=config.equity_usdt,
         trading_enabled=config.trading_enabled,
         entry_timeout_ns=config.entry_timeout_ns,
         cooldown_ns=config.cooldown_ns,
@@ -227,7 +267,6 @@ def evolve(state: ExecutorState, event: ev.Event) -> ExecutorState:
     fold_one = _FOLDS.get(type(event))
     if fold_one is None:
         raise TypeError(f"expected an exec.* event or OrderFilled, was {type(event).__name__}")
-    state = _roll_day(state, event.ts_event)
     t = lock.transition_of(event)
     if t is None:
         return fold_one(state, state.symbol(event.symbol), event)  # type: ignore[attr-defined]
@@ -269,13 +308,6 @@ def apply_control(state: ExecutorState, event: ev.TradingStarted | ev.TradingSto
 
 def _with(state: ExecutorState, symbol: str, sym: SymbolState) -> ExecutorState:
     return msgspec.structs.replace(state, symbols={**state.symbols, symbol: sym})
-
-
-def _roll_day(state: ExecutorState, ts_ns: int) -> ExecutorState:
-    day = ts_ns // DAY_NS
-    if day <= state.day:
-        return state
-    return msgspec.structs.replace(state, day=day, day_start_equity_usdt=state.equity_usdt, daily_realized_pnl_usdt=0.0)
 
 
 def _no_change(state: ExecutorState, sym: SymbolState, e: Any) -> ExecutorState:
@@ -325,7 +357,16 @@ def _on_lock_engaged(state: ExecutorState, sym: SymbolState, e: ev.LockEngaged) 
 
 
 def _on_position_closed(state: ExecutorState, sym: SymbolState, e: ev.PositionClosed) -> ExecutorState:
-    equity = state.equity_usdt + e.realized_pnl_usdt
+    acc = state.account(e.symbol)
+    day = e.ts_event // DAY_NS
+    pnl = e.realized_pnl_usdt
+    new_acc = SymbolAccount(
+        realized_pnl_usdt=acc.realized_pnl_usdt + pnl,
+        pnl_day=day,
+        day_pnl_usdt=acc.pnl_on(day) + pnl,
+        closed_trades=acc.closed_trades + 1,
+        winning_trades=acc.winning_trades + (pnl > 0),
+    )
     new_sym = SymbolState(
         lock="COOLDOWN",
         venue=sym.venue,
@@ -333,15 +374,7 @@ def _on_position_closed(state: ExecutorState, sym: SymbolState, e: ev.PositionCl
         correlation_id=sym.correlation_id,
         cooldown_until_ns=e.ts_event + state.cooldown_ns,
     )
-    state = msgspec.structs.replace(
-        state,
-        equity_usdt=equity,
-        realized_pnl_usdt=state.realized_pnl_usdt + e.realized_pnl_usdt,
-        peak_equity_usdt=max(state.peak_equity_usdt, equity),
-        daily_realized_pnl_usdt=state.daily_realized_pnl_usdt + e.realized_pnl_usdt,
-        closed_trades=state.closed_trades + 1,
-        winning_trades=state.winning_trades + (e.realized_pnl_usdt > 0),
-    )
+    state = msgspec.structs.replace(state, accounts={**state.accounts, e.symbol: new_acc})
     return _with(state, e.symbol, new_sym)
 
 
