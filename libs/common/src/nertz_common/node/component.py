@@ -236,16 +236,20 @@ def build_handlers(component: Component) -> dict[type[ev.Event], Handler]:
     return handlers
 
 
+_EMPTY_QUEUE: deque[tuple[ev.Event, Pos]] = deque(maxlen=0)
+
+
 class _Scope:
     """One scope's step in progress: what it waits for, from which step, and the inputs it holds."""
 
-    __slots__ = ("awaiting", "call", "queue", "ready", "step")
+    __slots__ = ("awaiting", "call", "queue", "ready", "step", "ts")
 
-    def __init__(self) -> None:
+    def __init__(self, step: Pos, ts: int) -> None:
         self.awaiting: tuple[type, str] | None = None
-        self.step = Pos(0, 0)
+        self.step = step
+        self.ts = ts  # ts_event of the step's driver input: the scope's own time
         self.call: Call | None = None
-        self.queue: deque[tuple[ev.Event, Pos]] = deque()
+        self.queue: deque[tuple[ev.Event, Pos]] = _EMPTY_QUEUE  # a real deque once an input is held
         self.ready: ev.Event | None = None  # an ordered partner that arrived before its turn
 
     def first(self) -> int:
@@ -290,7 +294,6 @@ class Node:
         "_prune_at",
         "_ready",
         "_releasing",
-        "_scope_ns",
         "_scope_of",
         "_scopes",
         "_step",
@@ -321,7 +324,6 @@ class Node:
         self._held = 0
         self._step = Pos(0, 0)
         self._last_driver_ns = 0
-        self._scope_ns: dict[str, int] = {}  # per scope, the ts_event of its last driver input handled
         self._max_held = max_held
         self._prune_at = 1024
         self._dropped_keys: deque[tuple[type[ev.Event], str]] = deque(maxlen=10_000)
@@ -421,12 +423,20 @@ class Node:
             self._step = pos
             c.position = pos.seq
             self._last_driver_ns = event.ts_event
-            if self._scope_of is not None:
-                self._scope_ns[self._scope_key(event)] = event.ts_event
             res = self._handlers[t](event)
             out: list[Output] = [(e, pos) for e in res] if res else []
-            if c.awaiting is not None:
-                self._began(self._scope_key(event), pos, out)
+            aw = c.awaiting
+            if aw is not None:
+                # nothing else is in progress: a partner already buffered meets the wait at once
+                buf = self._buffer
+                while aw is not None and aw[0] is not Call and aw in buf:
+                    hit = buf.pop(aw)  # type: ignore[call-overload]
+                    c.awaiting = None
+                    for e in self._handlers[type(hit[0])](hit[0]):
+                        out.append((e, pos))
+                    aw = c.awaiting
+                if aw is not None:
+                    self._began(self._scope_key(event), pos, out)
             return out
         out = []
         if key_of is not None:
@@ -441,6 +451,8 @@ class Node:
             return out
         sc = self._scopes.get(s)
         if sc is not None:
+            if sc.queue is _EMPTY_QUEUE:
+                sc.queue = deque()
             self._hold(sc.queue, event, pos)
             return out
         self._run(s, event, pos, out)
@@ -492,7 +504,6 @@ class Node:
         self._step = pos
         c.position = pos.seq
         self._last_driver_ns = event.ts_event
-        self._scope_ns[s] = event.ts_event
         for e in self._handlers[type(event)](event):
             out.append((e, pos))
         if c.awaiting is not None:
@@ -500,9 +511,8 @@ class Node:
 
     def _began(self, s: str, pos: Pos, out: list[Output]) -> None:
         """The step at ``pos`` of scope ``s`` waits: give the scope its state and carry on."""
-        sc = self._scopes[s] = _Scope()
+        sc = self._scopes[s] = _Scope(pos, self._last_driver_ns)
         self._busy = True
-        sc.step = pos
         self._continue(s, sc, out)
 
     def _continue(self, s: str, sc: _Scope, out: list[Output]) -> None:
@@ -556,7 +566,7 @@ class Node:
                 self._held -= 1
                 sc.step = self._step = p
                 c.position = p.seq
-                self._last_driver_ns = self._scope_ns[s] = e0.ts_event
+                self._last_driver_ns = sc.ts = e0.ts_event
                 for e in self._handlers[type(e0)](e0):
                     out.append((e, p))
                 continue
@@ -585,14 +595,25 @@ class Node:
             sc.ready = None
             self._ready -= 1
         c = self.component
-        self._step = sc.step
-        c.position = sc.step.seq
+        step = self._step = sc.step
+        c.position = step.seq
         for e in self._handlers[type(event)](event):
-            out.append((e, sc.step))
+            out.append((e, step))
+        if c.awaiting is None and not sc.queue:  # the step is done and the scope holds nothing: it ends
+            del self._scopes[s]
+            if self._ready or self._barrier:
+                self._release(out)
+            elif not self._releasing:
+                self._busy = bool(self._scopes)
+            return
         self._continue(s, sc, out)
 
     def _release(self, out: list[Output]) -> None:
         """A scope ended: resume ordered partners whose turn came, run the barrier when nothing waits."""
+        if not self._ready and not self._barrier:
+            if not self._releasing:
+                self._busy = bool(self._scopes)
+            return
         if self._releasing:
             return  # the outer call loops until nothing changes
         self._releasing = True
@@ -626,6 +647,8 @@ class Node:
             self._held -= 1
             sc = self._scopes.get(s)
             if sc is not None:
+                if sc.queue is _EMPTY_QUEUE:
+                    sc.queue = deque()
                 sc.queue.append((e, p))
                 self._held += 1
             else:
@@ -646,13 +669,14 @@ class Node:
         return bool(self._barrier) and self._barrier[0][1].seq < seq
 
     def _prune(self) -> None:
-        # a partner is a leftover once its own scope's inputs have gone past it by the horizon (a
-        # scope held back by a slow wait keeps its partners, however far the others have gone)
+        # a partner is a leftover once its own scope has gone past it by the horizon: a scope held back
+        # by a slow wait (its time is its step's) keeps its partners, however far the others have gone
         newest = self._last_driver_ns
-        seen = self._scope_ns
-        scoped = self._scope_of is not None
+        scopes = self._scopes
+        scoped = self._scope_of is not None and bool(scopes)
         for k, (e, _) in list(self._buffer.items()):
-            now = seen.get(self._scope_key(e), newest) if scoped else newest
+            sc = scopes.get(self._scope_key(e)) if scoped else None
+            now = sc.ts if sc is not None else newest
             if e.ts_event < now - self._joins[k[0]].horizon_ns:
                 del self._buffer[k]
                 self._dropped_keys.append(k)

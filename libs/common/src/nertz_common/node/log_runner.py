@@ -2,8 +2,8 @@
 
 The same nodes the JetStream runner drives live run here over a list of records: a backtest's market
 data, a JetStream slice, an exported bundle. Each input goes to every node that takes its type, and
-what a node emits goes, in turn, to the nodes that take *that* type, until nothing is left; then the
-next input. This is the pipeline with infinitely fast services. Since every component's output is a
+what a node emits goes, in turn and depth first, to the nodes that take *that* type, until nothing is
+left; then the next input. This is the pipeline with infinitely fast services. Since every component's output is a
 function of its inputs' content (the joins hide the interleaving), it is also exactly what the live
 services publish: ``nertz backtest`` and ``make demo`` give the same events, ids included.
 
@@ -15,7 +15,6 @@ are taken from the recording (after each component's snapshot), so a replay can 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +70,6 @@ class LogRunner:
         self._keep = keep
         self._on_output = on_output
         self.inputs = 0
-        self._q: deque[tuple[ev.Event, Pos]] = deque()
 
     def takes(self, t: type[ev.Event]) -> bool:
         """True when some node takes events of type ``t``."""
@@ -86,26 +84,27 @@ class LogRunner:
             Whatever a node raises (a broken lock, a join that cannot be met).
         """
         self.inputs += 1
-        routes = self._routes
-        q = self._q
-        q.append((event, pos))
-        keep, hook = self._keep, self._on_output
-        while q:
-            e, p = q.popleft()
-            takers = routes.get(type(e))
-            if takers is None:
-                continue
-            for node, kept, name in takers:
-                outs = node.feed(e, p)
-                if node.asked:
-                    outs = outs + self._answer_calls(node)
-                if outs:
-                    q.extend(outs)
-                    if keep:
-                        kept.extend(outs)
-                    if hook is not None:
-                        for oe, op in outs:
-                            hook(name, oe, op)
+        self._deliver(event, pos)
+
+    def _deliver(self, e: ev.Event, p: Pos) -> None:
+        # depth first: what a node emits reaches the later nodes before the event that caused it does,
+        # so a partner (signal's snapshot of a bar) is usually buffered when its driver (the bar) comes
+        takers = self._routes.get(type(e))
+        if takers is None:
+            return
+        for node, kept, name in takers:
+            outs = node.feed(e, p)
+            if node.asked:
+                outs = outs + self._answer_calls(node)
+            if outs:
+                if self._keep:
+                    kept.extend(outs)
+                hook = self._on_output
+                if hook is not None:
+                    for oe, op in outs:
+                        hook(name, oe, op)
+                for oe, op in outs:
+                    self._deliver(oe, op)
 
     def _answer_calls(self, node: Node) -> list[Output]:
         out: list[Output] = []
