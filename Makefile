@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv
 
-.PHONY: install demo test lint format bench clean help
+.PHONY: install demo demo-qwen test lint format bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ install:  ## install the locked environment into .venv (uv from PyPI if missing)
 
 demo: install  ## run the five services on embedded NATS + Postgres and replay the bundled Bybit data
 	$(VENV)/bin/nertz demo
+
+demo-qwen: install  ## the demo with Qwen judging: the real dashscope SDK against a local fake DashScope
+	$(VENV)/bin/nertz demo --qwen
 
 test: install lint  ## lint, then the whole test suite against real NATS and Postgres
 	$(VENV)/bin/python -m pytest

@@ -210,6 +210,10 @@ def test_pipeline_projects_into_postgres_and_api_answers(nats_url, database_url,
             assert c.get("/trades/BTCUSDT").status_code == 200
             assert c.get("/decisions/BTCUSDT").status_code == 200
             assert c.get("/status").status_code == 200
+            llm = c.get("/llm").json()
+            assert {v["policy"] for v in llm["verdicts"]} >= {"rules"} and llm["calls"] == []
+            assert c.get("/overrides").status_code == 200 and c.get("/overrides?symbol=BTCUSDT").status_code == 200
+            assert c.get("/shadows").json() == {"shadows": []}
             missing = c.get("/candles/XYZUSDT/5")
             assert missing.status_code == 404 and "error" in missing.json()
             assert c.get("/candles/BTCUSDT/0").status_code == 422

@@ -107,10 +107,13 @@ def test_join_intent_waits_for_executor_then_judges_with_memory_as_of_then():
     feed = Feed()
     intent = f.intent(f.bar(0))
     assert feed(intent) == []
-    for i in range(5):
+    for i in range(4):
         assert feed(closed(-1, i)) == []
+    [review] = feed(closed(-1, 4))  # the fifth loss in a row: the rules breaker disables the symbol
+    assert isinstance(review, ev.RiskOverrideIssued) and [o.kind for o in review.overrides] == ["disable_symbol"]
     [v] = feed(awaited(intent))
-    assert v.decision == "reject" and v.correlation_id == intent.correlation_id and v.policy == "rules"
+    assert v.decision == "reject" and v.correlation_id == intent.correlation_id and v.policy == "override"
+    assert v.overrides == [review.overrides[0].override_id]
 
 
 def test_join_locked_symbol_is_skipped_not_judged():
@@ -128,7 +131,8 @@ def test_join_awaited_before_intent_uses_memory_of_then_and_holds_later_events()
     for i in range(5):  # later losses must not influence this verdict: held until the intent comes
         assert feed(closed(-1, i)) == []
     assert feed.node.held == 5
-    [v] = feed(intent)
+    v, review = feed(intent)  # the verdict, then the held losses (the fifth one triggers a review)
+    assert isinstance(v, ev.VerdictIssued) and isinstance(review, ev.RiskOverrideIssued)
     assert v.decision == "approve"
     assert feed.node.component.memory.of("BTCUSDT").loss_streak == 5  # folded after the verdict
 
@@ -146,7 +150,7 @@ async def test_validator_runner_publishes_verdict_with_headers_then_acks(js_fres
     cfg = ValidatorSettings(NATS_URL=nats_url)
     async with runtime.runtime("llm-validator", cfg) as rt:
         try:
-            _, runner = await app.start(rt, cfg)
+            _, runner, _ = await app.start(rt, cfg)
             task = asyncio.create_task(runner.run())
             subject = subjects.for_event(f.verdict(intent))
             for _ in range(200):

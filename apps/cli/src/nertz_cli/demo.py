@@ -17,9 +17,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -150,18 +152,23 @@ def start_infra(data_dir: Path, fresh: bool = True) -> Stack:
     return Stack(data_dir, n.url, pg.url, owned)
 
 
-def start_service(stack: Stack, name: str) -> None:
-    """Start one service (a name of ``SERVICES``) as its own process, logging to ``logs/<name>.log``."""
-    module, preferred = next((m, p) for n, m, p in SERVICES if n == name)
+def start_service(
+    stack: Stack, name: str, *, module: str | None = None, args: tuple[str, ...] = (), **env: str
+) -> None:
+    """Start one service (a name of ``SERVICES``, or any ``name`` with its ``module``) as its own
+    process with ``args`` and extra ``env``, logging to ``logs/<name>.log``."""
+    preferred = infra.free_port()
+    if module is None:
+        module, preferred = next((m, p) for n, m, p in SERVICES if n == name)
     port = _port(preferred) if stack.procs.get(name) is None else infra.free_port()
-    extra: dict[str, str] = {}
+    extra: dict[str, str] = dict(env)
     if name == "api":
         stack.api_port = port
         extra["NERTZ_API__PORT"] = str(port)
     (stack.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     log = open(stack.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
     stack.procs[name] = subprocess.Popen(
-        [sys.executable, "-m", module], env=_service_env(stack, port, **extra), stdout=log, stderr=log
+        [sys.executable, "-m", module, *args], env=_service_env(stack, port, **extra), stdout=log, stderr=log
     )
 
 
@@ -251,7 +258,7 @@ async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
             _check_alive(stack)
             last = (await js.stream_info(subjects.STREAM)).state.last_seq
             busy = 0
-            durables = [d for name in stack.procs for d in DURABLES.get(name, ())]
+            durables = [d for name in stack.procs for d in _durables(name)]
             shown = "projector" if "projector" in durables else "executor-market"
             for durable in durables:
                 ci = await js.consumer_info(subjects.STREAM, durable)
@@ -273,20 +280,63 @@ async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
         await nc.close()
 
 
-def verify_log(stack: Stack) -> list[str]:
-    """Run ``nertz verify``'s checks over the whole log; return one line per check."""
-    from nertz_cli import verify as checks
+def read_whole_log(stack: Stack) -> list[Any]:
+    """Every record of the log (for the checks and the validator's figures)."""
     from nertz_common.node.log import read_log
 
-    async def go() -> list[str]:
+    async def go() -> list[Any]:
         nc = await nats.connect(stack.nats_url)
         try:
-            records = await read_log(nc.jetstream(timeout=10))
+            return await read_log(nc.jetstream(timeout=10))
         finally:
             await nc.close()
-        return [c.line() for c in checks.verify(records)]
 
     return asyncio.run(go())
+
+
+def _durables(service: str) -> tuple[str, ...]:
+    """The durable consumers a running service reads (a shadow validator's is named like it)."""
+    if service.startswith(topology.shadow_name("")):
+        return (service,)
+    return DURABLES.get(service, ())
+
+
+def verify_log(stack: Stack, records: list[Any] | None = None) -> list[str]:
+    """Run ``nertz verify``'s checks over the whole log; return one line per check."""
+    from nertz_cli import verify as checks
+
+    return [c.line() for c in checks.verify(records if records is not None else read_whole_log(stack))]
+
+
+def validator_line(records: list[Any]) -> str:
+    """Who decided the verdicts, and what the model calls cost (one line for the summary)."""
+    from statistics import median
+
+    from nertz_common import events as ev
+
+    policies: Counter[str] = Counter()
+    reviews: Counter[str] = Counter()
+    calls: list[ev.ModelCall] = []
+    failed = 0
+    for r in records:
+        e = r.event
+        if isinstance(e, ev.VerdictIssued):
+            policies[e.policy] += 1
+            failed += e.failure is not None
+            calls += e.calls
+        elif isinstance(e, ev.RiskOverrideIssued):
+            reviews[e.policy] += 1
+            calls += [e.call] if e.call is not None else []
+    line = "verdicts by policy: " + (", ".join(f"{k} {v:,}" for k, v in policies.most_common()) or "none")
+    if reviews:
+        line += "; breaker reviews: " + ", ".join(f"{k} {v:,}" for k, v in reviews.most_common())
+    if calls:
+        line += (
+            f"; model calls {len(calls):,}, median {median(c.latency_ms for c in calls):,.0f} ms, tokens "
+            f"{sum(c.tokens_in for c in calls):,} in / {sum(c.tokens_out for c in calls):,} out, cost "
+            f"{sum(c.cost_usd for c in calls):,.4f} USD, fail-closed rejects {failed:,}"
+        )
+    return line
 
 
 def fetch_summary(stack: Stack) -> dict[str, dict[str, float]]:
@@ -298,9 +348,9 @@ def fetch_summary(stack: Stack) -> dict[str, dict[str, float]]:
     return {sym: {k: row[k] for k in SUMMARY_KEYS} for sym, row in per_symbol.items()}
 
 
-def print_summary(summary: dict[str, dict[str, float]], figures: dict[str, float]) -> None:
+def print_summary(summary: dict[str, dict[str, float]], figures: dict[str, float], validator: str = "rules") -> None:
     """Print the per-symbol table and the run's figures."""
-    table = Table(title="Nertz demo — paper trading on real Bybit data (rules validator)")
+    table = Table(title=f"Nertz demo — paper trading on real Bybit data ({validator} validator)")
     table.add_column("symbol")
     for key in SUMMARY_KEYS:
         table.add_column(HEADERS[key], justify="right")
@@ -335,14 +385,33 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed: str = "max") -> None:
-    """Run the demo end to end (see the module docstring)."""
+def run_demo(
+    data_dir: Path,
+    exit_after: bool,
+    summary_file: Path | None,
+    speed: str = "max",
+    qwen_latency_s: float | None = None,
+) -> None:
+    """Run the demo end to end (see the module docstring).
+
+    With ``qwen_latency_s``, the validator asks Qwen — a fake DashScope on 127.0.0.1 answering after
+    that many seconds, deterministically per prompt — through the real dashscope SDK.
+    """
     missing = [p for p in [*KLINE_FILES, RECORDING] if not p.exists()]
     if missing:
         raise FileNotFoundError(f"expected the bundled data files, missing: {', '.join(map(str, missing))}")
     t_start = time.monotonic()
-    with _stop_on_signals():
+    with _stop_on_signals(), contextlib.ExitStack() as extras:
         stack = start_infra(data_dir)
+        extras.callback(stack.stop)
+        validator = "rules"
+        if qwen_latency_s is not None:
+            from nertz_common.testing.fake_dashscope import FakeDashScope
+
+            fake = extras.enter_context(FakeDashScope(latency_s=qwen_latency_s).in_thread())
+            stack.env.update(DASHSCOPE_API_KEY="sk-demo-fake-key", DASHSCOPE_HTTP_BASE_URL=fake.base_url)
+            validator = "Qwen (fake DashScope)"
+            console.print(f"Qwen: a fake DashScope at {fake.base_url}, answering in {qwen_latency_s:g} s")
         try:
             start_services(stack)
             t0 = time.monotonic()
@@ -358,8 +427,10 @@ def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed:
                 "end-to-end events/s": log_size / pipeline_s,
                 "demo wall s": time.monotonic() - t_start,
             }
-            print_summary(summary, figures)
-            for line in verify_log(stack):
+            print_summary(summary, figures, validator)
+            records = read_whole_log(stack)
+            console.print(validator_line(records))
+            for line in verify_log(stack, records):
                 console.print(("[green]" if line.startswith("ok") else "[red]") + f"verify {line}[/]")
             if summary_file:
                 summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -371,5 +442,3 @@ def run_demo(data_dir: Path, exit_after: bool, summary_file: Path | None, speed:
                     time.sleep(1)
         except KeyboardInterrupt:
             console.print("stopping")
-        finally:
-            stack.stop()

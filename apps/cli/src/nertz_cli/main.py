@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nertz_common import aio, topology
-from nertz_common.errors import ConfigurationError
+from nertz_common.errors import ConfigurationError, InvariantViolation
 
 app = typer.Typer(
     help=(
@@ -134,16 +134,24 @@ def demo(
         Path | None, typer.Option(envvar="NERTZ_DEMO_SUMMARY", help="also write the summary as JSON here")
     ] = None,
     speed: Annotated[str, typer.Option(help="replay speed: max, or a multiple of real time (1, 60)")] = "max",
+    qwen: Annotated[
+        bool, typer.Option(help="judge with Qwen: the real dashscope SDK against a fake DashScope on 127.0.0.1")
+    ] = False,
+    qwen_latency: Annotated[float, typer.Option(help="the fake DashScope's answer time, s (with --qwen)")] = 0.5,
 ) -> None:
     """Run the five services on embedded NATS + Postgres, replay the bundled real Bybit data, print a summary.
 
     The 30 days of Bybit 1m bars (BTCUSDT, ETHUSDT, SOLUSDT) and then the real WebSocket recording are
-    replayed through market-ingest → signal → llm-validator (rules) → executor (paper venue) → Postgres.
-    The API (http://127.0.0.1:8081) stays up until Ctrl-C unless --exit / NERTZ_DEMO_EXIT=1.
+    replayed through market-ingest → signal → llm-validator → executor (paper venue) → Postgres. The
+    validator runs the rules policy, or with --qwen asks Qwen through a local fake DashScope (no key,
+    no network) and records every answer. The API (http://127.0.0.1:8081) stays up until Ctrl-C unless
+    --exit / NERTZ_DEMO_EXIT=1.
     """
     from nertz_cli.demo import run_demo
 
-    run_demo(data_dir, exit_after, summary, speed)
+    if qwen_latency < 0:
+        _fail(f"--qwen-latency: expected >= 0 s, was {qwen_latency}")
+    run_demo(data_dir, exit_after, summary, speed, qwen_latency if qwen else None)
 
 
 # --- backtest ---------------------------------------------------------------------------------------
@@ -203,8 +211,16 @@ def backtest(
         (out_dir / "sweep.json").write_text(json.dumps(result.as_dict(), indent=2))
         err.print(f"sweep written to {out_dir / 'sweep.json'}")
         return
-    with err.status(f"backtesting {inputs.bars:,} bars"):
-        run = tools.backtest(inputs.records, settings)
+    try:
+        client = tools.model_client(settings)
+    except ConfigurationError as e:
+        _fail(str(e))
+    try:
+        with err.status(f"backtesting {inputs.bars:,} bars"):
+            run = tools.backtest(inputs.records, settings, answer=client.answer if client else None)
+    finally:
+        if client is not None:
+            client.close()
     summary = report.of_run(run, inputs.files)
     _print_backtest(summary)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,13 +330,32 @@ def replay(
     from rich.progress import Progress
 
     from nertz_cli import tools
+    from nertz_cli.config import parse_sets
 
     sl = _slice(bundle, nats_url, from_seq, to_seq, since, until, snapshots)
-    settings = _settings(sets, sl.config)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("replaying", total=len(sl.records))
-        result = tools.rerun(
-            sl, settings, symbols=_symbols(symbols), progress=lambda i: progress.update(task, completed=i)
+    settings = tools.as_recorded(_settings(sets, sl.config), sl.records, parse_sets(sets or ()))
+    client = None
+    if counterfactual:
+        try:
+            client = tools.model_client(settings)
+        except ConfigurationError as e:
+            _fail(str(e))
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("replaying", total=len(sl.records))
+            result = tools.rerun(
+                sl, settings, symbols=_symbols(symbols), progress=lambda i: progress.update(task, completed=i),
+                ask=client.answer if client else None,
+            )  # fmt: skip
+    except InvariantViolation as e:
+        out.print(f"[red]diverged[/]: {e}")
+        raise typer.Exit(1) from None
+    finally:
+        if client is not None:
+            client.close()
+    if result.answers_served or result.answers_asked:
+        err.print(
+            f"model answers: {result.answers_served:,} served from the recording, {result.answers_asked:,} asked anew"
         )
     if counterfactual:
         cf = tools.counterfactual(result)

@@ -21,7 +21,7 @@ from nertz_common import events as ev
 from nertz_common import subjects, topology, version
 from nertz_common.errors import ConfigurationError
 from nertz_common.node import bundle as bundle_io
-from nertz_common.node.component import Output
+from nertz_common.node.component import Call, Output
 from nertz_common.node.log import Record, gc_paused, log_range, read_log, records_of
 from nertz_common.node.log_runner import LogRunner, ReplayResult, replay
 from nertz_common.node.snapshot import Snapshot, SnapshotStore, choose
@@ -126,12 +126,20 @@ class Run:
         return self.outputs.get(producer, [])
 
 
-def backtest(records: Sequence[Record], settings: PipelineSettings, *, keep: bool = True) -> Run:
+def backtest(
+    records: Sequence[Record],
+    settings: PipelineSettings,
+    *,
+    keep: bool = True,
+    answer: Callable[[str, Call], Any] | None = None,
+) -> Run:
     """Run signal, the validator and the executor (paper venue) over ``records``, in process.
 
     The cyclic garbage collector is held back while the run lasts (:func:`~nertz_common.node.log.gc_paused`).
+    ``answer`` asks the model the calls of a model policy (``validator.policy=qwen``; see
+    :func:`model_client`).
     """
-    runner = LogRunner(nodes(settings), keep=keep)
+    runner = LogRunner(nodes(settings), keep=keep, answer=answer)
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     hold: list[list[float]] = []
@@ -283,8 +291,13 @@ def rerun(
     *,
     symbols: Iterable[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    ask: Callable[[str, Call], Any] | None = None,
 ) -> ReplayResult:
-    """Replay a slice: derive every step from ``start`` on again and compare with the recording."""
+    """Replay a slice: derive every step from ``start`` on again and compare with the recording.
+
+    Model answers are served from the recorded verdicts (the model is never asked); with ``ask`` (a
+    counterfactual with another model or prompt), a question the recording did not ask is asked anew.
+    """
     wanted = set(symbols) if symbols else None
     compare = None
     if wanted:
@@ -302,7 +315,95 @@ def rerun(
         lane_of=topology.lane_of,
         compare=compare,
         progress=progress,
+        ask=ask,
     )
+
+
+def recorded_validator(records: Iterable[Record]) -> dict[str, Any]:
+    """How the recorded verdicts were decided: ``{"policy", "model", "prompt"}`` of the model verdicts
+    (the most frequent of each), ``{}`` when only the rules decided."""
+    policies: Counter[str] = Counter()
+    models: Counter[str] = Counter()
+    prompts: Counter[str] = Counter()
+    for r in records:
+        e = r.event
+        if isinstance(e, ev.VerdictIssued) and e.calls:
+            policies[e.policy] += 1
+            for c in e.calls:
+                models[c.model] += 1
+                if c.role == "verdict":
+                    prompts[c.prompt_id] += 1
+    if not policies:
+        return {}
+    out: dict[str, Any] = {"policy": policies.most_common(1)[0][0], "model": models.most_common(1)[0][0]}
+    if prompts:
+        out["prompt"] = prompts.most_common(1)[0][0]
+    return out
+
+
+def as_recorded(settings: PipelineSettings, records: Iterable[Record], explicit: dict[str, Any]) -> PipelineSettings:
+    """With ``validator.policy=auto``, replay a log judged by Qwen as it was judged: the recorded policy,
+    model and prompt, unless ``explicit`` (the parsed ``--set``) names them."""
+    if settings.validator.policy != "auto":
+        return settings
+    rec = recorded_validator(records)
+    if not rec:
+        return settings
+    mine = explicit.get("validator", {})
+    q = settings.validator.qwen.model_copy(
+        update={k: rec[k] for k in ("model", "prompt") if k in rec and k not in mine.get("qwen", {})}
+    )
+    v = settings.validator.model_copy(update={"policy": mine.get("policy", rec["policy"]), "qwen": q})
+    return settings.model_copy(update={"validator": v})
+
+
+def model_client(settings: PipelineSettings) -> Any:
+    """A blocking Qwen client for the tools when ``validator.policy`` asks a model, else None.
+
+    Keys and the base URL come from the environment, as the validator reads them (``DASHSCOPE_API_KEY``,
+    ``DASHSCOPE_API_KEYS``, ``DASHSCOPE_HTTP_BASE_URL``). Close it (``with``) when done.
+
+    Raises
+    ------
+    ConfigurationError
+        If a model policy is asked for and no key is set.
+    """
+    policy = settings.validator.resolved(False)
+    if policy == "rules":
+        return None
+    from nertz_validator.adapters.qwen import BlockingQwen, QwenClient
+    from nertz_validator.settings import ValidatorSettings
+
+    env = ValidatorSettings()
+    keys = env.keys()
+    if not keys:
+        raise ConfigurationError(f"validator.policy={policy} asks Qwen: set DASHSCOPE_API_KEY (or DASHSCOPE_API_KEYS)")
+    return BlockingQwen(QwenClient(settings.validator.qwen, keys, base_url=env.dashscope_base_url))
+
+
+def models_of(records: Iterable[Record]) -> dict[str, Any]:
+    """The model ids and prompt templates the slice's verdicts used (a bundle's manifest lists them)."""
+    from nertz_validator.core import prompt as prompts
+
+    models: set[str] = set()
+    ids: set[str] = set()
+    for r in records:
+        e = r.event
+        calls = (
+            list(e.calls)
+            if isinstance(e, ev.VerdictIssued)
+            else [e.call]
+            if isinstance(e, ev.RiskOverrideIssued) and e.call
+            else []
+        )
+        for c in calls:
+            models.add(c.model)
+            ids.add(c.prompt_id)
+    templates = {}
+    for i in sorted(ids):
+        with contextlib.suppress(ValueError):
+            templates[i] = prompts.template(i)
+    return {"models": sorted(models), "prompts": templates}
 
 
 def export(sl: Slice, settings: PipelineSettings, out: Path) -> dict[str, Any]:
@@ -329,7 +430,7 @@ def export(sl: Slice, settings: PipelineSettings, out: Path) -> dict[str, Any]:
             packages[dist] = metadata.version(dist)
     b = bundle_io.Bundle(
         records=records, snapshots=sl.snapshots, config=settings.decisions(), start=sl.start, until=sl.until,
-        manifest={"source": sl.source, "config_hash": settings.decisions_hash(), "models": []},
+        manifest={"source": sl.source, "config_hash": settings.decisions_hash(), **models_of(records)},
     )  # fmt: skip
     return bundle_io.write(out, b, code_version=version.version(), stream=subjects.STREAM, packages=packages)
 

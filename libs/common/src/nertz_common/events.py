@@ -226,6 +226,8 @@ class IntentProposed(Correlated, frozen=True, kw_only=True):
 
     ``event_id == correlation_id`` (the intent id); ``causation_id`` is the closed bar's id.
     ``qty`` is base currency; ``sl_distance`` and ``tp_distance`` are fractions of ``entry_price``.
+    ``factors`` are the scores the combined score used (``{"egm": 0.41, ...}``, each in [-1, 1]) and
+    ``atr`` the bar series' ATR (price units), so the validator sees the evidence, not only the verdict.
     """
 
     side: PositionSide
@@ -241,16 +243,81 @@ class IntentProposed(Correlated, frozen=True, kw_only=True):
     trend: Trend
     regime: Literal["normal", "panic", "unknown"] = "normal"
     reasons: list[str] = []
+    factors: dict[str, float] = {}
+    atr: float | None = None
 
 
 # --- validator (llm.*) --------------------------------------------------------------------------
 
 
+class ModelCall(Struct, frozen=True, kw_only=True, gc=False):
+    """One call to a model, as the model (or the transport) answered it: an external fact, recorded
+    verbatim so a replay serves it back instead of asking again.
+
+    Attributes
+    ----------
+    role : str
+        What the call was for: ``verdict`` (a single model's verdict), ``quant``/``strategist``/``judge``
+        (the council's opinions and decision), ``breaker`` (the circuit breaker's tool call).
+    model : str
+        The model id asked (pinned, e.g. ``qwen-plus-2025-09-11``).
+    prompt_id : str
+        The prompt template's id and version (``verdict.v1``).
+    prompt_sha256 : str
+        sha256 (hex) of the rendered messages, canonical JSON: what exactly was asked.
+    outcome : str
+        ``ok`` when the model answered (its text may still fail validation), else the failure:
+        ``timeout``, ``http_429``, ``http_401``, ``http_400``, ``http_5xx``, ``connection``,
+        ``no_key``, ``budget``.
+    raw_text : str or None
+        The answer's content (JSON mode) or its tool calls as JSON, verbatim.
+    finish_reason : str or None
+        ``stop``, ``length``, ``tool_calls``.
+    status_code : int or None
+        HTTP status of the last attempt.
+    error_code, error_message : str or None
+        DashScope's ``code``/``message`` of a refused call (``Throttling.RateQuota``).
+    request_id : str or None
+        DashScope's request id of the last attempt.
+    latency_ms : float
+        Wall time from the first attempt to the answer, ms (every retry included).
+    attempts : int
+        Attempts made (retries within the intent's time budget).
+    tokens_in, tokens_out : int
+        Token usage reported by the model.
+    cost_usd : float
+        ``tokens_in / 1000 × input price + tokens_out / 1000 × output price`` from the configured
+        price table (USD per 1k tokens).
+    key_index : int or None
+        Which key of the pool answered (its position, never the key).
+    """
+
+    role: str = "verdict"
+    model: str
+    prompt_id: str
+    prompt_sha256: str
+    outcome: str
+    raw_text: str | None = None
+    finish_reason: str | None = None
+    status_code: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+    latency_ms: float = 0.0
+    attempts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    key_index: int | None = None
+
+
 class VerdictIssued(Correlated, frozen=True, kw_only=True):
     """The validator's approve/reject of one intent.
 
-    ``policy`` names who decided (``rules``, ``qwen``, ``skipped``). For a model verdict the raw text,
-    model id, prompt hash, latency (ms) and token usage are what the model told us, recorded verbatim.
+    ``policy`` names who decided (``rules``, ``qwen``, ``council``, ``skipped``, ``override``). A model
+    verdict records every call it made in ``calls`` (what the model told us, verbatim: a replay serves
+    these back); ``model``, ``prompt_hash``, ``raw_text``, ``latency_ms`` and the token counts repeat
+    the deciding call's for the projections. ``overrides`` names the risk overrides that shaped it.
     """
 
     decision: Decision
@@ -265,6 +332,82 @@ class VerdictIssued(Correlated, frozen=True, kw_only=True):
     latency_ms: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    prompt_id: str | None = None
+    request_id: str | None = None
+    cost_usd: float | None = None
+    failure: str | None = None
+    calls: list[ModelCall] = []
+    overrides: list[str] = []
+
+
+class ShadowVerdictIssued(Correlated, frozen=True, kw_only=True):
+    """What a shadow validator would have decided (``llm.shadow.<shadow>``); nothing executes it.
+
+    Same content as :class:`VerdictIssued`, with the shadow's name; ``correlation_id`` joins it to the
+    live verdict of the same intent.
+    """
+
+    shadow: str
+    decision: Decision
+    confidence: Unit
+    size_multiplier: Unit
+    policy: str
+    reasons: list[str] = []
+    risk_flags: list[str] = []
+    model: str | None = None
+    prompt_id: str | None = None
+    prompt_hash: str | None = None
+    failure: str | None = None
+    calls: list[ModelCall] = []
+
+
+OverrideKind = Literal["position_size", "entry_threshold", "disable_side", "disable_symbol"]
+
+
+class RiskOverride(Struct, frozen=True, kw_only=True, gc=False):
+    """One bounded, expiring adjustment of how a symbol is traded.
+
+    Attributes
+    ----------
+    override_id : str
+        Derived from the review and the action.
+    kind : {"position_size", "entry_threshold", "disable_side", "disable_symbol"}
+    symbol : str
+    value : float or None
+        Size multiplier in [0.1, 1] (``position_size``) or the minimum |combined| score in [0, 10]
+        (``entry_threshold``).
+    side : {"long", "short"} or None
+        The side disabled (``disable_side``).
+    until_ns : int
+        Expiry, UNIX ns (event time of the review + the override's duration).
+    reason : str
+    """
+
+    override_id: str
+    kind: OverrideKind
+    symbol: str
+    value: float | None = None
+    side: PositionSide | None = None
+    until_ns: int
+    reason: str = ""
+
+
+class RiskOverrideIssued(Correlated, frozen=True, kw_only=True):
+    """The circuit breaker reviewed a symbol's performance (``llm.override``).
+
+    ``trigger`` says which limit was breached; ``overrides`` are what it decided (empty for
+    ``no_action``), applied by the validator to every later verdict of the symbol until they expire;
+    ``refused`` lists tool calls outside the palette or its bounds, with the reason. ``causation_id``
+    is the ``PositionClosed`` that triggered the review (``correlation_id`` its intent). A model review
+    records its call.
+    """
+
+    trigger: str
+    policy: str
+    overrides: list[RiskOverride] = []
+    refused: list[str] = []
+    note: str = ""
+    call: ModelCall | None = None
 
 
 # --- executor (exec.*) --------------------------------------------------------------------------
@@ -422,7 +565,7 @@ class DeadLettered(SystemEvent, frozen=True, kw_only=True):
 
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
 SignalEvent = FactorSnapshot | IntentProposed
-LlmEvent = VerdictIssued
+LlmEvent = VerdictIssued | ShadowVerdictIssued | RiskOverrideIssued
 ExecEvent = (
     VerdictAwaited
     | SignalSuppressed
@@ -441,7 +584,7 @@ AnyEvent = MarketEvent | SignalEvent | LlmEvent | ExecEvent | VenueEvent | SysEv
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     Bar, BookSnapshot, TradeBatch, Ticker, InstrumentSpec, FeedGap, FeedResynced, FeedStale,
-    FactorSnapshot, IntentProposed, VerdictIssued,
+    FactorSnapshot, IntentProposed, VerdictIssued, ShadowVerdictIssued, RiskOverrideIssued,
     VerdictAwaited, SignalSuppressed, RiskDenied, OrderSubmitted, OrderRejected, PositionOpened,
     LockEngaged, PositionClosed, EntryExpired, LockReleased, OrderFilled,
     TradingStarted, TradingStopped, DeadLettered,

@@ -38,6 +38,8 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.FactorSnapshot: ("sig", "factor"),
     ev.IntentProposed: ("sig", "intent"),
     ev.VerdictIssued: ("llm", "verdict"),
+    ev.ShadowVerdictIssued: ("llm", "shadow"),
+    ev.RiskOverrideIssued: ("llm", "override"),
     ev.VerdictAwaited: ("exec", "awaited"),
     ev.SignalSuppressed: ("exec", "suppressed"),
     ev.RiskDenied: ("exec", "suppressed"),
@@ -98,8 +100,10 @@ def for_event(event: ev.Event) -> str:
     """
     # cached: the subject is a function of the type and a few tokens (on the hot path of every publish)
     t = type(event)
-    if isinstance(event, ev.InstrumentEvent):
-        key: tuple[object, ...] = (t, event.venue, event.market, event.symbol)
+    if t is ev.ShadowVerdictIssued:
+        key: tuple[object, ...] = (t, event.shadow)  # type: ignore[attr-defined]
+    elif isinstance(event, ev.InstrumentEvent):
+        key = (t, event.venue, event.market, event.symbol)
     elif isinstance(event, ev.DeadLettered):
         key = (t, event.service)
     else:
@@ -118,6 +122,8 @@ _SUBJECTS_MAX = 100_000
 
 def _subject_of(event: ev.Event) -> str:
     domain, kind = ROUTES[type(event)]
+    if isinstance(event, ev.ShadowVerdictIssued):  # llm.shadow.<name>: one subject per shadow
+        return service(domain, kind, event.shadow)
     if isinstance(event, ev.InstrumentEvent):
         return instrument(domain, kind, event.venue, event.market, event.symbol)
     if isinstance(event, ev.DeadLettered):

@@ -82,7 +82,7 @@ LANES: dict[str, tuple[str, ...]] = {
 #: what each component publishes (its own output, read back after a restart)
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "signal": (subjects.filter_of("sig"),),
-    "llm-validator": (subjects.filter_of("llm", "verdict"),),
+    "llm-validator": (subjects.filter_of("llm", "verdict"), subjects.filter_of("llm", "override")),
     "executor": (subjects.filter_of("exec"), subjects.filter_of("venue")),
 }
 
@@ -91,6 +91,7 @@ _PRODUCERS: dict[tuple[str, str | None], str] = {
     ("md", None): "market-ingest",
     ("sig", None): "signal",
     ("llm", "verdict"): "llm-validator",
+    ("llm", "override"): "llm-validator",
     ("exec", None): "executor",
     ("venue", None): "executor",
     ("sys", "control"): "api",
@@ -108,6 +109,9 @@ def spec(durable: str) -> ConsumerSpec:
     for c in CONSUMERS:
         if c.durable == durable:
             return c
+    prefix = shadow_name("")
+    if durable.startswith(prefix) and len(durable) > len(prefix):
+        return shadow_consumer(durable[len(prefix) :])
     raise KeyError(f"expected a declared consumer, was {durable!r} (known: {[c.durable for c in CONSUMERS]})")
 
 
@@ -117,7 +121,20 @@ def producer_of(subject: str) -> str | None:
     tokens = subject.split(".", 2)
     if len(tokens) < 2:
         return None
+    if tokens[0] == "llm" and tokens[1] == "shadow" and len(tokens) == 3:
+        return shadow_name(tokens[2])
     return _PRODUCERS.get((tokens[0], tokens[1])) or _PRODUCERS.get((tokens[0], None))
+
+
+def shadow_name(shadow: str) -> str:
+    """Return the component (and durable consumer) name of the shadow validator ``shadow``."""
+    return f"llm-validator-shadow-{shadow}"
+
+
+def shadow_consumer(shadow: str) -> ConsumerSpec:
+    """Return the durable consumer of a shadow validator: what the live validator reads, its own cursor."""
+    live = spec("llm-validator")
+    return ConsumerSpec(shadow_name(shadow), live.filter_subjects, f"shadow validator {shadow}: {live.description}")
 
 
 def matches(pattern: str, subject: str) -> bool:
@@ -270,6 +287,23 @@ async def apply(
     for line in changes:
         log.info("topology.applied", extra={"change": line})
     return changes
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec, stream: str = subjects.STREAM) -> None:
+    """Create ``spec``'s durable consumer on ``stream`` unless it exists (a shadow validator's, at start).
+
+    Raises
+    ------
+    nats.js.errors.NotFoundError
+        If the stream does not exist (run ``nertz streams apply``).
+    """
+    import nats.js.errors
+
+    try:
+        await js.consumer_info(stream, spec.durable)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(stream, consumer_config(spec))
+        log.info("topology.applied", extra={"change": f"consumer {spec.durable}: created"})
 
 
 async def _apply_stream(js: JetStreamContext, cfg: StreamConfig) -> str:

@@ -160,7 +160,28 @@ STATEMENTS: dict[str, str] = {
     "verdicts": _insert(
         "verdicts",
         "event_id, symbol, correlation_id, causation_id, ts_event_ns, decision, confidence, size_multiplier, "
-        "policy, reasons, risk_flags, model, prompt_hash, raw_text, latency_ms, tokens_in, tokens_out, stream_seq",
+        "policy, reasons, risk_flags, model, prompt_hash, raw_text, latency_ms, tokens_in, tokens_out, prompt_id, "
+        "request_id, cost_usd, failure, overrides, stream_seq",
+    ),
+    "model_calls": _insert(
+        "model_calls",
+        "event_id, ordinal, kind, symbol, correlation_id, ts_event_ns, role, model, prompt_id, prompt_sha256, "
+        "outcome, finish_reason, status_code, error_code, request_id, latency_ms, attempts, tokens_in, tokens_out, "
+        "cost_usd, stream_seq",
+        "(event_id, ordinal) DO NOTHING",
+    ),
+    "risk_reviews": _insert(
+        "risk_reviews",
+        "event_id, symbol, correlation_id, causation_id, ts_event_ns, trigger, policy, refused, note, stream_seq",
+    ),
+    "risk_overrides": _insert(
+        "risk_overrides",
+        "override_id, review_id, symbol, kind, value, side, from_ns, until_ns, reason, stream_seq",
+    ),
+    "shadow_verdicts": _insert(
+        "shadow_verdicts",
+        "event_id, shadow, symbol, correlation_id, ts_event_ns, decision, confidence, size_multiplier, policy, "
+        "reasons, model, prompt_id, failure, stream_seq",
     ),
     "verdicts_awaited": _insert(
         "verdicts_awaited", "event_id, symbol, correlation_id, causation_id, ts_event_ns, lock_state, stream_seq"
@@ -363,8 +384,41 @@ def _on_verdict_issued(w: Writes, e: ev.VerdictIssued, seq: int) -> None:
         "verdicts",
         (e.event_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event, e.decision, e.confidence,
          e.size_multiplier, e.policy, e.reasons, e.risk_flags, e.model, e.prompt_hash, e.raw_text, e.latency_ms,
-         e.tokens_in, e.tokens_out, seq),
+         e.tokens_in, e.tokens_out, e.prompt_id, e.request_id, e.cost_usd, e.failure, e.overrides, seq),
     )  # fmt: skip
+    _calls(w, e, "verdict", e.calls, seq)
+
+
+def _calls(w: Writes, e: ev.Correlated, kind: str, calls: list[ev.ModelCall], seq: int) -> None:
+    for i, c in enumerate(calls):
+        w.fact(
+            "model_calls",
+            (e.event_id, i, kind, e.symbol, e.correlation_id, e.ts_event, c.role, c.model, c.prompt_id,
+             c.prompt_sha256, c.outcome, c.finish_reason, c.status_code, c.error_code, c.request_id, c.latency_ms,
+             c.attempts, c.tokens_in, c.tokens_out, c.cost_usd, seq),
+        )  # fmt: skip
+
+
+def _on_shadow_verdict_issued(w: Writes, e: ev.ShadowVerdictIssued, seq: int) -> None:
+    w.fact(
+        "shadow_verdicts",
+        (e.event_id, e.shadow, e.symbol, e.correlation_id, e.ts_event, e.decision, e.confidence, e.size_multiplier,
+         e.policy, e.reasons, e.model, e.prompt_id, e.failure, seq),
+    )  # fmt: skip
+    _calls(w, e, "shadow", e.calls, seq)
+
+
+def _on_risk_override_issued(w: Writes, e: ev.RiskOverrideIssued, seq: int) -> None:
+    w.fact(
+        "risk_reviews",
+        (e.event_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event, e.trigger, e.policy, e.refused, e.note,
+         seq),
+    )  # fmt: skip
+    for o in e.overrides:
+        w.fact("risk_overrides", (o.override_id, e.event_id, o.symbol, o.kind, o.value, o.side, e.ts_event,
+                                  o.until_ns, o.reason, seq))  # fmt: skip
+    if e.call is not None:
+        _calls(w, e, "review", [e.call], seq)
 
 
 def _on_verdict_awaited(w: Writes, e: ev.VerdictAwaited, seq: int) -> None:
@@ -464,6 +518,8 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.FactorSnapshot: _on_factor_snapshot,
     ev.IntentProposed: _on_intent_proposed,
     ev.VerdictIssued: _on_verdict_issued,
+    ev.ShadowVerdictIssued: _on_shadow_verdict_issued,
+    ev.RiskOverrideIssued: _on_risk_override_issued,
     ev.VerdictAwaited: _on_verdict_awaited,
     ev.SignalSuppressed: _on_signal_suppressed,
     ev.RiskDenied: _on_risk_denied,
@@ -520,6 +576,12 @@ class ProjectorMetrics:
             f"{prefix}_projector_batch_seconds",
             "Time to project and commit one batch",
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow = prom.Counter(
+            f"{prefix}_shadow_verdicts_total",
+            "Shadow verdicts projected, by shadow and whether they agree with the live verdict of the intent",
+            ["shadow", "agreement"],
             registry=registry,
         )
         self.tracked_seq = prom.Gauge(
@@ -583,6 +645,8 @@ class Projector:
         self._service = service
         self._metrics = metrics
         self._bus_metrics = bus_metrics
+        self._live: dict[str, str] = {}  # intent id -> live decision (for the shadow agreement metric)
+        self._shadows_waiting: dict[str, list[tuple[str, str]]] = {}
         self._stream = stream
         self._known_symbols: set[str] = set()
         self._lock_conn: asyncpg.Connection | None = None
@@ -808,6 +872,26 @@ class Projector:
         if self._bus_metrics:
             self._bus_metrics.dead_letters.labels(reason="rejected").inc()
 
+    def _agreement(self, e: ev.VerdictIssued | ev.ShadowVerdictIssued) -> None:
+        """Count a shadow verdict as agreeing or not with the live one of its intent (whichever comes first)."""
+        assert self._metrics is not None
+        live, waiting = self._live, self._shadows_waiting
+        if isinstance(e, ev.VerdictIssued):
+            live[e.correlation_id] = e.decision
+            if len(live) > 100_000:
+                live.pop(next(iter(live)))
+            pending = waiting.pop(e.correlation_id, ())
+        else:
+            if e.correlation_id not in live:
+                waiting.setdefault(e.correlation_id, []).append((e.shadow, e.decision))
+                if len(waiting) > 100_000:
+                    waiting.pop(next(iter(waiting)))
+                return
+            pending = [(e.shadow, e.decision)]
+        for shadow, decision in pending:
+            agree = "agree" if decision == live[e.correlation_id] else "disagree"
+            self._metrics.shadow.labels(shadow=shadow, agreement=agree).inc()
+
     def _account(self, items: list[Item], skipped: int, rows: int, top: int, seconds: float) -> None:
         s = self.stats
         s.batches += 1
@@ -819,6 +903,9 @@ class Projector:
         if self._metrics:
             for name, n in Counter(type(it.event).__name__ for it in items).items():
                 self._metrics.events.labels(type=name).inc(n)
+            for it in items:
+                if isinstance(it.event, ev.VerdictIssued | ev.ShadowVerdictIssued):
+                    self._agreement(it.event)
             self._metrics.skipped.inc(skipped)
             self._metrics.rows.inc(rows)
             self._metrics.batch_seconds.observe(seconds)

@@ -359,3 +359,58 @@ async def market_data(pool: asyncpg.Pool, symbol: str) -> dict[str, Any]:
         "feed": feed,
         "factors": await latest_snapshot(pool, symbol),
     }
+
+
+async def llm(pool: asyncpg.Pool) -> dict[str, Any]:
+    """Return what the model did: calls by model, role and outcome (count, median latency ms, tokens, cost
+    USD), verdicts by policy and decision, fail-closed rejects by reason."""
+    calls = await pool.fetch(
+        "SELECT model, role, outcome, count(*) AS calls, "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS median_latency_ms, "
+        "sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out, sum(cost_usd) AS cost_usd "
+        "FROM model_calls GROUP BY model, role, outcome ORDER BY model, role, outcome"
+    )
+    verdicts = await pool.fetch(
+        "SELECT policy, decision, count(*) AS n FROM verdicts GROUP BY policy, decision ORDER BY policy, decision"
+    )
+    failed = await pool.fetch(
+        "SELECT failure, count(*) AS n FROM verdicts WHERE failure IS NOT NULL GROUP BY failure ORDER BY n DESC"
+    )
+    return {
+        "calls": [dict(r) for r in calls],
+        "verdicts": [dict(r) for r in verdicts],
+        "fail_closed": {r["failure"]: r["n"] for r in failed},
+        "cost_usd": sum(float(r["cost_usd"] or 0) for r in calls),
+    }
+
+
+async def overrides(pool: asyncpg.Pool, symbol: str | None, at_ns: int | None, limit: int) -> dict[str, Any]:
+    """Return the circuit breaker's reviews (newest first) and the overrides in force at ``at_ns``
+    (default: the symbol's latest bar time, i.e. the log's clock)."""
+    where, args = ("WHERE symbol = $1", [symbol]) if symbol else ("", [])
+    reviews = await pool.fetch(
+        f"SELECT event_id, symbol, ts_event_ns, ts, trigger, policy, refused, note FROM risk_reviews {where} "
+        f"ORDER BY ts_event_ns DESC LIMIT {int(limit)}",
+        *args,
+    )
+    if at_ns is None:
+        clock = await pool.fetchval("SELECT max(ts_event_ns) FROM last_bars")
+        at_ns = int(clock or 0)
+    active = await pool.fetch(
+        "SELECT override_id, review_id, symbol, kind, value, side, from_ns, until_ns, reason FROM risk_overrides "
+        "WHERE until_ns > $1 AND from_ns <= $1" + (" AND symbol = $2" if symbol else "") + " ORDER BY until_ns",
+        at_ns,
+        *args,
+    )
+    return {"at_ns": at_ns, "active": [dict(r) for r in active], "reviews": [dict(r) for r in reviews]}
+
+
+async def shadows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Return, per shadow validator, its agreement with the live validator and what it would have earned."""
+    rows = await pool.fetch("SELECT * FROM shadow_agreement ORDER BY shadow")
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["agreement"] = d["agreed"] / d["judged"] if d["judged"] else None
+        out.append(d)
+    return out

@@ -257,6 +257,24 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def market_data(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON(await queries.market_data(ctx.pool, symbol))
 
+    @app.get("/llm", summary="Model calls by model, role and outcome (latency, tokens, cost); verdicts; fail-closed")
+    async def llm(ctx: Ctx) -> JSON:
+        return JSON(await queries.llm(ctx.pool))
+
+    @app.get("/overrides", summary="Circuit-breaker reviews (newest first) and the risk overrides in force")
+    async def overrides(
+        ctx: Ctx,
+        symbol: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{2,30}$")] = None,
+        at_ns: Annotated[int | None, Query(ge=0, description="UNIX ns; default: the latest bar's time")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> JSON:
+        sym = await _symbol(symbol, ctx) if symbol is not None else None
+        return JSON(await queries.overrides(ctx.pool, sym, at_ns, limit))
+
+    @app.get("/shadows", summary="Per shadow validator: agreement with the live verdicts and what it would have earned")
+    async def shadows(ctx: Ctx) -> JSON:
+        return JSON({"shadows": await queries.shadows(ctx.pool)})
+
     async def command(ctx: ApiContext, cls: type[ev.TradingStarted | ev.TradingStopped], body: ControlRequest) -> JSON:
         scope = "all" if body.scope.lower() == "all" else _normalise(body.scope)
         if scope != "all" and not await queries.is_known(ctx.pool, scope, ctx.symbols):

@@ -1,69 +1,153 @@
-"""Composition root of the llm-validator: the validator component on its JetStream lane."""
+"""Composition root of the llm-validator: the validator component on its JetStream lane, Qwen as its
+outside party, and the ``nertz_llm_validator_*`` / ``nertz_llm_*`` metrics."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from nertz_common import events as ev
-from nertz_common import runtime, settings
+from nertz_common import runtime, settings, subjects, topology
 from nertz_common.node.component import Node, Output
 from nertz_common.node.nats_runner import ComponentRunner, Hooks
+from nertz_validator.adapters.qwen import QwenClient
 from nertz_validator.build import build
 from nertz_validator.settings import ValidatorSettings
 
 log = logging.getLogger("nertz.validator")
 SERVICE = "llm-validator"
+SHADOW_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 class ValidatorMetrics:
-    """``nertz_llm_validator_*`` metrics: verdicts by decision and policy, intents waiting."""
+    """``nertz_llm_validator_*``: verdicts by decision and policy, fail-closed rejects by reason, approval
+    rate, how often the model disagrees with the signal, overrides, intents waiting."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.verdicts = Counter(
             "nertz_llm_validator_verdicts_total", "Verdicts issued", ["symbol", "decision", "policy"], registry=registry
         )
+        self.fail_closed = Counter(
+            "nertz_llm_validator_fail_closed_total", "Rejects because the model failed, by reason", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.approval = Gauge(
+            "nertz_llm_validator_approval_rate", "Approved share of the verdicts a policy decided", ["policy"],
+            registry=registry,
+        )  # fmt: skip
+        self.disagreements = Counter(
+            "nertz_llm_validator_signal_disagreements_total",
+            "Intents the model rejected on its own judgement (not a failure, a lock or an override)",
+            ["policy"], registry=registry,
+        )  # fmt: skip
+        self.confidence = Histogram(
+            "nertz_llm_validator_confidence", "Confidence of model verdicts, by decision", ["decision"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=registry,
+        )  # fmt: skip
+        self.overrides = Counter(
+            "nertz_llm_validator_overrides_total", "Risk overrides issued by the circuit breaker, by kind and policy",
+            ["kind", "policy"], registry=registry,
+        )  # fmt: skip
+        self.refused = Counter(
+            "nertz_llm_validator_tool_calls_refused_total", "Breaker tool calls refused", registry=registry
+        )
         self.waiting = Gauge(
             "nertz_llm_validator_intents_waiting", "Intents held until the executor reaches them", registry=registry
         )
+        self._decided: dict[str, list[int]] = {}
+
+    def observe(self, v: ev.VerdictIssued | ev.ShadowVerdictIssued) -> None:
+        """Count one verdict."""
+        self.verdicts.labels(symbol=v.symbol, decision=v.decision, policy=v.policy).inc()
+        if v.failure:
+            self.fail_closed.labels(reason=v.failure).inc()
+        if v.policy in ("rules", "qwen", "council"):
+            n = self._decided.setdefault(v.policy, [0, 0])
+            n[0] += v.decision == "approve"
+            n[1] += 1
+            self.approval.labels(policy=v.policy).set(n[0] / n[1])
+            if v.calls and not v.failure:
+                self.confidence.labels(decision=v.decision).observe(v.confidence)
+                if v.decision == "reject":
+                    self.disagreements.labels(policy=v.policy).inc()
 
 
 def hooks(metrics: ValidatorMetrics, node: Node) -> Hooks:
-    """Count and log the published verdicts; never a decision."""
+    """Count and log the published verdicts and reviews; never a decision."""
 
     def published(outputs: list[Output]) -> None:
         for v, pos in outputs:
-            if isinstance(v, ev.VerdictIssued):
-                metrics.verdicts.labels(symbol=v.symbol, decision=v.decision, policy=v.policy).inc()
+            if isinstance(v, ev.VerdictIssued | ev.ShadowVerdictIssued):
+                metrics.observe(v)
                 log.info(
                     "verdict.issued",
                     extra={
                         "symbol": v.symbol, "correlation_id": v.correlation_id, "decision": v.decision,
-                        "policy": v.policy, "reasons": v.reasons, "stream_seq": pos.seq,
+                        "policy": v.policy, "reasons": v.reasons, "failure": v.failure, "stream_seq": pos.seq,
                     },
+                )  # fmt: skip
+            elif isinstance(v, ev.RiskOverrideIssued):
+                for o in v.overrides:
+                    metrics.overrides.labels(kind=o.kind, policy=v.policy).inc()
+                metrics.refused.inc(len(v.refused))
+                log.warning(
+                    "breaker.review",
+                    extra={"symbol": v.symbol, "trigger": v.trigger, "policy": v.policy, "note": v.note,
+                           "overrides": [f"{o.kind}={o.value or o.side or ''}" for o in v.overrides],
+                           "refused": v.refused},
                 )  # fmt: skip
 
     return Hooks(published=published, after_flush=lambda: metrics.waiting.set(node.buffered))
 
 
-async def start(rt: runtime.Runtime, config: ValidatorSettings) -> tuple[Node, ComponentRunner]:
-    """Build the validator node and its JetStream runner on ``rt`` (run it with ``runner.run()``)."""
-    if config.dashscope_api_key is not None:
-        log.warning("validator.qwen_not_available", extra={"fallback": "rules"})
-    node = build(config.validator)
+async def start(
+    rt: runtime.Runtime, config: ValidatorSettings, shadow: str | None = None
+) -> tuple[Node, ComponentRunner, QwenClient | None]:
+    """Build the validator (or shadow ``shadow``) node and its JetStream runner on ``rt``.
+
+    Raises
+    ------
+    ValueError
+        If a model policy is configured and no DashScope key is set.
+    """
+    keys = config.keys()
+    policy = config.policy
+    node = build(config.validator, has_key=bool(keys), shadow=shadow)
+    client = None
+    if policy != "rules":
+        if not keys:
+            raise ValueError(f"validator.policy={policy} needs DASHSCOPE_API_KEY (or DASHSCOPE_API_KEYS)")
+        client = QwenClient(config.validator.qwen, keys, base_url=config.dashscope_base_url, registry=rt.registry)
+    lanes = outputs = None
+    if shadow is not None:
+        lanes = (topology.shadow_name(shadow),)
+        outputs = (subjects.service("llm", "shadow", shadow),)
+        await topology.ensure_consumer(rt.js, topology.shadow_consumer(shadow))
     runner = await rt.component(
-        node, config, config_hash=config.fingerprint(), hooks=hooks(ValidatorMetrics(rt.registry), node)
-    )
-    return node, runner
+        node, config, config_hash=config.fingerprint(), hooks=hooks(ValidatorMetrics(rt.registry), node),
+        answer=client, lanes=lanes, outputs=outputs,
+    )  # fmt: skip
+    log.info(
+        "validator.policy",
+        extra={"policy": policy, "model": config.validator.qwen.model if client else None,
+               "prompt": config.validator.qwen.prompt if client else None, "keys": len(keys), "shadow": shadow,
+               "base_url": config.dashscope_base_url},
+    )  # fmt: skip
+    return node, runner, client
 
 
-async def run(config: ValidatorSettings) -> None:
+async def run(config: ValidatorSettings, shadow: str | None = None) -> None:
     """Run the validator until SIGTERM/SIGINT."""
-    async with runtime.runtime(SERVICE, config) as rt:
-        _, runner = await start(rt, config)
-        await rt.until_stopped(runner.run())
+    async with runtime.runtime(SERVICE if shadow is None else topology.shadow_name(shadow), config) as rt:
+        _, runner, client = await start(rt, config, shadow)
+        try:
+            await rt.until_stopped(runner.run())
+        finally:
+            if client is not None:
+                await client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +156,25 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m nertz_validator",
         description=(
             "Nertz llm-validator: approves or rejects each IntentProposed (sig.intent) and publishes "
-            "VerdictIssued (llm.verdict). Without DASHSCOPE_API_KEY it runs the deterministic rules "
-            "policy. It judges an intent only when the executor has reached it (exec VerdictAwaited), "
-            "with a memory folded from exec.* up to that point, so replays decide identically."
+            "VerdictIssued (llm.verdict). With DASHSCOPE_API_KEY (or a pool in DASHSCOPE_API_KEYS) Qwen "
+            "judges every intent, and any failure is a reject naming it (fail-closed); without a key the "
+            "deterministic rules policy decides. It judges an intent when the executor has reached it "
+            "(exec VerdictAwaited), with a memory folded from exec.* up to that point, and records the "
+            "model's answer in the verdict, so a replay serves it back without asking again."
         ),
-        epilog="Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_VALIDATOR__RULES__<THRESHOLD>",
+        epilog=(
+            "Environment: NATS_URL, DASHSCOPE_API_KEY, DASHSCOPE_API_KEYS=k1,k2, DASHSCOPE_HTTP_BASE_URL, "
+            "NERTZ_VALIDATOR__POLICY=auto|rules|qwen|council, NERTZ_VALIDATOR__QWEN__MODEL, "
+            "NERTZ_VALIDATOR__QWEN__PROMPT, NERTZ_VALIDATOR__QWEN__BUDGET_S, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL"
+        ),
     )
-    parser.parse_args(argv)
-    return runtime.run_service(run(settings.load(ValidatorSettings)))
+    parser.add_argument(
+        "--shadow",
+        metavar="NAME",
+        help="run as shadow validator NAME: judge the same intents with this process's policy, model or "
+        "prompt, on its own consumer, and publish llm.shadow.NAME verdicts that nothing executes",
+    )
+    args = parser.parse_args(argv)
+    if args.shadow is not None and not SHADOW_NAME.match(args.shadow):
+        parser.error(f"--shadow: expected 1-32 of a-z 0-9 _ - (starting with a letter or digit), was {args.shadow!r}")
+    return runtime.run_service(run(settings.load(ValidatorSettings), args.shadow))

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 from nertz_common.node.component import Node
-from nertz_validator.core.component import Validator
+from nertz_validator.core.breaker import BreakerConfig
+from nertz_validator.core.component import ModelPolicy, Validator, shadow_class
 from nertz_validator.core.policy import RulesConfig, RulesPolicy
 from nertz_validator.settings import ValidatorGroup
 
 
-def build(group: ValidatorGroup) -> Node:
-    """Return the validator node with the configured policy (the rules policy; Qwen comes later)."""
-    return Node(Validator(RulesPolicy(RulesConfig(**group.rules.model_dump()))))
+def build(group: ValidatorGroup, *, has_key: bool = False, shadow: str | None = None) -> Node:
+    """Return the validator node for ``group``.
+
+    Parameters
+    ----------
+    group : ValidatorGroup
+    has_key : bool
+        Whether a DashScope key is set (``policy=auto`` then asks Qwen).
+    shadow : str, optional
+        Build the shadow validator of that name (``llm.shadow.<name>``).
+
+    Raises
+    ------
+    ValueError
+        If a configured prompt template does not exist.
+    """
+    policy = group.resolved(has_key)
+    model = None
+    if policy != "rules":
+        q = group.qwen
+        model = ModelPolicy(
+            mode=policy, model=q.model, prompt=q.prompt, council=q.council, breaker_prompt=q.breaker_prompt
+        )
+    cls = Validator if shadow is None else shadow_class(shadow)
+    return Node(
+        cls(
+            RulesPolicy(RulesConfig(**group.rules.model_dump())),
+            model,
+            BreakerConfig(**group.breaker.model_dump()),
+            shadow,
+        )
+    )

@@ -1,5 +1,6 @@
-"""Validator policies: the interface, and the deterministic rules policy (the default without a
-``DASHSCOPE_API_KEY``). Qwen comes in a later issue behind the same interface.
+"""Validator policies: the opinion they give, and the deterministic rules policy (the default without
+a ``DASHSCOPE_API_KEY``). The model policies ask Qwen through a call (:mod:`nertz_validator.core.component`)
+and read its answer with :mod:`nertz_validator.core.answer`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Opinion:
     reasons: tuple[str, ...]
     risk_flags: tuple[str, ...] = ()
     policy: str = "rules"
+    failure: str | None = None
 
 
 class Policy(Protocol):

@@ -477,6 +477,8 @@ class SignalEngine(Component):
             trend=score.trend,
             regime=score.regime,
             reasons=reasons,
+            factors={n: v for n in score.used if (v := score.factors[n]) is not None},
+            atr=score.atr,
         )
 
     def _symbol(self, symbol: str) -> SymbolState:

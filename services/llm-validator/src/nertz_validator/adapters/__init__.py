@@ -1,0 +1,1 @@
+"""Adapters of the validator to the outside world (Qwen through dashscope)."""
