@@ -451,4 +451,3 @@ def _replay(
     if firsts:
         result.divergence = min(firsts, key=lambda f: f[:3])[3]
     return result
-
