@@ -450,6 +450,7 @@ class ComponentRunner:
         self._woken = asyncio.Event()
         self._fetches: dict[str, asyncio.Task[bool]] = {}
         self._quiescing: float | None = None  # since when driver inputs are held back for a snapshot
+        self._partner_subjects: dict[str, bool] = {}
         self.quiesce_max_s = quiesce_max_s
         self.fetch_wait_s = 1.0
         self._snap_steps = 0
@@ -578,11 +579,23 @@ class ComponentRunner:
                 self._start_calls()
                 return True
         lane = self.driver
-        if lane.buf and node.held < self.max_held and self._quiescing is None:
+        if lane.buf and (
+            (node.held < self.max_held and self._quiescing is None) or self._is_partner(lane.buf[0].subject)
+        ):
+            # held back (backpressure, a snapshot due) the driver lane still gives the partners at its
+            # head: a lane that carries both (the validator's intents) must not starve a wait
             await self._take(lane, lane.buf.popleft())
             self._start_calls()
             return True
         return False
+
+    def _is_partner(self, subject: str) -> bool:
+        hit = self._partner_subjects.get(subject)
+        if hit is None:
+            domain, _, rest = subject.partition(".")
+            kinds = topology.types_of([f"{domain}.{rest.partition('.')[0]}.>"])
+            hit = self._partner_subjects[subject] = bool(kinds) and kinds <= self.node.partners
+        return hit
 
     def _start_calls(self) -> None:
         """Start the calls the node's steps asked: from the record when it has them, else the party."""
@@ -615,7 +628,7 @@ class ComponentRunner:
         for lane in self.lanes:
             if lane.buf or lane.durable in self._fetches:
                 continue
-            open_ = node.held < self.max_held and self._quiescing is None
+            open_ = (node.held < self.max_held and self._quiescing is None) or bool(lane.types & wanted)
             if open_ if lane.driver else bool(lane.types & wanted):
                 self._fetches[lane.durable] = asyncio.create_task(self._fetch(lane, wanted))
         if self._answers:
