@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -50,6 +52,8 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    log_file: Path | None = None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -57,6 +61,22 @@ class EmbeddedNats:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the server (SIGKILL: a crash; SIGTERM: a clean shutdown) and wait for its exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def restart(self) -> None:
+        """Start the server again on the same port and store (after :meth:`kill` or :meth:`stop`).
+
+        Raises
+        ------
+        RuntimeError
+            If it does not listen within 10 s.
+        """
+        self.proc = start_nats(self.store_dir, self.port, self.log_file).proc
 
 
 def start_nats(store_dir: Path, port: int | None = None, log_file: Path | None = None) -> EmbeddedNats:
@@ -78,7 +98,7 @@ def start_nats(store_dir: Path, port: int | None = None, log_file: Path | None =
             raise RuntimeError(f"nats-server exited with {proc.returncode}; see {log_file}")
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return EmbeddedNats(proc, port, store_dir)
+            return EmbeddedNats(proc, port, store_dir, log_file)
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"nats-server did not listen on 127.0.0.1:{port} within 10 s")
@@ -94,6 +114,18 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.server.cleanup()  # type: ignore[attr-defined]
+
+    def pause(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``: clients are disconnected) until :meth:`resume`."""
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+        srv: Any = self.server
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=srv.pgdata, user=srv.system_user)
+
+    def resume(self) -> None:
+        """Start the paused server again on the same data folder and socket (the URL stays valid)."""
+        srv: Any = self.server
+        srv.ensure_postgres_running()
 
 
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
