@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import urllib.request
 from pathlib import Path
 
 import yaml
+from prometheus_client import CollectorRegistry, Counter
 
+from nertz_common import infra, metrics
+from nertz_common.settings import CommonSettings
 from nertz_ingest.app import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +71,35 @@ def test_compose_nats_is_new_enough_for_the_kernels_consumer_reset():
     m = re.fullmatch(r"nats:(\d+)\.(\d+)(\.\d+)?(-alpine)?", image)
     assert m is not None, image
     assert (int(m[1]), int(m[2])) >= (2, 14), f"expected nats-server >= 2.14 (ADR-60 consumer reset), was {image}"
+
+
+def test_compose_metrics_listen_on_every_interface_so_prometheus_can_scrape():
+    services = _compose()["services"]
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if "NERTZ_METRICS_PORT" in env:  # loopback is the default: in a container it must be set to 0.0.0.0
+            assert env.get("NERTZ_METRICS_ADDR") == "0.0.0.0", f"{name}: /metrics would be unreachable"
+            assert CommonSettings(**{"metrics_addr": env["NERTZ_METRICS_ADDR"]}).metrics_addr == "0.0.0.0"
+
+
+def test_metrics_addr_is_loopback_unless_configured(monkeypatch):
+    monkeypatch.delenv("NERTZ_METRICS_ADDR", raising=False)
+    assert CommonSettings().metrics_addr == "127.0.0.1"
+    monkeypatch.setenv("NERTZ_METRICS_ADDR", "0.0.0.0")
+    assert CommonSettings().metrics_addr == "0.0.0.0"
+
+
+def test_metrics_serve_binds_loopback_by_default_and_serves():
+    registry = CollectorRegistry()
+    Counter("nertz_test_probes_total", "probes", registry=registry).inc()
+    assert metrics.serve(0, registry) is None  # port 0: nothing served
+    server = metrics.serve(infra.free_port(), registry)
+    assert server is not None
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert b"nertz_test_probes_total 1.0" in r.read()
+    finally:
+        server.shutdown()
+        server.server_close()

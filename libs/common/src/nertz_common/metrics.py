@@ -5,6 +5,8 @@ Labels are of low cardinality (type, outcome, reason, consumer, symbol), never i
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 #: bus latencies are µs to ms: the default buckets (5 ms .. 10 s) are too coarse
@@ -59,7 +61,30 @@ class BusMetrics:
         )
 
 
-def serve(port: int, registry: CollectorRegistry) -> None:
-    """Serve ``/metrics`` for ``registry`` on ``port`` (0 disables it) in a daemon thread."""
-    if port:
-        start_http_server(port, addr="0.0.0.0", registry=registry)
+def serve(port: int, registry: CollectorRegistry, addr: str = "127.0.0.1") -> WSGIServer | None:
+    """Serve ``/metrics`` for ``registry`` on ``addr``:``port`` (port 0 disables it) in a daemon thread.
+
+    Parameters
+    ----------
+    port : int
+        TCP port; 0 serves nothing.
+    registry : CollectorRegistry
+        The service's registry.
+    addr : str
+        Interface to bind: loopback by default, so that metrics are not published to every network the host
+        is on; a container sets ``NERTZ_METRICS_ADDR=0.0.0.0`` for Prometheus to reach it.
+
+    Returns
+    -------
+    WSGIServer or None
+        The running server (``shutdown()`` stops it), None when ``port`` is 0.
+
+    Raises
+    ------
+    OSError
+        If ``addr``:``port`` cannot be bound.
+    """
+    if not port:
+        return None
+    server, _ = start_http_server(port, addr=addr, registry=registry)
+    return server

@@ -106,7 +106,7 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     logs.setup(service, settings.log_level)
     registry = CollectorRegistry()
     m = metrics.BusMetrics(service, registry)
-    metrics.serve(settings.metrics_port, registry)
+    metrics.serve(settings.metrics_port, registry, settings.metrics_addr)
     nc = await bus.connect(settings.nats_url, service)
     js = nc.jetstream(timeout=5)
     rt = Runtime(service, nc, js, bus.Publisher(js, m, nc=nc), m, registry)

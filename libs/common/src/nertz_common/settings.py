@@ -29,13 +29,16 @@ class KernelSettings(BaseModel):
 
 
 class CommonSettings(BaseSettings):
-    """What every service needs. Environment: ``NATS_URL``, ``NERTZ_LOG_LEVEL``, ``NERTZ_METRICS_PORT``..."""
+    """What every service needs. Environment: ``NATS_URL``, ``NERTZ_LOG_LEVEL``, ``NERTZ_METRICS_PORT``,
+    ``NERTZ_METRICS_ADDR`` (the interface ``/metrics`` binds: loopback unless set, ``0.0.0.0`` in a container)...
+    """
 
     model_config = SettingsConfigDict(env_prefix="NERTZ_", env_nested_delimiter="__", extra="ignore")
 
     nats_url: str = Field("nats://127.0.0.1:4222", validation_alias="NATS_URL")
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables /metrics")
+    metrics_addr: str = Field("127.0.0.1", min_length=1, description="interface /metrics listens on")
     symbols: list[str] = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     kernel: KernelSettings = KernelSettings()
 
