@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from nertz_api.migrate import migrate
-from nertz_api.web import ApiContext, create_app
+from nertz_api.web import DATABASE_UNAVAILABLE, SYMBOL_PATTERN, ApiContext, create_app
 from nertz_common import bus, subjects, topology
 from nertz_common import events as ev
 from nertz_common.testing import factories as f
@@ -233,3 +233,174 @@ async def test_stop_is_projected_back_from_the_log(pool, publisher, project):
         assert (await c.get("/status")).json()["trading_enabled"] is True  # the API never writes state itself
         await project()
         assert (await c.get("/status")).json()["trading_enabled"] is False
+
+
+# --- the smaller holes: body size, null bodies, trailing newlines, 503 reasons, the OpenAPI document ---
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH_JSON = {**AUTH, "Content-Type": "application/json"}
+
+
+async def test_control_body_over_the_limit_is_413_json(pool, publisher):
+    ctx = ApiContext(pool, SYMBOLS, CollectorRegistry(), publisher, SecretStr(TOKEN), max_body_bytes=100)
+    async for c in _client(ctx):
+        fits = b'{"scope": "all", "reason": "' + b"x" * 70 + b'"}'
+        assert len(fits) <= 100
+        r = await c.post("/stop", headers=AUTH_JSON, content=fits)
+        assert r.status_code == 202, r.text
+        big = b'{"scope": "all", "reason": "' + b"x" * 80 + b'"}'
+        body = assert_error(await c.post("/stop", headers=AUTH_JSON, content=big), 413, "payload_too_large")
+        assert "at most 100 bytes" in body["reason"] and f"was {len(big)}" in body["reason"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
+            for _ in range(10):
+                yield b" " * 20
+
+        body = assert_error(await c.post("/stop", headers=AUTH_JSON, content=chunks()), 413, "payload_too_large")
+        assert "more than 100" in body["reason"]
+        assert_error(await c.post("/start", content=big), 413, "payload_too_large")  # before auth is even read
+
+
+async def test_control_default_limit_is_64_kib(client):
+    body = b'{"reason": "' + b"x" * (64 * 1024) + b'"}'
+    assert_error(await client.post("/stop", headers=AUTH_JSON, content=body), 413, "payload_too_large")
+
+
+async def test_control_null_body_is_422_not_all_symbols(client, js_fresh):
+    for raw in (b"null", b" null\n"):
+        r = await client.post("/stop", headers=AUTH_JSON, content=raw)
+        body = assert_error(r, 422, "invalid_body")
+        assert "null" in body["reason"]
+    assert (await js_fresh.stream_info(subjects.STREAM)).state.messages == 0  # nothing was published
+    r = await client.post("/stop", headers=AUTH)  # no body at all: the documented default, scope all
+    assert r.status_code == 202 and r.json()["scope"] == "all"
+    r = await client.post("/stop", headers=AUTH, json={})
+    assert r.status_code == 202 and r.json()["scope"] == "all"
+    for raw in (b"[]", b'"all"', b"1"):
+        assert_error(await client.post("/stop", headers=AUTH_JSON, content=raw), 422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ticker/BTCUSDT%0A", "/candles/BTCUSDT%0A/5", "/decisions/btcusdt%0A", "/trades/%0ABTC", "/metrics/SOLUSDT%0A"],
+)
+async def test_path_symbol_with_a_newline_is_422(client, path):
+    assert_error(await client.get(path), 422, "invalid_symbol")
+
+
+async def test_query_and_body_symbol_with_a_newline_is_422(client, js_fresh):
+    assert (await client.get("/overrides", params={"symbol": "BTCUSDT"})).status_code == 200
+    assert_error(await client.get("/overrides", params={"symbol": "BTCUSDT\n"}), 422, "invalid_request")
+    assert_error(await client.get("/candles/BTCUSDT/5", params={"interval": "1\n"}), 422, "invalid_request")
+    for scope in ("BTCUSDT\n", "all\n", "\nall", "BTC USDT", "ßTCUSDT"):
+        assert_error(await client.post("/stop", headers=AUTH, json={"scope": scope}), 422, "invalid_request")
+    assert_error(await client.post("/stop", headers=AUTH, json={"reason": "two\nlines"}), 422, "invalid_request")
+    assert (await js_fresh.stream_info(subjects.STREAM)).state.messages == 0
+
+
+async def test_control_body_with_a_lone_surrogate_is_422_json(client, js_fresh):
+    for raw in (b'{"\\ud800": 1}', b'{"reason": "\\ud800"}', b'{"scope": "\\udfff"}'):
+        body = assert_error(await client.post("/stop", headers=AUTH_JSON, content=raw), 422, "invalid_request")
+        assert body["details"][0]["type"] == "string_unicode"  # never an event msgspec cannot encode
+    assert (await js_fresh.stream_info(subjects.STREAM)).state.messages == 0
+
+
+async def test_database_down_503_reason_has_no_exception_text(fresh_db, caplog):
+    dead = await asyncpg.create_pool(fresh_db, min_size=0, max_size=1)
+    await dead.close()
+    async for c in _client(ApiContext(dead, SYMBOLS, CollectorRegistry())):
+        for path in ("/health", "/status", "/ticker/BTCUSDT"):
+            body = assert_error(await c.get(path), 503, "database_unavailable")
+            assert body["reason"] == DATABASE_UNAVAILABLE, body
+    logged = [r for r in caplog.records if r.getMessage() == "http.database_unavailable"]
+    assert len(logged) == 3 and all("InterfaceError" in r.__dict__["error"] for r in logged)  # the text is logged
+
+
+class _FailingPublisher:
+    async def publish(self, event: ev.Event) -> int:
+        raise bus.PublishError("nats: timeout talking to nats://ops:hunter2@10.0.0.7:4222")
+
+
+async def test_bus_down_503_reason_has_no_exception_text(pool, caplog):
+    ctx = ApiContext(pool, SYMBOLS, CollectorRegistry(), _FailingPublisher(), SecretStr(TOKEN))  # type: ignore[arg-type]
+    async for c in _client(ctx):
+        r = await c.post("/stop", headers=AUTH)
+        body = assert_error(r, 503, "bus_unavailable")
+        assert "hunter2" not in r.text and "timeout" not in body["reason"]
+    assert any("hunter2" in str(r.__dict__.get("error")) for r in caplog.records)  # logged for the operator
+
+
+def _schema_validator(doc: dict, ref: str):  # type: ignore[no-untyped-def]
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator({**doc, "$ref": ref}, validate_formats=True)
+
+
+def _response_schema(doc: dict, path: str, method: str, status: int) -> str:
+    responses = doc["paths"][path][method]["responses"]
+    assert str(status) in responses, f"{method.upper()} {path} does not declare {status}: {sorted(responses)}"
+    return responses[str(status)]["content"]["application/json"]["schema"]["$ref"]
+
+
+async def test_openapi_declares_models_and_errors_per_endpoint(client):
+    doc = (await client.get("/openapi.json")).json()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            codes = set(op["responses"])
+            ok = next(c for c in codes if c.startswith("2"))
+            assert op["responses"][ok]["content"]["application/json"]["schema"]["$ref"].startswith("#/components/")
+            assert "503" in codes, (method, path)
+            for c in codes - {ok}:
+                assert op["responses"][c]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ErrorBody"
+                }
+                assert op["responses"][c]["content"]["application/json"]["examples"], (method, path, c)
+            params = {p["name"]: p for p in op.get("parameters", [])}
+            if "symbol" in params:
+                schema = params["symbol"]["schema"]
+                patterns = [schema.get("pattern")] + [a.get("pattern") for a in schema.get("anyOf", [])]
+                assert {"404", "422"} <= codes and SYMBOL_PATTERN in patterns, (path, schema)
+            if method == "post":
+                assert {"401", "403", "404", "413", "422"} <= codes and op["security"] == [{"HTTPBearer": []}]
+                assert op["requestBody"].get("required", False) is False
+
+
+async def test_openapi_matches_what_every_endpoint_returns(client):
+    """Every response of the scenario (and each kind of error) validates against the declared schema."""
+    doc = (await client.get("/openapi.json")).json()
+    gets = [("/health", "/health"), ("/status", "/status"), ("/profit", "/profit"), ("/llm", "/llm"),
+            ("/shadows", "/shadows"), ("/overrides", "/overrides")]  # fmt: skip
+    for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"):
+        gets += [
+            (f"/trades/{sym}", "/trades/{symbol}"), (f"/candles/{sym}/10", "/candles/{symbol}/{limit}"),
+            (f"/metrics/{sym}", "/metrics/{symbol}"), (f"/decisions/{sym}", "/decisions/{symbol}"),
+            (f"/ticker/{sym}", "/ticker/{symbol}"), (f"/orderbook/{sym}", "/orderbook/{symbol}"),
+            (f"/market_data/{sym}", "/market_data/{symbol}"),
+        ]  # fmt: skip
+    gets += [("/ticker/NOPEUSDT", "/ticker/{symbol}"), ("/ticker/B-1", "/ticker/{symbol}"),
+             ("/candles/BTCUSDT/0", "/candles/{symbol}/{limit}"), ("/overrides?symbol=NOPE", "/overrides")]  # fmt: skip
+    for url, template in gets:
+        r = await client.get(url)
+        ref = _response_schema(doc, template, "get", r.status_code)
+        errors = [e.message for e in _schema_validator(doc, ref).iter_errors(r.json())]
+        assert not errors, (url, r.status_code, errors[:3])
+    posts = [({}, AUTH, 202), ({"scope": "XYZUSDT"}, AUTH, 404), ({"scope": 1}, AUTH, 422), ({}, {}, 401)]
+    for body, headers, status in posts:
+        r = await client.post("/stop", json=body, headers=headers)
+        assert r.status_code == status, r.text
+        ref = _response_schema(doc, "/stop", "post", status)
+        assert not list(_schema_validator(doc, ref).iter_errors(r.json())), (body, r.text)
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_openapi_rejects_a_response_that_breaks_it(client):
+    """The check above can fail: a status row missing a field, or of the wrong type, does not validate."""
+    doc = (await client.get("/openapi.json")).json()
+    v = _schema_validator(doc, _response_schema(doc, "/status", "get", 200))
+    body = (await client.get("/status")).json()
+    assert v.is_valid(body)
+    del body["symbols"]["BTCUSDT"]["last_price"]
+    assert not v.is_valid(body)
+    body = (await client.get("/status")).json()
+    body["projector"]["stream_seq"] = "12"
+    assert not v.is_valid(body)

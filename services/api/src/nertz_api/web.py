@@ -1,11 +1,17 @@
 """The monitoring API (FastAPI, port 8081): reads Postgres projections only.
 
-Errors are JSON ``{"error": <slug>, "reason": <what was expected and what it was>}``: an unknown symbol
-(not configured and never seen on the log) is 404, an invalid value 422 (FastAPI's validation errors are
-rendered in the same shape, with ``details``), the database unreachable 503. ``POST /start`` and
-``POST /stop`` need the bearer token ``NERTZ_API__TOKEN`` and publish ``TradingStarted`` /
-``TradingStopped`` on the log; they never write state themselves (the projector records them when it
-reads them back). Prometheus exposition of the service registry is at ``/metrics``.
+Errors are JSON ``{"error": <slug>, "reason": <what was expected and what it was>}`` (:class:`ErrorBody`):
+an unknown symbol (not configured and never seen on the log) is 404, an invalid value 422 (FastAPI's
+validation errors are rendered in the same shape, with ``details``), a request body over
+``ApiContext.max_body_bytes`` (64 KiB) 413, the database or the bus unreachable 503 (a stable slug and a
+plain reason; the exception text goes to the log, never to the client). Symbols are 2-30 ASCII letters
+and digits, case-blind, and nothing else (no trailing newline). ``POST /start`` and ``POST /stop`` need
+the bearer token ``NERTZ_API__TOKEN`` and publish ``TradingStarted`` / ``TradingStopped`` on the log;
+they never write state themselves (the projector records them when it reads them back). Their body is
+optional: no body means ``{"scope": "all", "reason": ""}``; a JSON ``null`` body is refused (422
+``invalid_body``), so a client bug never stops every symbol. The OpenAPI document (``/openapi.json``)
+declares each response's model and every error status an endpoint can answer. Prometheus exposition of
+the service registry is at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,22 +21,23 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nertz_api import queries
 from nertz_api.queries import summary
@@ -38,12 +45,22 @@ from nertz_common import bus
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
 
-__all__ = ["ApiContext", "ApiError", "create_app", "summary"]
+__all__ = ["ApiContext", "ApiError", "ErrorBody", "create_app", "summary"]
 
 log = logging.getLogger("nertz.api.web")
 
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+#: a symbol as the client may write it (case-blind); the OpenAPI pattern of every symbol parameter
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,30}$"
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9]{2,30}")  # used with fullmatch: ``$`` would let "BTCUSDT\n" through
 MAX_CANDLES = 5000
+MAX_BODY_BYTES = 64 * 1024
+INT64_MAX = 2**63 - 1
+#: the database errors answered 503: unreachable, shutting down or cancelled (57xxx), out of resources (53xxx)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError, OSError, TimeoutError,
+)  # fmt: skip
+DATABASE_UNAVAILABLE = "expected the database to answer, it did not (unreachable, shutting down or too slow)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,8 @@ class ApiContext:
         Bearer token of the mutating endpoints; None disables them (403).
     consumer : str
         The projector's durable consumer (its tracking row).
+    max_body_bytes : int
+        Largest request body accepted, bytes; a larger one is answered 413 before it is parsed.
     """
 
     pool: asyncpg.Pool
@@ -72,34 +91,87 @@ class ApiContext:
     publisher: bus.Publisher | None = None
     token: SecretStr | None = None
     consumer: str = "projector"
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 class ApiError(Exception):
     """An error answered as ``{"error": error, "reason": reason}`` with HTTP ``status``."""
 
-    def __init__(self, status: int, error: str, reason: str) -> None:
+    def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.error = error
         self.reason = reason
+        self.headers = headers
 
 
-class JSON(Response):
+class JSON(JSONResponse):
     """A JSON response encoded by msgspec (datetimes as RFC 3339, lists from Postgres arrays)."""
-
-    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return msgspec.json.encode(content)
 
 
 class ControlRequest(BaseModel):
-    """Body of ``POST /start`` and ``POST /stop``: ``scope`` is ``all`` or a symbol."""
+    """Body of ``POST /start`` and ``POST /stop``: ``scope`` is ``all`` or a symbol (case-blind)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    scope: str = Field(default="all", max_length=30)
-    reason: str = Field(default="", max_length=500)
+    scope: str = Field(default="all", pattern=SYMBOL_PATTERN, description="'all' or a symbol", examples=["all"])
+    reason: str = Field(
+        default="", max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$", description="one line, no control characters"
+    )
+
+
+#: what no body means for ``POST /start`` and ``/stop`` (never mutated)
+_NO_BODY = ControlRequest()
+
+
+class BodyLimit:
+    """Answer 413 to a request whose body exceeds ``max_bytes`` (by ``Content-Length`` or as it streams).
+
+    The body is buffered (at most ``max_bytes``) and replayed to ``app``, so nothing downstream reads an
+    unbounded body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self._app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self._max:
+            await self._refuse(f"was {int(declared)} (Content-Length)", scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        first: Message | None = None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                first = message  # a disconnect: let the app see it
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max:
+                await self._refuse(f"was more than {self._max}", scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replay: list[Message] = [first or {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self._app(scope, replayed, send)
+
+    async def _refuse(self, was: str, scope: Scope, receive: Receive, send: Send) -> None:
+        reason = f"expected a request body of at most {self._max} bytes, {was}"
+        await _error(413, "payload_too_large", reason, headers={"Connection": "close"})(scope, receive, send)
 
 
 class _Asgi:
@@ -112,8 +184,12 @@ class _Asgi:
         await self._app(scope, receive, send)
 
 
-def _error(status: int, error: str, reason: str, **extra: Any) -> JSON:
-    return JSON({"error": error, "reason": reason, **extra}, status_code=status)
+def _printable(s: str) -> str:
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate cannot be encoded
+
+
+def _error(status: int, error: str, reason: str, headers: Mapping[str, str] | None = None, **extra: Any) -> JSON:
+    return JSON({"error": error, "reason": _printable(reason), **extra}, status_code=status, headers=headers)
 
 
 def _ctx(request: Request) -> ApiContext:
@@ -124,13 +200,19 @@ Ctx = Annotated[ApiContext, Depends(_ctx)]
 
 
 def _normalise(symbol: str) -> str:
-    s = symbol.upper()
-    if not SYMBOL_RE.match(s):
+    if not _SYMBOL_RE.fullmatch(symbol):
         raise ApiError(422, "invalid_symbol", f"expected a symbol of 2-30 letters and digits (BTCUSDT), was {symbol!r}")
-    return s
+    return symbol.upper()
 
 
-async def _symbol(symbol: str, ctx: Ctx) -> str:
+_SymbolParam = Annotated[
+    str,
+    Path(description="2-30 letters and digits, case-blind", examples=["BTCUSDT"], json_schema_extra={
+        "pattern": SYMBOL_PATTERN}),  # validated by _normalise, so that a bad one is 422 invalid_symbol
+]  # fmt: skip
+
+
+async def _symbol(symbol: _SymbolParam, ctx: Ctx) -> str:
     s = _normalise(symbol)
     if not await queries.is_known(ctx.pool, s, ctx.symbols):
         raise ApiError(
@@ -149,7 +231,610 @@ async def _authorized(ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredenti
         raise ApiError(403, "disabled", "mutating endpoints are disabled: set NERTZ_API__TOKEN to enable them")
     given = credentials.credentials if credentials is not None else ""
     if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "expected the header 'Authorization: Bearer <NERTZ_API__TOKEN>'")
+        raise ApiError(
+            401, "unauthorized", "expected the header 'Authorization: Bearer <NERTZ_API__TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+
+
+async def _not_null(request: Request) -> None:
+    if (await request.body()).strip() == b"null":
+        raise ApiError(
+            422, "invalid_body", 'expected no body or a JSON object such as {"scope": "all", "reason": "..."}, was null'
+        )
+
+
+# --- response models: the OpenAPI document of what the endpoints return (never used to validate) -------
+
+Ns = Annotated[int, Field(description="UNIX time, ns")]
+Usdt = Annotated[float, Field(description="USDT")]
+LockState = Literal["FLAT", "ENTRY_PENDING", "LOCKED", "COOLDOWN"]
+
+
+class _Out(BaseModel):
+    """A response body; ``*_ns`` are UNIX nanoseconds, times RFC 3339, prices and P&L in USDT."""
+
+
+class ErrorDetail(_Out):
+    """One field that failed validation."""
+
+    loc: list[str] = Field(description="where: body, path or query, then the field")
+    msg: str
+    type: str
+
+
+class ErrorBody(_Out):
+    """Every error: a stable slug and what was expected and what it was (never exception text)."""
+
+    error: str = Field(
+        description="stable code: invalid_symbol, invalid_request, invalid_body, unknown_symbol, unauthorized, "
+        "disabled, payload_too_large, not_found, method_not_allowed, database_unavailable, bus_unavailable"
+    )
+    reason: str = Field(description="plain English: what was expected, and what it was")
+    details: list[ErrorDetail] = Field(default_factory=list, description="422 invalid_request only: each bad field")
+
+
+class Health(_Out):
+    """``/health``."""
+
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class Projector(_Out):
+    """The projector's committed position."""
+
+    consumer: str
+    stream_seq: int
+
+
+class SymbolStatus(_Out):
+    """One symbol in ``/status``."""
+
+    lock_state: LockState
+    lock_reason: str | None
+    lock_since_ns: Ns | None
+    last_bar_open_time_ns: Ns | None
+    last_bar_open_time: datetime | None
+    last_bar_closed: bool | None
+    last_price: Usdt | None = Field(description="ticker last price, else the last close; USDT")
+    trading_enabled: bool
+
+
+class Status(_Out):
+    """``/status``."""
+
+    trading_enabled: bool
+    projector: Projector
+    symbols: dict[str, SymbolStatus]
+
+
+class Performance(_Out):
+    """Counts and P&L of a symbol or of all symbols (see :func:`nertz_api.queries.profit`)."""
+
+    bars: int
+    intents: int
+    approved: int
+    rejected: int
+    suppressed: int
+    risk_denied: int
+    fees_usdt: Usdt
+    round_trips: int
+    wins: int
+    losses: int
+    win_rate: float = Field(description="fraction; 0.0 without round trips")
+    pnl_usdt: Usdt
+    max_drawdown: Usdt
+
+
+class Profit(_Out):
+    """``/profit``."""
+
+    overall: Performance
+    symbols: dict[str, Performance]
+
+
+class RoundTrip(_Out):
+    """A closed position with its realized P&L (net of fees)."""
+
+    event_id: str
+    position_id: str
+    correlation_id: str
+    side: str
+    qty: float
+    entry_price: Usdt
+    exit_price: Usdt
+    exit_reason: str
+    realized_pnl_usdt: Usdt
+    fee_usdt: Usdt
+    return_fraction: float
+    holding_ns: int
+    opened_ns: Ns
+    closed_ns: Ns
+    opened_at: datetime
+    closed_at: datetime
+
+
+class OpenPosition(_Out):
+    """A position still open."""
+
+    position_id: str
+    correlation_id: str
+    side: str
+    qty: float
+    entry_price: Usdt
+    take_profit: Usdt | None
+    stop_loss: Usdt | None
+    opened_ns: Ns
+    opened_at: datetime
+
+
+class Trades(_Out):
+    """``/trades/{symbol}``."""
+
+    symbol: str
+    trades: list[RoundTrip]
+    open_positions: list[OpenPosition]
+
+
+class Candle(_Out):
+    """One bar."""
+
+    open_time_ns: Ns
+    open_time: datetime
+    open: Usdt
+    high: Usdt
+    low: Usdt
+    close: Usdt
+    volume: float
+    turnover: float | None
+    closed: bool
+
+
+class Candles(_Out):
+    """``/candles/{symbol}/{limit}``; ``interval`` is None when the symbol has no bar yet."""
+
+    symbol: str
+    interval: str | None
+    candles: list[Candle]
+
+
+class Factors(_Out):
+    """The latest factor snapshot."""
+
+    event_id: str
+    bar_id: str
+    interval: str
+    ts_event_ns: Ns
+    ts: datetime
+    close: Usdt
+    egm: float | None
+    ild: float | None
+    rol: float | None
+    pio: float | None
+    ogm: float | None
+    combined: float
+    used: list[str]
+    ema_fast: float | None
+    ema_mid: float | None
+    ema_slow: float | None
+    trend: str
+    atr: float | None
+    regime: str
+    intent_id: str | None
+    veto: str | None
+
+
+class SymbolCounts(_Out):
+    """Decision counts of one symbol; the verdict counts are None before its first verdict."""
+
+    bars: int
+    factor_snapshots: int
+    vetoed: int
+    intents: int
+    approved: int | None
+    rejected: int | None
+    suppressed: int | None
+    risk_denied: int | None
+    orders_submitted: int
+    orders_rejected: int
+    entries_expired: int
+    fills: int
+    round_trips: int
+
+
+class SymbolMetrics(_Out):
+    """``/metrics/{symbol}``."""
+
+    symbol: str
+    factors: Factors | None
+    counts: SymbolCounts
+
+
+class Intent(_Out):
+    """An intent as proposed by signal."""
+
+    event_id: str
+    correlation_id: str
+    causation_id: str
+    ts_event_ns: Ns
+    ts: datetime
+    side: str
+    entry_price: Usdt
+    take_profit: Usdt
+    stop_loss: Usdt
+    qty: float
+    notional_usdt: Usdt
+    leverage: float
+    sl_distance: float
+    tp_distance: float
+    combined: float
+    trend: str
+    regime: str
+    reasons: list[str]
+
+
+class Verdict(_Out):
+    """A validator's verdict on an intent."""
+
+    event_id: str
+    ts_event_ns: Ns
+    decision: Literal["approve", "reject"]
+    confidence: float
+    size_multiplier: float
+    policy: str
+    reasons: list[str]
+    risk_flags: list[str]
+    model: str | None
+    prompt_hash: str | None
+    latency_ms: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+
+
+class Suppression(_Out):
+    """An intent the Hard Lock or a risk rule held back."""
+
+    event_id: str
+    kind: Literal["signal_suppressed", "risk_denied"]
+    ts_event_ns: Ns
+    reason: str
+    rule: str | None
+    lock_state: str | None
+    decision: str | None
+
+
+class Order(_Out):
+    """An order submitted, rejected by the venue, or expired."""
+
+    event_id: str
+    kind: Literal["submitted", "rejected", "expired"]
+    order_id: str
+    ts_event_ns: Ns
+    side: str | None
+    order_type: str | None
+    qty: float | None
+    price_ref: Usdt | None
+    take_profit: Usdt | None
+    stop_loss: Usdt | None
+    reduce_only: bool | None
+    venue_name: str | None
+    reason: str | None
+
+
+class Fill(_Out):
+    """A fill."""
+
+    event_id: str
+    order_id: str
+    fill_id: str
+    ts_event_ns: Ns
+    side: str
+    qty: float
+    price: Usdt
+    fee_usdt: Usdt
+    liquidity: str
+    reduce_only: bool
+
+
+class Position(_Out):
+    """A position opened by the intent."""
+
+    position_id: str
+    status: Literal["open", "closed"]
+    side: str
+    qty: float
+    entry_price: Usdt
+    exit_price: Usdt | None
+    exit_reason: str | None
+    realized_pnl_usdt: Usdt | None
+    opened_ns: Ns
+    closed_ns: Ns | None
+
+
+class Decision(_Out):
+    """An intent and everything that followed it (joined by correlation id)."""
+
+    intent: Intent
+    verdicts: list[Verdict]
+    suppressions: list[Suppression]
+    orders: list[Order]
+    fills: list[Fill]
+    positions: list[Position]
+
+
+class Decisions(_Out):
+    """``/decisions/{symbol}``."""
+
+    symbol: str
+    decisions: list[Decision]
+
+
+class Ticker(_Out):
+    """The latest merged ticker."""
+
+    last_price: Usdt | None
+    mark_price: Usdt | None
+    index_price: Usdt | None
+    bid1_price: Usdt | None
+    ask1_price: Usdt | None
+    funding_rate: float | None
+    funding_interval_h: int | None
+    next_funding_time_ns: Ns | None
+    open_interest: float | None
+    turnover_24h: float | None
+    volume_24h: float | None
+    ts_event_ns: Ns
+    ts: datetime
+
+
+class TickerOut(_Out):
+    """``/ticker/{symbol}``."""
+
+    symbol: str
+    ticker: Ticker | None
+
+
+class BookTop(_Out):
+    """The latest top of book."""
+
+    best_bid: Usdt | None
+    best_bid_qty: float | None
+    best_ask: Usdt | None
+    best_ask_qty: float | None
+    mid: Usdt | None
+    spread: Usdt | None
+    spread_bps: float | None
+    depth: int
+    update_id: int
+    ts_event_ns: Ns
+    ts: datetime
+
+
+class Book(BookTop):
+    """The latest book snapshot with its levels."""
+
+    bids: list[list[float]] = Field(description="[[price, qty], ...], best first")
+    asks: list[list[float]] = Field(description="[[price, qty], ...], best first")
+
+
+class OrderbookOut(_Out):
+    """``/orderbook/{symbol}``."""
+
+    symbol: str
+    book: Book | None
+
+
+class Instrument(_Out):
+    """Trading rules of the symbol."""
+
+    tick_size: float
+    qty_step: float
+    min_order_qty: float
+    max_leverage: float | None
+    ts_event_ns: Ns
+
+
+class Feed(_Out):
+    """The latest feed status."""
+
+    kind: Literal["gap", "resynced", "stale"]
+    topic: str
+    reason: str | None
+    stale_s: float | None
+    ts_event_ns: Ns
+    ts: datetime
+
+
+class MarketData(_Out):
+    """``/market_data/{symbol}``."""
+
+    symbol: str
+    candle: Candle | None
+    ticker: Ticker | None
+    book: BookTop | None
+    instrument: Instrument | None
+    feed: Feed | None
+    factors: Factors | None
+
+
+class ModelCalls(_Out):
+    """Model calls of one model, role and outcome."""
+
+    model: str
+    role: str
+    outcome: str
+    calls: int
+    median_latency_ms: float
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float = Field(description="USD")
+
+
+class VerdictCount(_Out):
+    """Verdicts of one policy and decision."""
+
+    policy: str
+    decision: str
+    n: int
+
+
+class Llm(_Out):
+    """``/llm``."""
+
+    calls: list[ModelCalls]
+    verdicts: list[VerdictCount]
+    fail_closed: dict[str, int] = Field(description="fail-closed rejects by reason")
+    cost_usd: float = Field(description="USD")
+
+
+class Override(_Out):
+    """A risk override in force."""
+
+    override_id: str
+    review_id: str
+    symbol: str
+    kind: str
+    value: float | None
+    side: str | None
+    from_ns: Ns
+    until_ns: Ns
+    reason: str
+
+
+class Review(_Out):
+    """A circuit-breaker review."""
+
+    event_id: str
+    symbol: str
+    ts_event_ns: Ns
+    ts: datetime
+    trigger: str
+    policy: str
+    refused: list[str]
+    note: str
+
+
+class Overrides(_Out):
+    """``/overrides``."""
+
+    at_ns: Ns
+    active: list[Override]
+    reviews: list[Review]
+
+
+class Shadow(_Out):
+    """One shadow validator against the live verdicts."""
+
+    shadow: str
+    judged: int
+    agreed: int
+    would_have_traded: int
+    would_have_refused: int
+    pnl_kept_usdt: Usdt
+    pnl_avoided_usdt: Usdt
+    agreement: float | None = Field(description="fraction agreed; None before the first judged intent")
+
+
+class Shadows(_Out):
+    """``/shadows``."""
+
+    shadows: list[Shadow]
+
+
+class Accepted(_Out):
+    """``POST /start`` and ``POST /stop``: the command is on the log (applied when services read it)."""
+
+    accepted: Literal[True]
+    type: Literal["TradingStarted", "TradingStopped"]
+    event_id: str
+    stream_seq: int
+    scope: str = Field(description="'all' or the symbol")
+
+
+# --- the error responses each endpoint declares ------------------------------------------------------
+
+_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "unauthorized": {
+            "error": "unauthorized",
+            "reason": "expected the header 'Authorization: Bearer <NERTZ_API__TOKEN>'",
+        }
+    },
+    403: {
+        "disabled": {
+            "error": "disabled",
+            "reason": "mutating endpoints are disabled: set NERTZ_API__TOKEN to enable them",
+        }
+    },
+    404: {
+        "unknown_symbol": {
+            "error": "unknown_symbol",
+            "reason": "expected a configured symbol (BTCUSDT, ETHUSDT) or one on the log, was XYZUSDT",
+        }
+    },
+    413: {
+        "payload_too_large": {
+            "error": "payload_too_large",
+            "reason": "expected a request body of at most 65536 bytes, was 70000 (Content-Length)",
+        }
+    },
+    422: {
+        "invalid_symbol": {
+            "error": "invalid_symbol",
+            "reason": "expected a symbol of 2-30 letters and digits (BTCUSDT), was 'BTC-USDT'",
+        },
+        "invalid_request": {
+            "error": "invalid_request",
+            "reason": "path.limit: Input should be less than or equal to 5000",
+            "details": [
+                {
+                    "loc": ["path", "limit"],
+                    "msg": "Input should be less than or equal to 5000",
+                    "type": "less_than_equal",
+                }
+            ],
+        },
+        "invalid_body": {
+            "error": "invalid_body",
+            "reason": 'expected no body or a JSON object such as {"scope": "all", "reason": "..."}, was null',
+        },
+    },
+    503: {
+        "database_unavailable": {"error": "database_unavailable", "reason": DATABASE_UNAVAILABLE},
+        "bus_unavailable": {
+            "error": "bus_unavailable",
+            "reason": "expected the log to store the command, it did not (NATS unreachable or not acknowledging)",
+        },
+    },
+}
+_DESCRIPTIONS = {
+    401: "Missing or wrong bearer token",
+    403: "Mutating endpoints disabled (no NERTZ_API__TOKEN)",
+    404: "Unknown symbol (not configured, never on the log)",
+    413: "Request body too large",
+    422: "Invalid symbol, parameter or body",
+    503: "Database (or, for commands, the bus) unavailable",
+}
+
+
+def _errors(*codes: int, only: tuple[str, ...] = ()) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        examples = {k: {"value": v} for k, v in _EXAMPLES[code].items() if not only or k in only}
+        out[code] = {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS[code],
+            "content": {"application/json": {"examples": examples}},
+        }
+    return out
+
+
+_READ = _errors(503, only=("database_unavailable",))
+_QUERY = _errors(422, 503, only=("invalid_request", "database_unavailable"))
+_PER_SYMBOL = _errors(404, 422, 503, only=("unknown_symbol", "invalid_symbol", "invalid_request",
+                                           "database_unavailable"))  # fmt: skip
+_COMMAND = _errors(401, 403, 404, 413, 422, 503)
 
 
 class HttpMetrics:
@@ -173,7 +858,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     Parameters
     ----------
     ctx : ApiContext
-        Pool, configured symbols, metrics registry, publisher and token (see :class:`ApiContext`).
+        Pool, configured symbols, metrics registry, publisher, token and body limit (see :class:`ApiContext`).
     """
 
     @contextlib.asynccontextmanager
@@ -187,8 +872,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version="1",
         lifespan=lifespan,
         default_response_class=JSON,
+        separate_input_output_schemas=False,  # a field with a default is optional in a response schema too
     )
     _install_errors(app)
+    app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
     metrics = HttpMetrics(ctx.registry)
 
     @app.middleware("http")
@@ -202,23 +889,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.router.routes.append(Route("/metrics", _Asgi(make_asgi_app(ctx.registry)), methods=["GET"]))
 
-    @app.get("/health", summary="Database reachable")
+    @app.get("/health", summary="Database reachable", response_model=Health, responses=_READ)
     async def health(ctx: Ctx) -> JSON:
         try:
             await ctx.pool.fetchval("SELECT 1", timeout=2)
         except Exception as e:
-            return _error(503, "database_unavailable", f"expected the database to answer, it failed: {e!r}")
+            log.warning("http.database_unavailable", extra={"error": repr(e)[:300], "route": "/health"})
+            return _error(503, "database_unavailable", DATABASE_UNAVAILABLE)
         return JSON({"status": "ok", "database": "ok"})
 
-    @app.get("/status", summary="Projector position, trading switch, and per symbol lock state, last bar and price")
+    @app.get(
+        "/status", summary="Projector position, trading switch, and per symbol lock state, last bar and price",
+        response_model=Status, responses=_READ,
+    )  # fmt: skip
     async def status(ctx: Ctx) -> JSON:
         return JSON(await queries.status(ctx.pool, ctx.symbols, ctx.consumer))
 
-    @app.get("/profit", summary="Performance overall and per symbol (P&L in USDT, drawdown on realized P&L)")
+    @app.get(
+        "/profit", summary="Performance overall and per symbol (P&L in USDT, drawdown on realized P&L)",
+        response_model=Profit, responses=_READ,
+    )  # fmt: skip
     async def profit(ctx: Ctx) -> JSON:
         return JSON(await queries.profit(ctx.pool, ctx.symbols))
 
-    @app.get("/trades/{symbol}", summary="Round trips (newest first) and open positions")
+    @app.get(
+        "/trades/{symbol}", summary="Round trips (newest first) and open positions", response_model=Trades,
+        responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def trades(ctx: Ctx, symbol: Symbol, limit: Annotated[int, Query(ge=1, le=MAX_CANDLES)] = 100) -> JSON:
         return JSON(
             {
@@ -228,7 +925,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
             }
         )
 
-    @app.get("/candles/{symbol}/{limit}", summary="The last `limit` candles (1..5000), oldest first")
+    @app.get(
+        "/candles/{symbol}/{limit}", summary="The last `limit` candles (1..5000), oldest first",
+        response_model=Candles, responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def candles(
         ctx: Ctx,
         symbol: Symbol,
@@ -237,41 +937,67 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> JSON:
         return JSON(await queries.candles(ctx.pool, symbol, limit, interval))
 
-    @app.get("/metrics/{symbol}", summary="Latest factor snapshot and decision counts")
+    @app.get(
+        "/metrics/{symbol}", summary="Latest factor snapshot and decision counts", response_model=SymbolMetrics,
+        responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def symbol_metrics(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON(await queries.symbol_metrics(ctx.pool, symbol))
 
-    @app.get("/decisions/{symbol}", summary="Intents → verdicts → suppressions → orders → fills, newest first")
+    @app.get(
+        "/decisions/{symbol}", summary="Intents → verdicts → suppressions → orders → fills, newest first",
+        response_model=Decisions, responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def decisions(ctx: Ctx, symbol: Symbol, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSON:
         return JSON({"symbol": symbol, "decisions": await queries.decisions(ctx.pool, symbol, limit)})
 
-    @app.get("/ticker/{symbol}", summary="Latest ticker (null before the first)")
+    @app.get(
+        "/ticker/{symbol}", summary="Latest ticker (null before the first)", response_model=TickerOut,
+        responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def ticker(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON({"symbol": symbol, "ticker": await queries.ticker(ctx.pool, symbol)})
 
-    @app.get("/orderbook/{symbol}", summary="Latest book snapshot (null before the first)")
+    @app.get(
+        "/orderbook/{symbol}", summary="Latest book snapshot (null before the first)", response_model=OrderbookOut,
+        responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def orderbook(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON({"symbol": symbol, "book": await queries.orderbook(ctx.pool, symbol)})
 
-    @app.get("/market_data/{symbol}", summary="Last candle, ticker, top of book, instrument, feed status, factors")
+    @app.get(
+        "/market_data/{symbol}", summary="Last candle, ticker, top of book, instrument, feed status, factors",
+        response_model=MarketData, responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def market_data(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON(await queries.market_data(ctx.pool, symbol))
 
-    @app.get("/llm", summary="Model calls by model, role and outcome (latency, tokens, cost); verdicts; fail-closed")
+    @app.get(
+        "/llm", summary="Model calls by model, role and outcome (latency, tokens, cost); verdicts; fail-closed",
+        response_model=Llm, responses=_READ,
+    )  # fmt: skip
     async def llm(ctx: Ctx) -> JSON:
         return JSON(await queries.llm(ctx.pool))
 
-    @app.get("/overrides", summary="Circuit-breaker reviews (newest first) and the risk overrides in force")
+    @app.get(
+        "/overrides", summary="Circuit-breaker reviews (newest first) and the risk overrides in force",
+        response_model=Overrides, responses=_PER_SYMBOL,
+    )  # fmt: skip
     async def overrides(
         ctx: Ctx,
-        symbol: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{2,30}$")] = None,
-        at_ns: Annotated[int | None, Query(ge=0, description="UNIX ns; default: the latest bar's time")] = None,
+        symbol: Annotated[str | None, Query(pattern=SYMBOL_PATTERN, description="case-blind")] = None,
+        at_ns: Annotated[
+            int | None, Query(ge=0, le=INT64_MAX, description="UNIX ns; default: the latest bar's time")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> JSON:
         sym = await _symbol(symbol, ctx) if symbol is not None else None
         return JSON(await queries.overrides(ctx.pool, sym, at_ns, limit))
 
-    @app.get("/shadows", summary="Per shadow validator: agreement with the live verdicts and what it would have earned")
+    @app.get(
+        "/shadows", summary="Per shadow validator: agreement with the live verdicts and what it would have earned",
+        response_model=Shadows, responses=_READ,
+    )  # fmt: skip
     async def shadows(ctx: Ctx) -> JSON:
         return JSON({"shadows": await queries.shadows(ctx.pool)})
 
@@ -289,20 +1015,25 @@ def create_app(ctx: ApiContext) -> FastAPI:
         try:
             seq = await ctx.publisher.publish(event)
         except bus.PublishError as e:
-            raise ApiError(503, "bus_unavailable", f"expected the log to store the command, it failed: {e}") from e
+            log.warning("control.unpublished", extra={"type": cls.__name__, "scope": scope, "error": repr(e)[:300]})
+            raise ApiError(503, "bus_unavailable", _EXAMPLES[503]["bus_unavailable"]["reason"]) from e
         log.info("control.published", extra={"type": cls.__name__, "scope": scope, "event_id": event.event_id})
         return JSON(
             {"accepted": True, "type": cls.__name__, "event_id": event.event_id, "stream_seq": seq, "scope": scope},
             status_code=202,
         )
 
-    @app.post("/start", status_code=202, dependencies=[Depends(_authorized)], summary="Publish TradingStarted")
-    async def start(ctx: Ctx, body: ControlRequest | None = None) -> JSON:
-        return await command(ctx, ev.TradingStarted, body or ControlRequest())
+    def control(cls: type[ev.TradingStarted | ev.TradingStopped]) -> Callable[..., Awaitable[JSON]]:
+        async def endpoint(ctx: Ctx, body: Annotated[ControlRequest, Body()] = _NO_BODY) -> JSON:
+            return await command(ctx, cls, body)
 
-    @app.post("/stop", status_code=202, dependencies=[Depends(_authorized)], summary="Publish TradingStopped")
-    async def stop(ctx: Ctx, body: ControlRequest | None = None) -> JSON:
-        return await command(ctx, ev.TradingStopped, body or ControlRequest())
+        return endpoint
+
+    for path, cls in (("/start", ev.TradingStarted), ("/stop", ev.TradingStopped)):
+        app.add_api_route(
+            path, control(cls), methods=["POST"], name=path[1:], status_code=202, summary=f"Publish {cls.__name__}",
+            dependencies=[Depends(_authorized), Depends(_not_null)], response_model=Accepted, responses=_COMMAND,
+        )  # fmt: skip
 
     return app
 
@@ -310,12 +1041,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
 def _install_errors(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return _error(exc.status, exc.error, exc.reason)
+        return _error(exc.status, exc.error, exc.reason, headers=exc.headers)
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {
+                "loc": [_printable(str(p)) for p in e.get("loc", ())],
+                "msg": _printable(str(e.get("msg", ""))),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
         ]
         reason = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details) or "invalid request"
@@ -324,14 +1059,14 @@ def _install_errors(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         slug = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        return JSON({"error": slug, "reason": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return _error(exc.status_code, slug, str(exc.detail), headers=exc.headers)
 
     async def db_down(request: Request, exc: Exception) -> Response:
-        log.warning("http.database_unavailable", extra={"error": repr(exc)[:300]})
-        return _error(503, "database_unavailable", f"expected the database to answer, it failed: {exc!r}")
+        log.warning("http.database_unavailable", extra={"error": repr(exc)[:300], "route": request.url.path[:200]})
+        return _error(503, "database_unavailable", DATABASE_UNAVAILABLE)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    for cls in (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError):
+    for cls in DATABASE_ERRORS:
         app.add_exception_handler(cls, db_down)
