@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv
 
-.PHONY: install demo demo-qwen test lint format bench clean help
+.PHONY: install demo demo-qwen test chaos lint format bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ demo-qwen: install  ## the demo with Qwen judging: the real dashscope SDK agains
 
 test: install lint  ## lint, then the whole test suite against real NATS and Postgres
 	$(VENV)/bin/python -m pytest
+
+chaos: install  ## the long chaos suite: SIGKILLs of every service, NATS and Postgres outages, vs an uninterrupted run
+	$(VENV)/bin/nertz chaos
 
 lint: install  ## ruff lint and format check, mypy type check
 	$(VENV)/bin/ruff check .

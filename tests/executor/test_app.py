@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 
 import msgspec
@@ -176,3 +177,31 @@ async def _reference(kit, js, nats_url, sc):
     await pub.publish(kit.factor(kit.bar(12, kit.A, 103.0, 103.0)))
     await run_executor(kit, js, nats_url)
     return await kit.read_output(js)
+
+
+async def test_app_trading_stopped_applies_when_read_while_the_market_is_silent(kit, js_fresh, nats_url):
+    """An operator's stop takes effect when it is read, not at the next closed bar (issue 11)."""
+    sc = kit.scenario(8)
+    pub = bus.Publisher(js_fresh)
+    await kit.publish_early(pub, sc)
+    cfg = settings_for(nats_url)
+    async with runtime.runtime("executor", cfg) as rt:
+        try:
+            executor, runner = await app.start(rt, cfg)
+            task = asyncio.create_task(rt.until_stopped(runner.run()))
+            await kit.wait_drained(js_fresh, 20)
+            assert executor.state.trading_enabled
+            t_last = sc.market[-1].ts_event
+            t0 = time.monotonic()
+            await pub.publish(ev.TradingStopped(event_id="stop-now", ts_event=t_last + 1, ts_init=t_last + 1))
+            while executor.state.trading_enabled and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.01)
+            applied_s = time.monotonic() - t0
+            gauge = rt.registry.get_sample_value("nertz_executor_trading_enabled")
+        finally:
+            rt.stop.set()
+            await asyncio.wait_for(task, 10)
+            kit.remove_signal_handlers()
+    assert not executor.state.trading_enabled, "expected the stop applied with no market data after it"
+    assert applied_s < 2.0, f"expected the stop applied within 2 s of its publish, took {applied_s:.2f} s"
+    assert gauge == 0

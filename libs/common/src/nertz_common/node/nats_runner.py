@@ -122,6 +122,7 @@ class Lane:
     dseq: int = 0
     sub: JetStreamContext.PullSubscription | None = None
     buf: deque[Msg] = field(default_factory=deque)
+    epoch: int = -1  # the client's reconnect count when the lane was last reset
 
 
 @dataclass
@@ -179,6 +180,11 @@ class LaneReader:
         self.fetch_timeout_s = fetch_timeout_s
         self._backoff = 0.05
 
+    def _reconnects(self) -> int:
+        """How many times the client reconnected (nats-py's ``stats``)."""
+        nc = getattr(self.js, "_nc", None)
+        return int(nc.stats.get("reconnects", 0)) if nc is not None else 0
+
     async def reset(self, lane: Lane, reason: str) -> None:
         """Reset ``lane``'s consumer so that the next delivery is the first after ``lane.pos``.
 
@@ -211,6 +217,7 @@ class LaneReader:
                     return
         lane.buf.clear()
         lane.dseq = 0
+        lane.epoch = self._reconnects()
         self.km.lane_resets.labels(lane=lane.durable, reason=reason).inc()
         log.info("lane.reset", extra={"lane": lane.durable, "from_seq": lane.pos + 1, "reason": reason})
 
@@ -218,6 +225,13 @@ class LaneReader:
         """Fetch up to ``batch`` messages into ``lane.buf``; False when nothing came (or the bus is down)."""
         if lane.sub is None:
             await self.reset(lane, "bind")
+            if lane.sub is None:
+                return False
+        elif lane.epoch != self._reconnects():
+            # the connection was lost and made again: acks sent meanwhile may be lost for good (the
+            # server would redeliver only after ack_wait, so "caught up" would wait); a reset sets the
+            # ack floor to the lane's position and delivers what follows at once
+            await self.reset(lane, "reconnect")
             if lane.sub is None:
                 return False
         try:
