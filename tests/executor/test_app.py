@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 
@@ -205,3 +206,40 @@ async def test_app_trading_stopped_applies_when_read_while_the_market_is_silent(
     assert not executor.state.trading_enabled, "expected the stop applied with no market data after it"
     assert applied_s < 2.0, f"expected the stop applied within 2 s of its publish, took {applied_s:.2f} s"
     assert gauge == 0
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_app_held_back_by_a_missing_partner_says_which_join_waits(kit, js_fresh, nats_url):
+    """Backpressure never piles up silently: the runner names the partner it waits for (issue 11)."""
+    sc = kit.scenario(8)
+    pub = bus.Publisher(js_fresh)
+    await pub.publish_many(sc.market)  # bars and books, and no factor snapshot ever
+    cfg = settings_for(nats_url)
+    caplog = _Records()
+    logging.getLogger("nertz.kernel").addHandler(caplog)
+    async with runtime.runtime("executor", cfg) as rt:
+        try:
+            _, runner = await app.start(rt, cfg)
+            runner.max_held, runner.held_warn_s = 3, 0.0
+            task = asyncio.create_task(rt.until_stopped(runner.run()))
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10 and not any(r.msg == "join.held_back" for r in caplog.records):
+                await asyncio.sleep(0.01)
+            held = rt.registry.get_sample_value("nertz_executor_kernel_held_inputs", {"component": "executor"})
+        finally:
+            rt.stop.set()
+            await asyncio.wait_for(task, 10)
+            kit.remove_signal_handlers()
+            logging.getLogger("nertz.kernel").removeHandler(caplog)
+    warned = [r for r in caplog.records if r.msg == "join.held_back"]
+    assert warned, "expected a join.held_back warning while the executor waits for a snapshot"
+    assert "FactorSnapshot" in warned[0].why and warned[0].held >= 3
+    assert held is not None and held >= 3

@@ -712,7 +712,7 @@ class Node:
             are state.
         """
         if self._busy:
-            raise InvariantViolation(f"{self.name}: a snapshot is taken between steps, not while {self._why()}")
+            raise InvariantViolation(f"{self.name}: a snapshot is taken between steps, not while {self.why()}")
         raw = msgspec.Raw(_ENC.encode(self.component.get_state()))
         buf = [Buffered(e, p.seq, p.origin) for e, p in self._buffer.values()]  # type: ignore[arg-type]
         return NodeState(self.name, raw, buf)
@@ -748,7 +748,8 @@ class Node:
     def _waits_text(self) -> str:
         return ", ".join(f"{_show(aw)}" + (f" ({s})" if s else "") for s, aw in self.waits.items()) or "nothing"
 
-    def _why(self) -> str:
+    def why(self) -> str:
+        """What the node waits for, in words (for logs and errors)."""
         return f"awaiting {self._waits_text()} with {self._held} inputs held"
 
 

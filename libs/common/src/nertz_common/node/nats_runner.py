@@ -465,6 +465,8 @@ class ComponentRunner:
         self._fetches: dict[str, asyncio.Task[bool]] = {}
         self._quiescing: float | None = None  # since when driver inputs are held back for a snapshot
         self._partner_subjects: dict[str, bool] = {}
+        self._held_warned = float("-inf")
+        self.held_warn_s = 30.0
         self.quiesce_max_s = quiesce_max_s
         self.fetch_wait_s = 1.0
         self._snap_steps = 0
@@ -647,6 +649,8 @@ class ComponentRunner:
                 self._fetches[lane.durable] = asyncio.create_task(self._fetch(lane, wanted))
         if self._answers:
             return
+        if node.held >= self.max_held:
+            self._held_back()
         self._woken.clear()
         waits: list[asyncio.Future[Any]] = [*self._fetches.values()]
         woken = asyncio.ensure_future(self._woken.wait())
@@ -660,6 +664,20 @@ class ComponentRunner:
             if t.done():
                 del self._fetches[d]
                 t.result()  # re-raise what a fetch raised (a missing consumer)
+
+    def _held_back(self) -> None:
+        """Say, every ``held_warn_s``, that the driver lane is held back and which partner it waits for.
+
+        Not an error by itself (the partner's producer may be restarting, or a model call slow): the
+        log line and ``nertz_kernel_held_inputs`` tell an operator which join does not move.
+        """
+        now = time.monotonic()
+        if now - self._held_warned >= self.held_warn_s:
+            self._held_warned = now
+            log.warning(
+                "join.held_back",
+                extra={"component": self.node.name, "held": self.node.held, "why": self.node.why()},
+            )
 
     async def _fetch(self, lane: Lane, wanted: frozenset[type[ev.Event]]) -> bool:
         t0 = time.perf_counter()
