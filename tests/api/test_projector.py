@@ -38,6 +38,13 @@ async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
     return int(await pool.fetchval(sql, *args))
 
 
+async def until_tracked(projector: Projector, seq: int, timeout_s: float = 20.0) -> None:
+    """Poll until ``projector`` has committed ``seq`` (fails after ``timeout_s`` seconds)."""
+    async with asyncio.timeout(timeout_s):
+        while await projector.tracked_seq() < seq:
+            await asyncio.sleep(0.02)
+
+
 async def reset_consumer(js) -> None:  # type: ignore[no-untyped-def]
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(subjects.STREAM, "projector")
@@ -213,9 +220,7 @@ async def test_projector_second_instance_waits_for_the_lock(js_fresh, pool, publ
                 await asyncio.sleep(0.01)
         assert await holder.tracked_seq() == 0 and not runner.started.is_set()
         await c.execute("SELECT pg_advisory_unlock($1)", holder.lock_key)
-    async with asyncio.timeout(20):
-        while await second.tracked_seq() < 10:
-            await asyncio.sleep(0.02)
+    await until_tracked(second, 10)
     stop.set()
     await asyncio.wait_for(waiting, 10)
     assert second.stats.tracked_seq == 10 and not second.waiting_for_lock
@@ -239,3 +244,36 @@ def test_writes_open_update_after_close_keeps_closed_bar():
     [last] = w.keyed["last_bars"].values()
     assert last[3] == 4.0 and last[4] is False  # the open bar 1 is later than the closed bar 0
     assert [r[0] for r in w.rows["symbols"]] == ["BTCUSDT"]
+
+
+async def test_projector_lock_lost_to_another_instance_goes_back_to_standby(js_fresh, pool, publisher):
+    from prometheus_client import CollectorRegistry
+
+    from nertz_common.metrics import BusMetrics
+
+    await publisher.publish_many([f.bar(i) for i in range(10)])
+    p = Projector(pool, js_fresh, publisher)
+    registry, stop = CollectorRegistry(), asyncio.Event()
+    task = asyncio.create_task(p.run(p.runner(js_fresh, publisher, BusMetrics("t", registry), registry, stop),
+                                     lock_poll_s=0.05))  # fmt: skip
+    await until_tracked(p, 10)
+    async with pool.acquire() as c:
+        pid = await c.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        await c.execute("SELECT pg_terminate_backend($1)", pid)  # the lock dies with its connection ...
+        async with asyncio.timeout(10):
+            while not await c.fetchval("SELECT pg_try_advisory_lock($1)", p.lock_key):  # ... another takes it
+                await asyncio.sleep(0.02)
+        await publisher.publish_many([f.bar(i) for i in range(10, 20)])
+        async with asyncio.timeout(20):
+            while not p.waiting_for_lock:  # the projector found out at its next batch and waits as a standby
+                assert not task.done()
+                await asyncio.sleep(0.02)
+        assert await p.tracked_seq() == 10
+        await c.execute("SELECT pg_advisory_unlock($1)", p.lock_key)
+    await until_tracked(p, 20)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert await count(pool, "SELECT count(*) FROM candles") == 20 and p.stats.tracked_seq == 20

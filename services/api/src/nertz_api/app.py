@@ -3,6 +3,10 @@
 ``serve`` builds everything from :class:`~nertz_api.settings.ApiSettings` and runs the projector task and
 uvicorn in the same asyncio loop until the runtime's stop event (SIGTERM/SIGINT), then drains: the
 projector finishes the batch in hand, uvicorn stops accepting and closes, NATS drains, the pool closes.
+
+A Postgres outage after the start is waited out, not died of: the projector pauses and retries with
+backoff for as long as it lasts (:meth:`~nertz_api.projector.Projector.run`), and the HTTP server stays
+up, answering reads with 503 ``database_unavailable`` until the database answers again.
 """
 
 from __future__ import annotations
@@ -84,7 +88,9 @@ async def serve(settings: ApiSettings, migrate_only: bool = False) -> None:
     nertz_api.migrate.MigrationError
         If the applied migrations and the packaged ones disagree.
     RuntimeError
-        If the HTTP server cannot bind or the projector loses its lock.
+        If the HTTP server cannot bind.
+    OSError, asyncpg.PostgresError
+        If Postgres cannot be reached at the start within 30 s (see :func:`connect`).
     """
     # the API serves /metrics on its own port; a separate exporter on the same port would collide
     rt_settings = settings

@@ -26,7 +26,14 @@ so it cannot be lost) and the batch commits. Anything else (a bug: unknown colum
 stops the service; redelivery resumes the work after a restart.
 
 Only one projector may write a database: a session advisory lock (per consumer name) is held for the
-lifetime of :meth:`Projector.run`; a second instance waits for it (hot standby).
+lifetime of :meth:`Projector.run`, on the connection that writes the batches; a second instance waits
+for it (hot standby).
+
+A database outage is waited out, for as long as it lasts: the batch in hand is retried in place with
+backoff (the runner's), the projector reports itself paused (``projector.paused`` with the reason, the
+``nertz_api_projector_paused`` gauge, ``nertz_api_projector_pauses_total{reason}``) and resumes
+(``projector.resumed``) once a batch commits again. The lock died with its connection, so it is taken
+again first; if another instance took it meanwhile, this one goes back to standby.
 """
 
 from __future__ import annotations
@@ -66,8 +73,21 @@ _REJECTED_CLASSES = ("22", "23")
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
 
+#: pause reasons (the ``reason`` label of ``nertz_api_projector_pauses_total``)
+DATABASE_UNAVAILABLE = "database_unavailable"
+BUS_UNAVAILABLE = "bus_unavailable"
+
+
 class ProjectionMismatch(Exception):
     """The database tracks a position the stream never reached: it belongs to another stream."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The projection database cannot be reached (down, restarting, connection lost): retry later."""
+
+
+class LockLost(Exception):
+    """The projector lock died with its connection and another instance holds it now."""
 
 
 def is_rejected(e: BaseException) -> bool:
@@ -84,6 +104,13 @@ def is_transient(e: BaseException) -> bool:
     if isinstance(e, asyncpg.exceptions.DataError):
         return False
     return isinstance(e, asyncpg.InterfaceError | OSError | TimeoutError | ConnectionError)
+
+
+def _lost(conn: asyncpg.Connection) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # the pool took the connection back when it closed
+        return True
 
 
 # --- statements ---------------------------------------------------------------------------------
@@ -231,6 +258,9 @@ STATEMENTS: dict[str, str] = {
         "dead_letters", "event_id, service, reason, subject, failed_stream_seq, raw, ts_event_ns, stream_seq"
     ),
 }
+
+#: waits between two attempts while the database is unreachable (the last one repeats), s
+_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 _TRACKING_GET = "SELECT stream_seq FROM projector_tracking WHERE consumer = $1 FOR UPDATE"
 _TRACKING_SET = (
@@ -587,6 +617,15 @@ class ProjectorMetrics:
         self.tracked_seq = prom.Gauge(
             f"{prefix}_projector_tracked_seq", "Highest stream sequence committed to Postgres", registry=registry
         )
+        self.paused = prom.Gauge(
+            f"{prefix}_projector_paused",
+            "1 while the projector waits out an outage (database or bus), else 0",
+            registry=registry,
+        )
+        self.pauses = prom.Counter(
+            f"{prefix}_projector_pauses_total", "Times the projector paused for an outage, by reason", ["reason"],
+            registry=registry,
+        )  # fmt: skip
 
 
 @dataclass
@@ -653,6 +692,11 @@ class Projector:
         self.stats = ProjectorStats()
         #: True while another instance holds the projector lock and this one waits for it
         self.waiting_for_lock = False
+        #: why the projector waits out an outage (``database_unavailable``, ``bus_unavailable``), else None
+        self.paused: str | None = None
+        self._paused_at = 0.0
+        self._attempt = 0
+        self._holding = False  # under run(): every batch is written on the lock's connection
 
     @property
     def lock_key(self) -> int:
@@ -699,7 +743,8 @@ class Projector:
             return await self.tracked_seq()
         except Exception as e:
             if is_transient(e):
-                raise TransientError(f"projection database unavailable: {e!r}") from e
+                self._pause(DATABASE_UNAVAILABLE, e)
+                raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
             raise
 
     def runner(
@@ -715,77 +760,220 @@ class Projector:
     async def run(self, runner: ProjectionRunner, lock_poll_s: float = 1.0) -> None:
         """Hold the projector lock, then project batches until the runner's stop event.
 
+        A database outage (at start, while waiting for the lock, or while projecting) is waited out with
+        backoff for as long as it lasts; if the lock was lost in it and another instance took it, this
+        one waits for it again (hot standby).
+
+        Parameters
+        ----------
+        runner : ProjectionRunner
+            From :meth:`runner`.
+        lock_poll_s : float
+            Interval between two attempts at a lock another instance holds, s.
+
         Raises
         ------
-        RuntimeError
-            If the lock's connection is lost while projecting (another instance may take over).
+        Exception
+            Only what is not an outage (a bug, a broken invariant); the process exits.
         """
-        async with self._pool.acquire() as lock_conn:
-            waited = False
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
-                if runner.stop.is_set():
-                    return
-                if not waited:
-                    log.warning("projector.waiting_for_lock", extra={"consumer": self.consumer})
-                    waited = self.waiting_for_lock = True
-                await asyncio.sleep(lock_poll_s)
-            self._lock_conn = lock_conn
-            self.waiting_for_lock = False
+        while not runner.stop.is_set():
+            if not await self._take_lock(runner.stop, lock_poll_s):
+                return
+            self._holding = True
             try:
                 async with self._pool.acquire() as conn:
                     known = await conn.fetch("SELECT symbol FROM symbols")
+                    tracked = await conn.fetchval(
+                        "SELECT stream_seq FROM projector_tracking WHERE consumer = $1", self.consumer
+                    )
                 self._known_symbols = {r["symbol"] for r in known}
-                self.stats.tracked_seq = await self.tracked_seq()
+                self.stats.tracked_seq = int(tracked or 0)
                 log.info("projector.started", extra={"consumer": self.consumer, "stream_seq": self.stats.tracked_seq})
                 await runner.run()
+                return
+            except LockLost:
+                log.warning("projector.lock_lost", extra={"consumer": self.consumer})
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                self._pause(DATABASE_UNAVAILABLE, e)
+                await self._backoff(runner.stop)
             finally:
-                self._lock_conn = None
-                with contextlib.suppress(Exception):
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key)
+                self._holding = False
+                await self._drop_lock()
+
+    async def _take_lock(self, stop: asyncio.Event, poll_s: float) -> bool:
+        """Wait for the projector lock on a connection of its own (kept as the writer); False on stop."""
+        waited = False
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = await self._pool.acquire()
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+                    self._lock_conn = conn
+                    self.waiting_for_lock = False
+                    self._resume()
+                    return True
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                self._pause(DATABASE_UNAVAILABLE, e)
+                await self._release(conn)
+                await self._backoff(stop)
+                continue
+            await self._release(conn)
+            self._resume()  # the database answers; another instance projects
+            if not waited:
+                log.warning("projector.waiting_for_lock", extra={"consumer": self.consumer})
+                waited = self.waiting_for_lock = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+        return False
+
+    async def _retake_lock(self) -> None:
+        """Take the lock again after its connection closed (a database outage or restart).
+
+        Raises
+        ------
+        DatabaseUnavailable
+            If the database is still unreachable (the batch is retried).
+        LockLost
+            If another instance took the lock meanwhile.
+        """
+        await self._drop_lock()
+        conn = None
+        try:
+            conn = await self._pool.acquire()
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key)
+        except Exception as e:
+            await self._release(conn)
+            if is_transient(e):
+                raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
+            raise
+        if not got:
+            await self._release(conn)
+            raise LockLost(f"another instance holds the projector lock of {self.consumer!r}")
+        self._lock_conn = conn
+        log.info("projector.lock_retaken", extra={"consumer": self.consumer})
+
+    async def _drop_lock(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None:
+            return
+        if not _lost(conn):
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_key)
+        await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn, timeout=5)
+
+    async def _backoff(self, stop: asyncio.Event) -> None:
+        delay = _BACKOFF_S[min(self._attempt, len(_BACKOFF_S) - 1)]
+        self._attempt += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+    def _pause(self, reason: str, error: BaseException) -> None:
+        """Report the projector paused for ``reason`` (logged once per outage, not per retry)."""
+        if self.paused == reason:
+            return
+        self.paused = reason
+        self._paused_at = time.monotonic()
+        log.warning(
+            "projector.paused",
+            extra={"consumer": self.consumer, "reason": reason, "error": repr(error)[:300],
+                   "stream_seq": self.stats.tracked_seq},
+        )  # fmt: skip
+        if self._metrics:
+            self._metrics.paused.set(1)
+            self._metrics.pauses.labels(reason=reason).inc()
+
+    def _resume(self) -> None:
+        self._attempt = 0
+        if self.paused is None:
+            return
+        log.info(
+            "projector.resumed",
+            extra={"consumer": self.consumer, "reason": self.paused,
+                   "paused_s": round(time.monotonic() - self._paused_at, 3), "stream_seq": self.stats.tracked_seq},
+        )  # fmt: skip
+        self.paused = None
+        if self._metrics:
+            self._metrics.paused.set(0)
 
     async def handle(self, deliveries: list[bus.Delivery]) -> None:
         """Project one fetched batch and advance the tracking row, in one transaction.
 
+        Under :meth:`run` the batch is written on the connection holding the projector lock (the lock
+        is taken again first if that connection was lost); called directly, on a pooled connection.
+
         Raises
         ------
+        DatabaseUnavailable
+            On a connection-level failure (database down, restarting, timeout): nothing was committed
+            and the batch is retried.
         nertz_common.errors.TransientError
-            On a connection-level failure (database down, timeout) or a failed dead-letter publish;
-            nothing was committed and the batch is retried.
-        RuntimeError
-            If the projector lock was lost.
+            If a dead-letter record could not be published, or a gap could not be read from the
+            stream (the batch is retried).
+        LockLost
+            If the lock was lost in an outage and another instance holds it now.
         """
-        if self._lock_conn is not None and self._lock_conn.is_closed():
-            raise RuntimeError(f"lost the projector lock of {self.consumer!r} (its connection closed)")
         t0 = time.perf_counter()
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                tracked = int(await conn.fetchval(_TRACKING_GET, self.consumer) or 0)
-                items, skipped = await self._pending(deliveries, tracked)
-                if not items:
-                    self._account([], skipped, 0, tracked, time.perf_counter() - t0)
-                    return
-                w = Writes(self._known_symbols)
-                for it in items:
-                    w.add(it.event, it.stream_seq)
-                try:
-                    async with conn.transaction():  # a savepoint: a rejected row falls back below
-                        rows = await w.flush(conn)
-                    new_symbols = w.new_symbols
-                except Exception as e:
-                    if not is_rejected(e):
-                        raise
-                    log.warning("projector.batch_rejected", extra={"error": repr(e)[:300], "size": len(items)})
-                    rows, new_symbols = await self._one_by_one(conn, items)
-                top = items[-1].stream_seq
-                await conn.execute(_TRACKING_SET, self.consumer, top)
-        except TransientError:
+            if self._holding and (self._lock_conn is None or _lost(self._lock_conn)):
+                await self._retake_lock()
+            async with contextlib.AsyncExitStack() as stack:
+                if self._lock_conn is not None:
+                    conn = self._lock_conn
+                else:
+                    conn = await stack.enter_async_context(self._pool.acquire())
+                await stack.enter_async_context(conn.transaction())
+                done = await self._project(conn, deliveries)
+        except DatabaseUnavailable as e:
+            self._pause(DATABASE_UNAVAILABLE, e)
+            raise
+        except TransientError as e:
+            self._pause(BUS_UNAVAILABLE, e)
+            raise
+        except LockLost:
             raise
         except Exception as e:
             if is_transient(e):
-                raise TransientError(f"projection database unavailable: {e!r}") from e
+                self._pause(DATABASE_UNAVAILABLE, e)
+                raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
             raise
+        self._resume()
+        items, skipped, rows, top, new_symbols = done
         self._known_symbols |= new_symbols
         self._account(items, skipped, rows, top, time.perf_counter() - t0)
+
+    async def _project(
+        self, conn: asyncpg.Connection, deliveries: list[bus.Delivery]
+    ) -> tuple[list[Item], int, int, int, set[str]]:
+        """Write one batch's rows and its tracking row in the open transaction of ``conn``; return the
+        items projected, the deliveries skipped, the rows sent, the top sequence and the new symbols."""
+        tracked = int(await conn.fetchval(_TRACKING_GET, self.consumer) or 0)
+        items, skipped = await self._pending(deliveries, tracked)
+        if not items:
+            return [], skipped, 0, tracked, set()
+        w = Writes(self._known_symbols)
+        for it in items:
+            w.add(it.event, it.stream_seq)
+        try:
+            async with conn.transaction():  # a savepoint: a rejected row falls back below
+                rows = await w.flush(conn)
+            new_symbols = w.new_symbols
+        except Exception as e:
+            if not is_rejected(e):
+                raise
+            log.warning("projector.batch_rejected", extra={"error": repr(e)[:300], "size": len(items)})
+            rows, new_symbols = await self._one_by_one(conn, items)
+        top = items[-1].stream_seq
+        await conn.execute(_TRACKING_SET, self.consumer, top)
+        return items, skipped, rows, top, new_symbols
 
     async def _pending(self, deliveries: list[bus.Delivery], tracked: int) -> tuple[list[Item], int]:
         """The deliveries beyond ``tracked`` in sequence order, with any gap before them filled, and the
