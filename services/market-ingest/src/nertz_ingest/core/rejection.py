@@ -30,6 +30,8 @@ RejectReason = Literal[
     "request_failed",  # an exchange ack saying a request failed (subscribe refused...)
     "bad_recording_line",  # a recording line that is not a valid cryptofeed record
     "bad_row",  # a CSV row with the wrong number of columns
+    "out_of_order",  # a bar opening before the last bar of its series (symbol, interval): back in time
+    "conflicting_bar",  # a second bar for one interval (same open time) with other prices or volume
 ]
 
 
