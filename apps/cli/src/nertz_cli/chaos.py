@@ -43,6 +43,7 @@ import httpx
 import nats
 
 from nertz_cli import demo
+from nertz_common import events as ev
 from nertz_common import infra, subjects, topology
 
 #: the tables whose row counts a run must share with the baseline (key decisions and market data)
@@ -62,6 +63,7 @@ class Outcome:
     """What one fault did to the pipeline, against the baseline (every count must be 0)."""
 
     fault: str
+    describe: str = ""
     lost: int = 0
     duplicated: int = 0
     divergent: int = 0
@@ -85,7 +87,7 @@ class Snapshot:
 
     log: list[tuple[str, str, bytes]]
     rows: dict[str, int]
-    dead_letters: int = 0
+    dead_letters: dict[int, set[str]] = field(default_factory=dict)  # stream seq -> services that refused it
 
 
 def compare(base: Snapshot, run: Snapshot, outcome: Outcome) -> Outcome:
@@ -194,6 +196,7 @@ class Run:
         self.exits: list[str] = []
         self.errors = 0
         self.notes: list[str] = []
+        self.corpus: dict[int, str] = {}  # stream seq of each malformed message -> what it was
         self.replay_done = threading.Event()
         self._replay_error: BaseException | None = None
         self._replay_thread: threading.Thread | None = None
@@ -390,7 +393,10 @@ async def _snapshot(nats_url: str, database_url: str) -> Snapshot:
         rows = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
     finally:
         await conn.close()
-    dead = sum(1 for r in dlq if type(r.event).__name__ == "DeadLettered")
+    dead: dict[int, set[str]] = {}
+    for r in dlq:
+        if isinstance(r.event, ev.DeadLettered):
+            dead.setdefault(r.event.stream_seq, set()).add(r.event.service)
     return Snapshot(log, rows, dead)
 
 
@@ -433,7 +439,8 @@ def sigkills(n: int, seed: int, services: Sequence[str]) -> Fault:
         run.notes.append("killed " + ", ".join(f"{s} ×{k}" for s, k in done.items()))
 
     who = "/".join(services)
-    return Fault(f"sigkill×{n}", f"{n} random SIGKILLs of {who}, each restarted", inject)
+    short = "all" if len(services) >= 5 else "+".join(s.removeprefix("llm-") for s in services)
+    return Fault(f"sigkill×{n}-{short}", f"{n} random SIGKILLs of {who}, each restarted", inject)
 
 
 def nats_down(sig: int, down_s: float, times: int = 1, at: float = 0.3) -> Fault:
@@ -471,6 +478,45 @@ def postgres_down(down_s: float, at: float = 0.3) -> Fault:
     return Fault(f"postgres-down-{down_s:g}s", f"Postgres down {down_s:g} s", inject)
 
 
+#: malformed messages published straight onto subjects the services read: (subject, payload, what it is)
+CORPUS: tuple[tuple[str, bytes, str], ...] = (
+    ("md.bar.bybit.linear.BTCUSDT", b"not json at all", "not JSON"),
+    ("md.bar.bybit.linear.ETHUSDT", b'{"type":"Bar","event_id":"chaos-bar"}', "a Bar without its fields"),
+    ("md.book.bybit.linear.SOLUSDT", b'{"type":"NoSuchEvent","event_id":"chaos-x"}', "an unknown event type"),
+    ("md.trade.bybit.linear.BTCUSDT", b'{"type":"Bar",', "truncated JSON"),
+    ("md.ticker.bybit.linear.ETHUSDT", b"", "an empty payload"),
+    ("sig.factor.bybit.linear.BTCUSDT", b"\x00\xff\xfe\x80", "bytes that are not UTF-8"),
+    ("sig.intent.bybit.linear.ETHUSDT", b'{"type":"IntentProposed","event_id":7}', "an intent of the wrong types"),
+    (
+        "llm.verdict.bybit.linear.SOLUSDT",
+        b'{"type":"VerdictIssued","event_id":"v","decision":"maybe"}',
+        "a bad verdict",
+    ),
+    ("md.bar.bybit.linear.SOLUSDT", b"[" * 50_000, "50,000 nested brackets"),
+)
+
+
+def malformed(at: float = 0.4) -> Fault:
+    """:data:`CORPUS` published mid-run: each must be dead-lettered and change nothing else."""
+
+    def inject(run: Run) -> None:
+        run.wait_progress("executor", at)
+
+        async def publish() -> None:
+            nc = await nats.connect(run.lab.nats.url)
+            try:
+                js = nc.jetstream(timeout=5)
+                for i, (subject, payload, what) in enumerate(CORPUS):
+                    ack = await js.publish(subject, payload, headers={"Nats-Msg-Id": f"chaos-{run.name}-{i}"})
+                    run.corpus[ack.seq] = what
+            finally:
+                await nc.close()
+
+        asyncio.run(publish())
+
+    return Fault("malformed", f"{len(CORPUS)} malformed messages on the services' subjects", inject)
+
+
 def combined(faults: Iterable[Fault]) -> Fault:
     """Every fault of ``faults`` one after the other in one run (the short suite)."""
     fs = list(faults)
@@ -495,6 +541,7 @@ def full_suite(seed: int, kills: int = 20, outage_s: float = 30.0) -> list[Fault
         nats_down(signal.SIGKILL, outage_s),
         nats_down(signal.SIGKILL, 3, times=10, at=0.1),
         postgres_down(outage_s),
+        malformed(),
     ]
 
 
@@ -507,6 +554,7 @@ def short_suite(seed: int) -> list[Fault]:
                 sigkills(6, seed, every),
                 nats_down(signal.SIGKILL, 2, at=0.5),
                 postgres_down(4, at=0.6),
+                malformed(at=0.7),
             ]
         )
     ]
@@ -541,7 +589,7 @@ def run_fault(lab: Lab, fault: Fault, base: Snapshot, expected_log: int, timeout
     t0 = time.monotonic()
     md = sum(1 for key, _, _ in base.log if key.startswith("md."))
     run = Run(lab, fault.name.replace("×", "x").replace("+", "_")[:40], expected_log, md)
-    outcome = Outcome(fault.describe)
+    outcome = Outcome(fault.name, fault.describe)
     run.start()
     try:
         fault.inject(run)
@@ -556,7 +604,15 @@ def run_fault(lab: Lab, fault: Fault, base: Snapshot, expected_log: int, timeout
     outcome.notes = run.notes + run.exits
     if lab.nats.proc.poll() is not None:  # a fault that ended with the bus down
         lab.nats.restart()
-    compare(base, run.snapshot(), outcome)
+    snap = run.snapshot()
+    for seq, what in sorted(run.corpus.items()):
+        if seq not in snap.dead_letters:
+            outcome.errors += 1
+            outcome.notes.append(f"malformed message {seq} ({what}) was not dead-lettered")
+    if run.corpus:
+        refused = sum(len(v) for k, v in snap.dead_letters.items() if k in run.corpus)
+        outcome.notes.append(f"{len(run.corpus)} malformed messages: {refused} dead letters by their consumers")
+    compare(base, snap, outcome)
     return outcome
 
 
@@ -565,13 +621,15 @@ def print_outcomes(outcomes: Sequence[Outcome], out: Any) -> None:
     from rich.table import Table
 
     table = Table(title="chaos: every count must be 0 against the uninterrupted run")
-    for col in ("fault", "lost", "duplicated", "divergent", "stalled", "errors", "wall s"):
-        table.add_column(col, justify="left" if col == "fault" else "right")
+    table.add_column("fault", justify="left", no_wrap=True)
+    for col in ("lost", "dup", "diverged", "stalled", "errors", "wall s"):
+        table.add_column(col, justify="right")
     for o in outcomes:
         style = None if o.ok else "red"
         cells = (o.lost, o.duplicated, o.divergent, o.stalled, o.errors)
         table.add_row(o.fault, *map(str, cells), f"{o.wall_s:.1f}", style=style)
     out.print(table)
     for o in outcomes:
-        for note in o.notes if not o.ok else o.notes[:1]:
-            out.print(f"  {o.fault}: {note}")
+        out.print(f"{o.fault}: {o.describe}")
+        for note in o.notes if not o.ok else o.notes[:2]:
+            out.print(f"    {note}")
