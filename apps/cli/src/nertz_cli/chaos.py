@@ -395,7 +395,7 @@ async def _snapshot(nats_url: str, database_url: str) -> Snapshot:
         await conn.close()
     dead: dict[int, set[str]] = {}
     for r in dlq:
-        if isinstance(r.event, ev.DeadLettered):
+        if isinstance(r.event, ev.DeadLettered) and r.event.stream_seq is not None:
             dead.setdefault(r.event.stream_seq, set()).add(r.event.service)
     return Snapshot(log, rows, dead)
 
