@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import nats
 import nats.js.errors
 import pytest
+import uvicorn
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
+from nertz_api.fuzz import fuzz
 from nertz_api.migrate import migrate
 from nertz_api.web import DATABASE_UNAVAILABLE, SYMBOL_PATTERN, ApiContext, create_app
-from nertz_common import bus, subjects, topology
+from nertz_common import bus, infra, subjects, topology
 from nertz_common import events as ev
 from nertz_common.testing import factories as f
 from nertz_common.testing.plugin import with_database
@@ -404,3 +412,113 @@ async def test_openapi_rejects_a_response_that_breaks_it(client):
     body = (await client.get("/status")).json()
     body["projector"]["stream_seq"] = "12"
     assert not v.is_valid(body)
+
+
+# --- the schema-driven fuzzer (nertz_api.fuzz) against the real app on uvicorn ------------------------
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers (the test runner owns SIGINT)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: FastAPI) -> AsyncIterator[str]:
+    port = infra.free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                assert not task.done(), "uvicorn did not start"
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+@pytest.fixture
+async def fuzz_target(projected_db, database_url, js_fresh) -> AsyncIterator[tuple[str, str, str]]:
+    """The API on uvicorn over the projected scenario, its admin token and database password sentinels."""
+    token, password, role = (
+        f"sentinel-token-{uuid.uuid4().hex}",
+        f"sentinel-pw-{uuid.uuid4().hex}",
+        f"fuzz_{uuid.uuid4().hex[:8]}",
+    )
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    await admin.execute(f"GRANT pg_read_all_data TO {role}")
+    pool = await asyncpg.create_pool(_with_credentials(projected_db, role, password), min_size=1, max_size=4)
+    try:
+        ctx = ApiContext(pool, SYMBOLS, CollectorRegistry(), bus.Publisher(js_fresh), SecretStr(token))
+        async with _serve(create_app(ctx)) as url:
+            yield url, token, password
+    finally:
+        await pool.close()
+        await admin.execute(f"DROP ROLE {role}")  # pg_read_all_data owns nothing: the role drops cleanly
+        await admin.close()
+
+
+async def test_fuzz_api_finds_no_server_error_schema_violation_auth_hole_or_leak(fuzz_target, caplog):
+    """Bounded by NERTZ_FUZZ_EXAMPLES (requests per operation and mode; default 5) for a longer run."""
+    url, token, password = fuzz_target
+    examples = int(os.environ.get("NERTZ_FUZZ_EXAMPLES", "5"))
+    report = await asyncio.to_thread(
+        fuzz,
+        url,
+        admin_token=token,
+        secrets=[token, password],
+        examples=examples,
+        symbols=SYMBOLS,
+        max_seconds=120,
+        seed=int(os.environ.get("NERTZ_FUZZ_SEED", "0")),
+    )
+    assert report.operations == 15 and report.requests >= 2 * report.operations, report
+    assert {200, 202, 401, 404, 422} <= set(report.statuses), report.statuses  # it reached data, commands, errors
+    assert report.ok(), "\n".join(report.findings)
+    assert token not in caplog.text and password not in caplog.text
+
+
+async def test_fuzz_reports_what_a_broken_api_does():
+    """The fuzzer can fail: a 500, a body that breaks its model, an unguarded command and a leaked secret."""
+    secret = f"sentinel-{uuid.uuid4().hex}"
+    app = FastAPI()
+
+    class Out(BaseModel):
+        n: int
+
+    @app.get("/boom", response_model=Out)
+    async def boom() -> Out:
+        raise RuntimeError("boom")
+
+    @app.get("/wrong", response_model=Out)
+    async def wrong() -> JSONResponse:
+        return JSONResponse({"n": "not a number"}, headers={"X-Debug": secret})
+
+    @app.post("/stop", response_model=Out, dependencies=[Depends(HTTPBearer(auto_error=False))])
+    async def stop() -> Out:
+        return Out(n=1)  # declares bearer auth, never checks it
+
+    async with _serve(app) as url:
+        report = await asyncio.to_thread(fuzz, url, admin_token="t", secrets=[secret], examples=2)
+    assert report.operations == 3 and not report.ok()
+    assert report.server_errors >= 1 and report.schema_violations >= 1
+    assert report.auth_failures >= 1 and report.secrets_leaked >= 1
+    assert all(secret not in f for f in report.findings)
+
+
+async def test_control_body_not_utf8_is_422_json(client):
+    for raw in (b"\xff", b'{"reason": "\xfe"}'):
+        for headers in (AUTH_JSON, {"Content-Type": "application/json"}):
+            assert_error(await client.post("/stop", headers=headers, content=raw), 422, "invalid_body")

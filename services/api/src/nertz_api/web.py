@@ -9,9 +9,9 @@ and digits, case-blind, and nothing else (no trailing newline). ``POST /start`` 
 the bearer token ``NERTZ_API__TOKEN`` and publish ``TradingStarted`` / ``TradingStopped`` on the log;
 they never write state themselves (the projector records them when it reads them back). Their body is
 optional: no body means ``{"scope": "all", "reason": ""}``; a JSON ``null`` body is refused (422
-``invalid_body``), so a client bug never stops every symbol. The OpenAPI document (``/openapi.json``)
-declares each response's model and every error status an endpoint can answer. Prometheus exposition of
-the service registry is at ``/metrics``.
+``invalid_body``, as is a body that is not UTF-8), so a client bug never stops every symbol. The OpenAPI
+document (``/openapi.json``) declares each response's model and every error status an endpoint can
+answer. Prometheus exposition of the service registry is at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -1058,6 +1058,8 @@ def _install_errors(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # FastAPI could not parse the body (not UTF-8, a broken form): invalid, 422
+            return _error(422, "invalid_body", f"expected a JSON body in UTF-8, it could not be parsed ({exc.detail})")
         slug = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return _error(exc.status_code, slug, str(exc.detail), headers=exc.headers)
 
