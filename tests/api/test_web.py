@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, SecretStr
 
 from nertz_api.fuzz import fuzz
+from nertz_api.fuzz import main as fuzz_main
 from nertz_api.migrate import migrate
 from nertz_api.web import DATABASE_UNAVAILABLE, SYMBOL_PATTERN, ApiContext, create_app
 from nertz_common import bus, infra, subjects, topology
@@ -512,6 +513,7 @@ async def test_fuzz_reports_what_a_broken_api_does():
 
     async with _serve(app) as url:
         report = await asyncio.to_thread(fuzz, url, admin_token="t", secrets=[secret], examples=2)
+        assert await asyncio.to_thread(fuzz_main, [url, "--examples", "1", "--secret", secret]) == 1  # the CLI
     assert report.operations == 3 and not report.ok()
     assert report.server_errors >= 1 and report.schema_violations >= 1
     assert report.auth_failures >= 1 and report.secrets_leaked >= 1
