@@ -400,6 +400,14 @@ async def _snapshot(nats_url: str, database_url: str) -> Snapshot:
     return Snapshot(log, rows, dead)
 
 
+def replays_identically(nats_url: str, timeout_s: float = 300) -> str | None:
+    """Run ``nertz replay`` over the whole log at ``nats_url``; None when it re-derives every decision
+    identically, else what it printed (the run's own log must replay to itself, faults and all)."""
+    cmd = [str(Path(sys.executable).with_name("nertz")), "replay", "--nats-url", nats_url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    return None if done.returncode == 0 else (done.stdout + done.stderr)[-400:]
+
+
 # --- faults -----------------------------------------------------------------------------------------
 
 
@@ -605,6 +613,12 @@ def run_fault(lab: Lab, fault: Fault, base: Snapshot, expected_log: int, timeout
     if lab.nats.proc.poll() is not None:  # a fault that ended with the bus down
         lab.nats.restart()
     snap = run.snapshot()
+    replayed = replays_identically(lab.nats.url)
+    if replayed is not None:
+        outcome.divergent += 1
+        outcome.notes.append(f"nertz replay of the run's own log diverged: {replayed}")
+    else:
+        outcome.notes.append("nertz replay of the run's own log: identical")
     for seq, what in sorted(run.corpus.items()):
         if seq not in snap.dead_letters:
             outcome.errors += 1
