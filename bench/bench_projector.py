@@ -6,7 +6,13 @@ Starts an embedded nats-server and PostgreSQL (no Docker), publishes ``--events`
 fresh database with the ``projector`` consumer reset, and prints events/s and rows/s per run and the
 median.
 
-Run: ``.venv/bin/python services/api/bench/bench_projector.py [--events 50000] [--batch 1000]``
+``--runner-only`` runs the kernel's projection runner into a sink that writes nothing: the ceiling the
+JetStream side (fetch, decode, ack) puts on any projector, whatever Postgres does.
+
+Reference: the target is >= 20,000 events/s on 2 cores (issue 11); the last line says whether the
+median met it.
+
+Run: ``.venv/bin/python bench/bench_projector.py [--events 50000] [--batch 1000] [--runner-only]``
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ from nertz_api.projector import Projector
 from nertz_common import bus, ids, infra, subjects, topology
 from nertz_common import events as ev
 from nertz_common.metrics import BusMetrics
+from nertz_common.node.nats_runner import ProjectionRunner
 from nertz_common.testing import factories as f
 from nertz_common.testing.plugin import with_database
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+#: the projector's throughput target, events/s (issue 11)
+TARGET = 20_000
 
 
 def make_events(n: int, book_every: int) -> list[ev.Event]:
@@ -100,7 +109,44 @@ async def one_run(nats_url: str, pg_url: str, run: int, batch: int) -> tuple[flo
         await nc.close()
 
 
-async def main(events: int, runs: int, batch: int, book_every: int) -> None:
+async def runner_only(nats_url: str, batch: int) -> tuple[float, int, int]:
+    """Run the projection runner over the whole stream into a no-op sink; return (seconds, events, 0)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(subjects.STREAM, "projector")
+    await topology.apply(js)
+    last = (await js.stream_info(subjects.STREAM)).state.last_seq
+    seen = [0, 0]
+
+    async def sink(deliveries: list[bus.Delivery]) -> None:
+        seen[0] = deliveries[-1].stream_seq
+        seen[1] += len(deliveries)
+
+    async def position() -> int:
+        return 0
+
+    registry, stop = CollectorRegistry(), asyncio.Event()
+    runner = ProjectionRunner(
+        js=js, publisher=bus.Publisher(js), metrics=BusMetrics("bench", registry), registry=registry, stop=stop,
+        service="bench", lane="projector", position=position, sink=sink, batch=batch,
+    )  # fmt: skip
+    try:
+        t0 = time.perf_counter()
+        task = asyncio.create_task(runner.run())
+        while seen[0] < last:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        seconds = time.perf_counter() - t0
+        stop.set()
+        await task
+        return seconds, seen[1], 0
+    finally:
+        await nc.close()
+
+
+async def main(events: int, runs: int, batch: int, book_every: int, only_runner: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         srv = infra.start_nats(Path(tmp) / "nats")
         pg = infra.start_postgres(Path(tmp) / "pg")
@@ -115,11 +161,17 @@ async def main(events: int, runs: int, batch: int, book_every: int) -> None:
             await nc.close()
             rates = []
             for r in range(runs):
-                seconds, n, rows = await one_run(srv.url, pg.url, r, batch)
+                if only_runner:
+                    seconds, n, rows = await runner_only(srv.url, batch)
+                else:
+                    seconds, n, rows = await one_run(srv.url, pg.url, r, batch)
                 rates.append(n / seconds)
                 print(f"run {r + 1}: {n} events, {rows} rows in {seconds:.2f} s = {n / seconds:,.0f} events/s, "
                       f"{rows / seconds:,.0f} rows/s")  # fmt: skip
-            print(f"median: {statistics.median(rates):,.0f} events/s (batch {batch}, {len(evs)} events)")
+            median = statistics.median(rates)
+            what = "runner only, no Postgres" if only_runner else "into Postgres"
+            print(f"median: {median:,.0f} events/s ({what}, batch {batch}, {len(evs)} events)")
+            print(f"reference: >= {TARGET:,} events/s: {'met' if median >= TARGET else 'NOT met'}")
         finally:
             srv.stop()
             pg.stop()
@@ -131,5 +183,6 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=3, help="projection runs (the median is printed)")
     ap.add_argument("--batch", type=int, default=1000, help="messages per fetch and transaction")
     ap.add_argument("--book-every", type=int, default=10, help="a book and a ticker every N bars per symbol (0: none)")
+    ap.add_argument("--runner-only", action="store_true", help="the kernel runner into a no-op sink (no Postgres)")
     a = ap.parse_args()
-    asyncio.run(main(a.events, a.runs, a.batch, a.book_every))
+    asyncio.run(main(a.events, a.runs, a.batch, a.book_every, a.runner_only))
