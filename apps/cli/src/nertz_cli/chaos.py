@@ -54,6 +54,8 @@ TABLES = (
 #: services that can be killed, with the durable consumer whose ack floor says how far each got
 PROGRESS = {"signal": "signal", "llm-validator": "llm-validator", "executor": "executor-market", "api": "projector"}
 CONSUMERS = ("api", "signal", "llm-validator", "executor")
+#: the API's admin token in every run: a sentinel the fuzzer looks for in every answer
+ADMIN_TOKEN = "chaos-sentinel-admin-token-3f9c"
 #: the log's domains compared with the baseline (``sys`` holds dead letters and commands: not compared)
 COMPARED = ("md", "sig", "llm", "exec", "venue")
 
@@ -192,6 +194,8 @@ class Run:
         asyncio.run(_sql(lab.pg.url, f'CREATE DATABASE "{db}"'))
         self.database_url = _with_database(lab.pg.url, db)
         self.stack = demo.Stack(lab.data_dir / name, lab.nats.url, self.database_url)
+        self.stack.any_port = True
+        self.stack.env["NERTZ_API__TOKEN"] = ADMIN_TOKEN  # a sentinel: it must never appear in an answer
         self.killed: Counter[str] = Counter()
         self.exits: list[str] = []
         self.errors = 0
@@ -525,6 +529,30 @@ def malformed(at: float = 0.4) -> Fault:
     return Fault("malformed", f"{len(CORPUS)} malformed messages on the services' subjects", inject)
 
 
+def api_fuzz(examples: int = 10, at: float = 0.2) -> Fault:
+    """The schema-driven API fuzzer (:func:`nertz_api.fuzz.fuzz`) against the running API, mid-run.
+
+    Without the admin token (a fuzzed ``POST /stop`` with it would change the run's decisions), so it
+    also checks that every mutating endpoint refuses; the token is a sentinel no answer may contain.
+    """
+
+    def inject(run: Run) -> None:
+        from nertz_api.fuzz import fuzz
+
+        run.wait_progress("api", at)
+        report = fuzz(run.stack.api_url, secrets=(ADMIN_TOKEN,), examples=examples, seed=7)
+        bad = report.server_errors + report.schema_violations + report.auth_failures + report.secrets_leaked
+        run.errors += bad
+        run.notes.append(
+            f"API fuzzer: {report.requests:,} requests over {report.operations} operations, {report.server_errors} "
+            f"server errors, {report.schema_violations} schema violations, {report.auth_failures} auth failures, "
+            f"{report.secrets_leaked} secrets leaked"
+        )
+        run.notes.extend(report.findings[:5])
+
+    return Fault("api-fuzz", f"the schema-driven API fuzzer ({examples} examples per operation) mid-run", inject)
+
+
 def combined(faults: Iterable[Fault]) -> Fault:
     """Every fault of ``faults`` one after the other in one run (the short suite)."""
     fs = list(faults)
@@ -550,6 +578,7 @@ def full_suite(seed: int, kills: int = 20, outage_s: float = 30.0) -> list[Fault
         nats_down(signal.SIGKILL, 3, times=10, at=0.1),
         postgres_down(outage_s),
         malformed(),
+        api_fuzz(examples=100),
     ]
 
 
@@ -563,6 +592,7 @@ def short_suite(seed: int) -> list[Fault]:
                 nats_down(signal.SIGKILL, 2, at=0.5),
                 postgres_down(4, at=0.6),
                 malformed(at=0.7),
+                api_fuzz(examples=5, at=0.75),
             ]
         )
     ]

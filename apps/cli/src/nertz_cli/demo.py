@@ -76,6 +76,8 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 8081
     env: dict[str, str] = field(default_factory=dict)
+    #: take any free port rather than the well-known ones (runs beside other stacks: tests, chaos)
+    any_port: bool = False
 
     @property
     def api_url(self) -> str:
@@ -160,7 +162,7 @@ def start_service(
     preferred = infra.free_port()
     if module is None:
         module, preferred = next((m, p) for n, m, p in SERVICES if n == name)
-    port = _port(preferred) if stack.procs.get(name) is None else infra.free_port()
+    port = _port(preferred) if stack.procs.get(name) is None and not stack.any_port else infra.free_port()
     extra: dict[str, str] = dict(env)
     if name == "api":
         stack.api_port = port

@@ -225,16 +225,59 @@ Symbol = Annotated[str, Depends(_symbol)]
 _bearer = HTTPBearer(auto_error=False, description="NERTZ_API__TOKEN")
 
 
-async def _authorized(ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    expected = ctx.token.get_secret_value() if ctx.token is not None else ""
+def _auth_problem(token: SecretStr | None, given: str) -> ApiError | None:
+    """The refusal of a mutating request carrying the bearer token ``given`` ("" for none), or None."""
+    expected = token.get_secret_value() if token is not None else ""
     if not expected:
-        raise ApiError(403, "disabled", "mutating endpoints are disabled: set NERTZ_API__TOKEN to enable them")
-    given = credentials.credentials if credentials is not None else ""
+        return ApiError(403, "disabled", "mutating endpoints are disabled: set NERTZ_API__TOKEN to enable them")
     if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(
+        return ApiError(
             401, "unauthorized", "expected the header 'Authorization: Bearer <NERTZ_API__TOKEN>'",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
+    return None
+
+
+async def _authorized(ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    problem = _auth_problem(ctx.token, credentials.credentials if credentials is not None else "")
+    if problem is not None:
+        raise problem
+
+
+class AuthFirst:
+    """Refuse an unauthorized request to a mutating endpoint before its body is read or validated.
+
+    FastAPI parses a JSON body before it solves a route's dependencies, so without this a caller
+    without the token would learn from a 422 what the body should be; here every such request is a
+    401 (or 403 when the endpoints are disabled), whatever its body.
+    """
+
+    def __init__(self, app: ASGIApp, token: SecretStr | None) -> None:
+        self._app = app
+        self._token = token
+        self._protected: set[tuple[str, str]] | None = None
+
+    def _routes(self, app: Any) -> set[tuple[str, str]]:
+        if self._protected is None:
+            self._protected = {
+                (m, r.path)
+                for r in getattr(app, "routes", ())
+                if any(d.call is _authorized for d in getattr(getattr(r, "dependant", None), "dependencies", ()))
+                for m in getattr(r, "methods", ())
+            }
+        return self._protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in self._routes(scope.get("app")):
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+            kind, _, given = header.partition(" ")
+            problem = _auth_problem(self._token, given.strip() if kind.lower() == "bearer" else "")
+            if problem is not None:
+                await _error(problem.status, problem.error, problem.reason, headers=problem.headers)(
+                    scope, receive, send
+                )
+                return
+        await self._app(scope, receive, send)
 
 
 async def _not_null(request: Request) -> None:
@@ -876,6 +919,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     _install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    app.add_middleware(AuthFirst, token=ctx.token)  # outermost: no body is read for a caller without the token
     metrics = HttpMetrics(ctx.registry)
 
     @app.middleware("http")
