@@ -23,11 +23,14 @@ import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
 import nats.js.errors
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from nertz_api.migrate import migrate
@@ -74,18 +77,37 @@ def make_events(n: int, book_every: int) -> list[ev.Event]:
     return out[:n]
 
 
+async def fresh_consumer(nats_url: str) -> tuple[nats.NATS, JetStreamContext, int]:
+    """Connect and declare the ``projector`` consumer anew; return the client, JetStream and the last sequence."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(subjects.STREAM, "projector")
+    await topology.apply(js)
+    return nc, js, (await js.stream_info(subjects.STREAM)).state.last_seq
+
+
+async def timed(work: Coroutine[Any, Any, None], done: Callable[[], bool], stop: asyncio.Event) -> float:
+    """Run ``work`` until ``done()``, then stop it; return the seconds until ``done()``."""
+    t0 = time.perf_counter()
+    task = asyncio.create_task(work)
+    while not done():
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    seconds = time.perf_counter() - t0
+    stop.set()
+    await task
+    return seconds
+
+
 async def one_run(nats_url: str, pg_url: str, run: int, batch: int) -> tuple[float, int, int]:
     """Project the whole stream into a fresh database; return (seconds, events, rows)."""
     name = f"bench_{run}_{int(time.time())}"
     admin = await asyncpg.connect(pg_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_consumer(subjects.STREAM, "projector")
-    await topology.apply(js)
-    last = (await js.stream_info(subjects.STREAM)).state.last_seq
+    nc, js, last = await fresh_consumer(nats_url)
     pool = await asyncpg.create_pool(with_database(pg_url, name), min_size=2, max_size=4)
     try:
         await migrate(pool)
@@ -94,15 +116,7 @@ async def one_run(nats_url: str, pg_url: str, run: int, batch: int) -> tuple[flo
         registry = CollectorRegistry()
         stop = asyncio.Event()
         runner = projector.runner(js, pub, BusMetrics("bench", registry), registry, stop, batch)
-        t0 = time.perf_counter()
-        task = asyncio.create_task(projector.run(runner))
-        while projector.stats.tracked_seq < last:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.005)
-        seconds = time.perf_counter() - t0
-        stop.set()
-        await task
+        seconds = await timed(projector.run(runner), lambda: projector.stats.tracked_seq >= last, stop)
         return seconds, projector.stats.projected, projector.stats.rows
     finally:
         await pool.close()
@@ -111,12 +125,7 @@ async def one_run(nats_url: str, pg_url: str, run: int, batch: int) -> tuple[flo
 
 async def runner_only(nats_url: str, batch: int) -> tuple[float, int, int]:
     """Run the projection runner over the whole stream into a no-op sink; return (seconds, events, 0)."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_consumer(subjects.STREAM, "projector")
-    await topology.apply(js)
-    last = (await js.stream_info(subjects.STREAM)).state.last_seq
+    nc, js, last = await fresh_consumer(nats_url)
     seen = [0, 0]
 
     async def sink(deliveries: list[bus.Delivery]) -> None:
@@ -132,15 +141,7 @@ async def runner_only(nats_url: str, batch: int) -> tuple[float, int, int]:
         service="bench", lane="projector", position=position, sink=sink, batch=batch,
     )  # fmt: skip
     try:
-        t0 = time.perf_counter()
-        task = asyncio.create_task(runner.run())
-        while seen[0] < last:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.005)
-        seconds = time.perf_counter() - t0
-        stop.set()
-        await task
+        seconds = await timed(runner.run(), lambda: seen[0] >= last, stop)
         return seconds, seen[1], 0
     finally:
         await nc.close()
