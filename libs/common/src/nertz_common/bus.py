@@ -107,6 +107,8 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
     async def _on_disconnect() -> None:
         closing = bool(conn) and (conn[0].is_closed or conn[0].is_draining)
         log.log(logging.INFO if closing else logging.WARNING, "nats.disconnected")
+        if conn and not closing:
+            _drop_unsent(conn[0])
 
     async def _on_reconnect() -> None:
         log.info("nats.reconnected")
@@ -133,6 +135,19 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
         return conn[0]
     except (TimeoutError, OSError, nats.errors.NoServersError) as e:
         raise ConnectionError(f"could not connect to NATS at {url} within {first_connect_s:.0f} s: {e!r}") from e
+
+
+def _drop_unsent(nc: NATS) -> None:
+    # What nats-py buffered but had not written when the connection died: without this, it would be
+    # written after the reconnect, *after* the messages lost with the dead socket that came before
+    # it, and the stream would store them out of order. Publishes, acks and pull requests are all
+    # retried or redelivered (a publish by its missing ack); subscriptions are replayed by nats-py.
+    # Pinned nats-py: ``_pending`` is the outgoing buffer.
+    pending = getattr(nc, "_pending", None)
+    if isinstance(pending, list) and pending:
+        log.info("nats.unsent_dropped", extra={"commands": len(pending)})
+        pending.clear()
+        nc._pending_data_size = 0
 
 
 class Publisher:
@@ -278,6 +293,8 @@ class Publisher:
             reply = f"{self._inbox}{wid}_"
             try:
                 for i, event in enumerate(batch):
+                    if not nc.is_connected:  # buffered now, it would reach the stream after a reconnect, out of order
+                        raise nats.errors.ConnectionReconnectingError
                     h = {MSG_ID: event.event_id}
                     if headers is not None:
                         h.update(headers[i] if isinstance(headers, list) else headers(event))
@@ -287,7 +304,12 @@ class Publisher:
                 if w.left:
                     await asyncio.wait_for(w.done, timeout=self._timeout_s * 5)
                 acks = [_decode_ack(a) for a in w.acks]  # raises the first failure, in order
-            except (TimeoutError, *_RETRYABLE, nats.errors.OutboundBufferLimitError) as e:
+            except (
+                TimeoutError,
+                *_RETRYABLE,
+                nats.errors.OutboundBufferLimitError,
+                nats.errors.ConnectionReconnectingError,
+            ) as e:
                 if time.monotonic() > deadline:
                     raise PublishError(f"window of {n} not acked: {e!r}") from e
                 if self._metrics:
