@@ -36,7 +36,7 @@ from nertz_common.testing.fake_bybit import (
     trade_frame,
 )
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
-from nertz_ingest.adapters.log_position import last_bar_ts
+from nertz_ingest.adapters.log_position import last_bar_ts, last_bars
 from nertz_ingest.adapters.recorder import RecordingWriter
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 from nertz_ingest.app import build_parser
@@ -131,6 +131,7 @@ async def live_feed(
     book_min_interval_ms: int = 0,
     tap: Callable[[str, int], None] | None = None,
     logged_until: dict[str, int] | None = None,
+    logged: dict[str, ev.Bar] | None = None,
     **live: Any,
 ) -> AsyncIterator[Live]:
     registry = CollectorRegistry()
@@ -155,6 +156,8 @@ async def live_feed(
         metrics=metrics,
         tap=tap,
         logged_until=logged_until,
+        logged=logged,
+        js=js,
     )
     task = asyncio.create_task(feed.run())
     try:
@@ -317,6 +320,60 @@ async def test_live_closed_bars_the_websocket_skipped_are_filled_by_rest_in_orde
     ]
     assert live.feed.stats.filled == 3 and live.metric("bars_filled_total", symbol=SYMBOL) == 3
     assert fake.public.sent[kline] == 2
+
+
+def _other_close(row: list[str]) -> list[str]:
+    return [*row[:4], f"{float(row[4]) + 0.5:.2f}".rstrip("0").rstrip("."), *row[5:]]
+
+
+def _dead(live: Live) -> list[str]:
+    return [e.reason.split(":")[0] for e in live.pub.events if isinstance(e, ev.DeadLettered)]
+
+
+async def test_live_kline_back_in_time_or_conflicting_is_dead_lettered_and_an_identical_repeat_dropped(
+    fake: FakeBybit, js_fresh: Any, klines: KlineStore
+) -> None:
+    starts, rows = klines.series(SYMBOL, "1")
+    fake.now_ms = starts[-10] + 30_000  # backfill: ..., starts[-11] closed
+    async with live_feed(fake, js_fresh, backfill_bars=20) as live:
+        await fake.public.wait_subscribed(live.feed.topics, timeout_s=30)
+        for row, ts in [(rows[-10], starts[-9]), (rows[-40], starts[-9] + 1), (rows[-10], starts[-9] + 2),
+                        (_other_close(rows[-10]), starts[-9] + 3), (rows[-15], starts[-9] + 4)]:  # fmt: skip
+            fake.public.publish(kline_frame(SYMBOL, "1", row, confirm=True, ts=ts))
+        fake.now_ms = starts[-8] + 30_000
+        fake.public.publish(kline_frame(SYMBOL, "1", rows[-9], confirm=True, ts=starts[-8]))
+        await live.wait_for(lambda es: any(isinstance(e, ev.Bar) and e.open_time_ns == starts[-9] * 10**6 for e in es))
+    opens = [e.open_time_ns // 1_000_000 for e in live.pub.events if isinstance(e, ev.Bar)]
+    assert opens == starts[-30:-8]  # 20 backfilled, then two live: forward in time, each once
+    assert _dead(live) == ["out_of_order", "conflicting_bar"]  # rows[-15] repeats a backfilled bar: known
+    for reason in ("out_of_order", "conflicting_bar"):
+        assert live.metric("rejected_total", reason=reason) == 1
+    assert live.feed.stats.rejected == {"out_of_order": 1, "conflicting_bar": 1}
+    dl = [e for e in live.pub.events if isinstance(e, ev.DeadLettered)]
+    assert (await js_fresh.get_last_msg(subjects.STREAM, subjects.dead_letter("market-ingest"))).data == ev.encode(
+        dl[-1]
+    )
+
+
+async def test_live_restart_kline_older_than_the_log_is_dead_lettered(
+    fake: FakeBybit, js_fresh: Any, klines: KlineStore
+) -> None:
+    starts, rows = klines.series(SYMBOL, "1")
+    fake.now_ms = starts[-10] + 30_000
+    async with live_feed(fake, js_fresh, backfill_bars=50) as first:
+        await _started(fake, first)
+    logged = await last_bars(js_fresh, [SYMBOL])
+    assert logged[SYMBOL].open_time_ns == starts[-11] * 1_000_000
+    async with live_feed(fake, js_fresh, backfill_bars=50, logged=logged) as second:
+        await fake.public.wait_subscribed(second.feed.topics, timeout_s=30)
+        fake.public.publish(kline_frame(SYMBOL, "1", rows[-20], confirm=True, ts=starts[-9]))  # older than the log
+        fake.public.publish(kline_frame(SYMBOL, "1", rows[-11], confirm=True, ts=starts[-9] + 1))  # the log's last
+        fake.public.publish(kline_frame(SYMBOL, "1", rows[-10], confirm=True, ts=starts[-9] + 2))
+        await second.wait_for(lambda es: any(isinstance(e, ev.Bar) for e in es))
+    bars_and_dead = [e for e in second.pub.events if isinstance(e, ev.Bar | ev.DeadLettered)]
+    assert [type(e).__name__ for e in bars_and_dead] == ["DeadLettered", "Bar"]  # the log's last bar: known
+    assert isinstance(bars_and_dead[1], ev.Bar) and bars_and_dead[1].open_time_ns == starts[-10] * 1_000_000
+    assert _dead(second) == ["out_of_order"] and second.feed.stats.backfill_bars == 0
 
 
 async def test_live_unknown_symbol_stops_before_connecting(fake: FakeBybit, js_fresh: Any) -> None:

@@ -22,7 +22,8 @@ from nertz_common.runtime import runtime
 from nertz_common.settings import load
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
-from nertz_ingest.adapters.log_position import last_bar_ts
+from nertz_ingest.adapters.durable import TRANSIENT
+from nertz_ingest.adapters.log_position import last_bars, log_end
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.live import FrameTap, LiveError, LiveFeed, symbols_of
@@ -121,9 +122,17 @@ settings (environment):
   NERTZ_METRICS_PORT                  serve Prometheus /metrics on this port (default 0 = off)
   NERTZ_LOG_LEVEL                     JSON logs on stderr (default INFO)
 
-Events have deterministic ids (Nats-Msg-Id), so replaying the same files again within the stream's
-duplicate window stores nothing new. A one-line summary is printed at the end.
-exit status: 0 done, 1 publish failed, 2 bad usage/settings/file, 130 interrupted.
+Bars are checked per series (symbol, interval): a bar older than the last bar of its series (on the
+log or in the files), or a second bar for the same interval with other prices or volume, is rejected
+(out_of_order, conflicting_bar) and dead-lettered like a bad row; an identical repeat is dropped.
+
+Events have deterministic ids (Nats-Msg-Id). A replay resumes where the log ends: files it (or a
+crashed run of it) already replayed are parsed again but only what follows the log's last
+market-ingest event is published, so a restart adds no duplicate and leaves no gap. A NATS outage is
+waited out however long it lasts (logged as bus.degraded, metric nertz_market_ingest_bus_degraded).
+A summary is printed at the end, with the rejections by reason.
+exit status: 0 done, 1 publish failed or nothing accepted (every record rejected, or no records),
+2 bad usage/settings/file, 130 interrupted.
 
 example:
   python -m nertz_ingest replay --speed max data/bybit_kline_1m/*.csv.xz data/cryptofeed/BYBIT.linear.jsonl.xz
@@ -258,6 +267,14 @@ async def replay(
             )
             return EXIT_USAGE
         try:
+            end = await log_end(rt.js, SERVICE)
+            logged = await last_bars(rt.js)
+        except TRANSIENT as e:
+            print(f"error: cannot read where the log ends on {settings.nats_url}: {e!r}", file=sys.stderr)
+            return EXIT_FAILED
+        if end is not None:
+            log.info("replay.log_end", extra={"stream_seq": end.seq, "event_id": end.event.event_id})
+        try:
             stats = await replay_files(
                 rt.publisher,
                 files,
@@ -267,6 +284,9 @@ async def replay(
                 metrics=IngestMetrics(rt.registry),
                 progress=progress,
                 stop=rt.stop,
+                logged=logged,
+                resume_after=end.event.event_id if end is not None else None,
+                js=rt.js,
             )
         except RecordingError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -277,6 +297,11 @@ async def replay(
             return EXIT_FAILED
         log.info("replay.done", extra={"summary": stats.summary()})
     print(stats.summary(), flush=True)
+    why = stats.nothing_accepted()
+    if why is not None:
+        log.error("replay.nothing_accepted", extra={"reason": why})
+        print(f"error: {why}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_INTERRUPTED if stats.stopped else EXIT_OK
 
 
@@ -361,7 +386,7 @@ async def live(
             "live.starting",
             extra={"env": settings.bybit_env, "ws_url": ws_url, "rest_url": rest_url, "symbols": list(symbols)},
         )
-        logged_until = await last_bar_ts(rt.js, symbols)
+        logged = await last_bars(rt.js, symbols)
         feed = LiveFeed(
             rt.publisher,
             symbols,
@@ -372,7 +397,8 @@ async def live(
             metrics=metrics,
             tap=tap,
             stop=rt.stop,
-            logged_until=logged_until,
+            logged=logged,
+            js=rt.js,
         )
         try:
             stats = await feed.run()

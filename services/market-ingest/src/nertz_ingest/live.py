@@ -30,7 +30,13 @@ Integrity (ARCHITECTURE.md §3 market-ingest):
   by REST and published before it, so each bar series stays complete and in time order (these bars,
   like the backfill, are not in a recording of the frames);
 - bad frames never stop the feed: each is counted by reason, logged and dead-lettered in log order,
-  exactly as in replay.
+  exactly as in replay;
+- every bar, from REST or the WebSocket, passes the series guard (:mod:`nertz_ingest.core.series`),
+  started from the log's last bar of each symbol: a bar back in time or a second, different bar for
+  one interval is dead-lettered (``out_of_order``, ``conflicting_bar``), an identical repeat dropped;
+- a bus outage is waited out however long it lasts (:class:`~nertz_ingest.adapters.durable.DurablePublisher`):
+  the pump waits, frames queue up to ``queue_max`` and beyond it are dropped, which resyncs the books
+  and refills the skipped bars by REST once the bus is back.
 
 Wall-clock reads here are infrastructure (receive times, timeouts, staleness); the core never reads a clock.
 """
@@ -47,6 +53,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
+from nats.js import JetStreamContext
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from nertz_common import events as ev
@@ -54,11 +61,13 @@ from nertz_common.bus import Publisher
 from nertz_common.ids import derive_id
 from nertz_ingest.adapters.bybit_rest import MAX_PAGE, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import ConnStatus, Item, PublicFeed
+from nertz_ingest.adapters.durable import DurablePublisher
 from nertz_ingest.core.bybit import KLINE_INTERVAL_MS
 from nertz_ingest.core.rejection import BadInput, Rejected
 from nertz_ingest.core.rest import instrument_spec, kline_bars
+from nertz_ingest.core.series import BarGuard
 from nertz_ingest.metrics import IngestMetrics
-from nertz_ingest.replay import dead_letter, make_parser
+from nertz_ingest.replay import SERVICE, dead_letter, make_parser, screen
 from nertz_ingest.settings import IngestConfig
 
 log = logging.getLogger("nertz.ingest.live")
@@ -89,14 +98,16 @@ class LiveStats:
     events : Counter
         Events published, by type name (``DeadLettered`` included).
     stored, duplicates : int
-        Events the stream stored, and dropped as duplicates.
+        Events the stream stored, and dropped as duplicates (known bars, never sent, included).
     rejected : Counter
-        Rejected frames and REST rows, by reason.
+        Rejected frames, REST rows and bars, by reason.
     backfill_bars, backfill_pages : int
         Closed bars published from REST, and kline pages fetched.
     gaps, resyncs, stale, resubscribes, reconnects, dropped, filled : int
         Book gaps, resyncs, stale feeds, topic resubscribes, reconnects (pybit's and ours), frames
         dropped on a full queue, closed bars the WebSocket skipped and REST filled in.
+    bus_outages : int
+        Bus outages waited out; ``bus_outage_s`` their total length, s.
     """
 
     frames: int = 0
@@ -113,6 +124,8 @@ class LiveStats:
     reconnects: int = 0
     dropped: int = 0
     filled: int = 0
+    bus_outages: int = 0
+    bus_outage_s: float = 0.0
 
     def summary(self) -> str:
         """One line for the operator."""
@@ -123,7 +136,8 @@ class LiveStats:
             f"stored {self.stored}, duplicates {self.duplicates}; backfill {self.backfill_bars} bars in "
             f"{self.backfill_pages} pages; rejected {sum(self.rejected.values())} ({rejected}); gaps {self.gaps}, "
             f"resyncs {self.resyncs}, stale {self.stale}, resubscribes {self.resubscribes}, "
-            f"reconnects {self.reconnects}, dropped {self.dropped}, bars filled {self.filled}"
+            f"reconnects {self.reconnects}, dropped {self.dropped}, bars filled {self.filled}; "
+            f"bus outages {self.bus_outages} ({self.bus_outage_s:.1f} s)"
         )
 
 
@@ -163,7 +177,12 @@ class LiveFeed:
     logged_until : mapping of str to int, optional
         Per symbol, the ``ts_event`` (UNIX ns) of the last bar already on the log: the backfill
         publishes only bars closing after it, so a restart adds nothing the log has (the server's
-        duplicate window is only minutes long).
+        duplicate window is only minutes long). Default: the ``ts_event`` of each ``logged`` bar.
+    logged : mapping of str to Bar, optional
+        Per symbol, the last bar on the log (:func:`~nertz_ingest.adapters.log_position.last_bars`):
+        no bar series may go back before it.
+    js : JetStreamContext, optional
+        Lets a publish retried after a bus outage skip what reached the log.
     """
 
     def __init__(
@@ -179,6 +198,8 @@ class LiveFeed:
         tap: FrameTap | None = None,
         stop: asyncio.Event | None = None,
         logged_until: Mapping[str, int] | None = None,
+        logged: Mapping[str, ev.Bar] | None = None,
+        js: JetStreamContext | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("expected at least one symbol")
@@ -190,7 +211,11 @@ class LiveFeed:
         self.metrics = metrics
         self.tap = tap
         self.stop = stop or asyncio.Event()
-        self.logged_until = dict(logged_until or {})
+        if logged_until is None:
+            logged_until = {symbol: bar.ts_event for symbol, bar in (logged or {}).items()}
+        self.logged_until = dict(logged_until)
+        self.guard = BarGuard(logged)
+        self.out = DurablePublisher(publisher, SERVICE, js=js, metrics=metrics, stop=self.stop)
         self.stats = LiveStats()
         self.parser = make_parser(config, self.symbols)
         self.topics = live_topics(self.symbols, self.live.depth, self.live.intervals)
@@ -212,7 +237,9 @@ class LiveFeed:
         self._stale_since: dict[str, float] = {}  # book topic -> when its FeedStale was decided
         self._pending: dict[str, tuple[float, int]] = {}  # book topic -> (resubscribed at, tries)
         self._want: dict[str, str] = {}  # book topic -> why it must be resubscribed
-        self._last_closed: dict[tuple[str, str], int] = {}  # (symbol, interval) -> open time of its last closed bar, ns
+        self._last_closed: dict[tuple[str, str], int] = {  # (symbol, interval) -> open time of its last closed bar, ns
+            (b.symbol, b.interval): b.open_time_ns for b in (logged or {}).values() if b.closed
+        }
         self._overflow = False
         self._gave_up = False
         self._dead_since: float | None = None
@@ -235,7 +262,8 @@ class LiveFeed:
         RestError
             If instruments-info or the backfill still fails after every retry.
         PublishError
-            If the stream does not acknowledge events within the publisher's retry budget.
+            If a stop is requested while the bus is away (a restart resumes from the log's end), or an
+            ack names another stream.
         """
         try:
             await self._publish(await self._instruments())
@@ -547,11 +575,32 @@ class LiveFeed:
     async def _publish(self, events: list[ev.Event]) -> None:
         if not events:
             return
-        stored = await self.publisher.publish_many(events, window=self.config.publish_window)
+        events = self._screen(events)
+        stored = await self.out.publish_many(events, window=self.config.publish_window)
         self.stats.stored += stored
         self.stats.duplicates += len(events) - stored
+        self.stats.bus_outages, self.stats.bus_outage_s = self.out.outages, self.out.outage_s
         for e in events:
             self.stats.events[type(e).__name__] += 1
+
+    def _screen(self, events: list[ev.Event]) -> list[ev.Event]:
+        # every bar, whatever its source, in log order through the series guard
+        if not any(type(e) is ev.Bar for e in events):
+            return events
+        out: list[ev.Event] = []
+        for e in events:
+            if type(e) is not ev.Bar:
+                out.append(e)
+                continue
+            screened = screen(e, self.guard)  # type: ignore[arg-type]
+            if screened is None:
+                self.stats.duplicates += 1
+            elif isinstance(screened, Rejected):
+                self._rejected(screened)
+                out.append(dead_letter(screened))
+            else:
+                out.append(screened)
+        return out
 
     async def _resubscribe(self, topic: str, reason: str) -> None:
         tries = self._pending.get(topic, (0.0, 0))[1] + 1

@@ -37,6 +37,23 @@ class IngestMetrics:
         self.book_resyncs = Counter(
             f"{p}_book_resyncs_total", "Order book resyncs (FeedResynced), by symbol", ["symbol"], registry=registry
         )
+        # --- the bus ---
+        self.bus_degraded = Gauge(
+            f"{p}_bus_degraded",
+            "1 while the stream does not acknowledge publishes (health: 'degraded: bus'); 0 otherwise",
+            registry=registry,
+        )
+        self.bus_errors = Counter(
+            f"{p}_bus_errors_total",
+            "Publishes that failed on a bus outage and were retried, by error (PublishError, TimeoutError...)",
+            ["error"],
+            registry=registry,
+        )
+        self.bus_outage_seconds = Counter(
+            f"{p}_bus_outage_seconds_total",
+            "Seconds spent waiting for the bus to acknowledge publishes again",
+            registry=registry,
+        )
         # --- live feed ---
         self.frames = Counter(
             f"{p}_frames_total",

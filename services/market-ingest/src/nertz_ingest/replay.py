@@ -2,7 +2,15 @@
 
 :func:`parse_files` yields what the files become (events and rejections, in log order) with no I/O
 beyond reading them; :func:`replay_files` publishes that, paced or not, and dead-letters rejections
-to ``sys.dlq.market-ingest``.
+to ``sys.dlq.market-ingest``. Bars pass the series guard (:mod:`nertz_ingest.core.series`): a bar back
+in time or a second, different bar for one interval is dead-lettered; an identical repeat is dropped.
+
+A replay restarted after a crash resumes where the log ends: it is given the last event it put on the
+log, parses the files from the start (so the books, tickers and bar series are rebuilt exactly) without
+publishing, and publishes from the event after that one. Files that do not hold that event are
+replayed whole, their bars judged against the log's last bar of each symbol.
+
+Bus outages are waited out for as long as they last (:class:`~nertz_ingest.adapters.durable.DurablePublisher`).
 
 At ``--speed max`` the replay parses the next window while the stream acknowledges the previous one
 (one window in flight, every ack checked in order before the next window goes out), so the parser
@@ -17,18 +25,21 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from nats.js import JetStreamContext
 from tqdm import tqdm
 
 from nertz_common import events as ev
 from nertz_common.bus import Publisher
 from nertz_common.ids import derive_id
+from nertz_ingest.adapters.durable import DurablePublisher
 from nertz_ingest.adapters.recording import RawFrame, Sources, record_time_ns
 from nertz_ingest.core.bybit import BybitParser, Output
 from nertz_ingest.core.rejection import Rejected
+from nertz_ingest.core.series import BarGuard
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.settings import IngestConfig
 
@@ -49,9 +60,21 @@ class ReplayStats:
     stored : int
         Events the stream stored (new messages).
     duplicates : int
-        Events the stream dropped as duplicates (same ``Nats-Msg-Id`` within its window).
+        Events the stream dropped as duplicates (same ``Nats-Msg-Id`` within its window), plus
+        identical repeats of a bar that were never sent (``known``).
+    known : int
+        Bars dropped as nothing new: identical repeats, updates of a bar that has closed.
     rejected : Counter
-        Rejected frames and rows, by reason.
+        Rejected frames, rows and bars, by reason.
+    skipped : int
+        Events (dead letters included) already on the log: the part of the files before the resume point.
+    skipped_dead : int
+        Dead letters among ``skipped``.
+    resumed_after : str, optional
+        The ``event_id`` of the log's last market-ingest event the replay resumed after; None = from
+        the start.
+    bus_outages : int
+        Bus outages waited out; ``bus_outage_s`` their total length, s.
     wall_s : float
         Wall time of the replay, s.
     stopped : bool
@@ -62,7 +85,13 @@ class ReplayStats:
     events: Counter[str] = field(default_factory=Counter)
     stored: int = 0
     duplicates: int = 0
+    known: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    skipped_dead: int = 0
+    resumed_after: str | None = None
+    bus_outages: int = 0
+    bus_outage_s: float = 0.0
     wall_s: float = 0.0
     stopped: bool = False
 
@@ -72,21 +101,51 @@ class ReplayStats:
         return sum(self.events.values())
 
     @property
+    def accepted(self) -> int:
+        """Events the files gave besides dead letters: published, already on the log, or known bars."""
+        skipped_good = self.skipped - self.skipped_dead
+        return self.published - self.events.get("DeadLettered", 0) + skipped_good + self.known
+
+    @property
     def events_per_s(self) -> float:
         """Events published per wall second."""
         return self.published / self.wall_s if self.wall_s > 0 else 0.0
 
     def summary(self) -> str:
-        """One line for the operator."""
+        """What the operator reads at the end: one line, then the rejections by reason, if any."""
         by_type = ", ".join(f"{k}={v}" for k, v in sorted(self.events.items())) or "none"
         rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         state = "stopped early" if self.stopped else "done"
-        return (
+        resumed = f"; resumed after {self.skipped} events already on the log" if self.resumed_after else ""
+        outages = f"; waited out {self.bus_outages} bus outages ({self.bus_outage_s:.1f} s)" if self.bus_outages else ""
+        line = (
             f"replay {state}: {self.published} events published ({by_type}); stored {self.stored}, "
-            f"duplicates {self.duplicates}; {self.records} records read; "
-            f"rejected {sum(self.rejected.values())} ({rejected}); "
+            f"duplicates {self.duplicates}; {self.records} records read{resumed}; "
+            f"rejected {sum(self.rejected.values())} ({rejected}){outages}; "
             f"wall {self.wall_s:.2f} s, {self.events_per_s:,.0f} events/s"
         )
+        if not self.rejected:
+            return line
+        width = max(len(k) for k in self.rejected)
+        rows = "\n".join(f"  {k:<{width}}  {v:>8,}" for k, v in self._by_count())
+        return f"{line}\nrejected by reason (dead-lettered to sys.dlq.{SERVICE}):\n{rows}"
+
+    def _by_count(self) -> list[tuple[str, int]]:
+        return sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def nothing_accepted(self) -> str | None:
+        """Return why nothing was accepted (the operator's error message), None if something was."""
+        if self.accepted or self.stopped:
+            return None
+        if not self.records:
+            return "accepted nothing: the files hold no records"
+        if self.rejected:
+            rejected = ", ".join(f"{k}={v}" for k, v in self._by_count())
+            return (
+                f"accepted nothing from {self.records} records: rejected {sum(self.rejected.values())} "
+                f"({rejected}), dead-lettered to sys.dlq.{SERVICE}"
+            )
+        return f"accepted nothing: the {self.records} records gave no events (acks, other symbols or markets only)"
 
 
 def dead_letter(rejected: Rejected, service: str = SERVICE) -> ev.DeadLettered:
@@ -110,12 +169,31 @@ def make_parser(config: IngestConfig, symbols: Collection[str] | None = None) ->
     return BybitParser(top_n=config.book_depth, min_interval_ms=config.book_min_interval_ms, symbols=symbols)
 
 
-def outputs_of(record: RawFrame | ev.Bar | Rejected, parser: BybitParser) -> list[Output]:
-    """Turn one record into outputs: a frame goes through the parser, a bar or a rejection passes."""
-    if isinstance(record, RawFrame):
-        out = parser.feed(record.raw, record.recv_ns)
-        return [replace(o, source=record.source) if isinstance(o, Rejected) else o for o in out]
-    return [record]
+def outputs_of(record: RawFrame | ev.Bar | Rejected, parser: BybitParser, guard: BarGuard) -> list[Output]:
+    """Turn one record into outputs: a frame goes through the parser, a rejection passes; every bar then
+    passes the series guard (a known bar is dropped, a bad one becomes its rejection)."""
+    if type(record) is RawFrame:
+        out: list[Output] = []
+        for o in parser.feed(record.raw, record.recv_ns):
+            if type(o) is ev.Bar:
+                screened = screen(o, guard)  # type: ignore[arg-type]
+                if screened is None:
+                    continue
+                o = screened
+            out.append(replace(o, source=record.source) if type(o) is Rejected else o)
+        return out
+    if type(record) is ev.Bar:
+        bar = screen(record, guard)  # type: ignore[arg-type]
+        return [] if bar is None else [bar]
+    return [record]  # type: ignore[list-item]
+
+
+def screen(bar: ev.Bar, guard: BarGuard) -> ev.Bar | Rejected | None:
+    """Return ``bar`` if it is new to its series, its rejection if it is bad, None if it is known."""
+    verdict = guard.check(bar)
+    if verdict == "new":
+        return bar
+    return None if verdict == "known" else verdict
 
 
 def parse_files(
@@ -123,8 +201,12 @@ def parse_files(
     *,
     symbols: Collection[str] | None = None,
     config: IngestConfig | None = None,
+    logged: Mapping[str, ev.Bar] | None = None,
 ) -> Iterator[Output]:
     """Yield the events and rejections that ``paths`` become, in log order (no bus involved).
+
+    ``logged``: per symbol, the last bar already on the log, which each bar series must not go back
+    before (None = a fresh log).
 
     Raises
     ------
@@ -133,8 +215,9 @@ def parse_files(
     """
     config = config or IngestConfig()
     parser = make_parser(config, symbols)
+    guard = BarGuard(logged)
     for record in Sources(paths, symbols):
-        yield from outputs_of(record, parser)
+        yield from outputs_of(record, parser, guard)
 
 
 async def replay_files(
@@ -147,6 +230,9 @@ async def replay_files(
     metrics: IngestMetrics | None = None,
     progress: bool = False,
     stop: asyncio.Event | None = None,
+    logged: Mapping[str, ev.Bar] | None = None,
+    resume_after: str | None = None,
+    js: JetStreamContext | None = None,
 ) -> ReplayStats:
     """Parse ``paths`` in log order and publish the events (pipelined, acks checked per window).
 
@@ -165,11 +251,22 @@ async def replay_files(
     config : IngestConfig, optional
         Book depth, conflation interval, publish window.
     metrics : IngestMetrics, optional
-        Counters to update (records, rejections, gaps, resyncs).
+        Counters to update (records, rejections, gaps, resyncs, bus outages).
     progress : bool
         Show a tqdm progress bar (bytes of the files consumed) on stderr.
     stop : asyncio.Event, optional
         When set, the replay publishes what it holds and returns (``stopped`` = True).
+    logged : mapping of str to Bar, optional
+        Per symbol, the last bar on the log (:func:`~nertz_ingest.adapters.log_position.last_bars`):
+        no bar series may go back before it. None = a fresh log.
+    resume_after : str, optional
+        The ``event_id`` of the last market-ingest event on the log
+        (:func:`~nertz_ingest.adapters.log_position.log_end`): events up to it are parsed but not
+        published (the bar series are rebuilt from the files, ``logged`` is not used). If the files
+        never produce it, they are replayed whole, judged against ``logged`` (a second pass).
+    js : JetStreamContext, optional
+        Lets a publish retried after an outage skip what reached the log (see
+        :class:`~nertz_ingest.adapters.durable.DurablePublisher`).
 
     Returns
     -------
@@ -180,20 +277,54 @@ async def replay_files(
     RecordingError
         If a file is not a recording this service reads.
     PublishError
-        If the stream does not acknowledge a window within the publisher's retry budget.
+        If a stop is requested while the bus is away (a restart resumes where the log ends), or an ack
+        names another stream.
     """
     if speed is not None and not speed > 0:
         raise ValueError(f"expected speed > 0 or None (max), was {speed}")
     config = config or IngestConfig()
+    stop = stop or asyncio.Event()
+    durable = DurablePublisher(publisher, SERVICE, js=js, metrics=metrics, stop=stop)
+    args = (durable, paths, speed, symbols, config, metrics, progress, stop)
+    if resume_after is None:
+        stats, _ = await _replay_pass(*args, logged, None)
+    else:
+        # the files rebuild the series state up to the resume point themselves, as the first run did
+        stats, found = await _replay_pass(*args, None, resume_after)
+        if not found and not stats.stopped:
+            log.warning(
+                "replay.resume_point_absent",
+                extra={"event_id": resume_after, "detail": "the log's last market-ingest event is not in these files"},
+            )
+            stats, _ = await _replay_pass(*args, logged, None)
+    stats.bus_outages, stats.bus_outage_s = durable.outages, durable.outage_s
+    return stats
+
+
+async def _replay_pass(
+    publisher: DurablePublisher,
+    paths: Sequence[Path],
+    speed: float | None,
+    symbols: Collection[str] | None,
+    config: IngestConfig,
+    metrics: IngestMetrics | None,
+    progress: bool,
+    stop: asyncio.Event,
+    logged: Mapping[str, ev.Bar] | None,
+    resume_after: str | None,
+) -> tuple[ReplayStats, bool]:
     parser = make_parser(config, symbols)
+    guard = BarGuard(logged)
     sources = Sources(paths, symbols)
     stats = ReplayStats()
     counts: dict[type, int] = {}
-    logged: Counter[str] = Counter()
+    logged_reasons: Counter[str] = Counter()
     window = config.publish_window
     batch: list[ev.Event] = []
     in_flight: asyncio.Task[int] | None = None  # the window being acknowledged
     in_flight_n = 0
+    skipping = resume_after is not None
+    known_skipped = 0
     count_frame = count_row = None
     if metrics:
         count_frame, count_row = metrics.records.labels(kind="frame"), metrics.records.labels(kind="csv_row")
@@ -240,7 +371,7 @@ async def replay_files(
             is_frame = type(record) is RawFrame
             if count_frame is not None and count_row is not None:
                 (count_frame if is_frame else count_row).inc()
-            if speed is not None:
+            if speed is not None and not skipping:
                 last_t = max(last_t, record_time_ns(record))
                 if first_t is None:
                     first_t, wall0 = last_t, time.monotonic()
@@ -248,12 +379,19 @@ async def replay_files(
                 if delay > 0:
                     await flush(wait=True)
                     await _sleep(delay, stop)
-                    if stop is not None and stop.is_set():
+                    if stop.is_set():
                         break
-            for out in outputs_of(record, parser) if is_frame else (record,):
+            for out in outputs_of(record, parser, guard):
+                if skipping:  # already on the log: rebuild the state, publish nothing
+                    event: ev.Event = dead_letter(out) if type(out) is Rejected else out  # type: ignore[assignment]
+                    stats.skipped += 1
+                    stats.skipped_dead += type(out) is Rejected
+                    skipping = event.event_id != resume_after
+                    known_skipped = guard.known
+                    continue
                 if type(out) is Rejected:
-                    event: ev.Event = dead_letter(out)
-                    _on_rejected(out, stats, metrics, logged, config.log_rejections)
+                    event = dead_letter(out)
+                    _on_rejected(out, stats, metrics, logged_reasons, config.log_rejections)
                 else:
                     event = out  # type: ignore[assignment]
                     if type(event) is ev.FeedGap or type(event) is ev.FeedResynced:
@@ -265,7 +403,7 @@ async def replay_files(
                 await flush(wait=False)
             elif in_flight is not None and stats.records % 128 == 0:
                 await asyncio.sleep(0)  # let the window in flight send and take its acks meanwhile
-            if stop is not None and stop.is_set():
+            if stop.is_set():
                 stats.stopped = True
                 break
         await flush(wait=True)
@@ -277,9 +415,14 @@ async def replay_files(
         bar.close()
         stats.wall_s = time.perf_counter() - t0
         stats.events.update({t.__name__: n for t, n in counts.items()})
-    if stop is not None and stop.is_set():
+    if stop.is_set():
         stats.stopped = True
-    return stats
+    stats.known = guard.known - known_skipped
+    stats.duplicates += stats.known
+    if resume_after is not None and not skipping:
+        stats.resumed_after = resume_after
+        log.info("replay.resumed", extra={"event_id": resume_after, "skipped": stats.skipped})
+    return stats, not skipping
 
 
 async def _sleep(delay_s: float, stop: asyncio.Event | None) -> None:

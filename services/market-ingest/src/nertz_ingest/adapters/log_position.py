@@ -1,9 +1,14 @@
-"""Where the log already is: what a (re)started live feed must not publish again."""
+"""Where the log already is: what a (re)started ingest must not publish again, and where it resumes.
+
+Every read here is a direct get of the last message on a subject (the stream allows direct gets), so
+finding the log's end costs a few requests however long the log is.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import msgspec
 import nats.js.errors
@@ -13,6 +18,22 @@ from nertz_common import events as ev
 from nertz_common import subjects
 
 log = logging.getLogger("nertz.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEnd:
+    """The last event market-ingest put on the log.
+
+    Attributes
+    ----------
+    seq : int
+        Its stream sequence.
+    event : Event
+        The event (a market event on ``md.>`` or a dead letter on ``sys.dlq.<service>``).
+    """
+
+    seq: int
+    event: ev.Event
 
 
 async def last_bar_ts(
@@ -28,18 +49,75 @@ async def last_bar_ts(
     Bars are published in time order, so every bar closing at or before it is on the log already.
     Symbols with no bar yet are absent. One direct get per symbol (the stream allows direct gets).
     """
-    out: dict[str, int] = {}
-    for symbol in symbols:
-        subject = subjects.instrument("md", "bar", venue, market, symbol)
-        try:
-            msg = await js.get_last_msg(stream, subject, direct=True)
-        except nats.js.errors.NotFoundError:
-            continue
-        try:
-            event = ev.decode(msg.data or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            log.warning("live.last_bar_unreadable", extra={"symbol": symbol, "error": str(e)})
-            continue
-        if isinstance(event, ev.Bar):
-            out[symbol] = event.ts_event
+    bars = await last_bars(js, symbols, venue=venue, market=market, stream=stream)
+    return {symbol: bar.ts_event for symbol, bar in bars.items()}
+
+
+async def last_bars(
+    js: JetStreamContext,
+    symbols: Iterable[str] | None = None,
+    *,
+    venue: str = "bybit",
+    market: str = "linear",
+    stream: str = subjects.STREAM,
+) -> dict[str, ev.Bar]:
+    """Return, per symbol, the last ``Bar`` on the log (any interval, open or closed).
+
+    Parameters
+    ----------
+    symbols : iterable of str, optional
+        The symbols to look up; None = every symbol with a bar subject on the stream.
+
+    Returns
+    -------
+    dict of str to Bar
+        Symbols with no (readable) bar yet are absent.
+
+    Raises
+    ------
+    nats.errors.Error, nats.js.errors.APIError
+        If the stream cannot be read (the bus is down, the stream is missing).
+    """
+    if symbols is None:
+        info = await js.stream_info(stream, subjects_filter=subjects.filter_of("md", "bar"))
+        names = [subjects.parse(s).symbol for s in (info.state.subjects or {})]
+    else:
+        names = list(symbols)
+    out: dict[str, ev.Bar] = {}
+    for symbol in names:
+        bar = await _last(js, stream, subjects.instrument("md", "bar", venue, market, symbol))
+        if bar is not None and isinstance(bar.event, ev.Bar):
+            out[symbol] = bar.event
     return out
+
+
+async def log_end(js: JetStreamContext, service: str, *, stream: str = subjects.STREAM) -> LogEnd | None:
+    """Return the last event ``service`` (market-ingest) put on the log, None on a log without one.
+
+    Market-ingest is the only producer of ``md.>``; its dead letters are on ``sys.dlq.<service>``. The
+    later of the last message on each is where it stopped.
+
+    Raises
+    ------
+    nats.errors.Error, nats.js.errors.APIError
+        If the stream cannot be read (the bus is down, the stream is missing).
+    """
+    ends = [
+        await _last(js, stream, subjects.filter_of("md")),
+        await _last(js, stream, subjects.dead_letter(service)),
+    ]
+    found = [e for e in ends if e is not None]
+    return max(found, key=lambda e: e.seq) if found else None
+
+
+async def _last(js: JetStreamContext, stream: str, subject: str) -> LogEnd | None:
+    try:
+        msg = await js.get_last_msg(stream, subject, direct=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    try:
+        event = ev.decode(msg.data or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        log.warning("log.tail_unreadable", extra={"subject": subject, "stream_seq": msg.seq, "error": str(e)})
+        return None
+    return LogEnd(msg.seq or 0, event)
