@@ -194,7 +194,6 @@ class Run:
         asyncio.run(_sql(lab.pg.url, f'CREATE DATABASE "{db}"'))
         self.database_url = _with_database(lab.pg.url, db)
         self.stack = demo.Stack(lab.data_dir / name, lab.nats.url, self.database_url)
-        self.stack.any_port = True
         self.stack.env["NERTZ_API__TOKEN"] = ADMIN_TOKEN  # a sentinel: it must never appear in an answer
         self.killed: Counter[str] = Counter()
         self.exits: list[str] = []

@@ -76,8 +76,9 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 8081
     env: dict[str, str] = field(default_factory=dict)
-    #: take any free port rather than the well-known ones (runs beside other stacks: tests, chaos)
-    any_port: bool = False
+    #: take any free port rather than the well-known ones (8081, 9101-9104: only the demo's own stack
+    #: wants them), so that stacks run side by side (tests, chaos) never race for a port
+    any_port: bool = True
 
     @property
     def api_url(self) -> str:
@@ -151,7 +152,7 @@ def start_infra(data_dir: Path, fresh: bool = True) -> Stack:
             server.stop()
         raise
     console.print(f"NATS {n.url}, Postgres under {data_dir / 'pg'}; topology: {len(changes)} items applied")
-    return Stack(data_dir, n.url, pg.url, owned)
+    return Stack(data_dir, n.url, pg.url, owned, any_port=False)
 
 
 def start_service(
@@ -224,7 +225,8 @@ def replay(stack: Stack, files: list[Path], speed: str = "max", stdout: int | No
     t0 = time.monotonic()
     progress = ["--progress"] if stdout is None else []
     cmd = [sys.executable, "-m", "nertz_ingest", "replay", "--speed", speed, *progress, *map(str, files)]
-    env = _service_env(stack, _port(INGEST_METRICS_PORT), NERTZ_LOG_LEVEL="WARNING")
+    port = infra.free_port() if stack.any_port else _port(INGEST_METRICS_PORT)
+    env = _service_env(stack, port, NERTZ_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(cmd, env=env, stdout=stdout)
     stack.procs["market-ingest"] = proc
     rc = proc.wait()

@@ -232,7 +232,10 @@ def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
         durable_name=spec.durable,
         description=spec.description,
         deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
+        # acking a message acks every one delivered before it: the runners ack the last of each
+        # flushed batch (acks are progress and flow control, never correctness: a restart resets
+        # each lane to its snapshot's position)
+        ack_policy=AckPolicy.ALL,
         ack_wait=60.0,
         max_deliver=-1,  # our loop dead-letters after its own limit; the server never drops silently
         max_ack_pending=20_000,
@@ -274,12 +277,20 @@ async def apply(
     name = cfg.name
     assert name  # _apply_stream refused a nameless configuration
     for spec in consumers:
+        want = consumer_config(spec)
         try:
-            await js.consumer_info(name, spec.durable)
+            info = await js.consumer_info(name, spec.durable)
             existed = True
         except nats.js.errors.NotFoundError:
             existed = False
-        await js.add_consumer(name, consumer_config(spec))  # create-or-update by durable name
+        if existed and info.config.ack_policy != want.ack_policy:
+            # the ack policy cannot be updated in place; recreating loses nothing: every runner resets
+            # its lanes to its own position (snapshot or tracked sequence) on start
+            await js.delete_consumer(name, spec.durable)
+            await js.add_consumer(name, want)
+            changes.append(f"consumer {spec.durable}: recreated (ack policy {want.ack_policy})")
+            continue
+        await js.add_consumer(name, want)  # create-or-update by durable name
         changes.append(f"consumer {spec.durable}: {'updated' if existed else 'created'}")
     if with_raw:
         changes.append(await _apply_stream(js, raw_stream or raw_stream_config()))

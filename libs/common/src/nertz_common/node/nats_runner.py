@@ -314,6 +314,16 @@ class LaneReader:
                     raise
                 await self._down("publish", e)
 
+    async def ack_all(self, msgs: Sequence[Msg]) -> None:
+        """Acknowledge ``msgs`` (in delivery order per consumer): the last of each consumer's acks the
+        rest (``AckPolicy.ALL``), so a batch costs one ack per lane, not one per message."""
+        last: dict[str, Msg] = {}
+        for m in msgs:
+            # $JS.ACK.<stream>.<consumer> (the longer form with a domain groups finer: more acks, never fewer)
+            last[m.reply.rsplit(".", 5)[0]] = m
+        for m in last.values():
+            await self.ack(m)
+
     async def ack(self, msg: Msg) -> None:
         """Acknowledge ``msg`` (fire and forget; a lost ack only causes a redelivery, which is skipped)."""
         try:
@@ -704,7 +714,9 @@ class ComponentRunner:
             await self.reader.dead_letter(msg, f"invalid: {e}")
             return
         lane.pos = pos.seq
-        if type(event) in node.drivers:
+        if lane.driver:
+            # the driver lane's messages are acked in log order once the node is done with them (a
+            # partner on it too: acking it would ack the held drivers before it)
             self._driver_acks.append((pos.seq, msg))
         else:
             self._acks.append(msg)
@@ -762,8 +774,7 @@ class ComponentRunner:
                 self._acks.append(da.popleft()[1])
         if self._acks:
             acks, self._acks = self._acks, []
-            for m in acks:
-                await self.reader.ack(m)
+            await self.reader.ack_all(acks)
         self.km.held.labels(component=self.node.name).set(self.node.held)
         if self.hooks.after_flush is not None:
             self.hooks.after_flush()
@@ -940,8 +951,7 @@ class ProjectionRunner:
                 continue
             if not await self._apply(batch):
                 return
-            for m in msgs:
-                await self.reader.ack(m)
+            await self.reader.ack_all(msgs)
 
     async def _apply(self, batch: list[bus.Delivery]) -> bool:
         attempt = 0
