@@ -74,7 +74,10 @@ EXPECTED_EMPTY: dict[tuple[str, str], str] = {
     ("Nertz · Pipeline", "Seconds since the last update per symbol"): "a live-feed gauge; the replay exits",
     ("Nertz · Pipeline", "Resubscribes and reconnects"): "live feed only",
     ("Nertz · Pipeline", "Publish-to-ack latency"): "nertz_<service>_publish_seconds is declared, never observed",
-    ("Nertz · Decisions", "Filter vetoes"): "no filter vetoes an intent on this slice (bars only while it trades)",
+    (
+        "Nertz · Decisions",
+        "Filter vetoes",
+    ): "no candidate intent of the slice met a filter (its bars have no book or funding)",
 }
 
 
