@@ -51,6 +51,7 @@ from nertz_common.errors import DomainRefusal, InvariantViolation, PoisonError, 
 from nertz_common.metrics import LATENCY_BUCKETS, BusMetrics
 from nertz_common.node.component import Call, Node, Output, Pos
 from nertz_common.node.log import INPUT_SEQ, ORIGIN_SEQ, Record, ack_fields, log_range, read_log
+from nertz_common.node.pull import ConsumerGone, Puller
 from nertz_common.node.snapshot import Snapshot, SnapshotStore
 
 log = logging.getLogger("nertz.kernel")
@@ -120,7 +121,7 @@ class Lane:
     driver: bool
     pos: int = 0
     dseq: int = 0
-    sub: JetStreamContext.PullSubscription | None = None
+    sub: Puller | None = None
     buf: deque[Msg] = field(default_factory=deque)
     epoch: int = -1  # the client's reconnect count when the lane was last reset
 
@@ -206,8 +207,11 @@ class LaneReader:
                     ) from e
                 if lane.sub is not None:
                     with contextlib.suppress(Exception):
-                        await lane.sub.unsubscribe()
-                lane.sub = await self.js.pull_subscribe_bind(lane.durable, stream=self.stream)
+                        await lane.sub.stop()
+                    lane.sub = None
+                puller = Puller(self.js._nc, self.stream, lane.durable)
+                await puller.start()
+                lane.sub = puller
                 break
             except nats.js.errors.NotFoundError:
                 raise
@@ -220,6 +224,12 @@ class LaneReader:
         lane.epoch = self._reconnects()
         self.km.lane_resets.labels(lane=lane.durable, reason=reason).inc()
         log.info("lane.reset", extra={"lane": lane.durable, "from_seq": lane.pos + 1, "reason": reason})
+
+    async def _unbind(self, lane: Lane) -> None:
+        if lane.sub is not None:
+            with contextlib.suppress(Exception):
+                await lane.sub.stop()
+            lane.sub = None
 
     async def fetch(self, lane: Lane, batch: int) -> bool:
         """Fetch up to ``batch`` messages into ``lane.buf``; False when nothing came (or the bus is down)."""
@@ -235,15 +245,21 @@ class LaneReader:
             if lane.sub is None:
                 return False
         try:
-            msgs = await lane.sub.fetch(batch, timeout=self.fetch_timeout_s)
+            msgs = await lane.sub.fetch(batch, self.fetch_timeout_s)
         except nats.errors.TimeoutError:
             self._up()
+            return False
+        except nats.errors.NoRespondersError as e:
+            # JetStream down, or the consumer gone: bind again, which waits out the first and raises
+            # NotFoundError ("run nertz streams apply") for the second
+            await self._down("fetch", e)
+            await self._unbind(lane)
             return False
         except _BUS_DOWN as e:
             await self._down("fetch", e)
             return False
-        except nats.errors.BadSubscriptionError:
-            lane.sub = None
+        except ConsumerGone:
+            await self._unbind(lane)  # bound again (and found missing) on the next fetch
             return False
         self._up()
         lane.buf.extend(msgs)
@@ -352,7 +368,7 @@ class LaneReader:
         for lane in lanes:
             if lane.sub is not None:
                 with contextlib.suppress(Exception):
-                    await lane.sub.unsubscribe()
+                    await lane.sub.stop()
                 lane.sub = None
             lane.buf.clear()
 
