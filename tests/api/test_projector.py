@@ -10,8 +10,8 @@ import nats.js.errors
 import pytest
 
 from nertz_api.projector import ProjectionMismatch, Projector, Writes
+from nertz_common import bus, subjects, topology
 from nertz_common import events as ev
-from nertz_common import subjects, topology
 from nertz_common.errors import TransientError
 from nertz_common.testing import factories as f
 
@@ -170,6 +170,16 @@ async def test_projector_row_rejected_by_postgres_is_dead_lettered_alone(js_fres
     assert "SignalSuppressed" in dl["raw"] and dl["subject"] == "exec.suppressed.bybit.linear.BTCUSDT"
     msg = await js_fresh.get_last_msg(subjects.STREAM, subjects.dead_letter("api"))
     assert isinstance(ev.decode(msg.data), ev.DeadLettered)
+
+
+async def test_projector_dead_letter_of_bytes_with_nul_is_projected_escaped(js_fresh, pool, publisher, project):
+    """A malformed message may hold NUL bytes, which Postgres text refuses: its dead letter still shows."""
+    record = bus.dead_letter_record("signal", "undecodable: \x00", "md.bar.bybit.linear.BTCUSDT", 7, b"\x00\xff{")
+    await publisher.publish_many([f.bar(0), record])
+    p = await project()
+    assert p.stats.rejected == 0 and p.stats.projected == 2
+    dl = await pool.fetchrow("SELECT * FROM dead_letters")
+    assert dl["raw"] == "\\x00\ufffd{" and dl["reason"] == "undecodable: \\x00" and dl["failed_stream_seq"] == 7
 
 
 async def test_projector_connection_lost_is_transient_then_recovers(js_fresh, pool, publisher, deliveries_of):

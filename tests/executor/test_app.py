@@ -10,7 +10,7 @@ from collections import defaultdict
 import msgspec
 import pytest
 
-from nertz_common import bus, runtime, topology
+from nertz_common import bus, runtime, subjects, topology
 from nertz_common import events as ev
 from nertz_common.node.log import read_log
 from nertz_executor import app
@@ -243,3 +243,34 @@ async def test_app_held_back_by_a_missing_partner_says_which_join_waits(kit, js_
     assert warned, "expected a join.held_back warning while the executor waits for a snapshot"
     assert "FactorSnapshot" in warned[0].why and warned[0].held >= 3
     assert held is not None and held >= 3
+
+
+async def test_app_malformed_partners_nobody_awaits_are_dead_lettered_and_drained(kit, js_fresh, nats_url):
+    """A partner lane is read while the market is quiet: nothing is left pending on it for ever."""
+    sc = kit.scenario(8)
+    pub = bus.Publisher(js_fresh)
+    await kit.publish_early(pub, sc)
+    junk = {"sig.factor.bybit.linear.BTCUSDT": b"not json", "llm.verdict.bybit.linear.ETHUSDT": b'{"type":"?"}'}
+    partners = ("executor-decisions", "executor-verdicts")
+    seqs = []
+
+    async def junk_after_the_last_wait() -> None:
+        for durable in partners:  # every partner the executor waited for is consumed...
+            await kit.wait_drained(js_fresh, 20, consumer=durable)
+        for subject, payload in junk.items():  # ... then junk that no step will ever wait for
+            seqs.append((await js_fresh.publish(subject, payload, headers={"Nats-Msg-Id": f"junk-{subject}"})).seq)
+        for durable in partners:
+            await kit.wait_drained(js_fresh, 20, consumer=durable)
+
+    cfg = settings_for(nats_url)
+    async with runtime.runtime("executor", cfg) as rt:
+        try:
+            _, runner = await app.start(rt, cfg)
+            task = asyncio.create_task(rt.until_stopped(runner.run()))
+            await junk_after_the_last_wait()
+        finally:
+            rt.stop.set()
+            await asyncio.wait_for(task, 10)
+            kit.remove_signal_handlers()
+    dead = [r.event for r in await read_log(js_fresh, filters=[subjects.dead_letter("executor")])]
+    assert sorted(d.stream_seq for d in dead) == sorted(seqs) and len(seqs) == 2

@@ -255,7 +255,7 @@ class Run:
             except RuntimeError as e:
                 dead = [n for n, p in self.stack.procs.items() if p.poll() is not None]
                 if not dead:
-                    self.notes.append(str(e))
+                    self.notes.append(f"{e}: {asyncio.run(_backlog(self.lab.nats.url))}")
                     return False
                 for name in dead:
                     self.exits.append(f"{name} exited {self.stack.procs[name].returncode}")
@@ -351,6 +351,24 @@ async def _last_seq(url: str) -> int:
     nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
     try:
         return int((await nc.jetstream(timeout=1).stream_info(subjects.STREAM)).state.last_seq)
+    finally:
+        await nc.close()
+
+
+async def _backlog(url: str) -> str:
+    """Each consumer's pending and unacknowledged messages, and its ack floor (why a run did not settle)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream(timeout=5)
+        parts = []
+        for spec in topology.CONSUMERS:
+            ci = await js.consumer_info(subjects.STREAM, spec.durable)
+            if ci.num_pending or ci.num_ack_pending:
+                parts.append(
+                    f"{spec.durable}: {ci.num_pending} pending, {ci.num_ack_pending} unacked, "
+                    f"ack floor {ci.ack_floor.stream_seq}, delivered {ci.delivered.stream_seq}"
+                )
+        return "; ".join(parts) or "no backlog"
     finally:
         await nc.close()
 

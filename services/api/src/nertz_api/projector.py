@@ -533,7 +533,9 @@ def _on_trading_stopped(w: Writes, e: ev.TradingStopped, seq: int) -> None:
 
 
 def _on_dead_lettered(w: Writes, e: ev.DeadLettered, seq: int) -> None:
-    w.fact("dead_letters", (e.event_id, e.service, e.reason, e.subject, e.stream_seq, e.raw, e.ts_event, seq))
+    # a malformed message's bytes may hold NUL, which Postgres text cannot: shown escaped, never lost
+    raw, reason = e.raw.replace("\x00", "\\x00"), e.reason.replace("\x00", "\\x00")
+    w.fact("dead_letters", (e.event_id, e.service, reason, e.subject, e.stream_seq, raw, e.ts_event, seq))
 
 
 _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {

@@ -492,6 +492,7 @@ class ComponentRunner:
         self._quiescing: float | None = None  # since when driver inputs are held back for a snapshot
         self._partner_subjects: dict[str, bool] = {}
         self._held_warned = float("-inf")
+        self._driver_idle = False  # the driver lane's last fetch came back empty
         self.held_warn_s = 30.0
         self.quiesce_max_s = quiesce_max_s
         self.fetch_wait_s = 1.0
@@ -671,7 +672,10 @@ class ComponentRunner:
             if lane.buf or lane.durable in self._fetches:
                 continue
             open_ = (node.held < self.max_held and self._quiescing is None) or bool(lane.types & wanted)
-            if open_ if lane.driver else bool(lane.types & wanted):
+            # a partner lane is read when a step waits for it, or while the driver lane has nothing new:
+            # then whatever it holds (a stray, a malformed message) is buffered or dead-lettered, not
+            # left pending for ever
+            if open_ if lane.driver else (bool(lane.types & wanted) or self._driver_idle):
                 self._fetches[lane.durable] = asyncio.create_task(self._fetch(lane, wanted))
         if self._answers:
             return
@@ -708,7 +712,9 @@ class ComponentRunner:
     async def _fetch(self, lane: Lane, wanted: frozenset[type[ev.Event]]) -> bool:
         t0 = time.perf_counter()
         got = await self.reader.fetch(lane, self.batch)
-        if not lane.driver:
+        if lane.driver:
+            self._driver_idle = not got
+        else:
             for partner in lane.types & wanted:
                 self.km.join_wait.labels(component=self.node.name, partner=partner.__name__).observe(
                     time.perf_counter() - t0
