@@ -570,15 +570,15 @@ def api_fuzz(examples: int = 10, at: float = 0.2) -> Fault:
     return Fault("api-fuzz", f"the schema-driven API fuzzer ({examples} examples per operation) mid-run", inject)
 
 
-def combined(faults: Iterable[Fault]) -> Fault:
-    """Every fault of ``faults`` one after the other in one run (the short suite)."""
+def combined(name: str, faults: Iterable[Fault]) -> Fault:
+    """Every fault of ``faults`` one after the other in one run named ``name`` (the short suite)."""
     fs = list(faults)
 
     def inject(run: Run) -> None:
         for f in fs:
             f.inject(run)
 
-    return Fault("+".join(f.name for f in fs), " then ".join(f.describe for f in fs), inject)
+    return Fault(name, " then ".join(f.describe for f in fs) + " (" + ", ".join(f.name for f in fs) + ")", inject)
 
 
 def full_suite(seed: int, kills: int = 20, outage_s: float = 30.0) -> list[Fault]:
@@ -604,13 +604,14 @@ def short_suite(seed: int) -> list[Fault]:
     every = ("signal", "llm-validator", "executor", "api", "market-ingest")
     return [
         combined(
+            "short",
             [
                 sigkills(6, seed, every),
                 nats_down(signal.SIGKILL, 2, at=0.5),
                 postgres_down(4, at=0.6),
                 malformed(at=0.7),
                 api_fuzz(examples=5, at=0.75),
-            ]
+            ],
         )
     ]
 
