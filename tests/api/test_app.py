@@ -22,7 +22,9 @@ def test_settings_nested_api_group_is_read_from_env(monkeypatch):
     monkeypatch.setenv("NERTZ_API__PORT", "9123")
     monkeypatch.setenv("NERTZ_API__TOKEN", "t0ken")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@db/nertz")
+    monkeypatch.setenv("NERTZ_API__MAX_BODY_BYTES", "4096")
     s = ApiSettings()
+    assert s.api.max_body_bytes == 4096
     assert s.api.port == 9123 and s.api.token is not None and s.api.token.get_secret_value() == "t0ken"
     assert "t0ken" not in repr(s) and "pw" not in repr(s)
     assert s.api.host == "127.0.0.1" and s.api.batch == 1000

@@ -111,7 +111,7 @@ async def serve(settings: ApiSettings, migrate_only: bool = False) -> None:
             runner = projector.runner(rt.js, rt.publisher, rt.metrics, rt.registry, rt.stop, settings.api.batch)
             ctx = ApiContext(
                 pool=pool, symbols=tuple(settings.symbols), registry=rt.registry, publisher=rt.publisher,
-                token=settings.api.token, consumer=CONSUMER,
+                token=settings.api.token, consumer=CONSUMER, max_body_bytes=settings.api.max_body_bytes,
             )  # fmt: skip
             config = uvicorn.Config(
                 create_app(ctx), host=settings.api.host, port=settings.api.port, log_config=None,

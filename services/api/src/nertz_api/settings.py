@@ -26,6 +26,8 @@ class ApiGroup(BaseModel):
         Messages the projector fetches and commits per Postgres transaction.
     pool_size : int
         Maximum Postgres connections (projector, its lock, and HTTP reads share them).
+    max_body_bytes : int
+        Largest request body accepted, bytes (``NERTZ_API__MAX_BODY_BYTES``); larger is a 413.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -35,6 +37,7 @@ class ApiGroup(BaseModel):
     token: SecretStr | None = None
     batch: int = Field(default=1000, ge=1, le=10_000)
     pool_size: int = Field(default=8, ge=3, le=100)
+    max_body_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
 
 
 class ApiSettings(DatabaseSettings):
