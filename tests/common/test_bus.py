@@ -84,3 +84,31 @@ def test_dead_letter_record_id_names_service_and_sequence_and_cuts_sizes():
     r = bus.dead_letter_record("api", "x" * 600, "md.bar.bybit.linear.BTCUSDT", 42, b"\xff" * 20_000)
     assert r.event_id == "dlq-api-42" and len(r.reason) == 500 and len(r.raw) == 10_000
     assert subjects.for_event(r) == subjects.dead_letter("api")
+
+
+async def test_connect_started_while_nats_is_down_waits_for_it(tmp_path):
+    """A service (re)started during a NATS outage connects once NATS is back, instead of exiting."""
+    import asyncio
+
+    from nertz_common import infra
+
+    port = infra.free_port()
+    connecting = asyncio.create_task(bus.connect(f"nats://127.0.0.1:{port}", "test", first_connect_s=60))
+    await asyncio.sleep(0)  # let it try against nothing
+    done, _ = await asyncio.wait({connecting}, timeout=3)
+    assert not done, "expected connect to keep waiting while nothing listens"
+    server = await asyncio.to_thread(infra.start_nats, tmp_path / "nats", port)
+    try:
+        nc = await asyncio.wait_for(connecting, 30)
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        server.stop()
+
+
+async def test_connect_gives_up_after_its_wait_with_a_clear_error():
+    from nertz_common import infra
+
+    url = f"nats://127.0.0.1:{infra.free_port()}"
+    with pytest.raises(ConnectionError, match=r"could not connect to NATS at .* within 1 s"):
+        await bus.connect(url, "test", first_connect_s=1)

@@ -184,10 +184,10 @@ def slice_input(d: Path, rows: int) -> list[list[Path]]:
 class Run:
     """One pipeline run on a fresh stream and database, with what a fault needs to act on it."""
 
-    def __init__(self, lab: Lab, name: str, expected_log: int, expected_md: int = 1) -> None:
+    def __init__(self, lab: Lab, name: str, ends: dict[str, int] | None = None, expected_md: int = 1) -> None:
         self.lab = lab
         self.name = name
-        self.expected_log = max(1, expected_log)
+        self.ends = ends or {}  # per service, how far its consumer got in the baseline (stream seq)
         self.expected_md = max(1, expected_md)
         lab.runs += 1
         db = f"chaos_{lab.runs}_{name.replace('-', '_')}"
@@ -268,12 +268,12 @@ class Run:
     # --- what faults do -----------------------------------------------------------------------------
 
     def progress(self, service: str) -> float:
-        """How far ``service`` got, as a fraction of the baseline's log (market-ingest: of its market
-        data) — 0 while the bus is down."""
+        """How far ``service`` got, as a fraction of where its consumer ended in the baseline
+        (market-ingest: of the market data) — 0 while the bus is down."""
         try:
             if service == "market-ingest":
                 return asyncio.run(_md_count(self.lab.nats.url)) / self.expected_md
-            return asyncio.run(_ack_floor(self.lab.nats.url, PROGRESS[service])) / self.expected_log
+            return asyncio.run(_ack_floor(self.lab.nats.url, PROGRESS[service])) / max(1, self.ends.get(service, 1))
         except Exception:
             return 0.0
 
@@ -619,7 +619,7 @@ def short_suite(seed: int) -> list[Fault]:
 def run_suite(lab: Lab, faults: Sequence[Fault], timeout_s: float = 600) -> tuple[Snapshot, list[Outcome]]:
     """Run the baseline, then each fault; return the baseline and one outcome per fault."""
     t0 = time.monotonic()
-    base_run = Run(lab, "baseline", 1)
+    base_run = Run(lab, "baseline")
     base_run.start()
     try:
         if not base_run.settle(timeout_s):
@@ -628,10 +628,11 @@ def run_suite(lab: Lab, faults: Sequence[Fault], timeout_s: float = 600) -> tupl
         base_run.stop()
     base = base_run.snapshot()
     expected = asyncio.run(_last_seq(lab.nats.url))
+    ends = {svc: asyncio.run(_ack_floor(lab.nats.url, durable)) for svc, durable in PROGRESS.items()}
     lab.say(f"baseline: {len(base.log):,} events compared, {expected:,} on the log, in {time.monotonic() - t0:.1f} s")
     outcomes = []
     for fault in faults:
-        outcomes.append(run_fault(lab, fault, base, expected, timeout_s))
+        outcomes.append(run_fault(lab, fault, base, ends, timeout_s))
         o = outcomes[-1]
         lab.say(
             f"{fault.describe}: lost {o.lost}, duplicated {o.duplicated}, divergent {o.divergent}, "
@@ -640,11 +641,12 @@ def run_suite(lab: Lab, faults: Sequence[Fault], timeout_s: float = 600) -> tupl
     return base, outcomes
 
 
-def run_fault(lab: Lab, fault: Fault, base: Snapshot, expected_log: int, timeout_s: float = 600) -> Outcome:
-    """Run the input with ``fault`` injected and compare with ``base``."""
+def run_fault(lab: Lab, fault: Fault, base: Snapshot, ends: dict[str, int], timeout_s: float = 600) -> Outcome:
+    """Run the input with ``fault`` injected and compare with ``base`` (``ends``: where each service's
+    consumer ended in the baseline, the scale of a fault's position)."""
     t0 = time.monotonic()
     md = sum(1 for key, _, _ in base.log if key.startswith("md."))
-    run = Run(lab, fault.name.replace("×", "x").replace("+", "_")[:40], expected_log, md)
+    run = Run(lab, fault.name.replace("×", "x").replace("+", "_")[:40], ends, md)
     outcome = Outcome(fault.name, fault.describe)
     run.start()
     try:

@@ -95,6 +95,10 @@ def _decode_ack(raw: bytes | None) -> _Ack:
 async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
     """Connect to NATS; once connected, reconnects never give up and a stale connection is found fast.
 
+    A service started while NATS is down (a restart during an outage) waits for it: the first
+    connection is tried again and again, with a ``nats.waiting`` warning every few seconds, for up to
+    ``first_connect_s`` seconds.
+
     Raises
     ------
     ConnectionError
@@ -116,25 +120,33 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
     async def _on_closed() -> None:
         log.info("nats.closed")
 
-    connecting = nats.connect(
-        servers=url,
-        name=name,
-        connect_timeout=2,
-        reconnect_time_wait=0.25,
-        max_reconnect_attempts=-1,
-        ping_interval=5,
-        max_outstanding_pings=3,
-        error_cb=_on_error,
-        disconnected_cb=_on_disconnect,
-        reconnected_cb=_on_reconnect,
-        closed_cb=_on_closed,
-    )
     conn: list[NATS] = []  # the callbacks need the client, which exists only once connected
-    try:
-        conn.append(await asyncio.wait_for(connecting, first_connect_s))
-        return conn[0]
-    except (TimeoutError, OSError, nats.errors.NoServersError) as e:
-        raise ConnectionError(f"could not connect to NATS at {url} within {first_connect_s:.0f} s: {e!r}") from e
+    t0 = time.monotonic()
+    while True:
+        connecting = nats.connect(
+            servers=url,
+            name=name,
+            connect_timeout=2,
+            reconnect_time_wait=0.25,
+            max_reconnect_attempts=-1,
+            ping_interval=5,
+            max_outstanding_pings=3,
+            error_cb=_on_error,
+            disconnected_cb=_on_disconnect,
+            reconnected_cb=_on_reconnect,
+            closed_cb=_on_closed,
+        )
+        left = first_connect_s - (time.monotonic() - t0)
+        try:
+            conn.append(await asyncio.wait_for(connecting, max(0.1, min(5.0, left))))
+            return conn[0]
+        except (TimeoutError, OSError, nats.errors.NoServersError) as e:
+            waited = time.monotonic() - t0
+            if waited >= first_connect_s:
+                raise ConnectionError(
+                    f"could not connect to NATS at {url} within {first_connect_s:.0f} s: {e!r}"
+                ) from e
+            log.warning("nats.waiting", extra={"url": url, "waited_s": round(waited, 1), "error": repr(e)[:200]})
 
 
 def _drop_unsent(nc: NATS) -> None:

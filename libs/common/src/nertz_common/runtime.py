@@ -107,7 +107,7 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     registry = CollectorRegistry()
     m = metrics.BusMetrics(service, registry)
     metrics.serve(settings.metrics_port, registry, settings.metrics_addr)
-    nc = await bus.connect(settings.nats_url, service)
+    nc = await bus.connect(settings.nats_url, service, settings.nats_connect_wait_s)
     js = nc.jetstream(timeout=5)
     rt = Runtime(service, nc, js, bus.Publisher(js, m, nc=nc), m, registry)
     loop = asyncio.get_running_loop()

@@ -39,6 +39,9 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables /metrics")
     metrics_addr: str = Field("127.0.0.1", min_length=1, description="interface /metrics listens on")
+    nats_connect_wait_s: float = Field(
+        600.0, gt=0, description="how long a service started while NATS is down waits for it, s"
+    )
     symbols: list[str] = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     kernel: KernelSettings = KernelSettings()
 
