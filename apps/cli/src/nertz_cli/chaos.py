@@ -485,7 +485,8 @@ def nats_down(sig: int, down_s: float, times: int = 1, at: float = 0.3) -> Fault
             run.lab.nats.restart()
 
     label = f"NATS {how} {down_s:g} s" if times == 1 else f"NATS {how}, {times} × {down_s:g} s"
-    return Fault(label.replace(" ", "-").lower(), label, inject)
+    name = f"nats-{how.lower()}-{down_s:g}s" if times == 1 else f"nats-{how.lower()}-{times}x{down_s:g}s"
+    return Fault(name, label, inject)
 
 
 def postgres_down(down_s: float, at: float = 0.3) -> Fault:
@@ -684,9 +685,12 @@ def print_outcomes(outcomes: Sequence[Outcome], out: Any) -> None:
     """Print the outcome table (rich ``Console`` ``out``) and each failed fault's notes."""
     from rich.table import Table
 
-    table = Table(title="chaos: every count must be 0 against the uninterrupted run")
+    table = Table(
+        title="chaos: every count must be 0 against the uninterrupted run",
+        caption="lost, duplicated, divergent, stalled, errors; wall time in s",
+    )
     table.add_column("fault", justify="left", no_wrap=True)
-    for col in ("lost", "dup", "diverged", "stalled", "errors", "wall s"):
+    for col in ("lost", "dup", "div", "stall", "err", "s"):
         table.add_column(col, justify="right")
     for o in outcomes:
         style = None if o.ok else "red"

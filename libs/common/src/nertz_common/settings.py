@@ -46,8 +46,10 @@ class CommonSettings(BaseSettings):
     kernel: KernelSettings = KernelSettings()
 
     def fingerprint(self) -> str:
-        """Return a short hash of the effective configuration (secrets excluded)."""
-        data = self.model_dump(mode="json", exclude=_secret_fields(self))
+        """Return a short hash of the configuration decisions depend on (secrets and where things run
+        excluded: a restart on another metrics port or NATS URL is the same configuration, and keeps
+        its snapshots)."""
+        data = self.model_dump(mode="json", exclude=_secret_fields(self) | (_INFRASTRUCTURE & set(self.__dict__)))
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -57,6 +59,12 @@ class DatabaseSettings(CommonSettings):
     database_url: SecretStr = Field(
         SecretStr("postgresql://postgres@127.0.0.1:5432/nertz"), validation_alias="DATABASE_URL"
     )
+
+
+#: settings that say where and how a service runs, never what it decides (not in the fingerprint)
+_INFRASTRUCTURE = frozenset(
+    {"nats_url", "log_level", "metrics_port", "metrics_addr", "nats_connect_wait_s", "kernel", "database_url"}
+)
 
 
 def _secret_fields(s: BaseSettings) -> set[str]:
