@@ -278,15 +278,29 @@ class Run:
             return 0.0
 
     def wait_progress(self, service: str, at: float, timeout_s: float = 120) -> bool:
-        """Wait until ``service`` got to ``at`` (a fraction of the log); False if it never did."""
+        """Wait until ``service`` got to ``at`` (a fraction of the log); False if it never did (its
+        consumer drained short of it: a log of this run may end a little earlier than the baseline's)."""
         deadline = time.monotonic() + timeout_s
+        last, since = -1.0, time.monotonic()
         while time.monotonic() < deadline:
             if service == "market-ingest" and self.replay_done.is_set():
                 return False
-            if self.progress(service) >= at:
+            now = self.progress(service)
+            if now >= at:
                 return True
+            if now != last:
+                last, since = now, time.monotonic()
+            elif self.replay_done.is_set() and time.monotonic() - since > 3 and self._drained(service):
+                self.notes.append(f"{service} drained at {now:.2f} of the baseline, short of {at:.2f}")
+                return False
             time.sleep(0.01)
         return False
+
+    def _drained(self, service: str) -> bool:
+        try:
+            return asyncio.run(_drained(self.lab.nats.url, PROGRESS[service]))
+        except Exception:
+            return False
 
     def kill(self, service: str, restart_after_s: float = 0.0) -> bool:
         """SIGKILL ``service`` and start it again (the replay is restarted by its own loop)."""
@@ -343,6 +357,15 @@ async def _ack_floor(url: str, durable: str) -> int:
     nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
     try:
         return int((await nc.jetstream(timeout=1).consumer_info(subjects.STREAM, durable)).ack_floor.stream_seq)
+    finally:
+        await nc.close()
+
+
+async def _drained(url: str, durable: str) -> bool:
+    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        ci = await nc.jetstream(timeout=1).consumer_info(subjects.STREAM, durable)
+        return ci.num_pending == 0 and ci.num_ack_pending == 0
     finally:
         await nc.close()
 
