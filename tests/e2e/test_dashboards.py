@@ -31,7 +31,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import nats
 import pytest
 import yaml
 
@@ -156,13 +155,7 @@ class Run:
 
 def _slice(d: Path) -> list[list[Path]]:
     """The first ``ROWS`` bars of each bundled CSV, then the recording with a gap in one book."""
-    csvs = []
-    for src in demo.KLINE_FILES:
-        with lzma.open(src, "rt") as f:
-            lines = [next(f) for _ in range(ROWS + 1)]
-        out = d / src.name.removesuffix(".xz")
-        out.write_text("".join(lines))
-        csvs.append(out)
+    csvs, _ = demo.slice_input(d, ROWS)
     return [csvs, [_recording_with_a_gap(d / "recording.jsonl")]]
 
 
@@ -273,14 +266,6 @@ def _instant(url: str, expr: str, at: float) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-async def _recreate(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        await topology.recreate(nc.jetstream())
-    finally:
-        await nc.close()
-
-
 async def _run_sql(url: str, queries: list[Query]) -> dict[Query, Any]:
     variables = _variables()
     conn = await asyncpg.connect(url)
@@ -317,7 +302,7 @@ def run(nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
     name = f"dash_{int(time.time() * 1000)}"
     asyncio.run(_create_db(database_url, name))
     db = with_database(database_url, name)
-    asyncio.run(_recreate(nats_url))
+    asyncio.run(demo.apply_topology(nats_url, fresh=True))
     ports = {s: infra.free_port() for s in (*MODULES, "market-ingest")}
     with contextlib.ExitStack() as stop:
         prom = stop.enter_context(_prometheus(binary, d / "prometheus", ports))

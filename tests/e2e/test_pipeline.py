@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import lzma
 import subprocess
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ import nats
 import pytest
 
 from nertz_cli import demo
-from nertz_common import aio, subjects, topology
+from nertz_common import aio, subjects
 from nertz_common import events as ev
 from nertz_common.node.log import read_log
 from nertz_common.testing.plugin import with_database
@@ -39,23 +38,7 @@ DECISION_DOMAINS = ("sig", "llm", "exec", "venue")
 @pytest.fixture(scope="module")
 def slice_files(tmp_path_factory: pytest.TempPathFactory) -> list[list[Path]]:
     """The first ``ROWS`` bars of each bundled CSV, then the bundled WebSocket recording."""
-    d = tmp_path_factory.mktemp("slice")
-    csvs = []
-    for src in demo.KLINE_FILES:
-        with lzma.open(src, "rt") as f:
-            lines = [next(f) for _ in range(ROWS + 1)]
-        out = d / src.name.removesuffix(".xz")
-        out.write_text("".join(lines))
-        csvs.append(out)
-    return [csvs, [demo.RECORDING]]
-
-
-async def _fresh_stream(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        await topology.recreate(nc.jetstream())
-    finally:
-        await nc.close()
+    return demo.slice_input(tmp_path_factory.mktemp("slice"), ROWS)
 
 
 async def _outputs(nats_url: str) -> dict[str, list[bytes]]:
@@ -110,7 +93,7 @@ def run_pipeline(
     With ``kill``, that service is SIGKILLed once it has handled part of the log (see :data:`KILL_AT`),
     while the replay is still publishing, and started again. The returned stack's services are stopped.
     """
-    asyncio.run(_fresh_stream(nats_url))
+    asyncio.run(demo.apply_topology(nats_url, fresh=True))
     stack = demo.Stack(data_dir, nats_url, database_url)
     demo.start_services(stack, services)
     try:

@@ -10,7 +10,6 @@ validator (and a shadow) asking a fake DashScope on 127.0.0.1 through the real d
 from __future__ import annotations
 
 import asyncio
-import lzma
 import os
 import subprocess
 import sys
@@ -40,23 +39,7 @@ def fake():
 
 @pytest.fixture(scope="module")
 def slice_files(tmp_path_factory: pytest.TempPathFactory) -> list[list[Path]]:
-    d = tmp_path_factory.mktemp("qslice")
-    csvs = []
-    for src in demo.KLINE_FILES:
-        with lzma.open(src, "rt") as fh:
-            lines = [next(fh) for _ in range(ROWS + 1)]
-        out = d / src.name.removesuffix(".xz")
-        out.write_text("".join(lines))
-        csvs.append(out)
-    return [csvs, [demo.RECORDING]]
-
-
-async def _fresh(nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        await topology.recreate(nc.jetstream())
-    finally:
-        await nc.close()
+    return demo.slice_input(tmp_path_factory.mktemp("qslice"), ROWS)
 
 
 async def _read(nats_url: str) -> list[Record]:
@@ -69,7 +52,7 @@ async def _read(nats_url: str) -> list[Record]:
 
 @pytest.fixture(scope="module")
 def qwen_run(nats_url: str, fake: FakeDashScope, slice_files, tmp_path_factory) -> list[Record]:
-    asyncio.run(_fresh(nats_url))
+    asyncio.run(demo.apply_topology(nats_url, fresh=True))
     env = {"DASHSCOPE_API_KEY": "sk-e2e", "DASHSCOPE_HTTP_BASE_URL": fake.base_url, "NO_PROXY": "127.0.0.1,localhost",
            "NERTZ_KERNEL__SNAPSHOT_EVERY": "2000"}  # fmt: skip
     stack = demo.Stack(tmp_path_factory.mktemp("qrun"), nats_url, "", env=env)

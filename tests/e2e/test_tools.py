@@ -39,14 +39,7 @@ def demo_run(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> list[Re
     """Signal, validator and executor as processes on the whole bundled data; the log they wrote."""
     data_dir = tmp_path_factory.mktemp("demo")
 
-    async def fresh() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            await topology.recreate(nc.jetstream())
-        finally:
-            await nc.close()
-
-    asyncio.run(fresh())
+    asyncio.run(demo.apply_topology(nats_url, fresh=True))
     stack = demo.Stack(data_dir, nats_url, "", env={"NERTZ_KERNEL__SNAPSHOT_EVERY": "10000"})
     demo.start_services(stack, ("signal", "llm-validator", "executor"))
     try:

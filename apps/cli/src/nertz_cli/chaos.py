@@ -24,7 +24,6 @@ a fault lands mid-run by construction. The random kills are seeded (``--seed``).
 from __future__ import annotations
 
 import asyncio
-import lzma
 import random
 import shutil
 import signal
@@ -33,10 +32,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -45,6 +44,8 @@ import nats
 from nertz_cli import demo
 from nertz_common import events as ev
 from nertz_common import infra, subjects, topology
+
+T = TypeVar("T")
 
 #: the tables whose row counts a run must share with the baseline (key decisions and market data)
 TABLES = (
@@ -163,22 +164,7 @@ def open_lab(data_dir: Path, rows: int, say: Callable[[str], None] = print) -> L
     except BaseException:
         n.stop()
         raise
-    return Lab(data_dir, n, pg, slice_input(data_dir / "input", rows), say)
-
-
-def slice_input(d: Path, rows: int) -> list[list[Path]]:
-    """The first ``rows`` bars of each bundled CSV (one replay), then the WebSocket recording (another)."""
-    d.mkdir(parents=True, exist_ok=True)
-    csvs = []
-    for src in demo.KLINE_FILES:
-        out = d / src.name.removesuffix(".xz")
-        with lzma.open(src, "rt") as f, out.open("w") as w:
-            for n, line in enumerate(f):
-                if n > rows:
-                    break
-                w.write(line)
-        csvs.append(out)
-    return [csvs, [demo.RECORDING]]
+    return Lab(data_dir, n, pg, demo.slice_input(data_dir / "input", rows), say)
 
 
 class Run:
@@ -196,6 +182,7 @@ class Run:
         self.stack = demo.Stack(lab.data_dir / name, lab.nats.url, self.database_url)
         self.stack.env["NERTZ_API__TOKEN"] = ADMIN_TOKEN  # a sentinel: it must never appear in an answer
         self.killed: Counter[str] = Counter()
+        self._killed_pids: set[int] = set()  # processes this run killed (their exit is no failure)
         self.exits: list[str] = []
         self.errors = 0
         self.notes: list[str] = []
@@ -208,7 +195,7 @@ class Run:
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        asyncio.run(_fresh_stream(self.lab.nats.url))
+        asyncio.run(demo.apply_topology(self.lab.nats.url, fresh=True))
         demo.start_services(self.stack, CONSUMERS)
         self._replay_thread = threading.Thread(target=self._replay, name="replay", daemon=True)
         self._replay_thread.start()
@@ -218,18 +205,16 @@ class Run:
         try:
             for group in self.lab.files:
                 while True:
-                    with self._lock:
-                        proc = _start_replay(self.stack, group)
-                        self.stack.procs["market-ingest"] = proc
-                    rc = proc.wait()
+                    with (self.stack.data_dir / "logs" / "market-ingest.log").open("ab") as log:
+                        with self._lock:
+                            proc = demo.start_replay(self.stack, group, stdout=log, stderr=log)
+                            self.stack.procs["market-ingest"] = proc
+                        rc = proc.wait()
                     with self._lock:
                         self.stack.procs.pop("market-ingest", None)
-                        was_killed = self.killed.get("market-ingest-pending", 0) > 0
-                        if was_killed:
-                            self.killed["market-ingest-pending"] -= 1
                     if rc == 0:
                         break
-                    if not was_killed:
+                    if proc.pid not in self._killed_pids:
                         self.exits.append(f"market-ingest replay exited {rc}")
         except BaseException as e:
             self._replay_error = e
@@ -272,8 +257,9 @@ class Run:
         (market-ingest: of the market data) — 0 while the bus is down."""
         try:
             if service == "market-ingest":
-                return asyncio.run(_md_count(self.lab.nats.url)) / self.expected_md
-            return asyncio.run(_ack_floor(self.lab.nats.url, PROGRESS[service])) / max(1, self.ends.get(service, 1))
+                return _stored(self.lab.nats.url, "md") / self.expected_md
+            floor = _consumer(self.lab.nats.url, PROGRESS[service]).ack_floor.stream_seq
+            return int(floor) / max(1, self.ends.get(service, 1))
         except Exception:
             return 0.0
 
@@ -298,7 +284,8 @@ class Run:
 
     def _drained(self, service: str) -> bool:
         try:
-            return asyncio.run(_drained(self.lab.nats.url, PROGRESS[service]))
+            ci = _consumer(self.lab.nats.url, PROGRESS[service])
+            return bool(ci.num_pending == 0 and ci.num_ack_pending == 0)
         except Exception:
             return False
 
@@ -308,8 +295,7 @@ class Run:
             proc = self.stack.procs.get(service)
             if proc is None or proc.poll() is not None:
                 return False
-            if service == "market-ingest":
-                self.killed["market-ingest-pending"] += 1
+            self._killed_pids.add(proc.pid)
             proc.kill()
             proc.wait()
         self.killed[service] += 1
@@ -338,44 +324,30 @@ class Run:
         return asyncio.run(_snapshot(self.lab.nats.url, self.database_url))
 
 
-def _start_replay(stack: demo.Stack, files: list[Path]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "nertz_ingest", "replay", "--speed", "max", *map(str, files)]
-    env = demo._service_env(stack, infra.free_port(), NERTZ_LOG_LEVEL="WARNING")
-    log = open(stack.data_dir / "logs" / "market-ingest.log", "ab")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
-
-
-async def _fresh_stream(url: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        await topology.recreate(nc.jetstream())
-    finally:
-        await nc.close()
-
-
-async def _ack_floor(url: str, durable: str) -> int:
+async def _probe(url: str, read: Callable[[Any], Awaitable[T]]) -> T:
+    """``read(js)`` on a connection of its own that fails fast (a probe while the bus may be down)."""
     nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
     try:
-        return int((await nc.jetstream(timeout=1).consumer_info(subjects.STREAM, durable)).ack_floor.stream_seq)
+        return await read(nc.jetstream(timeout=1))
     finally:
         await nc.close()
 
 
-async def _drained(url: str, durable: str) -> bool:
-    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
-    try:
-        ci = await nc.jetstream(timeout=1).consumer_info(subjects.STREAM, durable)
-        return ci.num_pending == 0 and ci.num_ack_pending == 0
-    finally:
-        await nc.close()
+def _consumer(url: str, durable: str) -> Any:
+    """The ``ConsumerInfo`` of ``durable`` (ack floor, pending, unacknowledged)."""
+    return asyncio.run(_probe(url, lambda js: js.consumer_info(subjects.STREAM, durable)))
 
 
-async def _last_seq(url: str) -> int:
-    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
-    try:
-        return int((await nc.jetstream(timeout=1).stream_info(subjects.STREAM)).state.last_seq)
-    finally:
-        await nc.close()
+def _stored(url: str, domain: str | None = None) -> int:
+    """How many messages the stream holds (of ``domain`` only, when given); the last sequence for all."""
+
+    async def read(js: Any) -> int:
+        if domain is None:
+            return int((await js.stream_info(subjects.STREAM)).state.last_seq)
+        info = await js.stream_info(subjects.STREAM, subjects_filter=subjects.filter_of(domain))
+        return sum((info.state.subjects or {}).values())
+
+    return asyncio.run(_probe(url, read))
 
 
 async def _backlog(url: str) -> str:
@@ -392,15 +364,6 @@ async def _backlog(url: str) -> str:
                     f"ack floor {ci.ack_floor.stream_seq}, delivered {ci.delivered.stream_seq}"
                 )
         return "; ".join(parts) or "no backlog"
-    finally:
-        await nc.close()
-
-
-async def _md_count(url: str) -> int:
-    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
-    try:
-        info = await nc.jetstream(timeout=1).stream_info(subjects.STREAM, subjects_filter=subjects.filter_of("md"))
-        return sum((info.state.subjects or {}).values())
     finally:
         await nc.close()
 
@@ -487,8 +450,7 @@ def sigkills(n: int, seed: int, services: Sequence[str]) -> Fault:
         feeder.start()
         kill_in_turn([p for p in plan if p[1] != "market-ingest"])
         feeder.join()
-        done = {s: k for s, k in sorted(run.killed.items()) if not s.endswith("-pending")}
-        run.notes.append("killed " + ", ".join(f"{s} ×{k}" for s, k in done.items()))
+        run.notes.append("killed " + ", ".join(f"{s} ×{k}" for s, k in sorted(run.killed.items())))
 
     who = "/".join(services)
     short = "all" if len(services) >= 5 else "+".join(s.removeprefix("llm-") for s in services)
@@ -651,8 +613,8 @@ def run_suite(lab: Lab, faults: Sequence[Fault], timeout_s: float = 600) -> tupl
     finally:
         base_run.stop()
     base = base_run.snapshot()
-    expected = asyncio.run(_last_seq(lab.nats.url))
-    ends = {svc: asyncio.run(_ack_floor(lab.nats.url, durable)) for svc, durable in PROGRESS.items()}
+    expected = _stored(lab.nats.url)
+    ends = {svc: int(_consumer(lab.nats.url, durable).ack_floor.stream_seq) for svc, durable in PROGRESS.items()}
     lab.say(f"baseline: {len(base.log):,} events compared, {expected:,} on the log, in {time.monotonic() - t0:.1f} s")
     outcomes = []
     for fault in faults:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import lzma
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import nats
@@ -188,11 +189,12 @@ def start_services(stack: Stack, names: tuple[str, ...] = SERVICE_NAMES) -> None
     console.print(f"services up: {', '.join(names)} (logs in {stack.data_dir / 'logs'})")
 
 
-async def apply_topology(url: str) -> list[str]:
-    """Apply the stream and consumers on the server at ``url``."""
+async def apply_topology(url: str, fresh: bool = False) -> list[str]:
+    """Apply the stream and consumers on the server at ``url`` (``fresh``: an empty log first)."""
     nc = await nats.connect(url)
     try:
-        return await topology.apply(nc.jetstream())
+        js = nc.jetstream()
+        return await (topology.recreate(js) if fresh else topology.apply(js))
     finally:
         await nc.close()
 
@@ -214,6 +216,35 @@ def _check_alive(stack: Stack) -> None:
             raise RuntimeError(f"{name} exited with {p.returncode}; see {stack.data_dir}/logs/{name}.log")
 
 
+def slice_input(d: Path, rows: int) -> list[list[Path]]:
+    """Cut the first ``rows`` bars of each bundled CSV into ``d``; return the replay groups: those
+    CSVs (one replay), then the bundled WebSocket recording (another)."""
+    d.mkdir(parents=True, exist_ok=True)
+    csvs = []
+    for src in KLINE_FILES:
+        out = d / src.name.removesuffix(".xz")
+        with lzma.open(src, "rt") as f, out.open("w") as w:
+            for n, line in enumerate(f):
+                if n > rows:  # the header, then ``rows`` bars
+                    break
+                w.write(line)
+        csvs.append(out)
+    return [csvs, [RECORDING]]
+
+
+def start_replay(
+    stack: Stack, files: list[Path], speed: str = "max", stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start market-ingest's replay of ``files`` as its own process (it resumes where the log ends);
+    with ``stdout`` None it shows a progress bar."""
+    progress = ["--progress"] if stdout is None else []
+    cmd = [sys.executable, "-m", "nertz_ingest", "replay", "--speed", speed, *progress, *map(str, files)]
+    port = infra.free_port() if stack.any_port else _port(INGEST_METRICS_PORT)
+    env = _service_env(stack, port, NERTZ_LOG_LEVEL="WARNING")
+    return subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr)
+
+
 def replay(stack: Stack, files: list[Path], speed: str = "max", stdout: int | None = None) -> float:
     """Run market-ingest's replay of ``files`` as its own process; return its wall time (s).
 
@@ -223,11 +254,7 @@ def replay(stack: Stack, files: list[Path], speed: str = "max", stdout: int | No
         If the replay exits non-zero.
     """
     t0 = time.monotonic()
-    progress = ["--progress"] if stdout is None else []
-    cmd = [sys.executable, "-m", "nertz_ingest", "replay", "--speed", speed, *progress, *map(str, files)]
-    port = infra.free_port() if stack.any_port else _port(INGEST_METRICS_PORT)
-    env = _service_env(stack, port, NERTZ_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen(cmd, env=env, stdout=stdout)
+    proc = start_replay(stack, files, speed, stdout)
     stack.procs["market-ingest"] = proc
     rc = proc.wait()
     del stack.procs["market-ingest"]

@@ -53,6 +53,23 @@ _RETRYABLE = (
 )
 
 
+#: what a bus outage raises in a fetch, an ack or a publish (a leader election, a restarting or
+#: killed server, a lost connection): waited out, never fatal
+OUTAGE: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,  # ConnectionError included
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.UnexpectedEOF,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+)
+
 _YIELD_EVERY = 200
 """Pipelined publishes yield to the event loop every this many messages (flush, read acks)."""
 

@@ -56,19 +56,11 @@ from nertz_common.node.snapshot import Snapshot, SnapshotStore
 
 log = logging.getLogger("nertz.kernel")
 
-#: errors of a fetch or an ack that an outage explains (waited out, never fatal)
-_BUS_DOWN = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.ServerError,
-    TimeoutError,
-    OSError,
-)
+#: errors of a fetch, an ack or a publish that an outage explains (waited out, never fatal)
+_BUS_DOWN = bus.OUTAGE
+#: what reading or writing the snapshot bucket may raise besides an outage (not fatal: refold / retry)
+_SNAPSHOT_STORE: tuple[type[BaseException], ...] = (*_BUS_DOWN, nats.js.errors.Error)
+_SNAPSHOT_WRITE: tuple[type[BaseException], ...] = (ValueError, *_SNAPSHOT_STORE)
 
 
 class KernelMetrics:
@@ -330,16 +322,6 @@ class LaneReader:
                     raise
                 await self._down("publish", e)
 
-    async def ack_all(self, msgs: Sequence[Msg]) -> None:
-        """Acknowledge ``msgs`` (in delivery order per consumer): the last of each consumer's acks the
-        rest (``AckPolicy.ALL``), so a batch costs one ack per lane, not one per message."""
-        last: dict[str, Msg] = {}
-        for m in msgs:
-            # $JS.ACK.<stream>.<consumer> (the longer form with a domain groups finer: more acks, never fewer)
-            last[m.reply.rsplit(".", 5)[0]] = m
-        for m in last.values():
-            await self.ack(m)
-
     async def ack(self, msg: Msg) -> None:
         """Acknowledge ``msg`` (fire and forget; a lost ack only causes a redelivery, which is skipped)."""
         try:
@@ -479,7 +461,9 @@ class ComponentRunner:
         self.steps = 0
         self.out_seq = 0
         self._out: list[Output] = []
-        self._acks: list[Msg] = []
+        # per lane, the last message consumed and not yet acked: with AckPolicy.ALL its ack acks every
+        # one delivered before it, so a flush costs one ack per lane, not one per message
+        self._acks: dict[str, Msg] = {}
         self._driver_acks: deque[tuple[int, Msg]] = deque()  # acked once the node is done with them
         self._known: dict[str, Record] = {}
         self._recorded: dict[str, Any] = {}
@@ -741,7 +725,7 @@ class ComponentRunner:
             # partner on it too: acking it would ack the held drivers before it)
             self._driver_acks.append((pos.seq, msg))
         else:
-            self._acks.append(msg)
+            self._acks[lane.durable] = msg
         if lane.driver and type(event) in node.drivers:
             self.steps += 1
             self.km.steps.labels(component=node.name).inc()
@@ -793,10 +777,11 @@ class ComponentRunner:
         if da:
             done = self.node.pending_from()
             while da and da[0][0] < done:
-                self._acks.append(da.popleft()[1])
+                self._acks[self.driver.durable] = da.popleft()[1]
         if self._acks:
-            acks, self._acks = self._acks, []
-            await self.reader.ack_all(acks)
+            acks, self._acks = self._acks, {}
+            for m in acks.values():
+                await self.reader.ack(m)
         self.km.held.labels(component=self.node.name).set(self.node.held)
         if self.hooks.after_flush is not None:
             self.hooks.after_flush()
@@ -839,7 +824,7 @@ class ComponentRunner:
         snap = self.snapshot()
         try:
             await self.store.put(snap)
-        except (ValueError, *_BUS_DOWN, nats.js.errors.Error) as e:
+        except _SNAPSHOT_WRITE as e:
             self.km.snapshots.labels(component=self.node.name, outcome="error").inc()
             log.warning("snapshot.failed", extra={"component": self.node.name, "error": repr(e)[:300]})
             self._snap_wall = time.monotonic()  # retry at the next interval, not at every fetch
@@ -863,7 +848,7 @@ class ComponentRunner:
                 info = await self.js.consumer_info(self.stream, ln.durable)
                 if info.num_pending == 0 and info.delivered.stream_seq <= ln.pos:
                     ln.pos = last
-        except (*_BUS_DOWN, nats.js.errors.Error) as e:
+        except _SNAPSHOT_STORE as e:
             log.debug("snapshot.lanes_not_advanced", extra={"error": repr(e)})
 
     def snapshot(self) -> Snapshot:
@@ -973,7 +958,7 @@ class ProjectionRunner:
                 continue
             if not await self._apply(batch):
                 return
-            await self.reader.ack_all(msgs)
+            await self.reader.ack(msgs[-1])  # AckPolicy.ALL: the last acks the batch
 
     async def _apply(self, batch: list[bus.Delivery]) -> bool:
         attempt = 0

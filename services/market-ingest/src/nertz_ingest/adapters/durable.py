@@ -21,32 +21,17 @@ import logging
 import time
 from collections.abc import Sequence
 
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
 
 from nertz_common import events as ev
-from nertz_common.bus import Publisher, PublishError
+from nertz_common.bus import OUTAGE, Publisher, PublishError
 from nertz_ingest.adapters.log_position import log_end
 from nertz_ingest.metrics import IngestMetrics
 
 log = logging.getLogger("nertz.ingest")
 
-#: what a bus outage raises (a leader election, a restarting or killed server, a lost connection)
-TRANSIENT: tuple[type[BaseException], ...] = (
-    PublishError,
-    TimeoutError,
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.FlushTimeoutError,
-    nats.errors.UnexpectedEOF,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.ServerError,
-    ConnectionError,
-)
+#: what a bus outage raises (the shared list) and a publish whose retry budget ran out
+TRANSIENT: tuple[type[BaseException], ...] = (PublishError, *OUTAGE)
 
 HEALTHY, DEGRADED = "ok", "degraded: bus"
 
