@@ -103,7 +103,11 @@ def is_transient(e: BaseException) -> bool:
         return str(e.sqlstate or "")[:2] in _TRANSIENT_CLASSES
     if isinstance(e, asyncpg.exceptions.DataError):
         return False
-    return isinstance(e, asyncpg.InterfaceError | OSError | TimeoutError | ConnectionError)
+    # InternalClientError: a connection left mid-operation when its backend died ("another operation
+    # is in progress"): a fresh connection cures it
+    return isinstance(
+        e, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError | OSError | TimeoutError | ConnectionError
+    )
 
 
 def _lost(conn: asyncpg.Connection) -> bool:
@@ -944,6 +948,8 @@ class Projector:
             raise
         except Exception as e:
             if is_transient(e):
+                if self._lock_conn is not None:
+                    self._lock_conn.terminate()  # never reused: the next batch takes the lock again
                 self._pause(DATABASE_UNAVAILABLE, e)
                 raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
             raise
