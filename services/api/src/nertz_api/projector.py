@@ -528,6 +528,14 @@ def _on_lock_released(w: Writes, e: ev.LockReleased, seq: int) -> None:
     _lock(w, e, seq, e.reason)
 
 
+def _on_venue_mismatch(w: Writes, e: ev.VenueMismatch, seq: int) -> None:
+    _lock(w, e, seq, f"reconciliation {e.action}: {e.reason}")
+
+
+def _not_projected(w: Writes, e: ev.Event, seq: int) -> None:
+    """Venue reports not projected yet (their tables come with migration 0004)."""
+
+
 def _on_trading_started(w: Writes, e: ev.TradingStarted, seq: int) -> None:
     w.fact("control", (e.event_id, "started", e.scope, e.actor, "", e.ts_event, seq))
 
@@ -567,6 +575,13 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.LockEngaged: _on_lock_engaged,
     ev.PositionClosed: _on_position_closed,
     ev.LockReleased: _on_lock_released,
+    ev.VenueMismatch: _on_venue_mismatch,
+    ev.OrderAccepted: _not_projected,
+    ev.OrderRefused: _not_projected,
+    ev.OrderCanceled: _not_projected,
+    ev.PositionSnapshot: _not_projected,
+    ev.WalletSnapshot: _not_projected,
+    ev.FundingSettled: _not_projected,
     ev.TradingStarted: _on_trading_started,
     ev.TradingStopped: _on_trading_stopped,
     ev.DeadLettered: _on_dead_lettered,
