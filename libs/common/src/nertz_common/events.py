@@ -42,7 +42,7 @@ OrderSide = Literal["Buy", "Sell"]
 Trend = Literal["up", "down", "flat"]
 Decision = Literal["approve", "reject"]
 LockState = Literal["FLAT", "ENTRY_PENDING", "LOCKED", "COOLDOWN"]
-ExitReason = Literal["take_profit", "stop_loss", "stale_exit", "manual"]
+ExitReason = Literal["take_profit", "stop_loss", "stale_exit", "manual", "trailing_stop", "liquidation", "reconciled"]
 
 
 class Event(Struct, frozen=True, kw_only=True, tag_field="type", tag=True, gc=False):
@@ -159,12 +159,21 @@ class Ticker(InstrumentEvent, frozen=True, kw_only=True):
 
 
 class InstrumentSpec(InstrumentEvent, frozen=True, kw_only=True):
-    """Trading rules of an instrument (Bybit instruments-info)."""
+    """Trading rules of an instrument (Bybit instruments-info).
+
+    ``tick_size`` (``priceFilter.tickSize``, USDT) is the price grid of take-profit and stop-loss;
+    ``qty_step`` (``lotSizeFilter.qtyStep``) the quantity grid; an order below ``min_order_qty``
+    (``minOrderQty``) or whose notional is below ``min_notional_usdt`` (``minNotionalValue``, USDT) is
+    refused by Bybit; a market order may not exceed ``max_market_qty`` (``maxMktOrderQty``). Quantities in
+    base currency. None = not reported.
+    """
 
     tick_size: Price
     qty_step: Qty
     min_order_qty: Qty
     max_leverage: float | None = None
+    min_notional_usdt: Usdt | None = None
+    max_market_qty: Qty | None = None
 
 
 class FeedGap(InstrumentEvent, frozen=True, kw_only=True):
@@ -441,7 +450,9 @@ class RiskDenied(Correlated, frozen=True, kw_only=True):
 class OrderSubmitted(Correlated, frozen=True, kw_only=True):
     """An order sent to the venue. ``order_id`` is Bybit's ``orderLinkId`` (derived from the intent).
 
-    Entries carry exchange-native ``take_profit``/``stop_loss`` (``tpslMode=Full``).
+    Entries carry exchange-native ``take_profit``/``stop_loss`` (``tpslMode=Full``), rounded to the
+    instrument's tick size and ``qty`` to its quantity step, and the ``leverage`` the risk guard chose
+    (adaptive leverage; set at the venue before the entry). None on exits and on older entries.
     """
 
     order_id: str
@@ -453,6 +464,7 @@ class OrderSubmitted(Correlated, frozen=True, kw_only=True):
     stop_loss: Price | None = None
     reduce_only: bool = False
     venue_name: str = "paper"
+    leverage: Annotated[float, Meta(ge=1, description="account leverage for the entry (x)")] | None = None
 
 
 class OrderRejected(Correlated, frozen=True, kw_only=True):
@@ -509,6 +521,20 @@ class LockReleased(Correlated, frozen=True, kw_only=True):
     reason: str
 
 
+class VenueMismatch(Correlated, frozen=True, kw_only=True):
+    """Reconciliation found what the log does not explain, and what the executor did about it.
+
+    ``action`` is ``adopted`` (a position opened outside Nertz is locked and managed like its own),
+    ``halted`` (new entries on the symbol stop until an operator's ``TradingStarted`` for it) or
+    ``closed`` (a position the venue no longer holds is closed on the log: a ``PositionClosed`` with
+    exit reason ``reconciled`` follows).
+    """
+
+    action: Literal["adopted", "halted", "closed"]
+    reason: str
+    venue_name: str = "bybit"
+
+
 # --- venue (venue.*) ----------------------------------------------------------------------------
 
 
@@ -529,6 +555,85 @@ class OrderFilled(Correlated, frozen=True, kw_only=True):
     reduce_only: bool = False
     venue_name: str = "paper"
     exit_reason: ExitReason | None = None
+    venue_order_id: str | None = None
+    leaves_qty: Qty = 0.0
+
+
+class OrderAccepted(Correlated, frozen=True, kw_only=True):
+    """A real venue took an order (Bybit answered ``order/create`` with its ``orderId``, or the order
+    was found by its ``orderLinkId`` after a retried or timed-out submit)."""
+
+    order_id: str
+    venue_order_id: str
+    reduce_only: bool = False
+    venue_name: str = "bybit"
+
+
+class OrderRefused(Correlated, frozen=True, kw_only=True):
+    """A real venue refused an order, with its own code and message (e.g. Bybit retCode 110007
+    "ab not enough for new order"); the executor answers with ``OrderRejected``."""
+
+    order_id: str
+    ret_code: int
+    ret_msg: str
+    reduce_only: bool = False
+    venue_name: str = "bybit"
+
+
+class OrderCanceled(Correlated, frozen=True, kw_only=True):
+    """A working order ended without filling completely (``filled_qty`` of it did fill, base currency)."""
+
+    order_id: str
+    venue_order_id: str | None = None
+    reason: str
+    filled_qty: Qty = 0.0
+    reduce_only: bool = False
+    venue_name: str = "bybit"
+
+
+class PositionSnapshot(InstrumentEvent, frozen=True, kw_only=True):
+    """A position as the venue reports it.
+
+    ``source`` is ``stream`` for the private stream's pushes (their order against fills is not
+    guaranteed, so the executor only records them) and ``reconcile`` for the adapter's REST look-up after
+    it published every execution the log lacked (the executor compares those with its lock).
+    ``side`` is None and ``qty`` 0 for no position. Prices USDT, quantity base currency.
+    """
+
+    venue_name: str = "bybit"
+    source: Literal["stream", "reconcile"] = "stream"
+    side: PositionSide | None = None
+    qty: Qty = 0.0
+    entry_price: Price = 0.0
+    mark_price: Price | None = None
+    take_profit: Price | None = None
+    stop_loss: Price | None = None
+    trailing_stop: Price | None = None
+    leverage: float | None = None
+    unrealized_pnl_usdt: Usdt = 0.0
+
+
+class WalletSnapshot(Event, frozen=True, kw_only=True):
+    """The account as the venue reports it (Bybit ``wallet``: the unified account's USDT), USDT."""
+
+    venue_name: str = "bybit"
+    equity_usdt: Usdt
+    wallet_balance_usdt: Usdt
+    available_usdt: Usdt | None = None
+    unrealized_pnl_usdt: Usdt = 0.0
+
+
+class FundingSettled(Correlated, frozen=True, kw_only=True):
+    """A funding payment on an open position (Bybit execution ``execType=Funding``).
+
+    ``fee_usdt`` > 0 is paid by the account, < 0 received; ``rate`` is the funding rate (fraction).
+    """
+
+    fill_id: str
+    fee_usdt: Usdt
+    rate: Fraction | None = None
+    position_value_usdt: Usdt | None = None
+    venue_name: str = "bybit"
 
 
 # --- system (sys.*) -----------------------------------------------------------------------------
@@ -577,8 +682,11 @@ ExecEvent = (
     | PositionClosed
     | EntryExpired
     | LockReleased
+    | VenueMismatch
 )
-VenueEvent = OrderFilled
+VenueEvent = (
+    OrderFilled | OrderAccepted | OrderRefused | OrderCanceled | PositionSnapshot | WalletSnapshot | FundingSettled
+)
 SysEvent = TradingStarted | TradingStopped | DeadLettered
 AnyEvent = MarketEvent | SignalEvent | LlmEvent | ExecEvent | VenueEvent | SysEvent
 
@@ -586,7 +694,8 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     Bar, BookSnapshot, TradeBatch, Ticker, InstrumentSpec, FeedGap, FeedResynced, FeedStale,
     FactorSnapshot, IntentProposed, VerdictIssued, ShadowVerdictIssued, RiskOverrideIssued,
     VerdictAwaited, SignalSuppressed, RiskDenied, OrderSubmitted, OrderRejected, PositionOpened,
-    LockEngaged, PositionClosed, EntryExpired, LockReleased, OrderFilled,
+    LockEngaged, PositionClosed, EntryExpired, LockReleased, VenueMismatch, OrderFilled,
+    OrderAccepted, OrderRefused, OrderCanceled, PositionSnapshot, WalletSnapshot, FundingSettled,
     TradingStarted, TradingStopped, DeadLettered,
 )  # fmt: skip
 

@@ -30,6 +30,7 @@ Transition = Literal[
     "exit_rejected",
     "position_closed",
     "lock_released",
+    "position_adopted",
 ]
 
 FLAT: Final = "FLAT"
@@ -43,6 +44,9 @@ LEVEL: dict[str, int] = {s: i for i, s in enumerate(STATES)}
 
 TRANSITIONS: dict[tuple[ev.LockState, Transition], ev.LockState] = {
     (FLAT, "entry_submitted"): ENTRY_PENDING,
+    # reconciliation found a position opened outside Nertz and adopts it (its PositionOpened follows)
+    (FLAT, "position_adopted"): ENTRY_PENDING,
+    (COOLDOWN, "position_adopted"): ENTRY_PENDING,
     (ENTRY_PENDING, "entry_filled"): ENTRY_PENDING,
     (ENTRY_PENDING, "position_opened"): ENTRY_PENDING,
     (ENTRY_PENDING, "lock_engaged"): LOCKED,
@@ -74,6 +78,8 @@ def transition_of(event: ev.Event) -> Transition | None:
         return "exit_filled" if event.reduce_only else "entry_filled"  # type: ignore[attr-defined]
     if t is ev.OrderRejected:
         return "exit_rejected" if event.reduce_only else "entry_rejected"  # type: ignore[attr-defined]
+    if t is ev.VenueMismatch:
+        return "position_adopted" if event.action == "adopted" else None  # type: ignore[attr-defined]
     return _SIMPLE.get(t)
 
 

@@ -1,7 +1,10 @@
 """The one module that builds and parses subjects (ARCHITECTURE.md §2).
 
 Instrument events: ``<domain>.<kind>.<venue>.<market>.<symbol>`` (five tokens), e.g.
-``md.book.bybit.linear.BTCUSDT``. Service-wide events: ``<domain>.<kind>.<scope>``, e.g.
+``md.book.bybit.linear.BTCUSDT``. In the ``venue`` domain the venue token is the venue that traded
+(``venue_name``: ``paper`` or ``bybit``), so ``venue.fill.paper.linear.BTCUSDT`` is the paper
+simulation's (an executor output) and ``venue.fill.bybit.linear.BTCUSDT`` is what Bybit reported (an
+executor input). Service-wide events: ``<domain>.<kind>.<scope>``, e.g.
 ``sys.control.all`` or ``sys.dlq.signal``. No other module formats a subject.
 
 Raw exchange frames (the recorder's optional copy, ARCHITECTURE.md §1) are not events and live in
@@ -50,7 +53,14 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.PositionClosed: ("exec", "position"),
     ev.LockEngaged: ("exec", "lock"),
     ev.LockReleased: ("exec", "lock"),
+    ev.VenueMismatch: ("exec", "reconcile"),
     ev.OrderFilled: ("venue", "fill"),
+    ev.OrderAccepted: ("venue", "order"),
+    ev.OrderRefused: ("venue", "order"),
+    ev.OrderCanceled: ("venue", "order"),
+    ev.PositionSnapshot: ("venue", "position"),
+    ev.FundingSettled: ("venue", "funding"),
+    ev.WalletSnapshot: ("venue", "wallet"),
     ev.TradingStarted: ("sys", "control"),
     ev.TradingStopped: ("sys", "control"),
     ev.DeadLettered: ("sys", "dlq"),
@@ -103,9 +113,11 @@ def for_event(event: ev.Event) -> str:
     if t is ev.ShadowVerdictIssued:
         key: tuple[object, ...] = (t, event.shadow)  # type: ignore[attr-defined]
     elif isinstance(event, ev.InstrumentEvent):
-        key = (t, event.venue, event.market, event.symbol)
+        key = (t, _venue_token(event), event.market, event.symbol)
     elif isinstance(event, ev.DeadLettered):
         key = (t, event.service)
+    elif isinstance(event, ev.WalletSnapshot):
+        key = (t, event.venue_name)
     else:
         key = (t, getattr(event, "scope", None))
     subject = _SUBJECTS.get(key)
@@ -125,11 +137,26 @@ def _subject_of(event: ev.Event) -> str:
     if isinstance(event, ev.ShadowVerdictIssued):  # llm.shadow.<name>: one subject per shadow
         return service(domain, kind, event.shadow)
     if isinstance(event, ev.InstrumentEvent):
-        return instrument(domain, kind, event.venue, event.market, event.symbol)
+        return instrument(domain, kind, _venue_token(event), event.market, event.symbol)
     if isinstance(event, ev.DeadLettered):
         return service(domain, kind, event.service)
+    if isinstance(event, ev.WalletSnapshot):
+        return service(domain, kind, event.venue_name)
     assert isinstance(event, ev.SystemEvent)
     return service(domain, kind, event.scope)
+
+
+def _venue_token(event: ev.InstrumentEvent) -> str:
+    """The venue token of an instrument subject: the trading venue in the ``venue`` domain."""
+    name = getattr(event, "venue_name", None)
+    return name if name is not None and ROUTES[type(event)][0] == "venue" else event.venue
+
+
+def venue_filters(venue_name: str) -> tuple[str, str]:
+    """Return the filters of one trading venue's reports: its instrument reports
+    (``venue.*.bybit.>``) and its account reports (``venue.wallet.bybit``)."""
+    _check_token(venue_name)
+    return f"venue.*.{venue_name}.>", f"venue.wallet.{venue_name}"
 
 
 def dead_letter(service_name: str) -> str:

@@ -38,6 +38,11 @@ class ConsumerSpec:
     description: str
 
 
+#: the paper venue is the executor's own simulation; every other venue's reports come from its adapter
+PAPER = "paper"
+#: the real venues whose reports the executor reads on its driver lane
+VENUES: tuple[str, ...] = ("bybit",)
+
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec(
         "signal",
@@ -54,10 +59,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec(
         "executor-market",
         (
-            *(subjects.filter_of("md", k) for k in ("bar", "book", "ticker", "status")),
+            *(subjects.filter_of("md", k) for k in ("bar", "book", "ticker", "instrument", "status")),
             subjects.filter_of("sys", "control"),
+            *(f for v in VENUES for f in subjects.venue_filters(v)),
         ),
-        "executor: market data for the paper venue and the clock, operator commands",
+        "executor: market data for the paper venue and the clock, operator commands, real venues' reports",
     ),
     # partner lanes, pulled only while a join waits (decisions.md D1, D7)
     ConsumerSpec(
@@ -71,6 +77,13 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
 )
 
+#: a real venue's adapter: the executor's orders (and expiries, which cancel) to send, in log order.
+#: Not in :data:`CONSUMERS`: it exists only where that venue trades (the adapter ensures it at start).
+VENUE_CONSUMERS: dict[str, ConsumerSpec] = {
+    v: ConsumerSpec(f"venue-{v}", (subjects.filter_of("exec", "order"),), f"{v} venue adapter: orders to send")
+    for v in VENUES
+}
+
 
 #: each component's lanes (durable consumers), the driver lane first
 LANES: dict[str, tuple[str, ...]] = {
@@ -83,7 +96,7 @@ LANES: dict[str, tuple[str, ...]] = {
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "signal": (subjects.filter_of("sig"),),
     "llm-validator": (subjects.filter_of("llm", "verdict"), subjects.filter_of("llm", "override")),
-    "executor": (subjects.filter_of("exec"), subjects.filter_of("venue")),
+    "executor": (subjects.filter_of("exec"), f"venue.*.{PAPER}.>"),
 }
 
 #: subject (domain, kind) -> producing service; kind None = the whole domain
@@ -93,9 +106,13 @@ _PRODUCERS: dict[tuple[str, str | None], str] = {
     ("llm", "verdict"): "llm-validator",
     ("llm", "override"): "llm-validator",
     ("exec", None): "executor",
-    ("venue", None): "executor",
     ("sys", "control"): "api",
 }
+
+
+def venue_producer(venue_name: str) -> str:
+    """Return the producer of a venue's reports: ``executor`` for paper, ``venue-<name>`` otherwise."""
+    return "executor" if venue_name == PAPER else f"venue-{venue_name}"
 
 
 def spec(durable: str) -> ConsumerSpec:
@@ -106,7 +123,7 @@ def spec(durable: str) -> ConsumerSpec:
     KeyError
         If no consumer has that name.
     """
-    for c in CONSUMERS:
+    for c in (*CONSUMERS, *VENUE_CONSUMERS.values()):
         if c.durable == durable:
             return c
     prefix = shadow_name("")
@@ -123,6 +140,8 @@ def producer_of(subject: str) -> str | None:
         return None
     if tokens[0] == "llm" and tokens[1] == "shadow" and len(tokens) == 3:
         return shadow_name(tokens[2])
+    if tokens[0] == "venue" and len(tokens) == 3:
+        return venue_producer(tokens[2].split(".", 1)[0])
     return _PRODUCERS.get((tokens[0], tokens[1])) or _PRODUCERS.get((tokens[0], None))
 
 
@@ -153,9 +172,14 @@ def types_of(filters: tuple[str, ...] | list[str]) -> frozenset[type[ev.Event]]:
     """Return the event types whose subjects fall under ``filters``."""
     out = set()
     for t, (domain, kind) in subjects.ROUTES.items():
-        probe = f"{domain}.{kind}.x.x.x" if issubclass(t, ev.InstrumentEvent) else f"{domain}.{kind}.x"
-        if any(matches(f, probe) for f in filters):
-            out.add(t)
+        n = 5 if issubclass(t, ev.InstrumentEvent) else 3
+        for f in filters:
+            # a probe subject of the type, with the filter's own literal tokens past domain and kind
+            toks = f.split(".")
+            rest = [toks[i] if i < len(toks) and toks[i] not in ("*", ">") else "x" for i in range(2, n)]
+            if matches(f, ".".join([domain, kind, *rest])):
+                out.add(t)
+                break
     return frozenset(out)
 
 

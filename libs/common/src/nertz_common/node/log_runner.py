@@ -370,8 +370,8 @@ def _replay(
             snap: Snapshot | None = snapshots.get(n.name)
             takes = n.inputs
             for i, r in enumerate(records):
-                if r.origin >= b or type(r.event) not in takes:
-                    continue
+                if r.origin >= b or type(r.event) not in takes or producers[i] == n.name:
+                    continue  # (a node's own outputs are never its inputs: paper fills, say)
                 if snap is not None and lane_of is not None:
                     lane = lane_of(n.name, r.subject)
                     if lane is not None and r.seq <= snap.positions.get(lane, 0):
