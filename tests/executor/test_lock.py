@@ -285,7 +285,7 @@ def test_risk_max_positions_denies_the_extra_entry(kit):
 
 
 def test_risk_daily_loss_breaker_halts_until_next_utc_day(kit):
-    cfg = kit.config(daily_loss_limit=0.02)  # -200 USDT of 10 000
+    cfg = kit.config(daily_loss_limit=0.02, max_risk_per_trade=0.03)  # -200 USDT of 10 000; a 2 % stop allowed
     state, _, _, _ = opened(kit, cfg, qty=200.0)  # 20 000 USDT notional, loss at SL ~ 226 USDT
     state, events = kit.on_bar(state, kit.bar(2, close=99.5, open_=100.0, low=98.0), cfg)
     assert events[-1].exit_reason == "stop_loss" and events[-1].realized_pnl_usdt < -200

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from nertz_common.settings import CommonSettings
-from nertz_executor.core.config import SECOND_NS, ExecutorConfig
+from nertz_executor.core.config import (
+    DAY_NS,
+    DEFAULT_CORRELATION_GROUPS,
+    DEFAULT_DRAWDOWN_TIERS,
+    SECOND_NS,
+    ExecutorConfig,
+)
 
 
 class ExecutorGroup(BaseModel):
@@ -24,10 +30,44 @@ class ExecutorGroup(BaseModel):
     max_positions: int = Field(default=3, ge=1, description="positions open or pending at once")
     max_leverage: float = Field(default=10.0, ge=1, description="leverage cap (intent and account notional / equity)")
     min_notional_usdt: float = Field(default=5.0, ge=0, description="minimum entry notional, USDT")
-    max_risk_per_trade: float = Field(default=0.02, gt=0, le=1, description="max loss at stop-loss, fraction of equity")
+    max_risk_per_trade: float = Field(
+        default=0.015, gt=0, le=1, description="max loss at stop-loss, fraction of equity (0.015 = 1.5 %)"
+    )
     daily_loss_limit: float = Field(default=0.05, gt=0, le=1, description="daily loss breaker, fraction")
     trading_enabled: bool = Field(default=True, description="entries allowed before any TradingStarted/Stopped")
     venue_name: str = Field(default="paper", description="venue recorded in orders and fills")
+    correlation_groups: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_CORRELATION_GROUPS.items()},
+        description="correlation groups by name, JSON object of symbol lists, e.g. "
+        '{"btc": ["BTCUSDT"], "l1": ["ETHUSDT", "SOLUSDT"]}; a symbol in no group is its own',
+    )
+    max_positions_per_group: int = Field(default=1, ge=1, description="positions open or pending per correlation group")
+    max_funding_rate_8h: float = Field(
+        default=0.0025, ge=0, description="entries paying funding beyond this are refused, fraction per 8 h"
+    )
+    base_leverage: float = Field(default=10.0, ge=1, description="base of the adaptive leverage, x")
+    reference_volatility: float | None = Field(
+        default=None, gt=0, description="reference ATR / price of vol_factor, fraction; unset = median of intents"
+    )
+    volatility_window: int = Field(default=50, ge=1, description="intents per symbol in the volatility median")
+    volatility_min_samples: int = Field(default=5, ge=1, description="intents the median needs (else vol_factor 1)")
+    vol_factor_min: float = Field(default=0.3, gt=0, description="lower clamp of vol_factor")
+    vol_factor_max: float = Field(default=1.5, gt=0, description="upper clamp of vol_factor")
+    drawdown_tiers: list[tuple[float, float]] = Field(
+        default_factory=lambda: list(DEFAULT_DRAWDOWN_TIERS),
+        description="drawdown_factor tiers [[drawdown below, factor], ...], fractions, JSON",
+    )
+    drawdown_floor_factor: float = Field(default=0.25, gt=0, le=1, description="drawdown_factor beyond the last tier")
+    drawdown_window_days: float = Field(default=30.0, gt=0, description="peak equity over the closes of, days")
+    performance_window: int = Field(default=20, ge=1, description="closed trades the half-Kelly factor reads")
+    performance_min_trades: int = Field(default=10, ge=1, description="fewer closed trades: performance_factor 1")
+    performance_factor_min: float = Field(default=0.6, gt=0, description="lower clamp of performance_factor")
+    performance_factor_max: float = Field(default=1.2, gt=0, description="upper clamp of performance_factor")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExecutorGroup:
+        self.to_config()  # cross-field rules (min <= max, disjoint groups, increasing tiers) raise ValueError
+        return self
 
     def to_config(self) -> ExecutorConfig:
         """Return the core's :class:`~nertz_executor.core.config.ExecutorConfig`."""
@@ -47,12 +87,29 @@ class ExecutorGroup(BaseModel):
             daily_loss_limit=self.daily_loss_limit,
             trading_enabled=self.trading_enabled,
             venue_name=self.venue_name,
+            correlation_groups={k: tuple(v) for k, v in self.correlation_groups.items()},
+            max_positions_per_group=self.max_positions_per_group,
+            max_funding_rate_8h=self.max_funding_rate_8h,
+            base_leverage=self.base_leverage,
+            reference_volatility=self.reference_volatility,
+            volatility_window=self.volatility_window,
+            volatility_min_samples=self.volatility_min_samples,
+            vol_factor_min=self.vol_factor_min,
+            vol_factor_max=self.vol_factor_max,
+            drawdown_tiers=tuple((float(b), float(x)) for b, x in self.drawdown_tiers),
+            drawdown_floor_factor=self.drawdown_floor_factor,
+            drawdown_window_ns=round(self.drawdown_window_days * DAY_NS),
+            performance_window=self.performance_window,
+            performance_min_trades=self.performance_min_trades,
+            performance_factor_min=self.performance_factor_min,
+            performance_factor_max=self.performance_factor_max,
         )
 
 
 class ExecutorSettings(CommonSettings):
     """Environment: ``NATS_URL``, ``NERTZ_METRICS_PORT``, ``NERTZ_LOG_LEVEL``, ``NERTZ_SYMBOLS``,
-    ``NERTZ_EXECUTOR__<KEY>`` (e.g. ``NERTZ_EXECUTOR__COOLDOWN_S=900``, ``NERTZ_EXECUTOR__MAX_POSITIONS=3``).
+    ``NERTZ_EXECUTOR__<KEY>`` (e.g. ``NERTZ_EXECUTOR__COOLDOWN_S=900``, ``NERTZ_EXECUTOR__MAX_POSITIONS=3``,
+    ``NERTZ_EXECUTOR__CORRELATION_GROUPS='{"btc": ["BTCUSDT"]}'``).
     """
 
     executor: ExecutorGroup = ExecutorGroup()

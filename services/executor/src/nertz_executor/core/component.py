@@ -40,7 +40,7 @@ from nertz_common import events as ev
 from nertz_common.derive import derive
 from nertz_common.ids import derive_id, order_link_id
 from nertz_common.node.component import Component, Join
-from nertz_executor.core import risk
+from nertz_executor.core import risk, rounding
 from nertz_executor.core.config import ExecutorConfig
 from nertz_executor.core.lock import (
     ExecutorState,
@@ -49,6 +49,9 @@ from nertz_executor.core.lock import (
     apply_control,
     evolve,
     initial_state,
+    with_funding,
+    with_instrument,
+    with_volatility,
 )
 from nertz_executor.core.venue import MarketData
 from nertz_executor.core.venue.paper import PaperState, PaperVenue, gross_return, market_price, realized_pnl
@@ -89,7 +92,7 @@ class Executor(Component):
     scope: ClassVar[str | None] = "symbol"
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.Bar, ev.BookSnapshot, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
-        ev.TradingStarted, ev.TradingStopped,
+        ev.TradingStarted, ev.TradingStopped, ev.InstrumentSpec,
     )  # fmt: skip
     joins: ClassVar[tuple[Join, ...]] = (
         Join(ev.FactorSnapshot, "bar_id"),
@@ -129,8 +132,16 @@ class Executor(Component):
         return self._market(e)
 
     def on_ticker(self, e: ev.Ticker) -> list[ev.Event]:
-        """Timers only (a ticker carries no tradable price for the paper venue)."""
+        """Keep the symbol's funding rate (the risk guard's ``funding_rate`` rule reads it), then the
+        timers (a ticker carries no tradable price for the paper venue)."""
+        self.state = with_funding(self.state, e)
         return self._market(e)
+
+    def on_instrument_spec(self, e: ev.InstrumentSpec) -> list[ev.Event]:
+        """Keep the symbol's trading rules (tick size, qty step, minimum qty and notional) for its next
+        entries; the latest spec wins."""
+        self.state = with_instrument(self.state, e)
+        return []
 
     def on_feed_gap(self, e: ev.FeedGap) -> list[ev.Event]:
         """Timers only."""
@@ -218,8 +229,15 @@ class Executor(Component):
     ) -> list[ev.Event]:
         config = self.config
         iid = verdict.correlation_id
-        sym = state.symbol(bar.symbol)
+        symbol = bar.symbol
+        sym = state.symbol(symbol)
         head: dict[str, Any] = {"correlation_id": iid, "causation_id": verdict.event_id}
+        # every intent's volatility joins the symbol's sample (an input, like funding), after this
+        # decision read the sample before it
+        volatility = state.volatility.get(symbol, ())
+        atr_fraction = intent.atr / intent.entry_price if intent.atr is not None and intent.atr > 0 else None
+        if atr_fraction is not None:
+            self.state = with_volatility(self.state, symbol, atr_fraction)
         if sym.lock != "FLAT":
             return [
                 derive(
@@ -234,18 +252,41 @@ class Executor(Component):
             ]
         if verdict.decision != "approve":
             return []  # the verdict itself is the record
-        qty = intent.qty * verdict.size_multiplier
+        # orders as Bybit wants them: qty down to the qty step, TP/SL to the tick towards the entry (on
+        # paper without a spec: as proposed, so logs from before instrument rules replay identically)
+        spec = state.instruments.get(symbol)
+        qty, take_profit, stop_loss = intent.qty * verdict.size_multiplier, intent.take_profit, intent.stop_loss
+        if spec is not None:
+            qty = rounding.qty_down(qty, spec.qty_step)
+            take_profit, stop_loss = rounding.exits_towards_entry(intent.side, take_profit, stop_loss, spec.tick_size)
+        leverage = risk.adaptive_leverage(
+            atr_fraction,
+            volatility,
+            state.drawdown_at(bar.ts_event),
+            [t.pnl_usdt for t in state.recent_trades(config.performance_window)],
+            config,
+        )
+        group = config.group_of(symbol)
+        funding = state.funding.get(symbol)
         ctx = risk.RiskContext(
             qty=qty,
             price_ref=intent.entry_price,
-            stop_loss=intent.stop_loss,
+            stop_loss=stop_loss,
             leverage=intent.leverage,
             equity_usdt=state.equity_usdt,
             open_notional_usdt=state.open_notional_usdt,
             open_count=state.exposure_count,
-            trading_enabled=state.trading_allowed(bar.symbol),
+            trading_enabled=state.trading_allowed(symbol),
             daily_pnl_usdt=state.daily_pnl_at(bar.ts_event),
             day_start_equity_usdt=state.day_start_equity_at(bar.ts_event),
+            side=intent.side,
+            order_leverage=leverage,
+            has_instrument=spec is not None,
+            min_order_qty=None if spec is None else spec.min_order_qty,
+            min_notional_usdt=None if spec is None else spec.min_notional_usdt,
+            group=group,
+            group_open=state.exposure_in_group(group, config.group_of),
+            funding_rate_8h=None if funding is None else funding.per_8h,
         )
         denial = risk.check(ctx, config)
         if denial is not None:
@@ -255,8 +296,8 @@ class Executor(Component):
         order = derive(
             ev.OrderSubmitted, bar, iid, order_id, **head,
             order_id=order_id, side="Buy" if intent.side == "long" else "Sell", order_type="Market", qty=qty,
-            price_ref=intent.entry_price, take_profit=intent.take_profit, stop_loss=intent.stop_loss,
-            reduce_only=False, venue_name=config.venue_name,
+            price_ref=intent.entry_price, take_profit=take_profit, stop_loss=stop_loss,
+            reduce_only=False, venue_name=config.venue_name, leverage=leverage.leverage,
         )  # fmt: skip
         return [order]
 

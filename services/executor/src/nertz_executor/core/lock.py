@@ -109,6 +109,11 @@ class SymbolAccount(Struct, frozen=True, kw_only=True):
         Realized P&L of the symbol on ``pnl_day``, USDT.
     closed_trades, winning_trades : int
         Round trips closed, and those with a positive net P&L.
+    closes : tuple of TradeResult
+        The symbol's latest closes, oldest first: every close within ``drawdown_window_ns`` of its last
+        one, and at least the last ``performance_window`` (the adaptive leverage's inputs: peak equity and
+        recent results, read account-wide by :meth:`ExecutorState.peak_equity_at` and
+        :meth:`ExecutorState.recent_trades`).
     """
 
     realized_pnl_usdt: float = 0.0
@@ -116,6 +121,7 @@ class SymbolAccount(Struct, frozen=True, kw_only=True):
     day_pnl_usdt: float = 0.0
     closed_trades: int = 0
     winning_trades: int = 0
+    closes: tuple[TradeResult, ...] = ()
 
     def pnl_on(self, day: int) -> float:
         """Realized P&L of the UTC day ``day``, USDT (0 when the last close was another day)."""
@@ -123,6 +129,26 @@ class SymbolAccount(Struct, frozen=True, kw_only=True):
 
 
 NO_TRADES = SymbolAccount()
+
+
+class TradeResult(Struct, frozen=True, kw_only=True):
+    """One closed round trip as the adaptive leverage reads it: when it closed (UNIX ns, the
+    ``PositionClosed``'s ``ts_event``) and its realized P&L net of fees (USDT)."""
+
+    ts_ns: int
+    pnl_usdt: float
+
+
+class FundingRate(Struct, frozen=True, kw_only=True):
+    """The latest funding rate of a symbol (``Ticker.funding_rate``): a fraction per ``interval_h`` hours."""
+
+    rate: float
+    interval_h: int = 8
+
+    @property
+    def per_8h(self) -> float:
+        """The rate per 8 h, fraction: ``rate × 8 / interval_h``."""
+        return self.rate * 8.0 / self.interval_h
 
 
 class ExecutorState(Struct, frozen=True, kw_only=True):
@@ -146,6 +172,15 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
         Symbols stopped by a per-symbol ``TradingStopped`` (scope = the symbol).
     entry_timeout_ns, cooldown_ns : int
         Lock timings the fold needs (from the configuration), ns.
+    instruments : dict[str, InstrumentSpec]
+        The latest ``InstrumentSpec`` of each symbol (an input, kept so snapshots hold it).
+    funding : dict[str, FundingRate]
+        The latest funding rate of each symbol, from its tickers (an input).
+    volatility : dict[str, tuple[float, ...]]
+        Per symbol, the ATR / entry price of its last ``volatility_window`` intents, oldest first (an
+        input; the adaptive leverage's reference volatility when none is configured).
+    drawdown_window_ns, performance_window, volatility_window : int
+        How much of the closes and intents the fold keeps (from the configuration).
     """
 
     symbols: dict[str, SymbolState] = {}
@@ -155,6 +190,12 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
     halted: frozenset[str] = frozenset()
     entry_timeout_ns: int
     cooldown_ns: int
+    instruments: dict[str, ev.InstrumentSpec] = {}
+    funding: dict[str, FundingRate] = {}
+    volatility: dict[str, tuple[float, ...]] = {}
+    drawdown_window_ns: int = 30 * DAY_NS
+    performance_window: int = 20
+    volatility_window: int = 50
 
     def symbol(self, symbol: str) -> SymbolState:
         """Return the state of ``symbol`` (FLAT when never seen)."""
@@ -224,6 +265,45 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
         """Return the equity at the start of the UTC day of ``ts_ns``, USDT."""
         return self.equity_usdt - self.daily_pnl_at(ts_ns)
 
+    def _closes(self, since_ns: int | None = None) -> list[tuple[int, str, int, TradeResult]]:
+        return sorted(
+            (t.ts_ns, s, i, t)
+            for s, a in self.accounts.items()
+            for i, t in enumerate(a.closes)
+            if since_ns is None or t.ts_ns >= since_ns
+        )
+
+    def recent_trades(self, n: int) -> list[TradeResult]:
+        """Return the last ``n`` closed trades account-wide, oldest first.
+
+        Trades are ordered by close time (``ts_event``), ties by symbol, so the answer is the same
+        whatever order the symbols' steps ran in.
+        """
+        return [c[3] for c in self._closes()[-n:]] if n > 0 else []
+
+    def peak_equity_at(self, ts_ns: int) -> float:
+        """Return the highest account equity over the closes of the ``drawdown_window_ns`` before
+        ``ts_ns`` (and now), USDT.
+
+        Walks back from today's equity (:attr:`equity_usdt`) through the window's closes, latest first
+        (close time, ties by symbol): the equity before a close is the equity after it less its P&L.
+        """
+        equity = peak = self.equity_usdt
+        for c in reversed(self._closes(ts_ns - self.drawdown_window_ns)):
+            equity -= c[3].pnl_usdt
+            peak = max(peak, equity)
+        return peak
+
+    def exposure_in_group(self, group: str, group_of: Callable[[str], str]) -> int:
+        """Return the positions open or pending (LOCKED or ENTRY_PENDING) of the symbols in ``group``."""
+        engaged = ("LOCKED", "ENTRY_PENDING")
+        return sum(1 for s, st in self.symbols.items() if st.lock in engaged and group_of(s) == group)
+
+    def drawdown_at(self, ts_ns: int) -> float:
+        """Return the account drawdown from its peak equity (:meth:`peak_equity_at`), fraction in [0, 1]."""
+        peak = self.peak_equity_at(ts_ns)
+        return min(1.0, max(0.0, (peak - self.equity_usdt) / peak)) if peak > 0 else 0.0
+
 
 def initial_state(config: ExecutorConfig) -> ExecutorState:
     """Return the state before any event: every symbol FLAT, equity from the configuration."""
@@ -232,7 +312,34 @@ def initial_state(config: ExecutorConfig) -> ExecutorState:
         trading_enabled=config.trading_enabled,
         entry_timeout_ns=config.entry_timeout_ns,
         cooldown_ns=config.cooldown_ns,
+        drawdown_window_ns=config.drawdown_window_ns,
+        performance_window=config.performance_window,
+        volatility_window=config.volatility_window,
     )
+
+
+def with_instrument(state: ExecutorState, spec: ev.InstrumentSpec) -> ExecutorState:
+    """Keep ``spec`` as the symbol's trading rules (the latest wins)."""
+    return msgspec.structs.replace(state, instruments={**state.instruments, spec.symbol: spec})
+
+
+def with_funding(state: ExecutorState, ticker: ev.Ticker) -> ExecutorState:
+    """Keep the ticker's funding rate as the symbol's latest (unchanged when the ticker has none).
+
+    ``funding_interval_h`` defaults to 8 h when the ticker does not say.
+    """
+    if ticker.funding_rate is None:
+        return state
+    rate = FundingRate(rate=ticker.funding_rate, interval_h=ticker.funding_interval_h or 8)
+    if state.funding.get(ticker.symbol) == rate:
+        return state
+    return msgspec.structs.replace(state, funding={**state.funding, ticker.symbol: rate})
+
+
+def with_volatility(state: ExecutorState, symbol: str, atr_fraction: float) -> ExecutorState:
+    """Add an intent's ATR / entry price (fraction) to the symbol's last ``volatility_window``."""
+    kept = (*state.volatility.get(symbol, ()), atr_fraction)[-state.volatility_window :]
+    return msgspec.structs.replace(state, volatility={**state.volatility, symbol: kept})
 
 
 #: events the fold accepts
@@ -366,6 +473,7 @@ def _on_position_closed(state: ExecutorState, sym: SymbolState, e: ev.PositionCl
         day_pnl_usdt=acc.pnl_on(day) + pnl,
         closed_trades=acc.closed_trades + 1,
         winning_trades=acc.winning_trades + (pnl > 0),
+        closes=_kept(acc.closes, TradeResult(ts_ns=e.ts_event, pnl_usdt=pnl), state),
     )
     new_sym = SymbolState(
         lock="COOLDOWN",
@@ -376,6 +484,14 @@ def _on_position_closed(state: ExecutorState, sym: SymbolState, e: ev.PositionCl
     )
     state = msgspec.structs.replace(state, accounts={**state.accounts, e.symbol: new_acc})
     return _with(state, e.symbol, new_sym)
+
+
+def _kept(closes: tuple[TradeResult, ...], new: TradeResult, state: ExecutorState) -> tuple[TradeResult, ...]:
+    # every close within the drawdown window of this one, and at least the last performance_window
+    out = (*closes, new)
+    since = new.ts_ns - state.drawdown_window_ns
+    first = next((i for i, t in enumerate(out) if t.ts_ns >= since), len(out))
+    return out[min(first, max(0, len(out) - state.performance_window)) :]
 
 
 def _to_flat(state: ExecutorState, sym: SymbolState, e: ev.Correlated) -> ExecutorState:
