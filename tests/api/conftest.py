@@ -113,6 +113,46 @@ class Build:
         return [i, v, awaited, sub, fill, opened, engaged, exit_fill, closed, released]
 
     @staticmethod
+    def reported(
+        cls: type, symbol: str, correlation_id: str, cause: ev.Event, ts_ns: int, tag: str = "", **kw: Any
+    ) -> Any:
+        """A correlated event about ``symbol`` caused by ``cause``; ``tag`` tells apart two of one class and cause."""
+        return cls(
+            event_id=ids.derive_id(cls.__name__, correlation_id, cause.event_id, tag),
+            ts_event=ts_ns,
+            ts_init=ts_ns,
+            symbol=symbol,
+            correlation_id=correlation_id,
+            causation_id=cause.event_id,
+            **kw,
+        )
+
+    @staticmethod
+    def position_report(symbol: str, ts_ns: int, source: str = "reconcile", **kw: Any) -> ev.PositionSnapshot:
+        """Bybit's position of ``symbol`` (no position unless ``side``/``qty`` are given)."""
+        return ev.PositionSnapshot(
+            event_id=ids.derive_id("PositionSnapshot", symbol, ts_ns, source), ts_event=ts_ns, ts_init=ts_ns,
+            symbol=symbol, venue_name="bybit", source=source, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    @staticmethod
+    def wallet_report(ts_ns: int, equity: float, **kw: Any) -> ev.WalletSnapshot:
+        """Bybit's unified account (USDT)."""
+        fields: dict[str, Any] = dict(wallet_balance_usdt=equity, available_usdt=equity * 0.9)
+        fields.update(kw)
+        return ev.WalletSnapshot(
+            event_id=ids.derive_id("WalletSnapshot", ts_ns), ts_event=ts_ns, ts_init=ts_ns, venue_name="bybit",
+            equity_usdt=equity, **fields,
+        )  # fmt: skip
+
+    @staticmethod
+    def halt(symbol: str, ts_ns: int, reason: str) -> list[ev.Event]:
+        """A reconciliation that halts ``symbol``: a foreign position, then the executor's ``VenueMismatch``."""
+        snap = Build.position_report(symbol, ts_ns, side="short", qty=1.0, entry_price=20.0)
+        mm = Build.reported(ev.VenueMismatch, symbol, snap.event_id, snap, ts_ns, action="halted", reason=reason)
+        return [snap, mm]
+
+    @staticmethod
     def system(cls: type, ts_ns: int, **kw: Any) -> Any:
         return cls(event_id=ids.derive_id(cls.__name__, ts_ns, *kw.values()), ts_event=ts_ns, ts_init=ts_ns, **kw)
 
@@ -236,6 +276,99 @@ def scenario_events() -> list[ev.Event]:
 def scenario() -> list[ev.Event]:
     """The default scenario (see :func:`scenario_events`)."""
     return scenario_events()
+
+
+# --- what a real venue reports ------------------------------------------------------------------
+
+
+def venue_events() -> list[ev.Event]:
+    """A log of what Bybit reports, with the executor's answers:
+
+    - BTCUSDT: an entry accepted and filled in two parts, two funding payments (one paid, one received),
+      the private stream's and a reconciliation's positions agreeing; then a reconciliation finds no
+      position: the position is closed on the log (exit reason ``reconciled``) and the symbol halted;
+    - ETHUSDT: a position opened outside Nertz, adopted and locked;
+    - SOLUSDT: an entry refused by Bybit (110007), another accepted and canceled unfilled, then a position
+      opened outside Nertz halts the symbol;
+    - two wallet reports (equity 1000, then 1012.5 USDT).
+    """
+    b = Build
+    reported, position_report, wallet_report = b.reported, b.position_report, b.wallet_report
+    t = f.T0_NS + f.MINUTE_NS
+    btc = b.bar(0, close=100.0)
+    i = b.intent(btc)
+    v = b.verdict(i)
+    oid = ids.order_link_id(i.event_id)
+    cid, sym = i.correlation_id, "BTCUSDT"
+    sub = b.correlated(ev.OrderSubmitted, i, v, t, order_id=oid, side="Buy", qty=1.0, price_ref=100.0,
+                       take_profit=103.0, stop_loss=99.0, venue_name="bybit", leverage=3.0)  # fmt: skip
+    acc = reported(ev.OrderAccepted, sym, cid, sub, t + 1, order_id=oid, venue_order_id="bybit-order-1")
+    fill1 = reported(ev.OrderFilled, sym, cid, acc, t + 2, "1", order_id=oid, fill_id="exec-1", side="Buy", qty=0.4,
+                     price=100.0, fee_usdt=0.02, venue_name="bybit", venue_order_id="bybit-order-1",
+                     leaves_qty=0.6)  # fmt: skip
+    fill2 = reported(ev.OrderFilled, sym, cid, acc, t + 3, "2", order_id=oid, fill_id="exec-2", side="Buy", qty=0.6,
+                     price=100.5, fee_usdt=0.03, venue_name="bybit", venue_order_id="bybit-order-1")  # fmt: skip
+    pos_id = ids.derive_id("position", i.event_id)
+    opened = reported(ev.PositionOpened, sym, cid, fill2, t + 3, position_id=pos_id, side="long", qty=1.0,
+                      entry_price=100.3, take_profit=103.0, stop_loss=99.0, fee_usdt=0.05)  # fmt: skip
+    engaged = reported(ev.LockEngaged, sym, cid, opened, t + 3, reason="position open")
+    pushed = position_report(sym, t + 4, "stream", side="long", qty=1.0, entry_price=100.3, mark_price=101.0,
+                             take_profit=103.0, stop_loss=99.0, leverage=3.0, unrealized_pnl_usdt=0.7)  # fmt: skip
+    paid = reported(ev.FundingSettled, sym, cid, opened, t + 5, "1", fill_id="funding-1", fee_usdt=0.03,
+                    rate=0.0003, position_value_usdt=101.0)  # fmt: skip
+    received = reported(ev.FundingSettled, sym, cid, opened, t + 6, "2", fill_id="funding-2", fee_usdt=-0.01,
+                        rate=-0.0001, position_value_usdt=100.0)  # fmt: skip
+    agreed = position_report(sym, t + 7, side="long", qty=1.0, entry_price=100.3, mark_price=100.8,
+                             take_profit=103.0, stop_loss=99.0, trailing_stop=1.5, leverage=3.0,
+                             unrealized_pnl_usdt=0.5)  # fmt: skip
+    # no position; the event's entry_price must be > 0 even then (events.Price)
+    gone = position_report(sym, t + 8, entry_price=100.3, mark_price=100.6)
+    closed_mm = reported(ev.VenueMismatch, sym, cid, gone, t + 8, "closed", action="closed",
+                         reason="the venue holds no position where the lock holds long 1")  # fmt: skip
+    closed = reported(ev.PositionClosed, sym, cid, gone, t + 8, position_id=pos_id, side="long", qty=1.0,
+                      entry_price=100.3, exit_price=100.6, exit_reason="reconciled", realized_pnl_usdt=0.23,
+                      fee_usdt=0.05, return_fraction=0.0023, holding_ns=5)  # fmt: skip
+    halted_mm = reported(ev.VenueMismatch, sym, cid, gone, t + 8, "halted", action="halted",
+                         reason="the fill that closed the position is not on the log")  # fmt: skip
+    out: list[ev.Event] = [btc, i, v, sub, acc, fill1, fill2, opened, engaged, pushed, paid, received, agreed, gone,
+                           closed_mm, closed, halted_mm]  # fmt: skip
+
+    eth = b.bar(0, symbol="ETHUSDT", close=50.0)
+    foreign = position_report("ETHUSDT", t + 10, side="long", qty=2.0, entry_price=49.5, mark_price=50.0)
+    iid = ids.derive_id("adopted", "ETHUSDT", foreign.event_id)
+    adopted = reported(ev.VenueMismatch, "ETHUSDT", iid, foreign, t + 10, action="adopted",
+                       reason="a long position of 2 at 49.5 opened outside Nertz: adopted and locked")  # fmt: skip
+    eth_open = reported(ev.PositionOpened, "ETHUSDT", iid, adopted, t + 10, position_id=ids.derive_id("position", iid),
+                        side="long", qty=2.0, entry_price=49.5, take_profit=55.0, stop_loss=45.0,
+                        fee_usdt=0.0)  # fmt: skip
+    out += [eth, foreign, adopted, eth_open, reported(ev.LockEngaged, "ETHUSDT", iid, eth_open, t + 10,
+                                                      reason="position open")]  # fmt: skip
+
+    sol = [b.bar(k, symbol="SOLUSDT", close=20.0) for k in range(2)]
+    i1, i2 = b.intent(sol[0]), b.intent(sol[1])
+    o1, o2 = ids.order_link_id(i1.event_id), ids.order_link_id(i2.event_id)
+    sub1 = b.correlated(ev.OrderSubmitted, i1, i1, t + 20, order_id=o1, side="Buy", qty=1.0, price_ref=20.0,
+                        venue_name="bybit")  # fmt: skip
+    refused = b.correlated(ev.OrderRefused, i1, sub1, t + 21, order_id=o1, ret_code=110007,
+                           ret_msg="ab not enough for new order")  # fmt: skip
+    rejected = b.correlated(ev.OrderRejected, i1, refused, t + 21, order_id=o1,
+                            reason="110007 ab not enough for new order")  # fmt: skip
+    sub2 = b.correlated(ev.OrderSubmitted, i2, i2, t + 30, order_id=o2, side="Buy", qty=1.0, price_ref=20.0,
+                        venue_name="bybit")  # fmt: skip
+    acc2 = b.correlated(ev.OrderAccepted, i2, sub2, t + 31, order_id=o2, venue_order_id="bybit-order-2")
+    expired = b.correlated(ev.EntryExpired, i2, sub2, t + 90, order_id=o2, reason="not filled in 60 s")
+    canceled = b.correlated(ev.OrderCanceled, i2, expired, t + 91, order_id=o2, venue_order_id="bybit-order-2",
+                            reason="canceled by the executor", filled_qty=0.0)  # fmt: skip
+    out += [*sol, i1, sub1, refused, rejected, i2, sub2, acc2, expired, canceled]
+    out += b.halt("SOLUSDT", t + 100, "a short position of 1 opened outside Nertz")
+    out += [wallet_report(t, 1000.0), wallet_report(t + 9, 1012.5, unrealized_pnl_usdt=2.5)]
+    return out
+
+
+@pytest.fixture(scope="session")
+def venue_scenario() -> list[ev.Event]:
+    """The venue's reports (see :func:`venue_events`)."""
+    return venue_events()
 
 
 # --- database and projector helpers -------------------------------------------------------------

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 TABLES = (
     "candles", "last_bars", "tickers", "book_tops", "trades", "instruments", "feed_status", "factor_snapshots",
     "intents", "verdicts", "verdicts_awaited", "suppressed", "orders", "fills", "positions", "round_trips", "locks",
-    "lock_history", "control", "dead_letters", "symbols", "projector_tracking",
+    "lock_history", "control", "dead_letters", "symbols", "projector_tracking", "venue_positions",
+    "reconciled_positions", "venue_wallet", "venue_wallet_history", "funding", "venue_mismatches",
 )  # fmt: skip
 
 
@@ -287,3 +288,131 @@ async def test_projector_lock_lost_to_another_instance_goes_back_to_standby(js_f
     stop.set()
     await asyncio.wait_for(task, 10)
     assert await count(pool, "SELECT count(*) FROM candles") == 20 and p.stats.tracked_seq == 20
+
+
+# --- what a real venue reports (migration 0004) ------------------------------------------------------
+
+
+async def test_projector_venue_reports_project_each_type(js_fresh, pool, publisher, project, venue_scenario):
+    await publisher.publish_many(venue_scenario)
+    p = await project()
+    assert p.stats.projected == len(venue_scenario) and p.stats.rejected == 0
+    # orders: what Bybit answered, next to what the executor did
+    rows = await pool.fetch("SELECT * FROM orders WHERE symbol = 'SOLUSDT' ORDER BY stream_seq")
+    assert [r["kind"] for r in rows] == ["submitted", "refused", "rejected", "submitted", "accepted", "expired",
+                                         "canceled"]  # fmt: skip
+    refused, accepted, canceled = rows[1], rows[4], rows[6]
+    assert refused["reason"] == "110007 ab not enough for new order" and refused["ret_code"] == 110007
+    assert refused["venue_name"] == "bybit" and refused["reduce_only"] is False and refused["venue_order_id"] is None
+    assert accepted["venue_order_id"] == "bybit-order-2" and accepted["reason"] is None
+    assert canceled["reason"] == "canceled by the executor" and canceled["filled_qty"] == 0.0
+    assert canceled["venue_order_id"] == "bybit-order-2" and canceled["order_id"] == accepted["order_id"]
+    btc = [r["kind"] for r in await pool.fetch("SELECT kind FROM orders WHERE symbol = 'BTCUSDT' ORDER BY stream_seq")]
+    assert btc == ["submitted", "accepted"]
+    fills = await pool.fetch("SELECT * FROM fills ORDER BY stream_seq")
+    assert [(r["qty"], r["leaves_qty"], r["venue_order_id"]) for r in fills] == [
+        (0.4, 0.6, "bybit-order-1"), (0.6, 0.0, "bybit-order-1")
+    ]  # fmt: skip
+    # positions: the latest per venue and symbol, from the stream or a reconciliation ...
+    latest = {r["symbol"]: r for r in await pool.fetch("SELECT * FROM venue_positions")}
+    assert set(latest) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    b = latest["BTCUSDT"]  # the last report says: no position
+    assert (b["venue_name"], b["source"], b["side"], b["qty"], b["mark_price"]) == ("bybit", "reconcile", None, 0.0,
+                                                                                     100.6)  # fmt: skip
+    assert b["event_id"] == venue_scenario[13].event_id and b["ts"].timestamp() == pytest.approx(b["ts_event_ns"] / 1e9)
+    e = latest["ETHUSDT"]
+    assert (e["side"], e["qty"], e["entry_price"], e["mark_price"]) == ("long", 2.0, 49.5, 50.0)
+    # ... and every reconciliation's as a fact (the stream's push is not one)
+    checks = await pool.fetch("SELECT * FROM reconciled_positions ORDER BY stream_seq")
+    assert [(r["symbol"], r["side"], r["qty"]) for r in checks] == [
+        ("BTCUSDT", "long", 1.0), ("BTCUSDT", None, 0.0), ("ETHUSDT", "long", 2.0), ("SOLUSDT", "short", 1.0)
+    ]  # fmt: skip
+    assert (
+        checks[0]["trailing_stop"] == 1.5 and checks[0]["leverage"] == 3.0 and checks[0]["unrealized_pnl_usdt"] == 0.5
+    )
+    # the wallet: latest per venue, and its history
+    wallet = await pool.fetchrow("SELECT * FROM venue_wallet")
+    assert (wallet["venue_name"], wallet["equity_usdt"], wallet["unrealized_pnl_usdt"]) == ("bybit", 1012.5, 2.5)
+    assert wallet["available_usdt"] == pytest.approx(911.25)
+    history = await pool.fetch("SELECT equity_usdt FROM venue_wallet_history ORDER BY ts_event_ns")
+    assert [r["equity_usdt"] for r in history] == [1000.0, 1012.5]
+    # funding payments
+    funding = await pool.fetch("SELECT * FROM funding ORDER BY stream_seq")
+    assert [(r["fill_id"], r["fee_usdt"], r["rate"]) for r in funding] == [("funding-1", 0.03, 0.0003),
+                                                                          ("funding-2", -0.01, -0.0001)]  # fmt: skip
+    assert funding[0]["position_value_usdt"] == 101.0 and funding[0]["venue_name"] == "bybit"
+    assert funding[0]["correlation_id"] == venue_scenario[1].correlation_id
+    # what reconciliation found, and what the executor did
+    mm = await pool.fetch("SELECT symbol, action, reason FROM venue_mismatches ORDER BY stream_seq")
+    assert [(r["symbol"], r["action"]) for r in mm] == [
+        ("BTCUSDT", "closed"), ("BTCUSDT", "halted"), ("ETHUSDT", "adopted"), ("SOLUSDT", "halted")
+    ]  # fmt: skip
+    closed = await pool.fetchrow("SELECT * FROM positions WHERE symbol = 'BTCUSDT'")
+    assert closed["status"] == "closed" and closed["exit_reason"] == "reconciled"
+    assert await pool.fetchval("SELECT exit_reason FROM round_trips WHERE symbol = 'BTCUSDT'") == "reconciled"
+    # the lock: an adoption moves it (FLAT -> ENTRY_PENDING), then the adopted position locks it
+    eth = await pool.fetch("SELECT * FROM lock_history WHERE symbol = 'ETHUSDT' ORDER BY stream_seq")
+    assert [(r["state"], r["event_type"]) for r in eth] == [
+        ("ENTRY_PENDING", "VenueMismatch"),
+        ("LOCKED", "LockEngaged"),
+    ]
+    assert eth[0]["reason"] == "position adopted: a long position of 2 at 49.5 opened outside Nertz: adopted and locked"
+    locks = {r["symbol"]: r["state"] for r in await pool.fetch("SELECT symbol, state FROM locks")}
+    assert locks == {"BTCUSDT": "COOLDOWN", "ETHUSDT": "LOCKED", "SOLUSDT": "FLAT"}  # a halt moves no lock
+    assert await count(pool, "SELECT count(*) FROM lock_history WHERE event_type = 'VenueMismatch'") == 1
+    # the symbols halted now, with why
+    halts = {r["symbol"]: r["reason"] for r in await pool.fetch("SELECT * FROM venue_halts")}
+    assert halts == {"BTCUSDT": "the fill that closed the position is not on the log",
+                     "SOLUSDT": "a short position of 1 opened outside Nertz"}  # fmt: skip
+    assert await count(pool, "SELECT count(*) FROM symbols") == 3
+
+
+async def test_projector_venue_redelivery_and_replay_change_nothing(
+    js_fresh, pool, publisher, project, venue_scenario, deliveries_of
+):
+    await publisher.publish_many(venue_scenario)
+    deliveries = await deliveries_of(js_fresh, len(venue_scenario))
+    projector = Projector(pool, js_fresh, publisher)
+    await projector.handle(deliveries[:20])
+    await projector.handle(deliveries)
+    before = await dump(pool)
+    assert len(before["venue_positions"]) == 3 and len(before["venue_mismatches"]) == 4 and before["funding"]
+    await projector.handle(deliveries)  # the same batch again (a redelivery after a lost ack)
+    await projector.handle(deliveries[5:15])
+    assert await dump(pool) == before
+    assert projector.stats.projected == len(venue_scenario)
+    # a replay that ignores the tracking row, in other batch boundaries, writes the same rows
+    await pool.execute("UPDATE projector_tracking SET stream_seq = 0")
+    await reset_consumer(js_fresh)
+    again = await project(batch=3)
+    assert again.stats.projected == len(venue_scenario) and await dump(pool) == before
+
+
+async def test_projector_venue_position_of_an_older_report_does_not_win(
+    js_fresh, pool, publisher, deliveries_of, build
+):
+    """The latest rows move forward by stream sequence only, even when a replay writes an older report."""
+    t = f.T0_NS
+    reports = [build.position_report("BTCUSDT", t, "stream", side="long", qty=1.0, entry_price=100.0),
+               build.position_report("BTCUSDT", t + 1, side="long", qty=0.5, entry_price=100.0),
+               build.wallet_report(t, 1000.0), build.wallet_report(t + 1, 990.0)]  # fmt: skip
+    await publisher.publish_many(reports)
+    deliveries = await deliveries_of(js_fresh, 4)
+    projector = Projector(pool, js_fresh, publisher)
+    await projector.handle(deliveries)
+    await pool.execute("UPDATE projector_tracking SET stream_seq = 0")
+    await projector.handle([deliveries[0], deliveries[2]])  # only the older reports, replayed
+    pos = await pool.fetchrow("SELECT * FROM venue_positions")
+    assert (pos["qty"], pos["source"]) == (0.5, "reconcile")
+    assert await pool.fetchval("SELECT equity_usdt FROM venue_wallet") == 990.0
+
+
+def test_writes_venue_position_keeps_one_row_per_venue_and_symbol():
+    w = Writes({"BTCUSDT"})
+    t = f.T0_NS
+    for i, (venue_name, qty) in enumerate((("bybit", 1.0), ("paper", 2.0), ("bybit", 3.0))):
+        w.add(ev.PositionSnapshot(event_id=f"p{i}", ts_event=t + i, ts_init=t + i, symbol="BTCUSDT",
+                                  venue_name=venue_name, side="long", qty=qty, entry_price=100.0), i + 1)  # fmt: skip
+    rows = w.keyed["venue_positions"]
+    assert {k: r[4] for k, r in rows.items()} == {("bybit", "BTCUSDT"): 3.0, ("paper", "BTCUSDT"): 2.0}
+    assert "reconciled_positions" not in w.rows  # stream pushes (the default source) are no reconciliation

@@ -15,8 +15,9 @@ sequence ``<= T`` is projected (or was unprojectable and dead-lettered). So:
   nothing.
 
 Rows are grouped per statement and written with ``executemany`` (one pipelined round trip per table
-and batch). "Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar)
-keep one row per key and batch, which turns ~10 book updates per second into one write per batch.
+and batch). "Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar, the
+venue's positions and wallet) keep one row per key and batch, which turns ~10 book updates per second
+into one write per batch.
 
 Errors: connection-level failures become :class:`nertz_common.errors.TransientError` (the batch is
 retried in place). A row Postgres rejects (a data or constraint error, e.g. a NUL byte in a text
@@ -127,8 +128,11 @@ def _insert(table: str, cols: str, conflict: str = "DO NOTHING") -> str:
 
 
 def _latest(table: str, key: str, cols: str) -> str:
+    """An upsert of the row per ``key`` (one column, or several: ``"venue_name, symbol"``) that only moves
+    forward by ``stream_seq``."""
     names = [c.strip() for c in cols.split(",")]
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c != key)
+    keys = {k.strip() for k in key.split(",")}
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
     return _insert(table, cols, f"({key}) DO UPDATE SET {sets} WHERE {table}.stream_seq < EXCLUDED.stream_seq")
 
 
@@ -140,6 +144,12 @@ _CANDLE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in _CANDLE_COLS.split(", ")[
 
 _LAST_BAR_COLS = "symbol, interval, open_time_ns, close, closed, ts_event_ns, event_id, stream_seq"
 _LAST_BAR_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in _LAST_BAR_COLS.split(", ")[1:])
+
+_VENUE_POSITION_COLS = (
+    "side, qty, entry_price, mark_price, take_profit, stop_loss, trailing_stop, leverage, unrealized_pnl_usdt, "
+    "ts_event_ns"
+)
+_WALLET_COLS = "equity_usdt, wallet_balance_usdt, available_usdt, unrealized_pnl_usdt, ts_event_ns"
 
 #: statement name -> SQL, in the order a batch writes them (positions: open before close)
 STATEMENTS: dict[str, str] = {
@@ -225,12 +235,32 @@ STATEMENTS: dict[str, str] = {
     "orders": _insert(
         "orders",
         "event_id, kind, order_id, symbol, correlation_id, causation_id, ts_event_ns, side, order_type, qty, "
-        "price_ref, take_profit, stop_loss, reduce_only, venue_name, reason, stream_seq",
+        "price_ref, take_profit, stop_loss, reduce_only, venue_name, reason, venue_order_id, ret_code, filled_qty, "
+        "stream_seq",
     ),
     "fills": _insert(
         "fills",
         "event_id, order_id, fill_id, symbol, correlation_id, causation_id, ts_event_ns, side, qty, price, "
-        "fee_usdt, liquidity, reduce_only, venue_name, stream_seq",
+        "fee_usdt, liquidity, reduce_only, venue_name, venue_order_id, leaves_qty, exit_reason, stream_seq",
+    ),
+    "venue_positions": _latest(
+        "venue_positions",
+        "venue_name, symbol",
+        f"venue_name, symbol, source, {_VENUE_POSITION_COLS}, event_id, stream_seq",
+    ),
+    "reconciled_positions": _insert(
+        "reconciled_positions", f"event_id, venue_name, symbol, {_VENUE_POSITION_COLS}, stream_seq"
+    ),
+    "venue_wallet": _latest("venue_wallet", "venue_name", f"venue_name, {_WALLET_COLS}, event_id, stream_seq"),
+    "venue_wallet_history": _insert("venue_wallet_history", f"event_id, venue_name, {_WALLET_COLS}, stream_seq"),
+    "funding": _insert(
+        "funding",
+        "event_id, fill_id, symbol, venue_name, correlation_id, causation_id, ts_event_ns, fee_usdt, rate, "
+        "position_value_usdt, stream_seq",
+    ),
+    "venue_mismatches": _insert(
+        "venue_mismatches",
+        "event_id, symbol, venue_name, correlation_id, causation_id, action, reason, ts_event_ns, stream_seq",
     ),
     "positions_open": _insert(
         "positions",
@@ -483,25 +513,66 @@ def _lock(w: Writes, e: ev.Correlated, seq: int, reason: str) -> None:
 def _on_order_submitted(w: Writes, e: ev.OrderSubmitted, seq: int) -> None:
     w.fact("orders", (e.event_id, "submitted", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
                       e.side, e.order_type, e.qty, e.price_ref, e.take_profit, e.stop_loss, e.reduce_only,
-                      e.venue_name, None, seq))  # fmt: skip
+                      e.venue_name, None, None, None, None, seq))  # fmt: skip
     _lock(w, e, seq, "entry submitted")
 
 
 def _on_order_rejected(w: Writes, e: ev.OrderRejected, seq: int) -> None:
     w.fact("orders", (e.event_id, "rejected", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
-                      None, None, None, None, None, None, e.reduce_only, None, e.reason, seq))  # fmt: skip
+                      None, None, None, None, None, None, e.reduce_only, None, e.reason, None, None, None,
+                      seq))  # fmt: skip
     _lock(w, e, seq, f"entry rejected: {e.reason}")
 
 
 def _on_entry_expired(w: Writes, e: ev.EntryExpired, seq: int) -> None:
     w.fact("orders", (e.event_id, "expired", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
-                      None, None, None, None, None, None, None, None, e.reason, seq))  # fmt: skip
+                      None, None, None, None, None, None, None, None, e.reason, None, None, None,
+                      seq))  # fmt: skip
     _lock(w, e, seq, f"entry expired: {e.reason}")
 
 
 def _on_order_filled(w: Writes, e: ev.OrderFilled, seq: int) -> None:
     w.fact("fills", (e.event_id, e.order_id, e.fill_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
-                     e.side, e.qty, e.price, e.fee_usdt, e.liquidity, e.reduce_only, e.venue_name, seq))  # fmt: skip
+                     e.side, e.qty, e.price, e.fee_usdt, e.liquidity, e.reduce_only, e.venue_name, e.venue_order_id,
+                     e.leaves_qty, e.exit_reason, seq))  # fmt: skip
+
+
+def _on_order_accepted(w: Writes, e: ev.OrderAccepted, seq: int) -> None:
+    w.fact("orders", (e.event_id, "accepted", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                      None, None, None, None, None, None, e.reduce_only, e.venue_name, None, e.venue_order_id, None,
+                      None, seq))  # fmt: skip
+
+
+def _on_order_refused(w: Writes, e: ev.OrderRefused, seq: int) -> None:
+    w.fact("orders", (e.event_id, "refused", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                      None, None, None, None, None, None, e.reduce_only, e.venue_name, f"{e.ret_code} {e.ret_msg}",
+                      None, e.ret_code, None, seq))  # fmt: skip
+
+
+def _on_order_canceled(w: Writes, e: ev.OrderCanceled, seq: int) -> None:
+    w.fact("orders", (e.event_id, "canceled", e.order_id, e.symbol, e.correlation_id, e.causation_id, e.ts_event,
+                      None, None, None, None, None, None, e.reduce_only, e.venue_name, e.reason, e.venue_order_id,
+                      None, e.filled_qty, seq))  # fmt: skip
+
+
+def _on_position_snapshot(w: Writes, e: ev.PositionSnapshot, seq: int) -> None:
+    position = (e.side, e.qty, e.entry_price, e.mark_price, e.take_profit, e.stop_loss, e.trailing_stop, e.leverage,
+                e.unrealized_pnl_usdt, e.ts_event)  # fmt: skip
+    w.latest("venue_positions", (e.venue_name, e.symbol), (e.venue_name, e.symbol, e.source, *position, e.event_id,
+                                                           seq))  # fmt: skip
+    if e.source == "reconcile":
+        w.fact("reconciled_positions", (e.event_id, e.venue_name, e.symbol, *position, seq))
+
+
+def _on_wallet_snapshot(w: Writes, e: ev.WalletSnapshot, seq: int) -> None:
+    wallet = (e.equity_usdt, e.wallet_balance_usdt, e.available_usdt, e.unrealized_pnl_usdt, e.ts_event)
+    w.latest("venue_wallet", e.venue_name, (e.venue_name, *wallet, e.event_id, seq))
+    w.fact("venue_wallet_history", (e.event_id, e.venue_name, *wallet, seq))
+
+
+def _on_funding_settled(w: Writes, e: ev.FundingSettled, seq: int) -> None:
+    w.fact("funding", (e.event_id, e.fill_id, e.symbol, e.venue_name, e.correlation_id, e.causation_id, e.ts_event,
+                       e.fee_usdt, e.rate, e.position_value_usdt, seq))  # fmt: skip
 
 
 def _on_position_opened(w: Writes, e: ev.PositionOpened, seq: int) -> None:
@@ -529,11 +600,9 @@ def _on_lock_released(w: Writes, e: ev.LockReleased, seq: int) -> None:
 
 
 def _on_venue_mismatch(w: Writes, e: ev.VenueMismatch, seq: int) -> None:
-    _lock(w, e, seq, f"reconciliation {e.action}: {e.reason}")
-
-
-def _not_projected(w: Writes, e: ev.Event, seq: int) -> None:
-    """Venue reports not projected yet (their tables come with migration 0004)."""
+    w.fact("venue_mismatches", (e.event_id, e.symbol, e.venue_name, e.correlation_id, e.causation_id, e.action,
+                                e.reason, e.ts_event, seq))  # fmt: skip
+    _lock(w, e, seq, f"position adopted: {e.reason}")  # only an adoption moves the lock (ENTRY_PENDING)
 
 
 def _on_trading_started(w: Writes, e: ev.TradingStarted, seq: int) -> None:
@@ -576,12 +645,12 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.PositionClosed: _on_position_closed,
     ev.LockReleased: _on_lock_released,
     ev.VenueMismatch: _on_venue_mismatch,
-    ev.OrderAccepted: _not_projected,
-    ev.OrderRefused: _not_projected,
-    ev.OrderCanceled: _not_projected,
-    ev.PositionSnapshot: _not_projected,
-    ev.WalletSnapshot: _not_projected,
-    ev.FundingSettled: _not_projected,
+    ev.OrderAccepted: _on_order_accepted,
+    ev.OrderRefused: _on_order_refused,
+    ev.OrderCanceled: _on_order_canceled,
+    ev.PositionSnapshot: _on_position_snapshot,
+    ev.WalletSnapshot: _on_wallet_snapshot,
+    ev.FundingSettled: _on_funding_settled,
     ev.TradingStarted: _on_trading_started,
     ev.TradingStopped: _on_trading_stopped,
     ev.DeadLettered: _on_dead_lettered,
