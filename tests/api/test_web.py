@@ -109,6 +109,7 @@ async def test_status_reports_locks_bars_prices_and_trading_switch(client, scena
     assert body["projector"] == {"consumer": "projector", "stream_seq": len(scenario)}
     btc, sol, xrp = body["symbols"]["BTCUSDT"], body["symbols"]["SOLUSDT"], body["symbols"]["XRPUSDT"]
     assert btc["lock_state"] == "FLAT" and btc["trading_enabled"] is True
+    assert (btc["halted"], btc["halt_reason"], btc["halted_since_ns"]) == (False, None, None)  # no reconciliation
     assert btc["last_price"] == 133.0 and btc["last_bar_open_time_ns"] == f.T0_NS + 30 * f.MINUTE_NS
     assert btc["last_bar_open_time"].startswith("2025-05-30T17:09:00")
     assert sol["trading_enabled"] is False and sol["last_price"] == 20.0  # stopped for SOLUSDT alone
@@ -378,13 +379,13 @@ async def test_openapi_matches_what_every_endpoint_returns(client):
     """Every response of the scenario (and each kind of error) validates against the declared schema."""
     doc = (await client.get("/openapi.json")).json()
     gets = [("/health", "/health"), ("/status", "/status"), ("/profit", "/profit"), ("/llm", "/llm"),
-            ("/shadows", "/shadows"), ("/overrides", "/overrides")]  # fmt: skip
+            ("/shadows", "/shadows"), ("/overrides", "/overrides"), ("/venue", "/venue")]  # fmt: skip
     for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"):
         gets += [
             (f"/trades/{sym}", "/trades/{symbol}"), (f"/candles/{sym}/10", "/candles/{symbol}/{limit}"),
             (f"/metrics/{sym}", "/metrics/{symbol}"), (f"/decisions/{sym}", "/decisions/{symbol}"),
             (f"/ticker/{sym}", "/ticker/{symbol}"), (f"/orderbook/{sym}", "/orderbook/{symbol}"),
-            (f"/market_data/{sym}", "/market_data/{symbol}"),
+            (f"/market_data/{sym}", "/market_data/{symbol}"), (f"/venue/{sym}", "/venue/{symbol}"),
         ]  # fmt: skip
     gets += [("/ticker/NOPEUSDT", "/ticker/{symbol}"), ("/ticker/B-1", "/ticker/{symbol}"),
              ("/candles/BTCUSDT/0", "/candles/{symbol}/{limit}"), ("/overrides?symbol=NOPE", "/overrides")]  # fmt: skip
@@ -485,7 +486,7 @@ async def test_fuzz_api_finds_no_server_error_schema_violation_auth_hole_or_leak
         max_seconds=120,
         seed=int(os.environ.get("NERTZ_FUZZ_SEED", "0")),
     )
-    assert report.operations == 15 and report.requests >= 2 * report.operations, report
+    assert report.operations == 17 and report.requests >= 2 * report.operations, report
     assert {200, 202, 401, 404, 422} <= set(report.statuses), report.statuses  # it reached data, commands, errors
     assert report.ok(), "\n".join(report.findings)
     assert token not in caplog.text and password not in caplog.text

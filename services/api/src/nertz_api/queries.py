@@ -84,17 +84,34 @@ async def trading_enabled(pool: asyncpg.Pool, symbols: Sequence[str]) -> tuple[b
     return overall, per
 
 
+async def halts(pool: asyncpg.Pool, symbol: str | None = None) -> dict[str, dict[str, Any]]:
+    """Return the symbols reconciliation halts now, each with its latest halting ``VenueMismatch``.
+
+    A halt holds until a later ``TradingStarted`` (in log order) for the symbol or for all (the
+    ``venue_halts`` view, migration 0004), as the executor lifts it.
+    """
+    where, args = ("WHERE symbol = $1", [symbol]) if symbol else ("", [])
+    rows = await pool.fetch(
+        f"SELECT symbol, venue_name, reason, correlation_id, event_id, ts_event_ns, ts FROM venue_halts {where} "
+        "ORDER BY symbol",
+        *args,
+    )
+    return {r["symbol"]: dict(r) for r in rows}
+
+
 async def status(pool: asyncpg.Pool, configured: Sequence[str], consumer: str = "projector") -> dict[str, Any]:
     """Return the projector position, whether trading is enabled, and per symbol the lock state, the
-    last bar and the last price (ticker last price, else the last close)."""
+    last bar, the last price (ticker last price, else the last close) and whether reconciliation halted
+    it, and why. A symbol's ``trading_enabled`` is the operators' switch in force and no halt."""
     symbols = await known_symbols(pool, configured)
     enabled, per_enabled = await trading_enabled(pool, symbols)
+    halted = await halts(pool)
     locks = {r["symbol"]: r for r in await pool.fetch("SELECT * FROM locks")}
     bars = {r["symbol"]: r for r in await pool.fetch("SELECT * FROM last_bars")}
     tickers = {r["symbol"]: r for r in await pool.fetch("SELECT symbol, last_price, ts_event_ns FROM tickers")}
     out: dict[str, Any] = {}
     for s in symbols:
-        lock, bar, tick = locks.get(s), bars.get(s), tickers.get(s)
+        lock, bar, tick, halt = locks.get(s), bars.get(s), tickers.get(s), halted.get(s)
         last_price = tick["last_price"] if tick and tick["last_price"] is not None else (bar["close"] if bar else None)
         out[s] = {
             "lock_state": lock["state"] if lock else "FLAT",
@@ -104,7 +121,10 @@ async def status(pool: asyncpg.Pool, configured: Sequence[str], consumer: str = 
             "last_bar_open_time": bar["open_time"] if bar else None,
             "last_bar_closed": bar["closed"] if bar else None,
             "last_price": last_price,
-            "trading_enabled": per_enabled[s],
+            "trading_enabled": per_enabled[s] and halt is None,
+            "halted": halt is not None,
+            "halt_reason": halt["reason"] if halt else None,
+            "halted_since_ns": halt["ts_event_ns"] if halt else None,
         }
     return {
         "trading_enabled": enabled,
@@ -239,7 +259,11 @@ async def symbol_metrics(pool: asyncpg.Pool, symbol: str) -> dict[str, Any]:
              (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'submitted') AS orders_submitted,
              (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'rejected') AS orders_rejected,
              (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'expired') AS entries_expired,
+             (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'accepted') AS orders_accepted,
+             (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'refused') AS orders_refused,
+             (SELECT count(*) FROM orders WHERE symbol = $1 AND kind = 'canceled') AS orders_canceled,
              (SELECT count(*) FROM fills WHERE symbol = $1) AS fills,
+             (SELECT count(*) FROM venue_mismatches WHERE symbol = $1) AS mismatches,
              (SELECT count(*) FROM round_trips WHERE symbol = $1) AS round_trips""",
         symbol,
     )
@@ -276,11 +300,13 @@ async def decisions(pool: asyncpg.Pool, symbol: str, limit: int) -> list[dict[st
     )
     orders = await grouped(
         "SELECT correlation_id, event_id, kind, order_id, ts_event_ns, side, order_type, qty, price_ref, take_profit, "
-        "stop_loss, reduce_only, venue_name, reason FROM orders WHERE correlation_id = ANY($1) ORDER BY stream_seq"
+        "stop_loss, reduce_only, venue_name, reason, venue_order_id, ret_code, filled_qty FROM orders "
+        "WHERE correlation_id = ANY($1) ORDER BY stream_seq"
     )
     fills = await grouped(
         "SELECT correlation_id, event_id, order_id, fill_id, ts_event_ns, side, qty, price, fee_usdt, liquidity, "
-        "reduce_only FROM fills WHERE correlation_id = ANY($1) ORDER BY stream_seq"
+        "reduce_only, venue_order_id, leaves_qty, exit_reason FROM fills WHERE correlation_id = ANY($1) "
+        "ORDER BY stream_seq"
     )
     positions = await grouped(
         "SELECT correlation_id, position_id, status, side, qty, entry_price, exit_price, exit_reason, "
@@ -414,3 +440,60 @@ async def shadows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         d["agreement"] = d["agreed"] / d["judged"] if d["judged"] else None
         out.append(d)
     return out
+
+
+_VENUE_POSITION = (
+    "venue_name, symbol, source, side, qty, entry_price, mark_price, take_profit, stop_loss, trailing_stop, leverage, "
+    "unrealized_pnl_usdt, ts_event_ns, ts"
+)
+_MISMATCH = "event_id, symbol, venue_name, correlation_id, causation_id, action, reason, ts_event_ns, ts"
+
+
+async def venue(pool: asyncpg.Pool, limit: int) -> dict[str, Any]:
+    """Return what the real venues reported and what reconciliation made of it: the latest position per
+    venue and symbol (``side`` None and ``qty`` 0 for none), the latest wallet per venue (USDT), the
+    symbols halted now with the reason, the latest ``limit`` mismatches (newest first), and funding
+    paid per symbol (USDT, > 0 paid by the account)."""
+    positions = await pool.fetch(f"SELECT {_VENUE_POSITION} FROM venue_positions ORDER BY venue_name, symbol")
+    wallets = await pool.fetch(
+        "SELECT venue_name, equity_usdt, wallet_balance_usdt, available_usdt, unrealized_pnl_usdt, ts_event_ns, ts "
+        "FROM venue_wallet ORDER BY venue_name"
+    )
+    mismatches = await pool.fetch(f"SELECT {_MISMATCH} FROM venue_mismatches ORDER BY stream_seq DESC LIMIT $1", limit)
+    funding = await pool.fetch(
+        "SELECT symbol, venue_name, count(*) AS payments, sum(fee_usdt) AS fee_usdt FROM funding "
+        "GROUP BY symbol, venue_name ORDER BY symbol, venue_name"
+    )
+    return {
+        "positions": [dict(r) for r in positions],
+        "wallets": [dict(r) for r in wallets],
+        "halted": list((await halts(pool)).values()),
+        "mismatches": [dict(r) for r in mismatches],
+        "funding": [dict(r) for r in funding],
+    }
+
+
+async def venue_symbol(pool: asyncpg.Pool, symbol: str, limit: int) -> dict[str, Any]:
+    """Return one symbol's venue view: its latest position per venue, its halt (None when not halted),
+    its latest ``limit`` mismatches and funding payments (newest first) and the funding total (USDT)."""
+    positions = await pool.fetch(
+        f"SELECT {_VENUE_POSITION} FROM venue_positions WHERE symbol = $1 ORDER BY venue_name", symbol
+    )
+    mismatches = await pool.fetch(
+        f"SELECT {_MISMATCH} FROM venue_mismatches WHERE symbol = $1 ORDER BY stream_seq DESC LIMIT $2", symbol, limit
+    )
+    funding = await pool.fetch(
+        "SELECT event_id, fill_id, venue_name, correlation_id, ts_event_ns, ts, fee_usdt, rate, position_value_usdt "
+        "FROM funding WHERE symbol = $1 ORDER BY stream_seq DESC LIMIT $2",
+        symbol,
+        limit,
+    )
+    total = await pool.fetchval("SELECT coalesce(sum(fee_usdt), 0) FROM funding WHERE symbol = $1", symbol)
+    return {
+        "symbol": symbol,
+        "positions": [dict(r) for r in positions],
+        "halt": (await halts(pool, symbol)).get(symbol),
+        "mismatches": [dict(r) for r in mismatches],
+        "funding": [dict(r) for r in funding],
+        "funding_usdt": float(total),
+    }

@@ -341,7 +341,13 @@ class SymbolStatus(_Out):
     last_bar_open_time: datetime | None
     last_bar_closed: bool | None
     last_price: Usdt | None = Field(description="ticker last price, else the last close; USDT")
-    trading_enabled: bool
+    trading_enabled: bool = Field(description="new entries allowed: the operators' switch in force, and no halt")
+    halted: bool = Field(
+        description="reconciliation halted new entries (a VenueMismatch 'halted'), until a later TradingStarted "
+        "for the symbol or for all"
+    )
+    halt_reason: str | None = Field(description="why, as the latest halting VenueMismatch says; None if not halted")
+    halted_since_ns: Ns | None
 
 
 class Status(_Out):
@@ -482,7 +488,11 @@ class SymbolCounts(_Out):
     orders_submitted: int
     orders_rejected: int
     entries_expired: int
+    orders_accepted: int
+    orders_refused: int
+    orders_canceled: int
     fills: int
+    mismatches: int = Field(description="reconciliation mismatches (VenueMismatch)")
     round_trips: int
 
 
@@ -548,10 +558,11 @@ class Suppression(_Out):
 
 
 class Order(_Out):
-    """An order submitted, rejected by the venue, or expired."""
+    """An order submitted, rejected, expired, or as a real venue answered it: accepted, refused (``reason``
+    is Bybit's ``"<retCode> <retMsg>"``) or canceled."""
 
     event_id: str
-    kind: Literal["submitted", "rejected", "expired"]
+    kind: Literal["submitted", "rejected", "expired", "accepted", "refused", "canceled"]
     order_id: str
     ts_event_ns: Ns
     side: str | None
@@ -563,6 +574,9 @@ class Order(_Out):
     reduce_only: bool | None
     venue_name: str | None
     reason: str | None
+    venue_order_id: str | None = Field(description="the venue's order id (Bybit orderId)")
+    ret_code: int | None = Field(description="refused: Bybit's retCode")
+    filled_qty: float | None = Field(description="canceled: what did fill of it, base currency")
 
 
 class Fill(_Out):
@@ -578,6 +592,9 @@ class Fill(_Out):
     fee_usdt: Usdt
     liquidity: str
     reduce_only: bool
+    venue_order_id: str | None
+    leaves_qty: float = Field(description="what the order leaves unfilled after this fill, base currency")
+    exit_reason: str | None = Field(description="what triggered an exit fill; None for an entry")
 
 
 class Position(_Out):
@@ -785,6 +802,107 @@ class Shadows(_Out):
     shadows: list[Shadow]
 
 
+class VenuePosition(_Out):
+    """The latest position a venue reported for a symbol (``side`` None and ``qty`` 0: no position)."""
+
+    venue_name: str
+    symbol: str
+    source: Literal["stream", "reconcile"] = Field(description="private stream push, or reconciliation look-up")
+    side: Literal["long", "short"] | None
+    qty: float = Field(description="base currency")
+    entry_price: Usdt | None
+    mark_price: Usdt | None
+    take_profit: Usdt | None
+    stop_loss: Usdt | None
+    trailing_stop: Usdt | None
+    leverage: float | None
+    unrealized_pnl_usdt: Usdt
+    ts_event_ns: Ns
+    ts: datetime
+
+
+class Wallet(_Out):
+    """The latest account a venue reported."""
+
+    venue_name: str
+    equity_usdt: Usdt
+    wallet_balance_usdt: Usdt
+    available_usdt: Usdt | None
+    unrealized_pnl_usdt: Usdt
+    ts_event_ns: Ns
+    ts: datetime
+
+
+class Halt(_Out):
+    """A symbol reconciliation halts: its latest halting mismatch."""
+
+    symbol: str
+    venue_name: str
+    reason: str
+    correlation_id: str
+    event_id: str
+    ts_event_ns: Ns = Field(description="since when, UNIX ns")
+    ts: datetime
+
+
+class Mismatch(_Out):
+    """What reconciliation found the log does not explain, and what the executor did about it."""
+
+    event_id: str
+    symbol: str
+    venue_name: str
+    correlation_id: str
+    causation_id: str
+    action: Literal["adopted", "halted", "closed"]
+    reason: str
+    ts_event_ns: Ns
+    ts: datetime
+
+
+class FundingTotal(_Out):
+    """Funding of one symbol on one venue."""
+
+    symbol: str
+    venue_name: str
+    payments: int
+    fee_usdt: Usdt = Field(description="sum; > 0 paid by the account, < 0 received")
+
+
+class FundingPayment(_Out):
+    """One funding payment."""
+
+    event_id: str
+    fill_id: str
+    venue_name: str
+    correlation_id: str
+    ts_event_ns: Ns
+    ts: datetime
+    fee_usdt: Usdt = Field(description="> 0 paid by the account, < 0 received")
+    rate: float | None = Field(description="funding rate, fraction")
+    position_value_usdt: Usdt | None
+
+
+class VenueOut(_Out):
+    """``/venue``: what the real venues last reported, and what reconciliation made of it."""
+
+    positions: list[VenuePosition]
+    wallets: list[Wallet] = Field(description="the latest per venue: equity and balance, USDT")
+    halted: list[Halt]
+    mismatches: list[Mismatch] = Field(description="newest first")
+    funding: list[FundingTotal]
+
+
+class VenueSymbol(_Out):
+    """``/venue/{symbol}``."""
+
+    symbol: str
+    positions: list[VenuePosition] = Field(description="the latest per venue")
+    halt: Halt | None = Field(description="None when reconciliation does not halt the symbol")
+    mismatches: list[Mismatch] = Field(description="newest first")
+    funding: list[FundingPayment] = Field(description="newest first")
+    funding_usdt: Usdt = Field(description="every funding payment of the symbol; > 0 paid by the account")
+
+
 class Accepted(_Out):
     """``POST /start`` and ``POST /stop``: the command is on the log (applied when services read it)."""
 
@@ -911,7 +1029,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app = FastAPI(
         title="Nertz API",
-        description="Projections of the Nertz event log: market data, factors, decisions, trades and P&L.",
+        description="Projections of the Nertz event log: market data, factors, decisions, trades and P&L, and what "
+        "the venue reports.",
         version="1",
         lifespan=lifespan,
         default_response_class=JSON,
@@ -943,7 +1062,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSON({"status": "ok", "database": "ok"})
 
     @app.get(
-        "/status", summary="Projector position, trading switch, and per symbol lock state, last bar and price",
+        "/status", summary="Projector position, trading switch, and per symbol lock, last bar, price and halt",
         response_model=Status, responses=_READ,
     )  # fmt: skip
     async def status(ctx: Ctx) -> JSON:
@@ -1044,6 +1163,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )  # fmt: skip
     async def shadows(ctx: Ctx) -> JSON:
         return JSON({"shadows": await queries.shadows(ctx.pool)})
+
+    @app.get(
+        "/venue", summary="What the venues last reported: positions, wallet equity, halts, recent mismatches, funding",
+        response_model=VenueOut, responses=_QUERY,
+    )  # fmt: skip
+    async def venue(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=1000, description="mismatches")] = 50) -> JSON:
+        return JSON(await queries.venue(ctx.pool, limit))
+
+    @app.get(
+        "/venue/{symbol}", summary="A symbol's venue positions, halt and its reason, mismatches and funding",
+        response_model=VenueSymbol, responses=_PER_SYMBOL,
+    )  # fmt: skip
+    async def venue_symbol(
+        ctx: Ctx, symbol: Symbol, limit: Annotated[int, Query(ge=1, le=1000, description="mismatches, payments")] = 50
+    ) -> JSON:
+        return JSON(await queries.venue_symbol(ctx.pool, symbol, limit))
 
     async def command(ctx: ApiContext, cls: type[ev.TradingStarted | ev.TradingStopped], body: ControlRequest) -> JSON:
         scope = "all" if body.scope.lower() == "all" else _normalise(body.scope)
