@@ -51,6 +51,15 @@ def book_after(i: int, symbol: str, mid: float, spread: float = 0.02) -> ev.Book
     return f.book(f.T0_NS + (i + 1) * MINUTE_NS + 30 * 1_000_000_000, symbol=symbol, mid=mid, spread=spread, levels=3)
 
 
+def spec(symbol: str = A) -> ev.InstrumentSpec:
+    """Bybit's rules of ``symbol`` as BTCUSDT's (tick 0.1, step 0.001, min 0.001, 5 USDT), before any bar."""
+    ts = f.T0_NS - 60 * 1_000_000_000
+    return ev.InstrumentSpec(
+        event_id=derive_id("InstrumentSpec", symbol), ts_event=ts, ts_init=ts, symbol=symbol, tick_size=0.1,
+        qty_step=0.001, min_order_qty=0.001, min_notional_usdt=5.0,
+    )  # fmt: skip
+
+
 def config(**kw: Any) -> ExecutorConfig:
     """Return an ExecutorConfig with the defaults overridden by ``kw``."""
     return ExecutorConfig(**kw)
@@ -266,6 +275,7 @@ def kit() -> SimpleNamespace:
         bar=bar,
         book_after=book_after,
         config=config,
+        spec=spec,
         fresh=fresh,
         Exe=Exe,
         on_bar=on_bar,

@@ -597,14 +597,14 @@ class PositionSnapshot(InstrumentEvent, frozen=True, kw_only=True):
     ``source`` is ``stream`` for the private stream's pushes (their order against fills is not
     guaranteed, so the executor only records them) and ``reconcile`` for the adapter's REST look-up after
     it published every execution the log lacked (the executor compares those with its lock).
-    ``side`` is None and ``qty`` 0 for no position. Prices USDT, quantity base currency.
+    ``side`` and ``entry_price`` are None and ``qty`` 0 for no position. Prices USDT, quantity base currency.
     """
 
     venue_name: str = "bybit"
     source: Literal["stream", "reconcile"] = "stream"
     side: PositionSide | None = None
     qty: Qty = 0.0
-    entry_price: Price = 0.0
+    entry_price: Price | None = None
     mark_price: Price | None = None
     take_profit: Price | None = None
     stop_loss: Price | None = None

@@ -63,8 +63,10 @@ class DatabaseSettings(CommonSettings):
 
 #: settings that say where and how a service runs, never what it decides (not in the fingerprint)
 _INFRASTRUCTURE = frozenset(
-    {"nats_url", "log_level", "metrics_port", "metrics_addr", "nats_connect_wait_s", "kernel", "database_url",
-     "bybit", "bybit_env"}  # fmt: skip
+    {
+        *("nats_url", "log_level", "metrics_port", "metrics_addr", "nats_connect_wait_s", "kernel", "database_url"),
+        *("bybit", "bybit_env"),  # the executor's Bybit connection (where orders go, not what is decided)
+    }
 )
 
 

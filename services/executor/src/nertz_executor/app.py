@@ -9,6 +9,8 @@ from nertz_common import events as ev
 from nertz_common import runtime, settings
 from nertz_common.node.component import Node, Output
 from nertz_common.node.nats_runner import ComponentRunner, Hooks
+from nertz_executor.adapters.bybit import BybitVenueAdapter, private_socket_factory
+from nertz_executor.adapters.bybit_rest import REST_URLS, BybitRest
 from nertz_executor.adapters.metrics import ExecutorMetrics
 from nertz_executor.core.component import Executor
 from nertz_executor.settings import ExecutorSettings
@@ -54,10 +56,12 @@ def hooks(metrics: ExecutorMetrics, executor: Executor, symbols: list[str]) -> H
     return Hooks(published=published, after_flush=lambda: metrics.observe_state(executor.state, symbols))
 
 
-async def start(rt: runtime.Runtime, config: ExecutorSettings) -> tuple[Executor, ComponentRunner]:
+async def start(
+    rt: runtime.Runtime, config: ExecutorSettings, metrics: ExecutorMetrics | None = None
+) -> tuple[Executor, ComponentRunner]:
     """Build the executor and its JetStream runner on ``rt`` (run it with ``runner.run()``)."""
     executor = Executor(config.executor.to_config())
-    metrics = ExecutorMetrics(rt.registry)
+    metrics = metrics or ExecutorMetrics(rt.registry)
     runner = await rt.component(
         Node(executor), config, config_hash=config.fingerprint(), hooks=hooks(metrics, executor, list(config.symbols))
     )
@@ -65,11 +69,43 @@ async def start(rt: runtime.Runtime, config: ExecutorSettings) -> tuple[Executor
     return executor, runner
 
 
+def venue_adapter(rt: runtime.Runtime, config: ExecutorSettings, metrics: ExecutorMetrics) -> BybitVenueAdapter:
+    """Build the Bybit venue adapter of ``config`` on ``rt`` (run it with ``adapter.run()``).
+
+    Raises
+    ------
+    ValueError
+        If the API key or secret is missing (settings validation says so first).
+    """
+    key, secret = config.bybit_api_key, config.bybit_api_secret
+    if key is None or secret is None:
+        raise ValueError("expected BYBIT_API_KEY and BYBIT_API_SECRET for the Bybit venue")
+    b = config.bybit
+    rest = BybitRest(
+        b.rest_url or REST_URLS[config.bybit_env], key.get_secret_value(), secret.get_secret_value(),
+        timeout_s=b.timeout_s, recv_window_ms=b.recv_window_ms, attempts=b.attempts,
+        rate_limit_max_wait_s=b.rate_limit_max_wait_s,
+        on_call=lambda method, outcome: metrics.venue_calls.labels(method=method, outcome=outcome).inc(),
+    )  # fmt: skip
+    socket = private_socket_factory(
+        api_key=key.get_secret_value(), api_secret=secret.get_secret_value(), env=config.bybit_env, base_url=b.ws_url
+    )
+    return BybitVenueAdapter(
+        js=rt.js, nc=rt.nc, publisher=rt.publisher, rest=rest, socket=socket, symbols=config.symbols, stop=rt.stop,
+        on_report=lambda e: metrics.venue_reports.labels(type=type(e).__name__ if e is not None else "invalid").inc(),
+    )  # fmt: skip
+
+
 async def run(config: ExecutorSettings) -> None:
-    """Run the executor until SIGTERM/SIGINT (flush, snapshot, exit)."""
+    """Run the executor until SIGTERM/SIGINT (flush, snapshot, exit); with the Bybit venue, its adapter too."""
     async with runtime.runtime(SERVICE, config) as rt:
-        _, runner = await start(rt, config)
-        await rt.until_stopped(runner.run())
+        metrics = ExecutorMetrics(rt.registry)
+        _, runner = await start(rt, config, metrics)
+        work = [runner.run()]
+        if config.executor.venue == "bybit":
+            work.append(venue_adapter(rt, config, metrics).run())
+        log.info("executor.venue", extra={"venue": config.executor.venue, "bybit_env": config.bybit_env})
+        await rt.until_stopped(*work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,19 +116,24 @@ def main(argv: list[str] | None = None) -> int:
             "Nertz executor: the Structural Hard Lock. Reads market data and operator commands "
             "(executor-market) in log order and, at every closed bar, joins its FactorSnapshot, intent and "
             "verdict (executor-decisions, executor-verdicts); suppresses verdicts while a symbol is locked, "
-            "runs the risk guard, and trades on the paper venue, publishing exec.* and venue.fill events. "
-            "On start it restores its snapshot and re-derives the tail of the log after it."
+            "runs the risk guard, and trades on the paper venue (publishing exec.* and venue.*.paper events) or "
+            "on Bybit, whose adapter sends the orders through pybit and records Bybit's answers, fills, "
+            "positions and wallet as venue.*.bybit events (reconciled on start and after every reconnect of "
+            "the private stream). On start it restores its snapshot and re-derives the tail of the log after it."
         ),
         epilog=(
             "Environment: NATS_URL, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL, NERTZ_SYMBOLS, NERTZ_EXECUTOR__<KEY> "
             "with KEY in EQUITY_USDT, TAKER_FEE, SLIPPAGE_BPS, ENTRY_TIMEOUT_S, COOLDOWN_S, MIN_HOLD_S, "
             "MAX_HOLD_S, STALE_BAND, MAX_POSITIONS, MAX_LEVERAGE, MIN_NOTIONAL_USDT, MAX_RISK_PER_TRADE, "
-            "DAILY_LOSS_LIMIT, TRADING_ENABLED, VENUE_NAME, CORRELATION_GROUPS (JSON), MAX_POSITIONS_PER_GROUP, "
+            "DAILY_LOSS_LIMIT, TRADING_ENABLED, VENUE (paper|bybit), ON_FOREIGN (adopt|halt), "
+            "CORRELATION_GROUPS (JSON), MAX_POSITIONS_PER_GROUP, "
             "MAX_FUNDING_RATE_8H, BASE_LEVERAGE, REFERENCE_VOLATILITY, VOLATILITY_WINDOW, VOLATILITY_MIN_SAMPLES, "
             "VOL_FACTOR_MIN, VOL_FACTOR_MAX, DRAWDOWN_TIERS (JSON), DRAWDOWN_FLOOR_FACTOR, DRAWDOWN_WINDOW_DAYS, "
             "PERFORMANCE_WINDOW, PERFORMANCE_MIN_TRADES, PERFORMANCE_FACTOR_MIN, PERFORMANCE_FACTOR_MAX; "
-            "NERTZ_KERNEL__<KEY> (FETCH_BATCH, SNAPSHOT_EVERY, "
-            "SNAPSHOT_INTERVAL_S, SNAPSHOTS)."
+            "NERTZ_KERNEL__<KEY> (FETCH_BATCH, SNAPSHOT_EVERY, SNAPSHOT_INTERVAL_S, SNAPSHOTS). "
+            "The Bybit venue (NERTZ_EXECUTOR__VENUE=bybit): BYBIT_ENV (mainnet, testnet, demo), BYBIT_API_KEY, "
+            "BYBIT_API_SECRET, NERTZ_BYBIT__<KEY> (REST_URL, WS_URL, TIMEOUT_S, RECV_WINDOW_MS, ATTEMPTS, "
+            "RATE_LIMIT_MAX_WAIT_S)."
         ),
     )
     parser.parse_args(argv)

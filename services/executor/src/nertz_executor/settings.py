@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
 from nertz_common.settings import CommonSettings
 from nertz_executor.core.config import (
@@ -35,7 +37,14 @@ class ExecutorGroup(BaseModel):
     )
     daily_loss_limit: float = Field(default=0.05, gt=0, le=1, description="daily loss breaker, fraction")
     trading_enabled: bool = Field(default=True, description="entries allowed before any TradingStarted/Stopped")
-    venue_name: str = Field(default="paper", description="venue recorded in orders and fills")
+    venue: Literal["paper", "bybit"] = Field(
+        default="paper",
+        validation_alias=AliasChoices("venue", "venue_name"),
+        description="where orders go: paper (the simulation) or bybit (BYBIT_ENV, BYBIT_API_KEY/SECRET)",
+    )
+    on_foreign: Literal["adopt", "halt"] = Field(
+        default="adopt", description="a position opened outside Nertz found at reconciliation: adopt it or halt"
+    )
     correlation_groups: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_CORRELATION_GROUPS.items()},
         description="correlation groups by name, JSON object of symbol lists, e.g. "
@@ -86,7 +95,8 @@ class ExecutorGroup(BaseModel):
             max_risk_per_trade=self.max_risk_per_trade,
             daily_loss_limit=self.daily_loss_limit,
             trading_enabled=self.trading_enabled,
-            venue_name=self.venue_name,
+            venue_name=self.venue,
+            on_foreign=self.on_foreign,
             correlation_groups={k: tuple(v) for k, v in self.correlation_groups.items()},
             max_positions_per_group=self.max_positions_per_group,
             max_funding_rate_8h=self.max_funding_rate_8h,
@@ -106,10 +116,41 @@ class ExecutorGroup(BaseModel):
         )
 
 
+class BybitGroup(BaseModel):
+    """The ``NERTZ_BYBIT__`` group: how the Bybit venue adapter connects (no decision depends on it)."""
+
+    model_config = {"extra": "forbid"}
+
+    rest_url: str | None = Field(default=None, description="REST base URL; unset = BYBIT_ENV's host")
+    ws_url: str | None = Field(
+        default=None, description="private WebSocket base URL (ws://host:port); unset = BYBIT_ENV's"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="per REST request, s")
+    recv_window_ms: int = Field(default=5000, ge=1000, le=60_000, description="Bybit recv_window, ms")
+    attempts: int = Field(default=5, ge=1, le=20, description="tries per REST call (rate limits, skew, 5xx)")
+    rate_limit_max_wait_s: float = Field(default=10.0, gt=0, description="longest wait for a rate-limit reset, s")
+
+
 class ExecutorSettings(CommonSettings):
     """Environment: ``NATS_URL``, ``NERTZ_METRICS_PORT``, ``NERTZ_LOG_LEVEL``, ``NERTZ_SYMBOLS``,
     ``NERTZ_EXECUTOR__<KEY>`` (e.g. ``NERTZ_EXECUTOR__COOLDOWN_S=900``, ``NERTZ_EXECUTOR__MAX_POSITIONS=3``,
-    ``NERTZ_EXECUTOR__CORRELATION_GROUPS='{"btc": ["BTCUSDT"]}'``).
+    ``NERTZ_EXECUTOR__CORRELATION_GROUPS='{"btc": ["BTCUSDT"]}'``); for the Bybit venue
+    (``NERTZ_EXECUTOR__VENUE=bybit``): ``BYBIT_ENV`` (mainnet, testnet, demo), ``BYBIT_API_KEY``,
+    ``BYBIT_API_SECRET`` and ``NERTZ_BYBIT__<KEY>`` (REST_URL, WS_URL, TIMEOUT_S, RECV_WINDOW_MS, ATTEMPTS,
+    RATE_LIMIT_MAX_WAIT_S).
     """
 
     executor: ExecutorGroup = ExecutorGroup()
+    bybit: BybitGroup = BybitGroup()
+    bybit_env: Literal["mainnet", "testnet", "demo"] = Field("mainnet", validation_alias="BYBIT_ENV")
+    bybit_api_key: SecretStr | None = Field(None, validation_alias="BYBIT_API_KEY")
+    bybit_api_secret: SecretStr | None = Field(None, validation_alias="BYBIT_API_SECRET")
+
+    @model_validator(mode="after")
+    def _keys_for_bybit(self) -> ExecutorSettings:
+        if self.executor.venue == "bybit" and (self.bybit_api_key is None or self.bybit_api_secret is None):
+            raise ValueError(
+                "NERTZ_EXECUTOR__VENUE=bybit needs BYBIT_API_KEY and BYBIT_API_SECRET (an API key of the "
+                "BYBIT_ENV account: mainnet, testnet or demo)"
+            )
+        return self

@@ -43,6 +43,20 @@ class ExecutorMetrics:
         self.trading_enabled = Gauge(
             f"{P}_trading_enabled", "1 when new entries are allowed on every symbol (scope all)", registry=registry
         )
+        self.venue_calls = Counter(
+            f"{P}_venue_calls_total",
+            "Bybit REST calls by pybit method and outcome (ok, rate_limited, clock_skew, transient, refused, unknown)",
+            ["method", "outcome"],
+            registry=registry,
+        )
+        self.venue_reports = Counter(
+            f"{P}_venue_reports_total", "Reports of the real venue recorded on the log, by type", ["type"],
+            registry=registry,
+        )  # fmt: skip
+        self.venue_mismatches = Counter(
+            f"{P}_venue_mismatches_total", "Reconciliation mismatches, by action (adopted, halted, closed)",
+            ["action"], registry=registry,
+        )  # fmt: skip
         self.symbol_trading = Gauge(
             f"{P}_symbol_trading_enabled", "1 when new entries are allowed on the symbol", ["symbol"], registry=registry
         )
@@ -64,6 +78,8 @@ class ExecutorMetrics:
             self.suppressed.labels(reason=event.reason).inc()
         elif isinstance(event, ev.PositionClosed):
             self.positions_closed.labels(exit_reason=event.exit_reason).inc()
+        elif isinstance(event, ev.VenueMismatch):
+            self.venue_mismatches.labels(action=event.action).inc()
 
     def observe_state(self, state: ExecutorState, symbols: list[str] | None = None) -> None:
         """Set the gauges from ``state`` (``symbols`` are shown FLAT until seen)."""

@@ -46,6 +46,7 @@ from nertz_executor.core.lock import (
     ExecutorState,
     SymbolAccount,
     SymbolState,
+    absorb,
     apply_control,
     evolve,
     initial_state,
@@ -54,14 +55,19 @@ from nertz_executor.core.lock import (
     with_volatility,
 )
 from nertz_executor.core.venue import MarketData
+from nertz_executor.core.venue.exchange import ExchangeVenue
 from nertz_executor.core.venue.paper import PaperState, PaperVenue, gross_return, market_price, realized_pnl
+
+#: quantities closer than this are equal (base currency; Bybit's smallest qtyStep is far above it)
+_QTY_EPS = 1e-9
 
 
 class ExecutorSnap(msgspec.Struct):
-    """The executor's whole state between steps: the lock state and the paper account."""
+    """The executor's whole state between steps: the lock state and the paper account (None on a
+    real venue, whose reports are folded into the lock state)."""
 
     state: ExecutorState
-    venue: PaperState
+    venue: PaperState | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +99,9 @@ class Executor(Component):
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.Bar, ev.BookSnapshot, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
         ev.TradingStarted, ev.TradingStopped, ev.InstrumentSpec,
+        # what a real venue reports (recorded on the log by its adapter; a paper run has none)
+        ev.OrderAccepted, ev.OrderRefused, ev.OrderCanceled, ev.OrderFilled, ev.FundingSettled,
+        ev.PositionSnapshot, ev.WalletSnapshot,
     )  # fmt: skip
     joins: ClassVar[tuple[Join, ...]] = (
         Join(ev.FactorSnapshot, "bar_id"),
@@ -101,9 +110,11 @@ class Executor(Component):
     )
     state_type: ClassVar[type[msgspec.Struct]] = ExecutorSnap
 
-    def __init__(self, config: ExecutorConfig, venue: PaperVenue | None = None) -> None:
+    def __init__(self, config: ExecutorConfig, venue: PaperVenue | ExchangeVenue | None = None) -> None:
         self.config = config
-        self.venue = venue or PaperVenue(config)
+        if venue is None:
+            venue = PaperVenue(config) if config.venue_name == "paper" else ExchangeVenue(config.venue_name)
+        self.venue: PaperVenue | ExchangeVenue = venue
         self.state: ExecutorState = initial_state(config)
         self._steps: dict[str, _Step] = {}
         # while decisions are in progress: per symbol, (position, lock, account) before each later step
@@ -114,7 +125,7 @@ class Executor(Component):
         """The symbol of an input; an operator command for every symbol has none (a barrier)."""
         if isinstance(event, ev.SystemEvent):
             return None if event.scope == "all" else event.scope
-        return event.symbol  # type: ignore[attr-defined, no-any-return]
+        return getattr(event, "symbol", None)  # a wallet report has none: a barrier
 
     # --- driver inputs ----------------------------------------------------------------------------
 
@@ -164,6 +175,151 @@ class Executor(Component):
         """Halt new entries in the command's scope, from here on (open positions keep their TP/SL)."""
         self.state = apply_control(self.state, e)
         return []
+
+    # --- a real venue's reports (driver inputs, in log order) ------------------------------------------
+
+    def on_order_accepted(self, e: ev.OrderAccepted) -> list[ev.Event]:
+        """The venue took an order: nothing changes (its fills or its refusal decide)."""
+        return []
+
+    def on_order_refused(self, e: ev.OrderRefused) -> list[ev.Event]:
+        """The venue refused an order of the symbol in hand: ``OrderRejected`` with its code and message.
+
+        An entry's refusal returns the symbol to FLAT; an exit's leaves the position (and its
+        exchange-native TP/SL) as it is, so the executor's own exit may be sent again.
+        """
+        sym = self.state.symbol(e.symbol)
+        if not self._ours(e) or e.order_id not in (sym.order_id, sym.exit_order_id):
+            return []  # not the order in hand (a refusal of a retried duplicate, an expired entry)
+        if e.reduce_only != (e.order_id == sym.exit_order_id):
+            return []
+        self._out = []
+        self._push(
+            derive(ev.OrderRejected, e, e.correlation_id, e.order_id, correlation_id=sym.correlation_id or "",
+                   causation_id=e.event_id, order_id=e.order_id, reason=f"{e.ret_code} {e.ret_msg}",
+                   reduce_only=e.reduce_only)
+        )  # fmt: skip
+        return self._out
+
+    def on_order_canceled(self, e: ev.OrderCanceled) -> list[ev.Event]:
+        """The entry in hand ended unfilled (``OrderRejected``) or part filled (the position opens with
+        that part); an exit order ended: it may be sent again."""
+        sym = self.state.symbol(e.symbol)
+        if not self._ours(e):
+            return []
+        self._out = []
+        if sym.lock == "ENTRY_PENDING" and e.order_id == sym.order_id:
+            if sym.filled_qty > 0:
+                self._opened(e, sym.filled_qty, sym.filled_price, sym.filled_fee_usdt)
+            else:
+                self._push(
+                    derive(ev.OrderRejected, e, e.correlation_id, e.order_id, correlation_id=sym.correlation_id or "",
+                           causation_id=e.event_id, order_id=e.order_id, reason=f"canceled by the venue: {e.reason}")
+                )  # fmt: skip
+        elif sym.lock == "LOCKED" and e.order_id == sym.exit_order_id:
+            self._push(
+                derive(ev.OrderRejected, e, e.correlation_id, e.order_id, correlation_id=sym.correlation_id or "",
+                       causation_id=e.event_id, order_id=e.order_id, reason=f"canceled by the venue: {e.reason}",
+                       reduce_only=True)
+            )  # fmt: skip
+        return self._out
+
+    def on_order_filled(self, e: ev.OrderFilled) -> list[ev.Event]:
+        """A real venue's fill: the position opens once the entry's fills cover it, closes once the
+        exit's fills (a take-profit, stop-loss, trailing stop or the executor's own exit) cover it.
+
+        A duplicated report (same ``fill_id``) is ignored. A fill the lock cannot place (no entry or
+        position in hand) is a mismatch: the symbol is halted (:class:`~nertz_common.events.VenueMismatch`).
+        """
+        sym = self.state.symbol(e.symbol)
+        if not self._ours(e) or e.fill_id in sym.fill_ids:
+            return []
+        self._out = []
+        entry = sym.lock == "ENTRY_PENDING" and not e.reduce_only and e.order_id == sym.order_id
+        exit_ = sym.lock == "LOCKED" and e.reduce_only
+        if not (entry or exit_):
+            self._mismatch(e, "halted", f"a {'reduce-only ' if e.reduce_only else ''}fill of {e.qty:g} at "
+                           f"{e.price:g} (order {e.order_id}) the lock cannot place in {sym.lock}")  # fmt: skip
+            return self._out
+        self._absorb(e)
+        sym = self.state.symbol(e.symbol)
+        if entry and (e.leaves_qty <= 0 or sym.filled_qty >= sym.qty - _QTY_EPS):
+            self._opened(e, sym.filled_qty, sym.filled_price, sym.filled_fee_usdt)
+        elif exit_ and sym.filled_qty >= sym.qty - _QTY_EPS:
+            own: ev.ExitReason = "stale_exit" if e.order_id == sym.exit_order_id else "manual"
+            self._closed(e, sym.filled_price, sym.filled_fee_usdt, e.exit_reason or own)
+        return self._out
+
+    def on_funding_settled(self, e: ev.FundingSettled) -> list[ev.Event]:
+        """A funding payment on the open position: counted in its realized P&L when it closes."""
+        sym = self.state.symbol(e.symbol)
+        if self._ours(e) and sym.lock == "LOCKED" and e.fill_id not in sym.fill_ids:
+            self._absorb(e)
+        return []
+
+    def on_wallet_snapshot(self, e: ev.WalletSnapshot) -> list[ev.Event]:
+        """The venue's equity: the account's equity from here on (the risk guard reads it)."""
+        if e.venue_name == self.config.venue_name:
+            self.state = absorb(self.state, e)
+        return []
+
+    def on_position_snapshot(self, e: ev.PositionSnapshot) -> list[ev.Event]:
+        """Reconcile the lock with the venue's position (``source == "reconcile"`` only; the private
+        stream's pushes are recorded, not compared, since their order against fills is not guaranteed).
+
+        - a position where the lock holds none (FLAT, COOLDOWN): adopted and locked (``on_foreign =
+          "adopt"``) or the symbol halted (``"halt"``);
+        - no position where the lock holds one: closed on the log at the mark price (exit reason
+          ``reconciled``) and the symbol halted, since the fill that closed it is unknown;
+        - another side or quantity: the symbol halted.
+        """
+        if not self._ours(e) or e.source != "reconcile":
+            return []
+        self._out = []
+        sym = self.state.symbol(e.symbol)
+        held = sym.lock == "LOCKED" or (sym.lock == "ENTRY_PENDING" and sym.filled_qty > 0)
+        venue_qty = e.qty if e.side is not None else 0.0
+        if venue_qty <= _QTY_EPS:
+            if sym.lock == "LOCKED":
+                self._mismatch(e, "closed", f"the venue holds no position where the lock holds {sym.side} {sym.qty:g}")
+                price = e.mark_price or sym.entry_price
+                self._closed(e, price, 0.0, "reconciled")
+                self._mismatch(e, "halted", "the fill that closed the position is not on the log")
+            return self._out
+        if sym.lock in ("FLAT", "COOLDOWN"):
+            if self.config.on_foreign == "adopt" and e.entry_price is not None:
+                iid = derive_id("adopted", e.symbol, e.event_id)
+                self._mismatch(e, "adopted", f"a {e.side} position of {e.qty:g} at {e.entry_price:g} opened outside "
+                               "Nertz: adopted and locked", correlation_id=iid)  # fmt: skip
+                self._opened(e, e.qty, e.entry_price, 0.0, side=e.side, take_profit=e.take_profit or 0.0,
+                             stop_loss=e.stop_loss or 0.0, reason="position_adopted")  # fmt: skip
+            else:
+                self._mismatch(e, "halted", f"a {e.side} position of {e.qty:g} opened outside Nertz")
+            return self._out
+        if not held:  # ENTRY_PENDING without a fill: the entry's fills come next on the log
+            return self._out
+        qty = sym.qty if sym.lock == "LOCKED" else sym.filled_qty
+        if e.side != sym.side or abs(venue_qty - qty) > _QTY_EPS:
+            self._mismatch(
+                e, "halted", f"the venue holds {e.side} {venue_qty:g} where the lock holds {sym.side} {qty:g}"
+            )
+        return self._out
+
+    def _ours(self, e: ev.Event) -> bool:
+        return getattr(e, "venue_name", None) == self.config.venue_name
+
+    def _absorb(self, report: ev.OrderFilled | ev.FundingSettled) -> None:
+        if self.unfinished() < self.position:
+            self._remember(report.symbol, self.position)
+        self.state = absorb(self.state, report)
+
+    def _mismatch(self, e: ev.Event, action: str, reason: str, correlation_id: str | None = None) -> None:
+        symbol: str = e.symbol  # type: ignore[attr-defined]
+        iid = correlation_id or self.state.symbol(symbol).correlation_id or derive_id("mismatch", symbol, e.event_id)
+        self._push(
+            derive(ev.VenueMismatch, e, iid, action, correlation_id=iid, causation_id=e.event_id, action=action,
+                   reason=reason, venue_name=self.config.venue_name)
+        )  # fmt: skip
 
     # --- joins ------------------------------------------------------------------------------------
 
@@ -314,7 +470,8 @@ class Executor(Component):
             self._on_venue(v, event)
         if lock0 == "ENTRY_PENDING":
             sym = self.state.symbol(symbol)
-            if sym.lock == "ENTRY_PENDING" and event.ts_event > sym.entry_deadline_ns:
+            # (an entry a real venue part filled is resolved by its fills or its cancel, never expired)
+            if sym.lock == "ENTRY_PENDING" and sym.filled_qty == 0 and event.ts_event > sym.entry_deadline_ns:
                 timeout_s = (sym.entry_deadline_ns - sym.order_ts_ns) / 1e9
                 self.venue.cancel(sym.order_id or "", event)
                 self._push(
@@ -333,8 +490,8 @@ class Executor(Component):
     def _stale_exit(self, sym: SymbolState, event: MarketData) -> None:
         config = self.config
         side = sym.side
-        if side is None or sym.correlation_id is None:
-            return
+        if side is None or sym.correlation_id is None or sym.exit_order_id is not None:
+            return  # (an exit already in flight at a real venue)
         holding = event.ts_event - sym.opened_ts_ns
         if holding < config.max_hold_ns or holding < config.min_hold_ns:
             return
@@ -353,35 +510,62 @@ class Executor(Component):
             self._on_venue(v, event, exit_reason="stale_exit")
 
     def _on_venue(self, v: ev.Event, event: ev.Event, exit_reason: ev.ExitReason | None = None) -> None:
-        """Fold a venue event and add the lock events it causes."""
+        """Fold an event of the paper venue (one of the executor's outputs) and add the lock events it causes."""
         self._push(v)
         if not isinstance(v, ev.OrderFilled):
             return
-        sym = self.state.symbol(v.symbol)
-        iid = v.correlation_id
         if not v.reduce_only:
-            opened = derive(
-                ev.PositionOpened, event, iid, correlation_id=iid, causation_id=v.event_id,
-                position_id=derive_id("position", iid), side=sym.side, qty=v.qty, entry_price=v.price,
-                take_profit=sym.take_profit, stop_loss=sym.stop_loss, fee_usdt=v.fee_usdt,
-            )  # fmt: skip
-            self._push(opened)
-            self._push(
-                derive(ev.LockEngaged, event, iid, correlation_id=iid, causation_id=opened.event_id,
-                       reason="position_opened")
-            )  # fmt: skip
-            return
+            self._opened(v, v.qty, v.price, v.fee_usdt, at=event)
+        else:
+            self._closed(v, v.price, v.fee_usdt, v.exit_reason or exit_reason or "manual", at=event)
+
+    def _opened(
+        self,
+        cause: ev.Event,
+        qty: float,
+        price: float,
+        fee_usdt: float,
+        *,
+        at: ev.Event | None = None,
+        side: ev.PositionSide | None = None,
+        take_profit: float | None = None,
+        stop_loss: float | None = None,
+        reason: str = "position_opened",
+    ) -> None:
+        """``PositionOpened`` and ``LockEngaged`` for the entry in hand (at the time of ``at``, default
+        ``cause``)."""
+        at = at or cause
+        symbol: str = cause.symbol  # type: ignore[attr-defined]
+        sym = self.state.symbol(symbol)
+        iid = sym.correlation_id or ""
+        opened = derive(
+            ev.PositionOpened, at, iid, correlation_id=iid, causation_id=cause.event_id,
+            position_id=derive_id("position", iid), side=side or sym.side, qty=qty, entry_price=price,
+            take_profit=sym.take_profit if take_profit is None else take_profit,
+            stop_loss=sym.stop_loss if stop_loss is None else stop_loss, fee_usdt=fee_usdt,
+        )  # fmt: skip
+        self._push(opened)
+        self._push(derive(ev.LockEngaged, at, iid, correlation_id=iid, causation_id=opened.event_id, reason=reason))
+
+    def _closed(
+        self, cause: ev.Event, price: float, fee_usdt: float, exit_reason: ev.ExitReason, *, at: ev.Event | None = None
+    ) -> None:
+        """``PositionClosed`` of the position in hand at ``price``; fees are the entry's, ``fee_usdt``
+        of the exit and the funding paid meanwhile."""
+        at = at or cause
+        sym = self.state.symbol(cause.symbol)  # type: ignore[attr-defined]
         side = sym.side
         if side is None or sym.position_id is None:
             return
-        fees = sym.entry_fee_usdt + v.fee_usdt
-        pnl = realized_pnl(side, sym.qty, sym.entry_price, v.price, fees)
+        iid = sym.correlation_id or ""
+        fees = sym.entry_fee_usdt + fee_usdt + sym.funding_usdt
+        pnl = realized_pnl(side, sym.qty, sym.entry_price, price, fees)
         self._push(
             derive(
-                ev.PositionClosed, event, iid, correlation_id=iid, causation_id=v.event_id,
-                position_id=sym.position_id, side=side, qty=sym.qty, entry_price=sym.entry_price, exit_price=v.price,
-                exit_reason=v.exit_reason or exit_reason or "manual", realized_pnl_usdt=pnl, fee_usdt=fees,
-                return_fraction=pnl / (sym.entry_price * sym.qty), holding_ns=event.ts_event - sym.opened_ts_ns,
+                ev.PositionClosed, at, iid, correlation_id=iid, causation_id=cause.event_id,
+                position_id=sym.position_id, side=side, qty=sym.qty, entry_price=sym.entry_price, exit_price=price,
+                exit_reason=exit_reason, realized_pnl_usdt=pnl, fee_usdt=fees,
+                return_fraction=pnl / (sym.entry_price * sym.qty), holding_ns=at.ts_event - sym.opened_ts_ns,
             )
         )  # fmt: skip
 
@@ -418,7 +602,8 @@ class Executor(Component):
     def set_state(self, snap: ExecutorSnap) -> None:
         """Put back a state from :meth:`get_state`."""
         self.state = snap.state
-        self.venue.set_state(snap.venue)
+        if isinstance(self.venue, PaperVenue):
+            self.venue.set_state(snap.venue or PaperState())
         self._steps = {}
         self._before = {}
 

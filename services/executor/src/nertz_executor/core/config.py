@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 SECOND_NS = 1_000_000_000
 MINUTE_NS = 60 * SECOND_NS
@@ -67,7 +68,11 @@ class ExecutorConfig:
     trading_enabled : bool
         Whether new entries are allowed before any ``TradingStarted``/``TradingStopped``.
     venue_name : str
-        Name recorded in orders and fills.
+        The venue traded on: ``paper`` (the simulation) or a real venue (``bybit``), recorded in orders
+        and fills; a real venue's reports are taken only when they name it.
+    on_foreign : {"adopt", "halt"}
+        What reconciliation does with a position opened outside Nertz: adopt it (lock the symbol and
+        manage the position like its own) or halt the symbol's entries.
     correlation_groups : mapping of str to tuple of str
         Groups of symbols that move together, by name (default :data:`DEFAULT_CORRELATION_GROUPS`); a
         symbol belongs to one group at most, and a symbol in none is a group of its own.
@@ -124,6 +129,7 @@ class ExecutorConfig:
     daily_loss_limit: float = 0.05
     trading_enabled: bool = True
     venue_name: str = "paper"
+    on_foreign: Literal["adopt", "halt"] = "adopt"
     correlation_groups: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CORRELATION_GROUPS))
     max_positions_per_group: int = 1
     max_funding_rate_8h: float = 0.0025

@@ -69,6 +69,18 @@ class SymbolState(Struct, frozen=True, kw_only=True):
         When the position opened, UNIX ns.
     cooldown_until_ns : int
         End of the cooldown, UNIX ns (COOLDOWN only).
+    exit_order_id : str or None
+        The executor's own exit order in flight (a stale exit sent to a real venue, not yet filled).
+    filled_qty, filled_value_usdt, filled_fee_usdt : float
+        A real venue's fills of the order in hand so far (the entry's while ENTRY_PENDING, the exit's
+        while LOCKED): quantity (base currency), ``Σ qty × price`` and fees (USDT). A position opens,
+        or closes, once they cover the order (:func:`absorb`).
+    funding_usdt : float
+        Funding paid on the open position so far, USDT (received < 0); part of its realized P&L.
+    fill_ids : tuple[str, ...]
+        Ids of the venue reports of the order in hand already taken (a duplicated report is ignored).
+    adopted : bool
+        The position was opened outside Nertz and adopted at reconciliation.
     """
 
     lock: ev.LockState = "FLAT"
@@ -88,6 +100,18 @@ class SymbolState(Struct, frozen=True, kw_only=True):
     entry_fee_usdt: float = 0.0
     opened_ts_ns: int = 0
     cooldown_until_ns: int = 0
+    exit_order_id: str | None = None
+    filled_qty: float = 0.0
+    filled_value_usdt: float = 0.0
+    filled_fee_usdt: float = 0.0
+    funding_usdt: float = 0.0
+    fill_ids: tuple[str, ...] = ()
+    adopted: bool = False
+
+    @property
+    def filled_price(self) -> float:
+        """Volume-weighted price of the fills so far, USDT (0 before any)."""
+        return self.filled_value_usdt / self.filled_qty if self.filled_qty > 0 else 0.0
 
 
 FLAT = SymbolState()
@@ -172,6 +196,9 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
         Symbols stopped by a per-symbol ``TradingStopped`` (scope = the symbol).
     entry_timeout_ns, cooldown_ns : int
         Lock timings the fold needs (from the configuration), ns.
+    wallet_equity_usdt : float or None
+        The account equity a real venue last reported (``WalletSnapshot``), USDT; None on paper, where
+        equity is ``start_equity_usdt + realized_pnl_usdt``.
     instruments : dict[str, InstrumentSpec]
         The latest ``InstrumentSpec`` of each symbol (an input, kept so snapshots hold it).
     funding : dict[str, FundingRate]
@@ -190,6 +217,7 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
     halted: frozenset[str] = frozenset()
     entry_timeout_ns: int
     cooldown_ns: int
+    wallet_equity_usdt: float | None = None
     instruments: dict[str, ev.InstrumentSpec] = {}
     funding: dict[str, FundingRate] = {}
     volatility: dict[str, tuple[float, ...]] = {}
@@ -224,7 +252,9 @@ class ExecutorState(Struct, frozen=True, kw_only=True):
 
     @property
     def equity_usdt(self) -> float:
-        """``start_equity_usdt + realized_pnl_usdt``, USDT."""
+        """The venue's reported equity when there is one, else ``start_equity_usdt + realized_pnl_usdt``, USDT."""
+        if self.wallet_equity_usdt is not None:
+            return self.wallet_equity_usdt
         return self.start_equity_usdt + self.realized_pnl_usdt
 
     @property
@@ -384,7 +414,7 @@ def evolve(state: ExecutorState, event: ev.Event) -> ExecutorState:
             f"expected {type(event).__name__} ({t}) on {event.symbol} in a state that allows it, "  # type: ignore[attr-defined]
             f"was {sym.lock} for intent {sym.correlation_id} (event's intent {event.correlation_id})"  # type: ignore[attr-defined]
         )
-    if t != "entry_submitted" and sym.correlation_id != event.correlation_id:  # type: ignore[attr-defined]
+    if t not in ("entry_submitted", "position_adopted") and sym.correlation_id != event.correlation_id:  # type: ignore[attr-defined]
         raise LockViolation(
             f"expected {type(event).__name__} on {event.symbol} for intent {sym.correlation_id}, "  # type: ignore[attr-defined]
             f"was for {event.correlation_id}"  # type: ignore[attr-defined]
@@ -423,7 +453,7 @@ def _no_change(state: ExecutorState, sym: SymbolState, e: Any) -> ExecutorState:
 
 def _on_order_submitted(state: ExecutorState, sym: SymbolState, e: ev.OrderSubmitted) -> ExecutorState:
     if e.reduce_only:
-        return state
+        return _with(state, e.symbol, msgspec.structs.replace(sym, exit_order_id=e.order_id))
     if e.take_profit is None or e.stop_loss is None:
         raise LockViolation(f"expected an entry with take_profit and stop_loss, was {e!r}")
     new = SymbolState(
@@ -453,6 +483,12 @@ def _on_position_opened(state: ExecutorState, sym: SymbolState, e: ev.PositionOp
         entry_fee_usdt=e.fee_usdt,
         opened_ts_ns=e.ts_event,
         qty=e.qty,
+        side=e.side,
+        take_profit=e.take_profit,
+        stop_loss=e.stop_loss,
+        filled_qty=0.0,
+        filled_value_usdt=0.0,
+        filled_fee_usdt=0.0,
     )
     return _with(state, e.symbol, new)
 
@@ -499,7 +535,51 @@ def _to_flat(state: ExecutorState, sym: SymbolState, e: ev.Correlated) -> Execut
 
 
 def _on_order_rejected(state: ExecutorState, sym: SymbolState, e: ev.OrderRejected) -> ExecutorState:
-    return state if e.reduce_only else _to_flat(state, sym, e)
+    if e.reduce_only:  # the exit may be sent again
+        return _with(state, e.symbol, msgspec.structs.replace(sym, exit_order_id=None))
+    return _to_flat(state, sym, e)
+
+
+def _on_venue_mismatch(state: ExecutorState, sym: SymbolState, e: ev.VenueMismatch) -> ExecutorState:
+    if e.action == "adopted":  # a position opened outside Nertz: its PositionOpened and LockEngaged follow
+        adopted = SymbolState(
+            lock="ENTRY_PENDING", venue=sym.venue, market=sym.market, correlation_id=e.correlation_id, adopted=True
+        )
+        return _with(state, e.symbol, adopted)
+    if e.action == "halted":
+        return msgspec.structs.replace(state, halted=state.halted | {e.symbol})
+    return state
+
+
+# --- what a real venue reports (inputs, folded into the symbol in hand) ---------------------------
+
+
+def absorb(state: ExecutorState, report: ev.OrderFilled | ev.FundingSettled | ev.WalletSnapshot) -> ExecutorState:
+    """Fold a real venue's report into ``state``: a fill adds to the fills of the order in hand, a
+    funding payment to the position's funding, a wallet report sets the equity.
+
+    The caller (the executor) decides what a report means (a position opened, closed, or a report the
+    log does not explain) before absorbing it; this only keeps the running sums, so a restart
+    (snapshot + tail) resumes them.
+    """
+    if isinstance(report, ev.WalletSnapshot):
+        return msgspec.structs.replace(state, wallet_equity_usdt=report.equity_usdt)
+    sym = state.symbol(report.symbol)
+    ids = (*sym.fill_ids[-63:], report.fill_id)
+    if isinstance(report, ev.FundingSettled):
+        return _with(
+            state,
+            report.symbol,
+            msgspec.structs.replace(sym, funding_usdt=sym.funding_usdt + report.fee_usdt, fill_ids=ids),
+        )
+    new = msgspec.structs.replace(
+        sym,
+        filled_qty=sym.filled_qty + report.qty,
+        filled_value_usdt=sym.filled_value_usdt + report.qty * report.price,
+        filled_fee_usdt=sym.filled_fee_usdt + report.fee_usdt,
+        fill_ids=ids,
+    )
+    return _with(state, report.symbol, new)
 
 
 _FOLDS: dict[type[ev.Event], Callable[[ExecutorState, SymbolState, Any], ExecutorState]] = {
@@ -514,4 +594,5 @@ _FOLDS: dict[type[ev.Event], Callable[[ExecutorState, SymbolState, Any], Executo
     ev.PositionClosed: _on_position_closed,
     ev.EntryExpired: _to_flat,
     ev.LockReleased: _to_flat,
+    ev.VenueMismatch: _on_venue_mismatch,
 }
