@@ -258,3 +258,25 @@ async def test_bybit_approved_intent_trades_through_the_fake_and_the_lock_follow
     assert closed.exit_reason == "take_profit" and closed.exit_price == pytest.approx(sent.take_profit)
     assert closed.realized_pnl_usdt == pytest.approx(0.5 * (sent.take_profit - 100.0) - closed.fee_usdt)
     assert trading.creates == 1
+
+
+@pytest.mark.parametrize("policy", ["adopt", "halt"])
+async def test_bybit_position_opened_outside_nertz_is_adopted_or_halts_as_configured(
+    kit, js_fresh, nats_url, fake, policy
+):
+    fake.trading.set_price("ETHUSDT", 2_500.0)
+    fake.trading.open_position_outside("ETHUSDT", "Sell", 2.0, 2_500.0, take_profit=2_300.0, stop_loss=2_600.0)
+    await bus.Publisher(js_fresh).publish(kit.spec("ETHUSDT"))
+    cfg = settings(nats_url, fake, on_foreign=policy)
+    cfg.symbols = ["BTCUSDT", "ETHUSDT"]
+    want = ev.LockEngaged if policy == "adopt" else ev.VenueMismatch
+    recs = await run_executor(kit, js_fresh, cfg, lambda rs: bool(of(rs, want)))
+    mismatch = of(recs, ev.VenueMismatch)[0]
+    assert mismatch.symbol == "ETHUSDT" and mismatch.action == ("adopted" if policy == "adopt" else "halted")
+    assert "opened outside Nertz" in mismatch.reason
+    if policy == "adopt":
+        opened = of(recs, ev.PositionOpened)[0]
+        assert (opened.side, opened.qty, opened.entry_price, opened.stop_loss) == ("short", 2.0, 2500.0, 2600.0)
+        assert of(recs, ev.LockEngaged)[0].reason == "position_adopted"
+    else:
+        assert not of(recs, ev.PositionOpened)

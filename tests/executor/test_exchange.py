@@ -141,13 +141,14 @@ def test_exchange_part_filled_entry_does_not_expire(kit):
     assert exe.symbol("BTCUSDT").lock == "ENTRY_PENDING"
 
 
-def test_exchange_unfilled_entry_expires_and_a_late_fill_halts_the_symbol(kit):
+def test_exchange_unfilled_entry_expires_and_a_late_fill_is_adopted_at_reconciliation(kit):
     exe, order, _ = entered(kit, bybit(kit))
     assert kit.names(kit.on_bar(exe, kit.bar(30))[1]) == ["EntryExpired"]
-    out = exe.feed(fill(order, 0, 0.5, 100.0))
-    assert kit.names(out) == ["VenueMismatch"]
-    assert out[0].action == "halted" and "cannot place in FLAT" in out[0].reason
-    assert "BTCUSDT" in exe.state.halted
+    late = fill(order, 0, 0.5, 100.0)
+    assert exe.feed(late) == []  # the fill stays on the log; the adapter reconciles the symbol next
+    out = exe.feed(snapshot("BTCUSDT", late.ts_event + 1, "long", 0.5, 100.0, take_profit=103.0, stop_loss=99.0))
+    assert kit.names(out) == ["VenueMismatch", "PositionOpened", "LockEngaged"] and out[0].action == "adopted"
+    assert exe.symbol("BTCUSDT").lock == "LOCKED"
 
 
 @pytest.mark.parametrize("policy", ["adopt", "halt"])
@@ -169,6 +170,13 @@ def test_exchange_reconcile_a_position_opened_outside_nertz(kit, policy):
         _, decided = kit.on_bar(exe, b, cfg, intent)
         denied = [e for e in decided if isinstance(e, ev.RiskDenied)]
         assert denied and denied[0].rule == "trading_stopped"
+
+
+def test_exchange_foreign_position_without_exits_is_halted_not_adopted(kit):
+    exe = fresh(kit, bybit(kit))
+    out = exe.feed(snapshot("ETHUSDT", f.T0_NS, "long", 1.0, 2500.0, stop_loss=2400.0))
+    assert kit.names(out) == ["VenueMismatch"] and out[0].action == "halted"
+    assert "without an exchange-native take-profit and stop-loss" in out[0].reason
 
 
 def test_exchange_reconcile_a_position_the_venue_no_longer_holds_closes_and_halts(kit):

@@ -399,6 +399,10 @@ class BybitVenueAdapter:
                 log.error("bybit.bad_stream_message", extra={"error": repr(e), "raw": json.dumps(item)[:500]})
                 continue
             await self._publish(events)
+            # a fill of an order placed outside Nertz: the executor decides on the whole position
+            foreign = sorted({e.symbol for e in events if isinstance(e, ev.OrderFilled) and self._foreign(e)})
+            if foreign:
+                await self.reconcile_positions(foreign, "foreign_fill")
 
     def translate(self, msg: Mapping[str, Any], recv_ns: int) -> list[ev.Event]:
         """Return the events of one private-stream message (none for a topic or row that is not ours)."""
@@ -431,7 +435,18 @@ class BybitVenueAdapter:
         symbol = str(row.get("symbol") or "")
         return by.execution(row, ref, self.known.position_of.get(symbol, ""), recv_ns)
 
+    def _foreign(self, fill: ev.OrderFilled) -> bool:
+        """True for a fill of an order that is not ours (nor one Bybit made for our position's TP/SL)."""
+        return fill.order_id not in self.known.refs and fill.exit_reason is None
+
     # --- reconciliation -------------------------------------------------------------------------------
+
+    async def reconcile_positions(self, symbols: list[str], why: str) -> None:
+        """Publish the positions of ``symbols`` as reconciliation snapshots (after a foreign fill)."""
+        round_id = f"{why}-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        async with self._lock:
+            await self._publish_locked(await self._positions(symbols, round_id))
+        log.info("bybit.positions_reconciled", extra={"why": why, "symbols": symbols})
 
     async def reconcile(self, why: str) -> None:
         """Publish what the log lacks: missed executions, unanswered orders, then positions and wallet."""

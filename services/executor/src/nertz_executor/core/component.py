@@ -228,8 +228,10 @@ class Executor(Component):
         """A real venue's fill: the position opens once the entry's fills cover it, closes once the
         exit's fills (a take-profit, stop-loss, trailing stop or the executor's own exit) cover it.
 
-        A duplicated report (same ``fill_id``) is ignored. A fill the lock cannot place (no entry or
-        position in hand) is a mismatch: the symbol is halted (:class:`~nertz_common.events.VenueMismatch`).
+        A duplicated report (same ``fill_id``) is ignored. A fill the lock cannot place (an order placed
+        outside Nertz, or one of its own entries that filled after it expired) changes nothing here: it
+        stays on the log as the venue's fact, and the adapter follows it with a reconciliation of that
+        symbol's position, which adopts or halts (:meth:`on_position_snapshot`) with the whole position.
         """
         sym = self.state.symbol(e.symbol)
         if not self._ours(e) or e.fill_id in sym.fill_ids:
@@ -238,8 +240,6 @@ class Executor(Component):
         entry = sym.lock == "ENTRY_PENDING" and not e.reduce_only and e.order_id == sym.order_id
         exit_ = sym.lock == "LOCKED" and e.reduce_only
         if not (entry or exit_):
-            self._mismatch(e, "halted", f"a {'reduce-only ' if e.reduce_only else ''}fill of {e.qty:g} at "
-                           f"{e.price:g} (order {e.order_id}) the lock cannot place in {sym.lock}")  # fmt: skip
             return self._out
         self._absorb(e)
         sym = self.state.symbol(e.symbol)
@@ -268,7 +268,8 @@ class Executor(Component):
         stream's pushes are recorded, not compared, since their order against fills is not guaranteed).
 
         - a position where the lock holds none (FLAT, COOLDOWN): adopted and locked (``on_foreign =
-          "adopt"``) or the symbol halted (``"halt"``);
+          "adopt"``, when it has an exchange-native take-profit and stop-loss) or the symbol halted
+          (``"halt"``, or a position without both exits);
         - no position where the lock holds one: closed on the log at the mark price (exit reason
           ``reconciled``) and the symbol halted, since the fill that closed it is unknown;
         - another side or quantity: the symbol halted.
@@ -287,12 +288,16 @@ class Executor(Component):
                 self._mismatch(e, "halted", "the fill that closed the position is not on the log")
             return self._out
         if sym.lock in ("FLAT", "COOLDOWN"):
-            if self.config.on_foreign == "adopt" and e.entry_price is not None:
+            exits = e.take_profit is not None and e.stop_loss is not None
+            if self.config.on_foreign == "adopt" and e.entry_price is not None and exits:
                 iid = derive_id("adopted", e.symbol, e.event_id)
                 self._mismatch(e, "adopted", f"a {e.side} position of {e.qty:g} at {e.entry_price:g} opened outside "
                                "Nertz: adopted and locked", correlation_id=iid)  # fmt: skip
-                self._opened(e, e.qty, e.entry_price, 0.0, side=e.side, take_profit=e.take_profit or 0.0,
-                             stop_loss=e.stop_loss or 0.0, reason="position_adopted")  # fmt: skip
+                self._opened(e, e.qty, e.entry_price, 0.0, side=e.side, take_profit=e.take_profit,
+                             stop_loss=e.stop_loss, reason="position_adopted")  # fmt: skip
+            elif self.config.on_foreign == "adopt":
+                self._mismatch(e, "halted", f"a {e.side} position of {e.qty:g} opened outside Nertz without an "
+                               "exchange-native take-profit and stop-loss: halted, not adopted")  # fmt: skip
             else:
                 self._mismatch(e, "halted", f"a {e.side} position of {e.qty:g} opened outside Nertz")
             return self._out
