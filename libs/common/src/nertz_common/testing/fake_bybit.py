@@ -16,6 +16,12 @@ What it serves
   aggregated to Bybit's other intervals), ``/v5/market/instruments-info`` (``symbol``, ``limit``,
   ``cursor``), ``/v5/market/orderbook``, ``/v5/market/tickers`` and ``/v5/market/time``, in Bybit's
   envelope ``{retCode, retMsg, result, retExtInfo, time}`` with the ``X-Bapi-Limit*`` headers.
+- **Trading** (:meth:`FakeBybit.enable_trading`, module :mod:`nertz_common.testing.fake_bybit_trading`):
+  the signed REST endpoints (orders, executions, positions, leverage, TP/SL, wallet), the private
+  WebSocket ``/v5/private`` (``order``/``execution``/``position``/``wallet``), a small matching engine
+  driven by :meth:`TradingSide.set_price` and by the frames sent on the public channel, and trading
+  faults (rejects, clock skew, an answer delayed or lost after the order was taken, private drops
+  during a fill, duplicated executions).
 
 Fault injection: :meth:`PublicLinear.drop` (close frame or TCP abort), :meth:`PublicLinear.skip_next_delta`
 (a ``u`` goes missing), :meth:`PublicLinear.cross_book`, :meth:`PublicLinear.send_raw` (malformed JSON),
@@ -23,8 +29,8 @@ Fault injection: :meth:`PublicLinear.drop` (close frame or TCP abort), :meth:`Pu
 :meth:`FakeBybit.fault` (``10006`` + reset header, HTTP 5xx, a delay, any retCode).
 
 It grows by tables: ``FakeBybit.rest_routes`` maps ``(method, path)`` to a handler and
-``FakeBybit.ws_channels`` maps a WebSocket path to a channel object with an ``async handle(request)``;
-later issues add ``/v5/private`` and the trading endpoints there.
+``FakeBybit.ws_channels`` maps a WebSocket path to a channel object with an ``async handle(request)``
+(and ``async close()``); the trading side adds ``/v5/private`` and the trading endpoints there.
 
 Run it by hand (``python -m nertz_common.testing.fake_bybit --help``) to point ``python -m nertz_ingest live``
 at it.
@@ -50,9 +56,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 from aiohttp import WSMsgType, web
+
+if TYPE_CHECKING:
+    from nertz_common.testing.fake_bybit_trading import TradingSide
 
 log = logging.getLogger("nertz.fake_bybit")
 
@@ -66,6 +75,10 @@ INTERVAL_MS: dict[str, int] = {
 }
 
 RestHandler = Callable[[web.Request, dict[str, str]], Awaitable[Any]]
+#: the server's time of a request, ms (skew included): set by the dispatcher, read by handlers
+NOW_MS = web.RequestKey("fake.now_ms", int)
+#: a handler's own name for how a request was answered (e.g. a trading fault), recorded in RestCall
+ANSWER = web.RequestKey("fake.answer", str)
 
 
 class BybitError(Exception):
@@ -100,14 +113,16 @@ class RestFault:
 
 @dataclass(frozen=True, slots=True)
 class RestCall:
-    """One REST request the fake received (``query`` decoded; ``raw_query`` as sent, for signatures)."""
+    """One REST request the fake received (``query`` decoded; ``raw_query`` as sent, for signatures;
+    ``body`` the raw body of a POST, as sent)."""
 
     method: str
     path: str
     query: dict[str, str]
     raw_query: str
     time_ms: int
-    answer: str  # "ok", "rate_limit", "http_<status>", "ret_<code>"
+    answer: str  # "ok", "rate_limit", "http_<status>", "ret_<code>", or a trading fault's name
+    body: str = ""
 
 
 # --- data: klines and instruments -----------------------------------------------------------------
@@ -311,6 +326,9 @@ class PublicLinear:
         Data frames sent, by topic (counted once per connection they went to).
     connections_total : int
         WebSocket connections accepted so far.
+    listeners : list of callable(frame)
+        Called with every frame :meth:`publish` applies to the fake's state (the parsed dict, after
+        the state was updated): the trading side's prices follow the market this way.
     """
 
     path = PUBLIC_LINEAR
@@ -329,6 +347,7 @@ class PublicLinear:
         self._skip: set[str] = set()
         self._changed = asyncio.Condition()
         self._exchange_ms = 0
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     # --- serving ------------------------------------------------------------------------------------
 
@@ -473,6 +492,9 @@ class PublicLinear:
             state.update(msg["data"])
             state["_ts"], state["_cs"] = msg.get("ts", 0), msg.get("cs", 0)
             self.tickers[topic] = state
+        if apply and topic and isinstance(msg, dict):
+            for listener in list(self.listeners):
+                listener(msg)
         if skip:
             return 0
         n = 0
@@ -668,11 +690,17 @@ class FakeBybit:
         Delay of WebSocket subscribe acks, s.
     host, port : str, int
         Where to listen; port 0 picks a free one.
+    api_key, api_secret : str, optional
+        Given both: the trading side is switched on at once (:meth:`enable_trading`) with this key.
+    balance_usdt : float
+        The trading side's starting wallet balance, USDT (with ``api_key``).
 
     Attributes
     ----------
     public : PublicLinear
         The ``/v5/public/linear`` channel (scripting and faults).
+    trading : TradingSide or None
+        The trading side once :meth:`enable_trading` was called.
     calls : list of RestCall
         Every REST request, in order.
     rest_routes : dict
@@ -691,6 +719,9 @@ class FakeBybit:
         ack_delay_s: float = 0.05,
         host: str = HOST,
         port: int = 0,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        balance_usdt: float = 10_000.0,
     ) -> None:
         self.instruments = [dict(i) for i in instruments]
         self.klines = klines or KlineStore()
@@ -711,6 +742,25 @@ class FakeBybit:
         }
         self.ws_channels: dict[str, Any] = {self.public.path: self.public}
         self._runner: web.AppRunner | None = None
+        self.ack_delay_s = ack_delay_s
+        self.clock_skew_ms = 0
+        self._skew_left: int | None = None
+        self.trading: TradingSide | None = None
+        if api_key is not None and api_secret is not None:
+            self.enable_trading(api_key=api_key, api_secret=api_secret, balance_usdt=balance_usdt)
+
+    def enable_trading(
+        self, *, api_key: str = "key", api_secret: str = "secret", balance_usdt: float = 10_000.0, **kw: Any
+    ) -> TradingSide:
+        """Switch on the trading side (signed REST, ``/v5/private``, the matching engine) and return it.
+
+        Also reachable as :attr:`trading`. ``kw`` goes to :class:`~nertz_common.testing.fake_bybit_trading.TradingSide`
+        (fee rates, default leverage, default funding rate).
+        """
+        from nertz_common.testing.fake_bybit_trading import TradingSide
+
+        self.trading = TradingSide(self, api_key=api_key, api_secret=api_secret, balance_usdt=balance_usdt, **kw)
+        return self.trading
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -727,7 +777,8 @@ class FakeBybit:
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
-        await self.public.close()
+        for channel in list(self.ws_channels.values()):
+            await channel.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -755,6 +806,21 @@ class FakeBybit:
             return time.time_ns() // 1_000_000
         return now() if callable(now) else now
 
+    def set_clock_skew(self, skew_ms: int, requests: int | None = None) -> None:
+        """Run the server's clock ``skew_ms`` ahead (negative: behind) of :meth:`clock_ms` for the next
+        ``requests`` REST requests (None: until set back to 0). It moves the envelope's ``time``,
+        ``/v5/market/time`` and the time window of signed requests."""
+        self.clock_skew_ms = skew_ms
+        self._skew_left = requests if skew_ms else None
+
+    def _take_skew(self) -> int:
+        skew = self.clock_skew_ms
+        if skew and self._skew_left is not None:
+            self._skew_left -= 1
+            if self._skew_left <= 0:
+                self.clock_skew_ms, self._skew_left = 0, None
+        return skew
+
     # --- REST ---------------------------------------------------------------------------------------
 
     def fault(self, path: str, kind: RestFault | str, times: int = 1, **kw: Any) -> None:
@@ -774,9 +840,11 @@ class FakeBybit:
         if handler is None:
             return web.Response(status=404, text="404 page not found")
         query = dict(request.query)
+        body = (await request.read()).decode("utf-8", "replace") if request.can_read_body else ""
         fault = self._take_fault(request.path)
         answer = "ok"
-        now = self.clock_ms()
+        now = self.clock_ms() + self._take_skew()
+        request[NOW_MS] = now
         headers = self._limit_headers(request.path, now)
         try:
             if fault is not None and fault.kind == "delay":
@@ -802,9 +870,14 @@ class FakeBybit:
             except BybitError as e:
                 answer = f"ret_{e.ret_code}"
                 return _envelope(e.ret_code, e.ret_msg, {}, now, headers)
+            if isinstance(result, web.StreamResponse):  # a handler's own answer (e.g. HTTP 401)
+                answer = f"http_{result.status}"
+                return result
             return _envelope(0, "OK", result, now, headers)
         finally:
-            self.calls.append(RestCall(request.method, request.path, query, request.query_string, now, answer))
+            answer = request.get(ANSWER, answer)
+            call = RestCall(request.method, request.path, query, request.query_string, now, answer, body)
+            self.calls.append(call)
 
     def _take_fault(self, path: str) -> RestFault | None:
         queue = self._faults.get(path)
@@ -827,7 +900,7 @@ class FakeBybit:
         }
 
     async def _time(self, request: web.Request, q: dict[str, str]) -> dict[str, Any]:
-        now = self.clock_ms()
+        now = request.get(NOW_MS, self.clock_ms())
         return {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
 
     async def _kline(self, request: web.Request, q: dict[str, str]) -> dict[str, Any]:
@@ -1099,8 +1172,12 @@ async def _serve(args: argparse.Namespace) -> None:
         klines.add_csv(Path(p))
     instruments = load_instruments(Path(args.instruments)) if args.instruments else []
     fake = FakeBybit(instruments=instruments, klines=klines, port=args.port)
+    if args.api_key:
+        fake.enable_trading(api_key=args.api_key, api_secret=args.api_secret, balance_usdt=args.balance)
     await fake.start()
     print(f"fake Bybit V5 on {fake.base_url} (REST) and {fake.ws_url}{PUBLIC_LINEAR} (WebSocket)", flush=True)
+    if args.api_key:
+        print(f"  trading side on: key {args.api_key!r}, private WebSocket {fake.ws_url}/v5/private", flush=True)
     print(
         f"  NERTZ_INGEST__LIVE__REST_URL={fake.base_url} NERTZ_INGEST__LIVE__WS_URL={fake.ws_url} "
         "python -m nertz_ingest live --depth 200",
@@ -1153,6 +1230,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--speed", type=float, default=1.0, help="playback speed of the recording (default 1 = real time)")
     p.add_argument("--loop", action="store_true", help="play the recording again and again (times moved on)")
+    p.add_argument("--api-key", default="", help="switch on the trading side with this API key ('' = off)")
+    p.add_argument("--api-secret", default="secret", help="the trading side's API secret (default 'secret')")
+    p.add_argument("--balance", type=float, default=10_000.0, help="starting USDT wallet balance (default 10000)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
