@@ -280,3 +280,35 @@ async def test_bybit_position_opened_outside_nertz_is_adopted_or_halts_as_config
         assert of(recs, ev.LockEngaged)[0].reason == "position_adopted"
     else:
         assert not of(recs, ev.PositionOpened)
+
+
+async def test_bybit_funding_is_recorded_and_counted_in_the_round_trip(kit, js_fresh, nats_url, fake):
+    trading = fake.trading
+    b0, b1 = kit.bar(0, close=100.0), kit.bar(1, close=100.0)
+    t1 = b1.ts_event // MS
+    trading.set_price("BTCUSDT", 100.0, ts_ms=t1)
+    trading.set_funding_rate("BTCUSDT", 0.0005)
+    intent = f.intent(b0, side="long", sl=0.01, qty=0.5)
+    pub = bus.Publisher(js_fresh)
+    for e in (kit.spec(), b0, kit.factor(b0, intent.event_id), intent, f.verdict(intent), b1, kit.factor(b1)):
+        await pub.publish(e)
+    eight_h = 8 * 3_600_000
+    next_funding = (t1 // eight_h + 1) * eight_h
+
+    async def through_funding_then_take_profit() -> None:
+        await wait_log(js_fresh, lambda rs: bool(of(rs, ev.LockEngaged)))
+        trading.set_price("BTCUSDT", 100.5, ts_ms=next_funding + 1_000)  # past 00/08/16 UTC: funding charged
+        await wait_log(js_fresh, lambda rs: bool(of(rs, ev.FundingSettled)))
+        trading.set_price("BTCUSDT", 104.0, ts_ms=next_funding + 60_000)
+
+    recs = await run_executor(
+        kit, js_fresh, settings(nats_url, fake, max_hold_s=10 * 86_400.0), lambda rs: bool(of(rs, ev.PositionClosed)),
+        during=through_funding_then_take_profit,
+    )  # fmt: skip
+    funding = of(recs, ev.FundingSettled)
+    assert len(funding) == 1 and funding[0].fee_usdt == pytest.approx(0.5 * 100.0 * 0.0005, rel=0.02)
+    entry_fee = of(recs, ev.PositionOpened)[0].fee_usdt
+    exit_fee = next(e for e in of(recs, ev.OrderFilled) if e.reduce_only).fee_usdt
+    closed = of(recs, ev.PositionClosed)[0]
+    assert closed.fee_usdt == pytest.approx(entry_fee + exit_fee + funding[0].fee_usdt)
+    assert closed.realized_pnl_usdt == pytest.approx(0.5 * (closed.exit_price - 100.0) - closed.fee_usdt)
