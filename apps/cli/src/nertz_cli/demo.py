@@ -87,11 +87,12 @@ class Stack:
 
     def stop_services(self) -> None:
         """Stop the services (SIGTERM, then SIGKILL after 10 s)."""
-        for p in self.procs.values():
+        procs = list(self.procs.items())  # (a fault thread may start or forget one meanwhile)
+        for _, p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
-        for name, p in self.procs.items():
+        for name, p in procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
