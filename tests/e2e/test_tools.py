@@ -82,8 +82,14 @@ def test_backtest_of_the_bundled_data_gives_exactly_the_services_exec_events(dem
     inputs = tools.load_inputs([*demo.KLINE_FILES, demo.RECORDING])
     run = tools.backtest(inputs.records, config.load())
     recorded = [r.event for r in demo_run if topology.producer_of(r.subject) == "executor"]
-    assert len(recorded) > 1000
-    assert sum(isinstance(e, ev.PositionClosed) for e in run.outputs["executor"]) > 50
+    # the full risk guard (adaptive leverage: the account may not exceed base x factors once in drawdown)
+    # leaves 21 round trips of the 150 it had before, and 734 executor events (was ~1,480)
+    assert len(recorded) > 500
+    assert sum(isinstance(e, ev.PositionClosed) for e in run.outputs["executor"]) > 15
+    assert sum(isinstance(r.event, ev.InstrumentSpec) for r in inputs.records) == 4  # one per symbol, as replayed
+    orders = [e for e in recorded if isinstance(e, ev.OrderSubmitted) and not e.reduce_only]
+    assert orders and all(e.leverage is not None for e in orders)
+    assert all(abs(e.qty * 1000 - round(e.qty * 1000)) < 1e-6 for e in orders if e.symbol == "BTCUSDT")  # qty step
     # payloads, ids included, in the same order per symbol
     assert per_symbol(run.outputs["executor"]) == per_symbol(recorded)
     sig = [r.event for r in demo_run if topology.producer_of(r.subject) == "signal"]

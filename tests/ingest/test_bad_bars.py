@@ -133,7 +133,7 @@ async def test_cli_replay_prints_rejections_by_reason_and_exits_0_when_some_bars
     rc, out, err = await _cli(nats_url, csv)
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("replay done: 4 events published (Bar=3, DeadLettered=1)")
+    assert lines[0].startswith("replay done: 5 events published (Bar=3, DeadLettered=1, InstrumentSpec=1)")  # + spec
     assert "rejected 1 (out_of_order=1)" in lines[0]
     assert lines[1:] == ["rejected by reason (dead-lettered to sys.dlq.market-ingest):", "  out_of_order         1"]
 

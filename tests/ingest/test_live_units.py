@@ -15,7 +15,7 @@ from nertz_common.ids import derive_id
 from nertz_common.testing.fake_bybit import book_frame, load_instruments
 from nertz_ingest.adapters.bybit_rest import BybitRest
 from nertz_ingest.core.rejection import BadInput
-from nertz_ingest.core.rest import instrument_spec, kline_bars
+from nertz_ingest.core.rest import instrument_spec, instruments_answer, kline_bars
 from nertz_ingest.live import LiveFeed, live_topics, symbols_of
 from nertz_ingest.settings import IngestConfig, IngestSettings, LiveConfig
 
@@ -37,6 +37,31 @@ def test_instrument_spec_from_real_entries_has_bybit_rules() -> None:
     assert spec.ts_event == spec.ts_init == 1_786_310_817_197_000_000
     again = instrument_spec(entries["SOLUSDT"], 1_786_310_999_000)
     assert again.event_id == spec.event_id  # unchanged rules, same id: a re-fetch stores nothing new
+
+
+def test_instrument_spec_reads_min_notional_and_max_market_qty() -> None:
+    entries = {e["symbol"]: e for e in load_instruments(INSTRUMENTS)}
+    btc = instrument_spec(entries["BTCUSDT"], 1_786_310_817_197)
+    assert (btc.min_notional_usdt, btc.max_market_qty, btc.min_order_qty) == (5.0, 150.0, 0.001)
+    lots = {
+        k: v for k, v in entries["BTCUSDT"]["lotSizeFilter"].items() if k not in ("minNotionalValue", "maxMktOrderQty")
+    }
+    older = instrument_spec({**entries["BTCUSDT"], "lotSizeFilter": lots}, 1_786_310_817_197)
+    assert (older.min_notional_usdt, older.max_market_qty) == (None, None)  # an answer without them
+    assert older.event_id != btc.event_id  # other rules, another fact
+    with pytest.raises(BadInput) as bad:
+        instrument_spec({**entries["BTCUSDT"], "lotSizeFilter": {**lots, "minNotionalValue": "-5"}}, 1)
+    assert bad.value.reason == "negative_size"
+
+
+def test_instruments_answer_reads_the_envelope_and_the_bundled_copy() -> None:
+    copy = json.loads(INSTRUMENTS.read_text())
+    specs = instruments_answer(copy)
+    assert [s.symbol for s in specs] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    envelope = {"retCode": 0, "result": {"category": "linear", "list": copy["list"]}, "time": copy["time"]}
+    assert instruments_answer(envelope) == specs
+    with pytest.raises(BadInput, match="list"):
+        instruments_answer({"retCode": 0, "result": {}})
 
 
 def test_instrument_spec_missing_or_bad_fields_raise_bad_input() -> None:

@@ -23,7 +23,7 @@ from nertz_common.infra import free_port, start_nats
 from nertz_common.node.log import read_log
 from nertz_ingest.core.rejection import Rejected
 from nertz_ingest.metrics import IngestMetrics
-from nertz_ingest.replay import dead_letter, parse_files, replay_files
+from nertz_ingest.replay import BUNDLED_INSTRUMENTS, dead_letter, load_instruments, parse_files, replay_files
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,10 @@ def _csv_heads(csvs: tuple[Path, ...], dst: Path, rows: int = ROWS) -> list[Path
     return out
 
 
-def _expected(paths: list[Path]) -> list[ev.Event]:
-    return [dead_letter(o) if isinstance(o, Rejected) else o for o in parse_files(paths)]  # type: ignore[misc]
+def _expected(paths: list[Path], instruments: Path | None = None) -> list[ev.Event]:
+    specs = None if instruments is None else load_instruments(instruments)
+    outs = parse_files(paths, instruments=specs)
+    return [dead_letter(o) if isinstance(o, Rejected) else o for o in outs]  # type: ignore[misc]
 
 
 async def _until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -111,7 +113,8 @@ async def test_replay_killed_and_started_again_resumes_where_the_log_ends(
     js_fresh, nats_url: str, tmp_path: Path, csvs: tuple[Path, ...]
 ) -> None:
     paths = _csv_heads(csvs, tmp_path)
-    expected = _expected(paths)
+    expected = _expected(paths, BUNDLED_INSTRUMENTS)  # the CLI puts each symbol's spec before its first bar
+    assert sum(isinstance(e, ev.InstrumentSpec) for e in expected) == 3
     env = {**os.environ, "NATS_URL": nats_url, "NERTZ_LOG_LEVEL": "WARNING"}
     cmd = [sys.executable, "-m", "nertz_ingest", "replay", *map(str, paths)]
 

@@ -20,7 +20,7 @@ from nertz_common.node.log import Record, read_log
 from nertz_ingest.app import build_parser, parse_speed
 from nertz_ingest.core.rejection import Rejected
 from nertz_ingest.metrics import IngestMetrics
-from nertz_ingest.replay import dead_letter, parse_files, replay_files
+from nertz_ingest.replay import BUNDLED_INSTRUMENTS, dead_letter, load_instruments, parse_files, replay_files
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,53 @@ async def test_cli_replay_prints_summary_and_exits_0(js_fresh, nats_url: str, tm
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().startswith("replay done: 100 events published (Bar=100); stored 100, duplicates 0;")
+    # BTCUSDT's spec from the bundled instruments-info answer goes first
+    assert out.decode().startswith(
+        "replay done: 101 events published (Bar=100, InstrumentSpec=1); stored 101, duplicates 0;"
+    ), out.decode()
+    first = (await read_log(js_fresh))[0].event
+    assert isinstance(first, ev.InstrumentSpec) and (first.symbol, first.qty_step, first.tick_size) == (
+        "BTCUSDT", 0.001, 0.1,
+    )  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nertz_ingest", "replay", "--instruments", str(tmp_path / "nope.json"), str(csv),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and "expected an instruments-info answer" in err.decode(), err.decode()
+
+
+async def test_replay_puts_each_symbols_spec_just_before_its_first_event(
+    js_fresh, tmp_path: Path, csvs: tuple[Path, ...], recording: Path
+) -> None:
+    specs = load_instruments(BUNDLED_INSTRUMENTS)
+    assert set(specs) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"}
+    assert (specs["DOGEUSDT"].tick_size, specs["DOGEUSDT"].qty_step, specs["DOGEUSDT"].min_notional_usdt) == (
+        0.00001, 1.0, 5.0,
+    )  # fmt: skip
+    paths = [*(_csv_head(c, tmp_path, 50) for c in csvs[:2]), recording]  # BTC and ETH bars, then the recording
+    outs = [dead_letter(o) if isinstance(o, Rejected) else o for o in parse_files(paths, instruments=specs)]
+    announced = [(i, e) for i, e in enumerate(outs) if isinstance(e, ev.InstrumentSpec)]
+    symbols = [e.symbol for _, e in announced]
+    assert symbols[:2] == ["BTCUSDT", "ETHUSDT"] and sorted(symbols[2:]) == ["DOGEUSDT", "SOLUSDT"]  # CSVs first
+    for i, spec in announced:
+        first = outs[i + 1]
+        assert first.symbol == spec.symbol  # type: ignore[attr-defined]
+        assert not any(getattr(e, "symbol", None) == spec.symbol for e in outs[:i])  # nothing of it before
+        assert (spec.ts_event, spec.ts_init) == (first.ts_event, first.ts_init)
+        assert spec.event_id != specs[spec.symbol].event_id  # derived: the answer's spec and the first event
+        assert (spec.tick_size, spec.qty_step) == (specs[spec.symbol].tick_size, specs[spec.symbol].qty_step)
+    again = [o for o in parse_files(paths, instruments=specs) if isinstance(o, ev.InstrumentSpec)]
+    assert again == [e for _, e in announced]  # a function of the files and the answer
+    only_btc = parse_files(paths, symbols={"BTCUSDT"}, instruments=specs)
+    assert [o.symbol for o in only_btc if isinstance(o, ev.InstrumentSpec)] == ["BTCUSDT"]
+
+    stats = await replay_files(bus.Publisher(js_fresh), paths, instruments=specs)
+    assert stats.events["InstrumentSpec"] == 4 and stats.stored == len(outs)
+    got = await _read_all(js_fresh, len(outs))
+    assert [d.event for d in got] == outs
+    spec_subject = next(d.subject for d in got if isinstance(d.event, ev.InstrumentSpec))
+    assert spec_subject.startswith("md.instrument.bybit.linear.")
 
 
 def test_cli_arguments_parse_speed_and_symbols() -> None:

@@ -173,6 +173,13 @@ def backtest(
     walk_forward: Annotated[int | None, typer.Option(help="walk-forward folds of a sweep (in/out of sample)")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler of a sweep, e.g. tcp://host:8786")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask workers of a sweep (default: the cores)")] = None,
+    instruments: Annotated[
+        str,
+        typer.Option(
+            help="instruments-info answer whose InstrumentSpec goes before each symbol's first event, as "
+            "market-ingest's replay publishes it: 'bundled' (data/bybit_instruments_linear.json), a file, or 'none'"
+        ),
+    ] = "bundled",
 ) -> None:
     """Run signal, the rules validator and the Hard Lock with the paper venue over market data files.
 
@@ -188,7 +195,7 @@ def backtest(
     settings = _settings(sets)
     try:
         with err.status("loading market data"):
-            inputs = tools.load_inputs(files, _symbols(symbols))
+            inputs = tools.load_inputs(files, _symbols(symbols), instruments)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if not inputs.records:

@@ -50,28 +50,39 @@ class Inputs:
         return sum(1 for r in self.records if type(r.event) is ev.Bar and r.event.closed)
 
 
-def load_inputs(paths: Sequence[Path], symbols: Iterable[str] | None = None) -> Inputs:
+def load_inputs(
+    paths: Sequence[Path], symbols: Iterable[str] | None = None, instruments: Path | str | None = "bundled"
+) -> Inputs:
     """Parse kline CSVs and recordings (cryptofeed's, Nertz's) through market-ingest's parser, merged in
-    time order, into records (the same events ``market-ingest replay`` publishes).
+    time order, into records (the same events ``market-ingest replay`` publishes, each symbol's
+    ``InstrumentSpec`` before its first event included).
+
+    ``instruments``: the instruments-info answer of those specs: ``"bundled"`` (default) for the bundled
+    copy of Bybit's answer (none if it is absent), a path, or None / ``"none"`` for no specs.
 
     Raises
     ------
     FileNotFoundError
         If a path does not exist.
     nertz_ingest.adapters.recording.RecordingError
-        If a file is not a recording market-ingest reads.
+        If a file is not a recording market-ingest reads, or the instruments file not an answer.
     """
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"expected input files, missing: {', '.join(missing)}")
     from nertz_ingest.core.rejection import Rejected
-    from nertz_ingest.replay import parse_files
+    from nertz_ingest.replay import BUNDLED_INSTRUMENTS, load_instruments, parse_files
 
+    if instruments == "bundled":
+        instruments = BUNDLED_INSTRUMENTS if BUNDLED_INSTRUMENTS.exists() else None
+    elif instruments == "none":
+        instruments = None
+    specs = None if instruments is None else load_instruments(Path(instruments))
     wanted = set(symbols) if symbols else None
     events: list[ev.Event] = []
     rejected: Counter[str] = Counter()
     with gc_paused():
-        for out in parse_files(list(paths), symbols=wanted):
+        for out in parse_files(list(paths), symbols=wanted, instruments=specs):
             if type(out) is Rejected:
                 rejected[out.reason] += 1
             else:

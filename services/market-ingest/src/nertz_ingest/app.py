@@ -10,12 +10,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nats.js.errors
 import pydantic
 
+from nertz_common import events as ev
 from nertz_common import subjects
 from nertz_common.bus import PublishError
 from nertz_common.runtime import runtime
@@ -28,7 +29,7 @@ from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.live import FrameTap, LiveError, LiveFeed, symbols_of
 from nertz_ingest.metrics import IngestMetrics
-from nertz_ingest.replay import SERVICE, replay_files
+from nertz_ingest.replay import BUNDLED_INSTRUMENTS, SERVICE, load_instruments, replay_files
 from nertz_ingest.settings import IngestSettings, LiveConfig
 
 log = logging.getLogger("nertz.ingest")
@@ -126,6 +127,10 @@ Bars are checked per series (symbol, interval): a bar older than the last bar of
 log or in the files), or a second bar for the same interval with other prices or volume, is rejected
 (out_of_order, conflicting_bar) and dead-lettered like a bad row; an identical repeat is dropped.
 
+Each symbol's trading rules (tick size, qty step, minimum qty and notional) go on the log as one
+InstrumentSpec just before its first event, from an instruments-info answer (--instruments; default
+the bundled copy of Bybit's real answer, data/bybit_instruments_linear.json; 'none' = no specs).
+
 Events have deterministic ids (Nats-Msg-Id). A replay resumes where the log ends: files it (or a
 crashed run of it) already replayed are parsed again but only what follows the log's last
 market-ingest event is published, so a restart adds no duplicate and leaves no gap. A NATS outage is
@@ -190,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the progress bar even when stderr is not a terminal",
     )
+    rp.add_argument(
+        "--instruments",
+        default=str(BUNDLED_INSTRUMENTS),
+        metavar="FILE|none",
+        help="instruments-info answer whose specs go on the log before each symbol's first event "
+        "(default: the bundled data/bybit_instruments_linear.json; 'none' = no specs)",
+    )
     lp = sub.add_parser(
         "live",
         help="the live Bybit V5 feed onto the log",
@@ -242,11 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     symbols = _symbols(args.symbols)
     try:
         Sources(args.files, symbols)  # fail on a missing or unknown file before connecting
+        instruments = None if args.instruments.lower() == "none" else load_instruments(Path(args.instruments))
     except (RecordingError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     progress = args.progress or sys.stderr.isatty()
-    return asyncio.run(replay(settings, args.files, args.speed, symbols, progress))
+    return asyncio.run(replay(settings, args.files, args.speed, symbols, progress, instruments))
 
 
 async def replay(
@@ -255,8 +268,12 @@ async def replay(
     speed: float | None,
     symbols: frozenset[str] | None,
     progress: bool,
+    instruments: Mapping[str, ev.InstrumentSpec] | None = None,
 ) -> int:
-    """Replay ``files`` onto the log with the service runtime; print the summary; return the exit status."""
+    """Replay ``files`` onto the log with the service runtime; print the summary; return the exit status.
+
+    ``instruments``: each symbol's rules, published before its first event (None = none).
+    """
     async with runtime(SERVICE, settings) as rt:
         try:
             await rt.js.stream_info(subjects.STREAM)
@@ -287,6 +304,7 @@ async def replay(
                 logged=logged,
                 resume_after=end.event.event_id if end is not None else None,
                 js=rt.js,
+                instruments=instruments,
             )
         except RecordingError as e:
             print(f"error: {e}", file=sys.stderr)

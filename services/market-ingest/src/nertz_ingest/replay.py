@@ -5,6 +5,13 @@ beyond reading them; :func:`replay_files` publishes that, paced or not, and dead
 to ``sys.dlq.market-ingest``. Bars pass the series guard (:mod:`nertz_ingest.core.series`): a bar back
 in time or a second, different bar for one interval is dead-lettered; an identical repeat is dropped.
 
+Each symbol's trading rules go on the log just before that symbol's first event: one
+``InstrumentSpec`` per symbol from an instruments-info answer (by default the bundled copy of Bybit's
+real answer, ``data/bybit_instruments_linear.json``), its ``ts_event``/``ts_init`` those of the
+symbol's first event and its id derived from the spec's and that event's (:class:`SpecAnnouncer`), so
+the executor rounds orders as the live feed's specs would make it, and a replay of the same files
+gives the same specs.
+
 A replay restarted after a crash resumes where the log ends: it is given the last event it put on the
 log, parses the files from the start (so the books, tickers and bar series are rebuilt exactly) without
 publishing, and publishes from the event after that one. Files that do not hold that event are
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -29,6 +37,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import msgspec
 from nats.js import JetStreamContext
 from tqdm import tqdm
 
@@ -36,15 +45,75 @@ from nertz_common import events as ev
 from nertz_common.bus import Publisher
 from nertz_common.ids import derive_id
 from nertz_ingest.adapters.durable import DurablePublisher
-from nertz_ingest.adapters.recording import RawFrame, Sources, record_time_ns
+from nertz_ingest.adapters.recording import RawFrame, RecordingError, Sources, record_time_ns
 from nertz_ingest.core.bybit import BybitParser, Output
-from nertz_ingest.core.rejection import Rejected
+from nertz_ingest.core.rejection import BadInput, Rejected
+from nertz_ingest.core.rest import instruments_answer
 from nertz_ingest.core.series import BarGuard
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.settings import IngestConfig
 
 SERVICE = "market-ingest"
 log = logging.getLogger("nertz.ingest")
+
+#: the bundled copy of Bybit's instruments-info answer for the bundled data's symbols (data/SOURCES.md §4)
+BUNDLED_INSTRUMENTS = Path(__file__).resolve().parents[4] / "data" / "bybit_instruments_linear.json"
+
+
+def load_instruments(path: Path) -> dict[str, ev.InstrumentSpec]:
+    """Read an instruments-info answer (Bybit's envelope, or the bundled copy) into each symbol's spec.
+
+    Raises
+    ------
+    RecordingError
+        If the file cannot be read or is not an instruments-info answer.
+    """
+    try:
+        specs = instruments_answer(json.loads(path.read_bytes()))
+    except (OSError, ValueError, AttributeError) as e:
+        raise RecordingError(f"expected an instruments-info answer (JSON) in {path}, could not read it: {e}") from None
+    except BadInput as e:
+        raise RecordingError(f"expected an instruments-info answer in {path}: {e.reason}: {e.detail}") from None
+    return {s.symbol: s for s in specs}
+
+
+class SpecAnnouncer:
+    """Put each symbol's ``InstrumentSpec`` on the log just before the first event of that symbol.
+
+    The announced spec is the answer's with ``ts_event``/``ts_init`` of that first event and the id
+    ``derive_id("InstrumentSpec", "replay", spec id, first event id)``: a function of the files and the
+    answer, so a replay again (or resumed) gives the same event. Symbols the files never name are not
+    announced; symbols the answer lacks get none (on paper their orders go unrounded).
+
+    Parameters
+    ----------
+    specs : mapping of str to InstrumentSpec, optional
+        The rules by symbol (:func:`load_instruments`); None or empty = announce nothing.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, specs: Mapping[str, ev.InstrumentSpec] | None = None) -> None:
+        self._pending = dict(specs or {})
+
+    def around(self, outs: list[Output]) -> list[Output]:
+        """Return ``outs`` with the spec of each symbol not seen before inserted before its first event."""
+        if not self._pending:
+            return outs
+        out: list[Output] = []
+        for o in outs:
+            if isinstance(o, ev.InstrumentEvent) and o.symbol in self._pending:
+                spec = self._pending.pop(o.symbol)
+                out.append(
+                    msgspec.structs.replace(
+                        spec,
+                        event_id=derive_id("InstrumentSpec", "replay", spec.event_id, o.event_id),
+                        ts_event=o.ts_event,
+                        ts_init=o.ts_init,
+                    )
+                )
+            out.append(o)
+        return out
 
 
 @dataclass
@@ -202,11 +271,13 @@ def parse_files(
     symbols: Collection[str] | None = None,
     config: IngestConfig | None = None,
     logged: Mapping[str, ev.Bar] | None = None,
+    instruments: Mapping[str, ev.InstrumentSpec] | None = None,
 ) -> Iterator[Output]:
     """Yield the events and rejections that ``paths`` become, in log order (no bus involved).
 
     ``logged``: per symbol, the last bar already on the log, which each bar series must not go back
-    before (None = a fresh log).
+    before (None = a fresh log). ``instruments``: the rules by symbol to announce before each
+    symbol's first event (:class:`SpecAnnouncer`; None = none).
 
     Raises
     ------
@@ -216,8 +287,9 @@ def parse_files(
     config = config or IngestConfig()
     parser = make_parser(config, symbols)
     guard = BarGuard(logged)
+    specs = SpecAnnouncer(instruments)
     for record in Sources(paths, symbols):
-        yield from outputs_of(record, parser, guard)
+        yield from specs.around(outputs_of(record, parser, guard))
 
 
 async def replay_files(
@@ -233,6 +305,7 @@ async def replay_files(
     logged: Mapping[str, ev.Bar] | None = None,
     resume_after: str | None = None,
     js: JetStreamContext | None = None,
+    instruments: Mapping[str, ev.InstrumentSpec] | None = None,
 ) -> ReplayStats:
     """Parse ``paths`` in log order and publish the events (pipelined, acks checked per window).
 
@@ -267,6 +340,8 @@ async def replay_files(
     js : JetStreamContext, optional
         Lets a publish retried after an outage skip what reached the log (see
         :class:`~nertz_ingest.adapters.durable.DurablePublisher`).
+    instruments : mapping of str to InstrumentSpec, optional
+        Each symbol's rules, published before its first event (:class:`SpecAnnouncer`); None = none.
 
     Returns
     -------
@@ -285,7 +360,7 @@ async def replay_files(
     config = config or IngestConfig()
     stop = stop or asyncio.Event()
     durable = DurablePublisher(publisher, SERVICE, js=js, metrics=metrics, stop=stop)
-    args = (durable, paths, speed, symbols, config, metrics, progress, stop)
+    args = (durable, paths, speed, symbols, config, metrics, progress, stop, instruments)
     if resume_after is None:
         stats, _ = await _replay_pass(*args, logged, None)
     else:
@@ -310,11 +385,13 @@ async def _replay_pass(
     metrics: IngestMetrics | None,
     progress: bool,
     stop: asyncio.Event,
+    instruments: Mapping[str, ev.InstrumentSpec] | None,
     logged: Mapping[str, ev.Bar] | None,
     resume_after: str | None,
 ) -> tuple[ReplayStats, bool]:
     parser = make_parser(config, symbols)
     guard = BarGuard(logged)
+    specs = SpecAnnouncer(instruments)
     sources = Sources(paths, symbols)
     stats = ReplayStats()
     counts: dict[type, int] = {}
@@ -381,7 +458,7 @@ async def _replay_pass(
                     await _sleep(delay, stop)
                     if stop.is_set():
                         break
-            for out in outputs_of(record, parser, guard):
+            for out in specs.around(outputs_of(record, parser, guard)):
                 if skipping:  # already on the log: rebuild the state, publish nothing
                     event: ev.Event = dead_letter(out) if type(out) is Rejected else out  # type: ignore[assignment]
                     stats.skipped += 1

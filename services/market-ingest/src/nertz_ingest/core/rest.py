@@ -14,7 +14,9 @@ Decisions:
   candle is open"): a row whose close time is after the server's time is not a closed bar and is left out.
 - ``InstrumentSpec`` ids are a function of the symbol and its rules, so re-fetching unchanged rules at
   a restart stores nothing new, and a change of rules is a new event. Its ``ts_event``/``ts_init`` are
-  the server time of the answer.
+  the server time of the answer. The rules are Bybit's: ``priceFilter.tickSize``, ``lotSizeFilter``'s
+  ``qtyStep``, ``minOrderQty``, ``minNotionalValue`` (USDT) and ``maxMktOrderQty``,
+  ``leverageFilter.maxLeverage``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def instrument_spec(entry: Mapping[str, Any], server_ms: int) -> ev.InstrumentSp
     ----------
     entry : mapping
         One element of ``result.list`` (``symbol``, ``priceFilter.tickSize``, ``lotSizeFilter.qtyStep``,
-        ``lotSizeFilter.minOrderQty``, ``leverageFilter.maxLeverage``).
+        ``lotSizeFilter.minOrderQty``; optional ``lotSizeFilter.minNotionalValue`` and
+        ``lotSizeFilter.maxMktOrderQty``, ``leverageFilter.maxLeverage``).
     server_ms : int
         The answer's server time (envelope ``time``), ms.
 
@@ -63,9 +66,14 @@ def instrument_spec(entry: Mapping[str, Any], server_ms: int) -> ev.InstrumentSp
     max_leverage = None
     if lev:
         max_leverage = check_price(to_float(lev, "leverageFilter.maxLeverage"), "leverageFilter.maxLeverage")
+    lots = entry["lotSizeFilter"]
+    min_notional = _optional_size(lots, "minNotionalValue")
+    max_market_qty = _optional_size(lots, "maxMktOrderQty")
     ts_ns = server_ms * MS
     return ev.InstrumentSpec(
-        event_id=derive_id("InstrumentSpec", symbol, tick_size, qty_step, min_order_qty, max_leverage),
+        event_id=derive_id(
+            "InstrumentSpec", symbol, tick_size, qty_step, min_order_qty, max_leverage, min_notional, max_market_qty
+        ),
         ts_event=ts_ns,
         ts_init=ts_ns,
         symbol=symbol,
@@ -73,7 +81,39 @@ def instrument_spec(entry: Mapping[str, Any], server_ms: int) -> ev.InstrumentSp
         qty_step=qty_step,
         min_order_qty=min_order_qty,
         max_leverage=max_leverage,
+        min_notional_usdt=min_notional,
+        max_market_qty=max_market_qty,
     )
+
+
+def _optional_size(lots: Mapping[str, Any], key: str) -> float | None:
+    text = lots.get(key) if isinstance(lots, Mapping) else None
+    if text is None or text == "":
+        return None
+    return check_size(to_float(text, f"lotSizeFilter.{key}"), f"lotSizeFilter.{key}")
+
+
+def instruments_answer(answer: Mapping[str, Any]) -> list[ev.InstrumentSpec]:
+    """Return the ``InstrumentSpec`` of every entry of an instruments-info answer.
+
+    Parameters
+    ----------
+    answer : mapping
+        Bybit's envelope (``result.list``, ``time`` in ms) or a recorded copy of it with the list and the
+        time at the top (``list``, ``time``; the bundled ``data/bybit_instruments_linear.json``).
+
+    Raises
+    ------
+    BadInput
+        ``missing_field`` without a list or a time, or as :func:`instrument_spec` for an entry.
+    """
+    entries = answer.get("list")
+    if entries is None:
+        entries = (answer.get("result") or {}).get("list")
+    server_ms = answer.get("time")
+    if not isinstance(entries, list) or not isinstance(server_ms, int):
+        raise BadInput("missing_field", "expected an instruments-info answer with list (or result.list) and time")
+    return [instrument_spec(e, server_ms) for e in entries]
 
 
 def kline_bars(
