@@ -83,6 +83,12 @@ def samples() -> dict[str, ev.Event]:
         ev.TradingStarted(event_id="ts1", **t),
         ev.TradingStopped(event_id="tp1", **t, reason="operator"),
         ev.DeadLettered(event_id="dl1", **t, service="signal", reason="undecodable: bad JSON", raw="{"),
+        ev.PositionReduced(event_id="pr1", **t, **c, position_id="p1", side="long", qty_closed=0.5, qty_left=0.5,
+                           entry_price=100.0, exit_price=101.5, realized_pnl_usdt=0.71725, fee_usdt=0.03275,
+                           exit_reason="take_profit", order_id="o-tp1"),
+        ev.StopMoved(event_id="sm1", **t, **c, position_id="p1", stop_loss=100.2, take_profit=102.5,
+                     trailing_distance=2.0, active_price=101.5, phase="trail",
+                     reason="TP1 filled: trail 2.00% behind the best price", venue_name="bybit"),
     ]  # fmt: skip
     return {type(e).__name__: e for e in out}
 

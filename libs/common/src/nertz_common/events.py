@@ -453,6 +453,10 @@ class OrderSubmitted(Correlated, frozen=True, kw_only=True):
     Entries carry exchange-native ``take_profit``/``stop_loss`` (``tpslMode=Full``), rounded to the
     instrument's tick size and ``qty`` to its quantity step, and the ``leverage`` the risk guard chose
     (adaptive leverage; set at the venue before the entry). None on exits and on older entries.
+
+    ``exit_reason`` is ``take_profit`` on the scaled plan's TP1 (a reduce-only ``Limit`` order at
+    ``price``, USDT, for part of the position), None on every other order. ``price`` is the limit price
+    of a ``Limit`` order, None for ``Market``.
     """
 
     order_id: str
@@ -465,6 +469,8 @@ class OrderSubmitted(Correlated, frozen=True, kw_only=True):
     reduce_only: bool = False
     venue_name: str = "paper"
     leverage: Annotated[float, Meta(ge=1, description="account leverage for the entry (x)")] | None = None
+    price: Price | None = None
+    exit_reason: ExitReason | None = None
 
 
 class OrderRejected(Correlated, frozen=True, kw_only=True):
@@ -494,7 +500,15 @@ class LockEngaged(Correlated, frozen=True, kw_only=True):
 
 
 class PositionClosed(Correlated, frozen=True, kw_only=True):
-    """The position resolved. ``realized_pnl_usdt`` is net of entry and exit fees."""
+    """The position resolved: what was left of it (``qty``) closed at ``exit_price``.
+
+    ``realized_pnl_usdt`` (USDT) is that quantity's, net of its fees ``fee_usdt`` (its share of the
+    entry fee, the exit fee and the funding paid); ``return_fraction`` is ``realized_pnl_usdt / (entry
+    × qty)``. A position part of which closed earlier (:class:`PositionReduced`, e.g. the scaled plan's
+    TP1) says so in ``reduced_qty`` (base currency), ``reduced_pnl_usdt`` and ``reduced_fee_usdt``
+    (USDT); the round trip as a whole is ``trade_qty``, ``trade_pnl_usdt``, ``trade_fee_usdt`` and
+    ``trade_return_fraction``.
+    """
 
     position_id: str
     side: PositionSide
@@ -506,6 +520,77 @@ class PositionClosed(Correlated, frozen=True, kw_only=True):
     fee_usdt: Usdt
     return_fraction: Fraction
     holding_ns: Nanos
+    reduced_qty: Qty = 0.0
+    reduced_pnl_usdt: Usdt = 0.0
+    reduced_fee_usdt: Usdt = 0.0
+
+    @property
+    def trade_qty(self) -> float:
+        """The round trip's quantity (what opened), base currency: ``qty + reduced_qty``."""
+        return self.qty + self.reduced_qty
+
+    @property
+    def trade_pnl_usdt(self) -> float:
+        """The round trip's realized P&L net of every fee, USDT: ``realized_pnl_usdt + reduced_pnl_usdt``."""
+        return self.realized_pnl_usdt + self.reduced_pnl_usdt
+
+    @property
+    def trade_fee_usdt(self) -> float:
+        """The round trip's fees (and funding), USDT: ``fee_usdt + reduced_fee_usdt``."""
+        return self.fee_usdt + self.reduced_fee_usdt
+
+    @property
+    def trade_return_fraction(self) -> float:
+        """The round trip's return, fraction: ``trade_pnl_usdt / (entry_price × trade_qty)``."""
+        notional = self.entry_price * self.trade_qty
+        return self.trade_pnl_usdt / notional if notional > 0 else 0.0
+
+
+class PositionReduced(Correlated, frozen=True, kw_only=True):
+    """Part of the open position closed; the rest stays open and the Hard Lock stays engaged.
+
+    The scaled exit plan's TP1 (a reduce-only ``Limit`` order for ``tp1_fraction`` of the position)
+    is the one source today. ``qty_closed`` closed at ``exit_price``; ``qty_left`` is still open (base
+    currency). ``realized_pnl_usdt`` is ``sign × (exit_price − entry_price) × qty_closed − fee_usdt``,
+    USDT, with ``fee_usdt`` this exit's fee plus ``qty_closed``'s share of the entry fee (funding is
+    charged at the close). ``order_id`` is the reducing order's.
+    """
+
+    position_id: str
+    side: PositionSide
+    qty_closed: Qty
+    qty_left: Qty
+    entry_price: Price
+    exit_price: Price
+    realized_pnl_usdt: Usdt
+    fee_usdt: Usdt
+    exit_reason: ExitReason = "take_profit"
+    order_id: str = ""
+
+
+StopPhase = Literal["entry", "breakeven", "trail"]
+
+
+class StopMoved(Correlated, frozen=True, kw_only=True):
+    """The open position's exchange-native exits moved (management of the position, not an entry).
+
+    Every price field is what is in force *after* the move, USDT: ``stop_loss``, ``take_profit``
+    (None when the position has none), and a trailing stop's ``trailing_distance`` behind the best
+    price since it started (Bybit ``trailingStop``) and ``active_price`` from which it follows (Bybit
+    ``activePrice``), None without one. ``phase`` says what moved: ``entry`` (the scaled plan's TP2 set
+    at ``tp2_r`` R of the filled entry), ``breakeven`` (the stop to entry plus fees once the return
+    reached the trigger) or ``trail`` (a trailing stop after TP1 filled). A stop only ever moves in the
+    position's favour. On a real venue it is ``/v5/position/trading-stop``, never a replaced order.
+    """
+
+    position_id: str
+    stop_loss: Price
+    take_profit: Price | None = None
+    trailing_distance: Price | None = None
+    active_price: Price | None = None
+    phase: StopPhase = "breakeven"
+    reason: str = ""
+    venue_name: str = "paper"
 
 
 class EntryExpired(Correlated, frozen=True, kw_only=True):
@@ -683,6 +768,8 @@ ExecEvent = (
     | EntryExpired
     | LockReleased
     | VenueMismatch
+    | PositionReduced
+    | StopMoved
 )
 VenueEvent = (
     OrderFilled | OrderAccepted | OrderRefused | OrderCanceled | PositionSnapshot | WalletSnapshot | FundingSettled
@@ -696,7 +783,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     VerdictAwaited, SignalSuppressed, RiskDenied, OrderSubmitted, OrderRejected, PositionOpened,
     LockEngaged, PositionClosed, EntryExpired, LockReleased, VenueMismatch, OrderFilled,
     OrderAccepted, OrderRefused, OrderCanceled, PositionSnapshot, WalletSnapshot, FundingSettled,
-    TradingStarted, TradingStopped, DeadLettered,
+    TradingStarted, TradingStopped, DeadLettered, PositionReduced, StopMoved,
 )  # fmt: skip
 
 _encoder = msgspec.json.Encoder()

@@ -49,7 +49,10 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.OrderSubmitted: ("exec", "order"),
     ev.OrderRejected: ("exec", "order"),
     ev.EntryExpired: ("exec", "order"),
+    # a moved stop is an instruction to the venue: its adapter (``exec.order.>``) sends it
+    ev.StopMoved: ("exec", "order"),
     ev.PositionOpened: ("exec", "position"),
+    ev.PositionReduced: ("exec", "position"),
     ev.PositionClosed: ("exec", "position"),
     ev.LockEngaged: ("exec", "lock"),
     ev.LockReleased: ("exec", "lock"),

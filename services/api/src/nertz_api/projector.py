@@ -281,6 +281,16 @@ STATEMENTS: dict[str, str] = {
         "event_id, position_id, symbol, correlation_id, side, qty, entry_price, exit_price, exit_reason, "
         "realized_pnl_usdt, fee_usdt, return_fraction, holding_ns, opened_ns, closed_ns, stream_seq",
     ),
+    "stop_moves": _insert(
+        "stop_moves",
+        "event_id, position_id, symbol, correlation_id, causation_id, venue_name, phase, stop_loss, take_profit, "
+        "trailing_distance, active_price, reason, ts_event_ns, stream_seq",
+    ),
+    "position_reductions": _insert(
+        "position_reductions",
+        "event_id, position_id, symbol, correlation_id, causation_id, order_id, side, qty_closed, qty_left, "
+        "entry_price, exit_price, exit_reason, realized_pnl_usdt, fee_usdt, ts_event_ns, stream_seq",
+    ),
     "lock_history": _insert(
         "lock_history", "event_id, symbol, state, reason, event_type, correlation_id, ts_event_ns, stream_seq"
     ),
@@ -585,14 +595,27 @@ def _on_lock_engaged(w: Writes, e: ev.LockEngaged, seq: int) -> None:
 
 
 def _on_position_closed(w: Writes, e: ev.PositionClosed, seq: int) -> None:
+    # a round trip is the whole trade: what PositionReduced closed earlier (TP1) is in its figures
     opened_ns = max(0, e.ts_event - e.holding_ns)
-    w.fact("positions_close", (e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price, opened_ns,
-                               "closed", e.exit_price, e.exit_reason, e.realized_pnl_usdt, e.ts_event, e.event_id,
-                               seq))  # fmt: skip
-    w.fact("round_trips", (e.event_id, e.position_id, e.symbol, e.correlation_id, e.side, e.qty, e.entry_price,
-                           e.exit_price, e.exit_reason, e.realized_pnl_usdt, e.fee_usdt, e.return_fraction,
-                           e.holding_ns, opened_ns, e.ts_event, seq))  # fmt: skip
+    w.fact("positions_close", (e.position_id, e.symbol, e.correlation_id, e.side, e.trade_qty, e.entry_price,
+                               opened_ns, "closed", e.exit_price, e.exit_reason, e.trade_pnl_usdt, e.ts_event,
+                               e.event_id, seq))  # fmt: skip
+    w.fact("round_trips", (e.event_id, e.position_id, e.symbol, e.correlation_id, e.side, e.trade_qty,
+                           e.entry_price, e.exit_price, e.exit_reason, e.trade_pnl_usdt, e.trade_fee_usdt,
+                           e.trade_return_fraction, e.holding_ns, opened_ns, e.ts_event, seq))  # fmt: skip
     _lock(w, e, seq, f"position closed: {e.exit_reason}")
+
+
+def _on_position_reduced(w: Writes, e: ev.PositionReduced, seq: int) -> None:
+    w.fact("position_reductions", (e.event_id, e.position_id, e.symbol, e.correlation_id, e.causation_id,
+                                   e.order_id, e.side, e.qty_closed, e.qty_left, e.entry_price, e.exit_price,
+                                   e.exit_reason, e.realized_pnl_usdt, e.fee_usdt, e.ts_event, seq))  # fmt: skip
+
+
+def _on_stop_moved(w: Writes, e: ev.StopMoved, seq: int) -> None:
+    w.fact("stop_moves", (e.event_id, e.position_id, e.symbol, e.correlation_id, e.causation_id, e.venue_name,
+                          e.phase, e.stop_loss, e.take_profit, e.trailing_distance, e.active_price, e.reason,
+                          e.ts_event, seq))  # fmt: skip
 
 
 def _on_lock_released(w: Writes, e: ev.LockReleased, seq: int) -> None:
@@ -643,6 +666,8 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.PositionOpened: _on_position_opened,
     ev.LockEngaged: _on_lock_engaged,
     ev.PositionClosed: _on_position_closed,
+    ev.PositionReduced: _on_position_reduced,
+    ev.StopMoved: _on_stop_moved,
     ev.LockReleased: _on_lock_released,
     ev.VenueMismatch: _on_venue_mismatch,
     ev.OrderAccepted: _on_order_accepted,

@@ -155,6 +155,7 @@ class Validator(Component):
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.VerdictAwaited, ev.SignalSuppressed, ev.RiskDenied, ev.OrderSubmitted, ev.OrderRejected,
         ev.PositionOpened, ev.LockEngaged, ev.PositionClosed, ev.EntryExpired, ev.LockReleased,
+        ev.PositionReduced, ev.StopMoved, ev.VenueMismatch,
     )  # fmt: skip
     joins: ClassVar[tuple[Join, ...]] = (Join(ev.IntentProposed, "correlation_id"),)
     state_type: ClassVar[type[msgspec.Struct]] = ValidatorState
@@ -287,6 +288,9 @@ class Validator(Component):
 
     on_signal_suppressed = on_risk_denied = on_order_submitted = on_order_rejected = _fold
     on_position_opened = on_lock_engaged = on_entry_expired = on_lock_released = _fold
+    # managing the open position (no lock move; the round trip counts at its PositionClosed) and
+    # reconciliation (an adoption moves the lock)
+    on_position_reduced = on_stop_moved = on_venue_mismatch = _fold
 
     def on_position_closed(self, e: ev.PositionClosed) -> list[ev.Event]:
         """Fold the round trip; review the symbol when it breaches a limit."""

@@ -152,10 +152,10 @@ class Memory(Struct, frozen=True):
 def _fold(m: SymbolMemory, event: ev.Event) -> SymbolMemory:
     if isinstance(event, ev.PositionOpened):
         m = replace(m, risk_usdt=event.qty * abs(event.entry_price - event.stop_loss))
-    elif isinstance(event, ev.PositionClosed):
-        r = event.realized_pnl_usdt / m.risk_usdt if m.risk_usdt > 0 else None
+    elif isinstance(event, ev.PositionClosed):  # the whole round trip (a TP1 closed earlier included)
+        r = event.trade_pnl_usdt / m.risk_usdt if m.risk_usdt > 0 else None
         trade = RoundTrip(
-            event.realized_pnl_usdt, event.return_fraction, event.exit_reason, event.ts_event, event.side, r
+            event.trade_pnl_usdt, event.trade_return_fraction, event.exit_reason, event.ts_event, event.side, r
         )
         m = replace(_add_trade(m, trade), risk_usdt=0.0)
     target = lock.target_of(event)
