@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -191,6 +191,52 @@ async def read_output(js: Any) -> list[Record]:
     return await read_log(js, filters=EXEC_FILTERS)
 
 
+async def wait_log(js: Any, cond: Callable[[list[Record]], bool], timeout_s: float = 20.0) -> list[Record]:
+    """Poll the exec.* and venue.* log until ``cond(records)``; return the records."""
+    recs: list[Record] = []
+
+    async def met() -> bool:
+        nonlocal recs
+        recs = await read_output(js)
+        return cond(recs)
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await met():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"log condition not met; have {names(r.event for r in recs)[-20:]}")
+        await asyncio.sleep(0.05)
+    return recs
+
+
+def of(records: Iterable[Record], t: type) -> list[Any]:
+    """Return the events of type ``t`` among ``records``, in log order."""
+    return [r.event for r in records if isinstance(r.event, t)]
+
+
+@contextlib.asynccontextmanager
+async def executor_with_venue(cfg: Any) -> AsyncIterator[Any]:
+    """Run the executor and its real venue's adapter in-process (``cfg``: ExecutorSettings naming the venue)
+    until the block ends; yield the adapter once it reconciled and is ready."""
+    from nertz_common import runtime
+    from nertz_executor import app
+    from nertz_executor.adapters.metrics import ExecutorMetrics
+
+    async with runtime.runtime("executor", cfg) as rt:
+        try:
+            metrics = ExecutorMetrics(rt.registry)
+            _, runner = await app.start(rt, cfg, metrics)
+            venue = app.venue_adapter(rt, cfg, metrics)
+            task = asyncio.create_task(rt.until_stopped(runner.run(), venue.run()))
+            try:
+                await asyncio.wait_for(venue.ready.wait(), 20)
+                yield venue
+            finally:
+                rt.stop.set()
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 20)
+        finally:
+            remove_signal_handlers()
+
+
 async def wait_drained(js: Any, timeout_s: float = 30.0, consumer: str = "executor-market") -> None:
     """Wait until ``consumer`` has nothing pending and nothing unacknowledged."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -286,6 +332,9 @@ def kit() -> SimpleNamespace:
         publish_late=publish_late,
         read_output=read_output,
         wait_drained=wait_drained,
+        executor_with_venue=executor_with_venue,
+        wait_log=wait_log,
+        of=of,
         Validator=Validator,
         remove_signal_handlers=remove_signal_handlers,
         payloads=payloads,

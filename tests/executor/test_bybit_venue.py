@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from nertz_common import bus, runtime
+from nertz_common import bus
 from nertz_common import events as ev
 from nertz_common.ids import derive_id, order_link_id
 from nertz_common.node.log import Record, read_log
 from nertz_common.testing import factories as f
 from nertz_common.testing.fake_bybit import FakeBybit, load_instruments, loopback_only
-from nertz_executor import app
 from nertz_executor.adapters.bybit import BybitVenueAdapter, private_socket_factory
 from nertz_executor.adapters.bybit_rest import BybitRest
 from nertz_executor.settings import BybitGroup, ExecutorGroup, ExecutorSettings
@@ -214,24 +213,10 @@ async def test_bybit_position_opened_outside_nertz_is_reported_at_reconciliation
 
 async def run_executor(kit, js, cfg: ExecutorSettings, until: Callable[[list[Record]], bool], *,
                        during: Callable[[], Any] | None = None, timeout_s: float = 30.0) -> list[Record]:  # fmt: skip
-    async with runtime.runtime("executor", cfg) as rt:
-        try:
-            from nertz_executor.adapters.metrics import ExecutorMetrics
-
-            metrics = ExecutorMetrics(rt.registry)
-            _, runner = await app.start(rt, cfg, metrics)
-            venue = app.venue_adapter(rt, cfg, metrics)
-            task = asyncio.create_task(rt.until_stopped(runner.run(), venue.run()))
-            try:
-                await asyncio.wait_for(venue.ready.wait(), 20)
-                if during is not None:
-                    await during()
-                return await wait_log(js, until, timeout_s)
-            finally:
-                rt.stop.set()
-                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 20)
-        finally:
-            kit.remove_signal_handlers()
+    async with kit.executor_with_venue(cfg):
+        if during is not None:
+            await during()
+        return await wait_log(js, until, timeout_s)
 
 
 async def test_bybit_approved_intent_trades_through_the_fake_and_the_lock_follows(kit, js_fresh, nats_url, fake):

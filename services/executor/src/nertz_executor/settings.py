@@ -72,6 +72,22 @@ class ExecutorGroup(BaseModel):
     performance_min_trades: int = Field(default=10, ge=1, description="fewer closed trades: performance_factor 1")
     performance_factor_min: float = Field(default=0.6, gt=0, description="lower clamp of performance_factor")
     performance_factor_max: float = Field(default=1.2, gt=0, description="upper clamp of performance_factor")
+    maker_fee: float = Field(default=0.0002, ge=0, lt=0.01, description="maker fee (paper TP1 fills), fraction")
+    exit_plan: Literal["single", "scaled"] = Field(
+        default="single", description="single: one TP at the intent's R:R; scaled: TP1 closing part, TP2 the rest"
+    )
+    tp1_r: float = Field(default=1.5, gt=0, description="scaled plan: TP1 at this R-multiple of the filled entry")
+    tp2_r: float = Field(default=2.5, gt=0, description="scaled plan: TP2 at this R-multiple of the filled entry")
+    tp1_fraction: float = Field(default=0.5, gt=0, lt=1, description="scaled plan: fraction of the position TP1 closes")
+    breakeven_trigger: float = Field(
+        default=0.025, ge=0, lt=1, description="stop to break-even once the return reaches, fraction; 0 = off"
+    )
+    breakeven_offset: float = Field(
+        default=0.0015, ge=0, lt=1, description="break-even stop = entry moved into profit by, fraction (fees)"
+    )
+    trail_distance: float = Field(
+        default=0.02, ge=0, lt=1, description="after TP1: trailing stop behind the best price, fraction; 0 = off"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExecutorGroup:
@@ -113,6 +129,14 @@ class ExecutorGroup(BaseModel):
             performance_min_trades=self.performance_min_trades,
             performance_factor_min=self.performance_factor_min,
             performance_factor_max=self.performance_factor_max,
+            maker_fee=self.maker_fee,
+            exit_plan=self.exit_plan,
+            tp1_r=self.tp1_r,
+            tp2_r=self.tp2_r,
+            tp1_fraction=self.tp1_fraction,
+            breakeven_trigger=self.breakeven_trigger,
+            breakeven_offset=self.breakeven_offset,
+            trail_distance=self.trail_distance,
         )
 
 
@@ -134,7 +158,8 @@ class BybitGroup(BaseModel):
 class ExecutorSettings(CommonSettings):
     """Environment: ``NATS_URL``, ``NERTZ_METRICS_PORT``, ``NERTZ_LOG_LEVEL``, ``NERTZ_SYMBOLS``,
     ``NERTZ_EXECUTOR__<KEY>`` (e.g. ``NERTZ_EXECUTOR__COOLDOWN_S=900``, ``NERTZ_EXECUTOR__MAX_POSITIONS=3``,
-    ``NERTZ_EXECUTOR__CORRELATION_GROUPS='{"btc": ["BTCUSDT"]}'``); for the Bybit venue
+    ``NERTZ_EXECUTOR__CORRELATION_GROUPS='{"btc": ["BTCUSDT"]}'``, ``NERTZ_EXECUTOR__EXIT_PLAN=scaled``,
+    ``NERTZ_EXECUTOR__TRAIL_DISTANCE=0``); for the Bybit venue
     (``NERTZ_EXECUTOR__VENUE=bybit``): ``BYBIT_ENV`` (mainnet, testnet, demo), ``BYBIT_API_KEY``,
     ``BYBIT_API_SECRET`` and ``NERTZ_BYBIT__<KEY>`` (REST_URL, WS_URL, TIMEOUT_S, RECV_WINDOW_MS, ATTEMPTS,
     RATE_LIMIT_MAX_WAIT_S).

@@ -12,6 +12,13 @@ executor's process, is the only code that talks to Bybit's private side:
   ``orderLinkId`` up — never by submitting again blindly. An ``EntryExpired`` cancels the entry. The
   message is acknowledged only once the answer is on the log, so a SIGKILL between submit and answer
   redelivers it, and the look-up finds the order: no duplicate order, ever.
+- **exit management** (the open position): the scaled plan's TP1 is a reduce-only ``Limit`` order
+  (``orderLinkId`` derived from the intent, leg ``tp1``: a retry is refused as a duplicate and looked
+  up); a ``StopMoved`` becomes ``/v5/position/trading-stop`` (``stopLoss``, the ``takeProfit`` of TP2, or
+  Bybit's native ``trailingStop`` distance with its ``activePrice``), never a replaced order — setting
+  the same stops again is harmless (34040 "not modified"), so a redelivery after a crash is too. A TP1
+  still working when a new entry of its symbol is sent is cancelled first (it must never reduce the next
+  position).
 - **private stream** (pybit ``WebSocket(channel_type="private")``: ``order``, ``execution``,
   ``position``, ``wallet``): executions become ``OrderFilled`` (partial fills too) and
   ``FundingSettled``, orders that end unfilled ``OrderCanceled``/``OrderRefused``, positions and wallet
@@ -68,6 +75,10 @@ _PUBLISH_TRANSIENT: tuple[type[BaseException], ...] = (bus.PublishError, *bus.OU
 DUPLICATE = 110072
 #: Bybit's retCode for an order that does not exist (cancel of a filled or unknown order)
 NO_ORDER = 110001
+#: Bybit's retCode for a trading-stop that changes nothing (the stops are already so)
+STOPS_NOT_MODIFIED = 34040
+#: tries of a trading-stop whose outcome is unknown (it is idempotent: sending it again is harmless)
+STOP_ATTEMPTS = 3
 
 
 class PrivateSocket(WebSocket):
@@ -135,6 +146,7 @@ class Known:
     position_of: dict[str, str] = field(default_factory=dict)
     last_exec_ms: int = 0
     leverage: dict[str, str] = field(default_factory=dict)
+    tp1_of: dict[str, by.OrderRef] = field(default_factory=dict)
 
     def take(self, e: ev.Event) -> None:
         """Note one event of the log (or one the adapter just published)."""
@@ -143,6 +155,8 @@ class Known:
             self.refs[e.order_id] = by.OrderRef(e.order_id, e.symbol, e.correlation_id, e.event_id, e.reduce_only)
             if not e.reduce_only:
                 self.position_of[e.symbol] = e.correlation_id
+            elif e.order_type == "Limit":  # TP1: cancelled before the symbol's next entry if still working
+                self.tp1_of[e.symbol] = self.refs[e.order_id]
         elif isinstance(e, ev.EntryExpired):
             self.expired.add(e.order_id)
         elif isinstance(e, (ev.OrderAccepted, ev.OrderRefused)):
@@ -265,9 +279,13 @@ class BybitVenueAdapter:
                 return  # answered before a restart: nothing to send again
             if event.order_id in self.known.expired:
                 return  # expired before it could be sent (the adapter was down): never send it
+            if not event.reduce_only:
+                await self._cancel_leftover_tp1(event)
             await self.submit(event)
         elif isinstance(event, ev.EntryExpired) and event.order_id in self.known.refs:
             await self.cancel(event)
+        elif isinstance(event, ev.StopMoved) and event.venue_name == VENUE:
+            await self.move_stop(event)
 
     async def submit(self, order: ev.OrderSubmitted) -> None:
         """Send ``order`` once; publish Bybit's answer (see the module docstring)."""
@@ -275,10 +293,13 @@ class BybitVenueAdapter:
         if not order.reduce_only:
             await self._set_leverage(order)
         params: dict[str, Any] = {
-            "category": "linear", "symbol": order.symbol, "side": order.side, "orderType": "Market",
+            "category": "linear", "symbol": order.symbol, "side": order.side, "orderType": order.order_type,
             "qty": by.fmt(order.qty), "orderLinkId": order.order_id, "positionIdx": 0,
             "reduceOnly": order.reduce_only,
         }  # fmt: skip
+        if order.order_type == "Limit":  # TP1: rests until the market reaches its price
+            params["price"] = by.fmt(order.price or order.price_ref)
+            params["timeInForce"] = "GTC"
         if not order.reduce_only:
             if order.take_profit is not None:
                 params["takeProfit"] = by.fmt(order.take_profit)
@@ -346,9 +367,45 @@ class BybitVenueAdapter:
                 return rows[0], answer.server_ms
         return None
 
+    async def move_stop(self, moved: ev.StopMoved) -> None:
+        """Set the position's stops at Bybit (``/v5/position/trading-stop``, ``tpslMode=Full``): the stop-loss,
+        and what the phase moved — TP2's ``takeProfit`` (``entry``) or the trailing stop (``trail``:
+        ``trailingStop`` distance and ``activePrice``). A refusal is logged (the stops in force stay)."""
+        params: dict[str, Any] = {
+            "category": "linear", "symbol": moved.symbol, "tpslMode": "Full", "positionIdx": 0,
+            "stopLoss": by.fmt(moved.stop_loss),
+        }  # fmt: skip
+        if moved.phase == "entry" and moved.take_profit is not None:
+            params["takeProfit"] = by.fmt(moved.take_profit)
+        if moved.phase == "trail" and moved.trailing_distance:
+            params["trailingStop"] = by.fmt(moved.trailing_distance)
+            if moved.active_price:
+                params["activePrice"] = by.fmt(moved.active_price)
+        fields = {"symbol": moved.symbol, "event_id": moved.event_id, "phase": moved.phase}
+        for attempt in range(1, STOP_ATTEMPTS + 1):
+            try:
+                await self.rest.call("set_trading_stop", **params)
+            except Refused as e:
+                if e.code != STOPS_NOT_MODIFIED:  # e.g. the position closed meanwhile, or the price passed it
+                    log.warning("bybit.trading_stop_refused", extra={**fields, "code": e.code, "error": e.message})
+                return
+            except OutcomeUnknown as e:
+                log.warning("bybit.trading_stop_outcome_unknown", extra={**fields, "attempt": attempt, "error": str(e)})
+                continue
+            log.info("bybit.stop_moved", extra={**fields, **{k: v for k, v in params.items() if k != "category"}})
+            return
+        log.error("bybit.trading_stop_unknown", extra=fields)
+
+    async def _cancel_leftover_tp1(self, entry: ev.OrderSubmitted) -> None:
+        ref = self.known.tp1_of.pop(entry.symbol, None)
+        if ref is not None and ref.correlation_id != entry.correlation_id:
+            await self._cancel(ref)  # (filled, or cancelled with its closed position: 110001, fine)
+
     async def cancel(self, expired: ev.EntryExpired) -> None:
         """Cancel an expired entry at Bybit (one that already filled or ended is left to its reports)."""
-        ref = self.known.refs[expired.order_id]
+        await self._cancel(self.known.refs[expired.order_id])
+
+    async def _cancel(self, ref: by.OrderRef) -> None:
         try:
             await self.rest.call("cancel_order", category="linear", symbol=ref.symbol, orderLinkId=ref.order_id)
         except Refused as e:

@@ -40,6 +40,14 @@ class ExecutorMetrics:
         self.positions_closed = Counter(
             f"{P}_positions_closed_total", "Positions closed, by exit reason", ["exit_reason"], registry=registry
         )
+        self.positions_reduced = Counter(
+            f"{P}_positions_reduced_total", "Positions partly closed (TP1), by exit reason", ["exit_reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.stops_moved = Counter(
+            f"{P}_stops_moved_total", "Exits of open positions moved, by phase (entry, breakeven, trail)", ["phase"],
+            registry=registry,
+        )  # fmt: skip
         self.trading_enabled = Gauge(
             f"{P}_trading_enabled", "1 when new entries are allowed on every symbol (scope all)", registry=registry
         )
@@ -80,6 +88,10 @@ class ExecutorMetrics:
             self.positions_closed.labels(exit_reason=event.exit_reason).inc()
         elif isinstance(event, ev.VenueMismatch):
             self.venue_mismatches.labels(action=event.action).inc()
+        elif isinstance(event, ev.PositionReduced):
+            self.positions_reduced.labels(exit_reason=event.exit_reason).inc()
+        elif isinstance(event, ev.StopMoved):
+            self.stops_moved.labels(phase=event.phase).inc()
 
     def observe_state(self, state: ExecutorState, symbols: list[str] | None = None) -> None:
         """Set the gauges from ``state`` (``symbols`` are shown FLAT until seen)."""

@@ -21,7 +21,17 @@ those of one executor handling every input in log order, whatever the verdicts' 
 
 Every market event is shown to the venue first (fills, TP/SL), then the lock's timers run: an entry not
 filled in time expires, a position held past ``max_hold`` (and ``min_hold``) with a return below the
-band is closed at market (stale exit), a cooldown elapses. Every event is folded with
+band is closed at market (stale exit), a cooldown elapses.
+
+Exit management (issue 8) is management of the open position, never an entry: the lock stays LOCKED.
+The ``scaled`` plan sends, once the entry filled, TP1 (a reduce-only Limit order for ``tp1_fraction`` of
+the position at ``tp1_r`` R) and sets TP2 at ``tp2_r`` R of the fill (``StopMoved`` phase ``entry``,
+when it differs from the entry's); TP1's fills are ``PositionReduced``. Once the unrealized return
+reaches ``breakeven_trigger`` (bars' high/low, books' best bid/ask, after the position opened) the stop
+moves to entry + ``breakeven_offset`` (phase ``breakeven``); after TP1 filled, a trailing stop follows
+the best price at ``trail_distance`` of TP1's price (phase ``trail``). These decisions read the log only,
+so they are the same on paper and on Bybit: the paper venue simulates the moved stop and the trailing
+stop, Bybit's adapter sends them as ``/v5/position/trading-stop``. Every event is folded with
 :func:`~nertz_executor.core.lock.evolve` *before* it is returned, so a transition the lock forbids
 raises before anything is published.
 
@@ -48,6 +58,7 @@ from nertz_executor.core.lock import (
     SymbolState,
     absorb,
     apply_control,
+    entry_fee_share,
     evolve,
     initial_state,
     with_funding,
@@ -56,10 +67,20 @@ from nertz_executor.core.lock import (
 )
 from nertz_executor.core.venue import MarketData
 from nertz_executor.core.venue.exchange import ExchangeVenue
-from nertz_executor.core.venue.paper import PaperState, PaperVenue, gross_return, market_price, realized_pnl
+from nertz_executor.core.venue.paper import (
+    PaperState,
+    PaperVenue,
+    best_price,
+    gross_return,
+    market_price,
+    r_multiple,
+    realized_pnl,
+)
 
 #: quantities closer than this are equal (base currency; Bybit's smallest qtyStep is far above it)
 _QTY_EPS = 1e-9
+#: prices this close (relative) are the same price
+_PRICE_EPS = 1e-12
 
 
 class ExecutorSnap(msgspec.Struct):
@@ -189,9 +210,9 @@ class Executor(Component):
         exchange-native TP/SL) as it is, so the executor's own exit may be sent again.
         """
         sym = self.state.symbol(e.symbol)
-        if not self._ours(e) or e.order_id not in (sym.order_id, sym.exit_order_id):
+        if not self._ours(e) or e.order_id not in (sym.order_id, sym.exit_order_id, sym.tp1_order_id):
             return []  # not the order in hand (a refusal of a retried duplicate, an expired entry)
-        if e.reduce_only != (e.order_id == sym.exit_order_id):
+        if e.reduce_only != (e.order_id in (sym.exit_order_id, sym.tp1_order_id)):
             return []
         self._out = []
         self._push(
@@ -211,12 +232,13 @@ class Executor(Component):
         if sym.lock == "ENTRY_PENDING" and e.order_id == sym.order_id:
             if sym.filled_qty > 0:
                 self._opened(e, sym.filled_qty, sym.filled_price, sym.filled_fee_usdt)
+                self._plan_exits(e)
             else:
                 self._push(
                     derive(ev.OrderRejected, e, e.correlation_id, e.order_id, correlation_id=sym.correlation_id or "",
                            causation_id=e.event_id, order_id=e.order_id, reason=f"canceled by the venue: {e.reason}")
                 )  # fmt: skip
-        elif sym.lock == "LOCKED" and e.order_id == sym.exit_order_id:
+        elif sym.lock == "LOCKED" and e.order_id in (sym.exit_order_id, sym.tp1_order_id):
             self._push(
                 derive(ev.OrderRejected, e, e.correlation_id, e.order_id, correlation_id=sym.correlation_id or "",
                        causation_id=e.event_id, order_id=e.order_id, reason=f"canceled by the venue: {e.reason}",
@@ -226,7 +248,8 @@ class Executor(Component):
 
     def on_order_filled(self, e: ev.OrderFilled) -> list[ev.Event]:
         """A real venue's fill: the position opens once the entry's fills cover it, closes once the
-        exit's fills (a take-profit, stop-loss, trailing stop or the executor's own exit) cover it.
+        exit's fills (a take-profit, stop-loss, trailing stop or the executor's own exit) cover it; a
+        fill of TP1 (reduce-only, part of the position) reduces it (``PositionReduced``) and leaves it open.
 
         A duplicated report (same ``fill_id``) is ignored. A fill the lock cannot place (an order placed
         outside Nertz, or one of its own entries that filled after it expired) changes nothing here: it
@@ -245,6 +268,9 @@ class Executor(Component):
         sym = self.state.symbol(e.symbol)
         if entry and (e.leaves_qty <= 0 or sym.filled_qty >= sym.qty - _QTY_EPS):
             self._opened(e, sym.filled_qty, sym.filled_price, sym.filled_fee_usdt)
+            self._plan_exits(e)
+        elif exit_ and sym.tp1_order_id is not None and e.order_id == sym.tp1_order_id:
+            self._reduced(e, e.qty, e.price, e.fee_usdt, e.exit_reason or "take_profit")
         elif exit_ and sym.filled_qty >= sym.qty - _QTY_EPS:
             own: ev.ExitReason = "stale_exit" if e.order_id == sym.exit_order_id else "manual"
             self._closed(e, sym.filled_price, sym.filled_fee_usdt, e.exit_reason or own)
@@ -417,6 +443,8 @@ class Executor(Component):
         # paper without a spec: as proposed, so logs from before instrument rules replay identically)
         spec = state.instruments.get(symbol)
         qty, take_profit, stop_loss = intent.qty * verdict.size_multiplier, intent.take_profit, intent.stop_loss
+        if config.exit_plan == "scaled":  # the entry carries TP2 (of the reference price until it fills)
+            take_profit = r_multiple(intent.side, intent.entry_price, stop_loss, config.tp2_r)
         if spec is not None:
             qty = rounding.qty_down(qty, spec.qty_step)
             take_profit, stop_loss = rounding.exits_towards_entry(intent.side, take_profit, stop_loss, spec.tick_size)
@@ -475,16 +503,22 @@ class Executor(Component):
             self._on_venue(v, event)
         if lock0 == "ENTRY_PENDING":
             sym = self.state.symbol(symbol)
+            if sym.lock == "LOCKED":  # the paper entry filled on this event
+                self._plan_exits(event)
             # (an entry a real venue part filled is resolved by its fills or its cancel, never expired)
-            if sym.lock == "ENTRY_PENDING" and sym.filled_qty == 0 and event.ts_event > sym.entry_deadline_ns:
+            elif sym.lock == "ENTRY_PENDING" and sym.filled_qty == 0 and event.ts_event > sym.entry_deadline_ns:
                 timeout_s = (sym.entry_deadline_ns - sym.order_ts_ns) / 1e9
                 self.venue.cancel(sym.order_id or "", event)
                 self._push(
                     derive(ev.EntryExpired, event, sym.correlation_id, correlation_id=sym.correlation_id,
                            order_id=sym.order_id, reason=f"not filled within {timeout_s:g} s")
                 )  # fmt: skip
-        elif lock0 == "LOCKED" and not venue_events:
-            self._stale_exit(self.state.symbol(symbol), event)
+        elif lock0 == "LOCKED":
+            if not venue_events:
+                self._stale_exit(self.state.symbol(symbol), event)
+            sym = self.state.symbol(symbol)
+            if sym.lock == "LOCKED" and sym.exit_order_id is None:
+                self._breakeven(sym, event)
         elif lock0 == "COOLDOWN" and event.ts_event >= sym.cooldown_until_ns:
             self._push(
                 derive(ev.LockReleased, event, sym.correlation_id, correlation_id=sym.correlation_id,
@@ -521,8 +555,149 @@ class Executor(Component):
             return
         if not v.reduce_only:
             self._opened(v, v.qty, v.price, v.fee_usdt, at=event)
+        elif v.order_id == self.state.symbol(v.symbol).tp1_order_id:
+            self._reduced(v, v.qty, v.price, v.fee_usdt, v.exit_reason or "take_profit", at=event)
         else:
             self._closed(v, v.price, v.fee_usdt, v.exit_reason or exit_reason or "manual", at=event)
+
+    # --- exit management (the open position; the lock stays LOCKED) ------------------------------------
+
+    def _plan_exits(self, at: ev.Event) -> None:
+        """The scaled plan, once the entry filled: TP2 at ``tp2_r`` R of the fill (``StopMoved`` when it
+        differs from the entry's) and TP1, a reduce-only Limit order for ``tp1_fraction`` of the position
+        at ``tp1_r`` R (none when the rounded parts fall below the instrument's minimum quantity)."""
+        config = self.config
+        symbol: str = at.symbol  # type: ignore[attr-defined]
+        sym = self.state.symbol(symbol)
+        side, iid = sym.side, sym.correlation_id
+        if config.exit_plan != "scaled" or sym.adopted or side is None or iid is None or sym.position_id is None:
+            return
+        if sym.stop_loss <= 0 or sym.entry_price == sym.stop_loss:
+            return
+        tp1 = r_multiple(side, sym.entry_price, sym.stop_loss, config.tp1_r)
+        tp2 = r_multiple(side, sym.entry_price, sym.stop_loss, config.tp2_r)
+        qty1 = sym.qty * config.tp1_fraction
+        spec = self.state.instruments.get(symbol)
+        if spec is not None:
+            qty1 = rounding.qty_down(qty1, spec.qty_step)
+            tp1 = rounding.exits_towards_entry(side, tp1, sym.stop_loss, spec.tick_size)[0] if tp1 > 0 else tp1
+            tp2 = rounding.exits_towards_entry(side, tp2, sym.stop_loss, spec.tick_size)[0] if tp2 > 0 else tp2
+        if tp1 <= 0 or tp2 <= 0:
+            return  # a short whose R-multiples reach below zero: the entry's take-profit stays alone
+        if abs(tp2 - sym.take_profit) > _PRICE_EPS * tp2:
+            self._move(at, "entry", f"TP2 at {config.tp2_r:g} R of the filled entry", take_profit=tp2)
+        least = spec.min_order_qty if spec is not None else _QTY_EPS
+        if qty1 < least or sym.qty - qty1 < least:
+            return
+        order_id = order_link_id(iid, "tp1")
+        submitted = derive(
+            ev.OrderSubmitted, at, iid, order_id, correlation_id=iid, order_id=order_id,
+            side="Sell" if side == "long" else "Buy", order_type="Limit", qty=qty1, price_ref=tp1, price=tp1,
+            reduce_only=True, venue_name=config.venue_name, exit_reason="take_profit",
+        )  # fmt: skip
+        self._send(submitted, at)
+
+    def _reduced(
+        self,
+        cause: ev.OrderFilled,
+        qty: float,
+        price: float,
+        fee_usdt: float,
+        exit_reason: ev.ExitReason,
+        *,
+        at: ev.Event | None = None,
+    ) -> None:
+        """``PositionReduced`` by ``qty`` at ``price`` (fee ``fee_usdt`` and its share of the entry fee);
+        a reduction that leaves nothing is the close. Once TP1 is done, the trailing stop starts."""
+        at = at or cause
+        sym = self.state.symbol(cause.symbol)
+        side = sym.side
+        if side is None or sym.position_id is None:
+            return
+        if qty >= sym.qty - _QTY_EPS:
+            self._closed(cause, price, fee_usdt, exit_reason, at=at)
+            return
+        iid = sym.correlation_id or ""
+        fees = fee_usdt + entry_fee_share(sym, qty)
+        self._push(
+            derive(
+                ev.PositionReduced, at, iid, cause.event_id, correlation_id=iid, causation_id=cause.event_id,
+                position_id=sym.position_id, side=side, qty_closed=qty, qty_left=sym.qty - qty,
+                entry_price=sym.entry_price, exit_price=price,
+                realized_pnl_usdt=realized_pnl(side, qty, sym.entry_price, price, fees), fee_usdt=fees,
+                exit_reason=exit_reason, order_id=cause.order_id,
+            )
+        )  # fmt: skip
+        sym = self.state.symbol(cause.symbol)
+        if cause.order_id == sym.tp1_order_id and sym.tp1_filled_qty >= sym.tp1_qty - _QTY_EPS:
+            self._trail(sym, at)
+
+    def _trail(self, sym: SymbolState, at: ev.Event) -> None:
+        """After TP1: a trailing stop ``trail_distance`` × TP1's price behind the best price, from TP1's price."""
+        config = self.config
+        if config.trail_distance <= 0 or sym.trailing_distance > 0 or sym.tp1_price <= 0:
+            return
+        distance = config.trail_distance * sym.tp1_price
+        spec = self.state.instruments.get(at.symbol)  # type: ignore[attr-defined]
+        if spec is not None:  # on the tick grid, at least one tick
+            distance = max(rounding.to_step(distance, spec.tick_size), spec.tick_size)
+        self._move(at, "trail", f"TP1 filled: trail {config.trail_distance:.2%} behind the best price",
+                   trailing_distance=distance, active_price=sym.tp1_price)  # fmt: skip
+
+    def _breakeven(self, sym: SymbolState, event: MarketData) -> None:
+        """The stop to entry + ``breakeven_offset`` once the return reached ``breakeven_trigger`` (event
+        time: a bar that opened, or a book, after the position opened)."""
+        config = self.config
+        side = sym.side
+        if config.breakeven_trigger <= 0 or side is None or sym.position_id is None or sym.entry_price <= 0:
+            return
+        if isinstance(event, ev.Bar) and event.open_time_ns < sym.opened_ts_ns:
+            return  # its range may lie before the entry
+        px = best_price(side, event)
+        if px is None or gross_return(side, sym.entry_price, px) < config.breakeven_trigger:
+            return
+        long = side == "long"
+        stop = sym.entry_price * (1 + config.breakeven_offset if long else 1 - config.breakeven_offset)
+        spec = self.state.instruments.get(event.symbol)
+        if spec is not None:  # rounded into profit (a long's up, a short's down)
+            stop = rounding.to_step(stop, spec.tick_size, up=long)
+        better = stop > sym.stop_loss if long else (sym.stop_loss <= 0 or stop < sym.stop_loss)
+        if not better or (stop >= px if long else stop <= px):
+            return
+        self._move(event, "breakeven", f"return reached {config.breakeven_trigger:.2%}: stop to entry "
+                   f"{'+' if long else '-'} {config.breakeven_offset:.2%}", stop_loss=stop)  # fmt: skip
+
+    def _move(
+        self,
+        at: ev.Event,
+        phase: ev.StopPhase,
+        reason: str,
+        *,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        trailing_distance: float | None = None,
+        active_price: float | None = None,
+    ) -> None:
+        """``StopMoved`` of the position in hand: the given exits, the others as they are."""
+        sym = self.state.symbol(at.symbol)  # type: ignore[attr-defined]
+        iid = sym.correlation_id or ""
+        moved = derive(
+            ev.StopMoved, at, iid, phase, correlation_id=iid, position_id=sym.position_id,
+            stop_loss=sym.stop_loss if stop_loss is None else stop_loss,
+            take_profit=(sym.take_profit or None) if take_profit is None else take_profit,
+            trailing_distance=(sym.trailing_distance or None) if trailing_distance is None else trailing_distance,
+            active_price=(sym.active_price or None) if active_price is None else active_price,
+            phase=phase, reason=reason, venue_name=self.config.venue_name,
+        )  # fmt: skip
+        self._send(moved, at)
+
+    def _send(self, e: ev.OrderSubmitted | ev.StopMoved, at: ev.Event) -> None:
+        """Fold ``e`` and hand it to the venue (the paper venue may answer at once; a real one answers on
+        the log, its adapter reading ``e`` there)."""
+        self._push(e)
+        answers = self.venue.move_stop(e) if isinstance(e, ev.StopMoved) else self.venue.submit(e)
+        for v in answers:
+            self._on_venue(v, at)
 
     def _opened(
         self,
@@ -571,6 +746,8 @@ class Executor(Component):
                 position_id=sym.position_id, side=side, qty=sym.qty, entry_price=sym.entry_price, exit_price=price,
                 exit_reason=exit_reason, realized_pnl_usdt=pnl, fee_usdt=fees,
                 return_fraction=pnl / (sym.entry_price * sym.qty), holding_ns=at.ts_event - sym.opened_ts_ns,
+                reduced_qty=sym.reduced_qty, reduced_pnl_usdt=sym.reduced_pnl_usdt,
+                reduced_fee_usdt=sym.reduced_fee_usdt,
             )
         )  # fmt: skip
 

@@ -107,6 +107,27 @@ class ExecutorConfig:
         Fewer closed trades than this: ``performance_factor`` = 1 (10).
     performance_factor_min, performance_factor_max : float
         Clamp of ``performance_factor`` (0.6, 1.2).
+    maker_fee : float
+        Maker fee as a fraction of notional (Bybit linear maker: 0.0002 = 0.02 %): the paper venue's fill
+        of a resting Limit order (the scaled plan's TP1).
+    exit_plan : {"single", "scaled"}
+        How a position takes profit (issue 8): ``single`` = one exchange-native take-profit at the
+        intent's R:R (the seed's, ≥ 3); ``scaled`` = TP1 at ``tp1_r`` R closing ``tp1_fraction`` of the
+        position (a reduce-only Limit order placed after the entry fill) and TP2 at ``tp2_r`` R for the
+        rest (the entry's exchange-native take-profit), R = |entry − stop-loss| of the filled entry.
+    tp1_r, tp2_r : float
+        R-multiples of TP1 and TP2 (1.5, 2.5), ``0 < tp1_r < tp2_r``.
+    tp1_fraction : float
+        Fraction of the position TP1 closes (0.5), in (0, 1); rounded down to the qty step.
+    breakeven_trigger : float
+        Once the position's unrealized return (bar high/low, book best bid/ask) reaches this fraction
+        of the entry price (0.025 = 2.5 %), its stop moves to break-even; 0 = off.
+    breakeven_offset : float
+        The break-even stop is the entry price moved this fraction into profit (0.0015 = 0.15 %: the
+        round trip's fees), below ``breakeven_trigger``.
+    trail_distance : float
+        After TP1 filled, a trailing stop follows the best price since at this fraction of TP1's price
+        (0.02 = 2 %; Bybit's native ``trailingStop`` is a price distance); 0 = off.
 
     Raises
     ------
@@ -146,6 +167,14 @@ class ExecutorConfig:
     performance_min_trades: int = 10
     performance_factor_min: float = 0.6
     performance_factor_max: float = 1.2
+    maker_fee: float = 0.0002
+    exit_plan: Literal["single", "scaled"] = "single"
+    tp1_r: float = 1.5
+    tp2_r: float = 2.5
+    tp1_fraction: float = 0.5
+    breakeven_trigger: float = 0.025
+    breakeven_offset: float = 0.0015
+    trail_distance: float = 0.02
 
     def __post_init__(self) -> None:
         checks = {
@@ -180,6 +209,13 @@ class ExecutorConfig:
             "0 < performance_factor_min <= performance_factor_max": (
                 0 < self.performance_factor_min <= self.performance_factor_max
             ),
+            "0 <= maker_fee < 0.01": 0 <= self.maker_fee < 0.01,
+            "exit_plan single or scaled": self.exit_plan in ("single", "scaled"),
+            "0 < tp1_r < tp2_r": 0 < self.tp1_r < self.tp2_r,
+            "0 < tp1_fraction < 1": 0 < self.tp1_fraction < 1,
+            "0 <= breakeven_offset < breakeven_trigger < 1 (or trigger 0: off)": self.breakeven_trigger == 0
+            or 0 <= self.breakeven_offset < self.breakeven_trigger < 1,
+            "0 <= trail_distance < 1": 0 <= self.trail_distance < 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -6,6 +6,9 @@
       ▲                                   │ not filled in time / rejected                         │ elapsed
       └───────────────────────────────────┴────────────────────────────────────────────────────────┘
 
+Managing the open position moves no lock: ``StopMoved`` sets its exits, ``PositionReduced`` lowers its
+``qty`` and adds the realized part to the symbol's account (equity and the daily breaker see it at once).
+
 :func:`evolve` folds one executor event (``exec.*``, and the venue's ``OrderFilled``) into an
 :class:`ExecutorState`. Which transitions exist is written once, in :data:`nertz_common.lock.TRANSITIONS`
 (the validator's memory and the api's projection read the same table); a pair that is not in it raises
@@ -81,6 +84,19 @@ class SymbolState(Struct, frozen=True, kw_only=True):
         Ids of the venue reports of the order in hand already taken (a duplicated report is ignored).
     adopted : bool
         The position was opened outside Nertz and adopted at reconciliation.
+    tp1_order_id : str or None
+        The scaled plan's TP1 (a reduce-only Limit order) while it works; None without one.
+    tp1_qty, tp1_price : float
+        TP1's quantity (base currency) and limit price (USDT).
+    tp1_filled_qty : float
+        What TP1 closed so far (its ``PositionReduced``), base currency; TP1 is done once it covers
+        ``tp1_qty``.
+    trailing_distance, active_price : float
+        The position's trailing stop (``StopMoved`` phase ``trail``): distance behind the best price and
+        where it starts following, USDT; 0 without one.
+    reduced_qty, reduced_pnl_usdt, reduced_fee_usdt : float
+        What earlier ``PositionReduced`` closed: quantity (base currency), realized P&L and fees (USDT);
+        ``qty`` is what is left, and ``entry_fee_usdt`` the entry fee's share of it.
     """
 
     lock: ev.LockState = "FLAT"
@@ -107,6 +123,15 @@ class SymbolState(Struct, frozen=True, kw_only=True):
     funding_usdt: float = 0.0
     fill_ids: tuple[str, ...] = ()
     adopted: bool = False
+    tp1_order_id: str | None = None
+    tp1_qty: float = 0.0
+    tp1_price: float = 0.0
+    tp1_filled_qty: float = 0.0
+    trailing_distance: float = 0.0
+    active_price: float = 0.0
+    reduced_qty: float = 0.0
+    reduced_pnl_usdt: float = 0.0
+    reduced_fee_usdt: float = 0.0
 
     @property
     def filled_price(self) -> float:
@@ -452,6 +477,9 @@ def _no_change(state: ExecutorState, sym: SymbolState, e: Any) -> ExecutorState:
 
 
 def _on_order_submitted(state: ExecutorState, sym: SymbolState, e: ev.OrderSubmitted) -> ExecutorState:
+    if e.reduce_only and is_tp1(e):
+        tp1 = msgspec.structs.replace(sym, tp1_order_id=e.order_id, tp1_qty=e.qty, tp1_price=e.price or e.price_ref)
+        return _with(state, e.symbol, tp1)
     if e.reduce_only:
         return _with(state, e.symbol, msgspec.structs.replace(sym, exit_order_id=e.order_id))
     if e.take_profit is None or e.stop_loss is None:
@@ -502,14 +530,15 @@ def _on_lock_engaged(state: ExecutorState, sym: SymbolState, e: ev.LockEngaged) 
 def _on_position_closed(state: ExecutorState, sym: SymbolState, e: ev.PositionClosed) -> ExecutorState:
     acc = state.account(e.symbol)
     day = e.ts_event // DAY_NS
-    pnl = e.realized_pnl_usdt
+    pnl = e.realized_pnl_usdt  # what is left of the position (its reductions were added as they happened)
+    trade = e.trade_pnl_usdt  # the round trip's, by which it counts as a win and in the recent results
     new_acc = SymbolAccount(
         realized_pnl_usdt=acc.realized_pnl_usdt + pnl,
         pnl_day=day,
         day_pnl_usdt=acc.pnl_on(day) + pnl,
         closed_trades=acc.closed_trades + 1,
-        winning_trades=acc.winning_trades + (pnl > 0),
-        closes=_kept(acc.closes, TradeResult(ts_ns=e.ts_event, pnl_usdt=pnl), state),
+        winning_trades=acc.winning_trades + (trade > 0),
+        closes=_kept(acc.closes, TradeResult(ts_ns=e.ts_event, pnl_usdt=trade), state),
     )
     new_sym = SymbolState(
         lock="COOLDOWN",
@@ -535,9 +564,68 @@ def _to_flat(state: ExecutorState, sym: SymbolState, e: ev.Correlated) -> Execut
 
 
 def _on_order_rejected(state: ExecutorState, sym: SymbolState, e: ev.OrderRejected) -> ExecutorState:
+    if e.reduce_only and sym.tp1_order_id is not None and e.order_id == sym.tp1_order_id:
+        # TP1 is gone: the rest of the position rides to TP2 (or its stop)
+        return _with(state, e.symbol, msgspec.structs.replace(sym, tp1_order_id=None, tp1_qty=0.0, tp1_price=0.0))
     if e.reduce_only:  # the exit may be sent again
         return _with(state, e.symbol, msgspec.structs.replace(sym, exit_order_id=None))
     return _to_flat(state, sym, e)
+
+
+def _managed(sym: SymbolState, e: ev.PositionReduced | ev.StopMoved) -> None:
+    """Management of the open position: no lock transition, but only of the position in hand."""
+    if sym.lock != "LOCKED" or sym.position_id != e.position_id or sym.correlation_id != e.correlation_id:
+        raise LockViolation(
+            f"expected {type(e).__name__} of the open position on {e.symbol} ({sym.position_id}, intent "
+            f"{sym.correlation_id}), was of {e.position_id} (intent {e.correlation_id}) in {sym.lock}"
+        )
+
+
+def _on_position_reduced(state: ExecutorState, sym: SymbolState, e: ev.PositionReduced) -> ExecutorState:
+    _managed(sym, e)
+    if not 0 < e.qty_closed < sym.qty:
+        raise LockViolation(f"expected 0 < qty_closed < {sym.qty:g} on {e.symbol} (else a close), was {e.qty_closed:g}")
+    share = entry_fee_share(sym, e.qty_closed)
+    new = msgspec.structs.replace(
+        sym,
+        qty=e.qty_left,
+        entry_fee_usdt=sym.entry_fee_usdt - share,
+        tp1_filled_qty=sym.tp1_filled_qty + (e.qty_closed if e.order_id == sym.tp1_order_id else 0.0),
+        reduced_qty=sym.reduced_qty + e.qty_closed,
+        reduced_pnl_usdt=sym.reduced_pnl_usdt + e.realized_pnl_usdt,
+        reduced_fee_usdt=sym.reduced_fee_usdt + e.fee_usdt,
+    )
+    # the realized part counts in the account at once (equity, today's P&L: the daily breaker)
+    acc = state.account(e.symbol)
+    day = e.ts_event // DAY_NS
+    pnl = e.realized_pnl_usdt
+    new_acc = msgspec.structs.replace(
+        acc, realized_pnl_usdt=acc.realized_pnl_usdt + pnl, pnl_day=day, day_pnl_usdt=acc.pnl_on(day) + pnl
+    )
+    state = msgspec.structs.replace(state, accounts={**state.accounts, e.symbol: new_acc})
+    return _with(state, e.symbol, new)
+
+
+def _on_stop_moved(state: ExecutorState, sym: SymbolState, e: ev.StopMoved) -> ExecutorState:
+    _managed(sym, e)
+    new = msgspec.structs.replace(
+        sym,
+        stop_loss=e.stop_loss,
+        take_profit=e.take_profit or 0.0,
+        trailing_distance=e.trailing_distance or 0.0,
+        active_price=e.active_price or 0.0,
+    )
+    return _with(state, e.symbol, new)
+
+
+def is_tp1(order: ev.OrderSubmitted) -> bool:
+    """True if ``order`` is the scaled plan's TP1: a reduce-only Limit order sent to take profit."""
+    return order.reduce_only and order.order_type == "Limit" and order.exit_reason == "take_profit"
+
+
+def entry_fee_share(sym: SymbolState, qty_closed: float) -> float:
+    """Return the share of the position's (remaining) entry fee that ``qty_closed`` of it carries, USDT."""
+    return sym.entry_fee_usdt * qty_closed / sym.qty if sym.qty > 0 else 0.0
 
 
 def _on_venue_mismatch(state: ExecutorState, sym: SymbolState, e: ev.VenueMismatch) -> ExecutorState:
@@ -566,6 +654,9 @@ def absorb(state: ExecutorState, report: ev.OrderFilled | ev.FundingSettled | ev
         return msgspec.structs.replace(state, wallet_equity_usdt=report.equity_usdt)
     sym = state.symbol(report.symbol)
     ids = (*sym.fill_ids[-63:], report.fill_id)
+    if isinstance(report, ev.OrderFilled) and report.reduce_only and report.order_id == sym.tp1_order_id:
+        # a fill of TP1 reduces the position (its PositionReduced), it does not add to the close
+        return _with(state, report.symbol, msgspec.structs.replace(sym, fill_ids=ids))
     if isinstance(report, ev.FundingSettled):
         return _with(
             state,
@@ -595,4 +686,6 @@ _FOLDS: dict[type[ev.Event], Callable[[ExecutorState, SymbolState, Any], Executo
     ev.EntryExpired: _to_flat,
     ev.LockReleased: _to_flat,
     ev.VenueMismatch: _on_venue_mismatch,
+    ev.PositionReduced: _on_position_reduced,
+    ev.StopMoved: _on_stop_moved,
 }

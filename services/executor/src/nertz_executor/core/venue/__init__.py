@@ -86,6 +86,10 @@ class Venue(Protocol):
         """Cancel a working order at the time of ``at``."""
         ...
 
+    def move_stop(self, moved: ev.StopMoved) -> list[ev.Event]:
+        """Set the open position's exits (stop-loss, take-profit, trailing stop) to those of ``moved``."""
+        ...
+
     def on_market(self, event: MarketData) -> list[ev.Event]:
         """Show the venue a market event (a simulation fills and triggers on it; an exchange ignores it)."""
         ...

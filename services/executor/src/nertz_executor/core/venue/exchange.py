@@ -1,8 +1,8 @@
 """A real exchange as the pure core sees it: orders leave through the log, answers come back on it.
 
 :class:`ExchangeVenue` implements :class:`~nertz_executor.core.venue.Venue` for a venue that answers
-later (Bybit): ``submit`` and ``cancel`` cause nothing now — the ``OrderSubmitted`` (or
-``EntryExpired``) on the log *is* the instruction, which the venue's adapter
+later (Bybit): ``submit``, ``cancel`` and ``move_stop`` cause nothing now — the ``OrderSubmitted`` (or
+``EntryExpired``, ``StopMoved``) on the log *is* the instruction, which the venue's adapter
 (:mod:`nertz_executor.adapters.bybit`) reads, sends and answers with ``venue.*`` reports — and market data
 fill nothing. What the venue holds is what it last reported (positions, wallet), kept by the executor's
 fold (:func:`nertz_executor.core.lock.absorb`), so a replay of the log reproduces every decision
@@ -37,6 +37,10 @@ class ExchangeVenue:
 
     def cancel(self, order_id: str, at: ev.Event) -> list[ev.Event]:
         """Nothing now: the adapter cancels the order named by the ``EntryExpired`` on the log."""
+        return []
+
+    def move_stop(self, moved: ev.StopMoved) -> list[ev.Event]:
+        """Nothing now: the adapter sends the ``StopMoved`` on the log (``/v5/position/trading-stop``)."""
         return []
 
     def on_market(self, event: MarketData) -> list[ev.Event]:

@@ -11,6 +11,13 @@ rules.
   ``high >= take_profit`` takes profit; when one bar touches both, the stop-loss wins (conservative).
 - A take-profit fills at its trigger price, a stop-loss at its trigger price less the slippage; a
   market exit (stale exit) at the market price less the slippage. Every fill pays the taker fee.
+- Exit management (issue 8): a reduce-only Limit order (the scaled plan's TP1) fills at its price, paying
+  the maker fee, once a later bar's range or a book's best bid (a long's; best ask for a short) reaches
+  it; TP2 and the stop then act on the rest. A moved stop (``StopMoved``) and a trailing stop act from
+  the next market data on. A trailing stop follows the best price (bars' high/low, books' best bid/ask)
+  since it started and stops the position once the price falls back by its distance; a bar is checked
+  against the level before its own range moves it. Whatever the combination, a bar touching a stop and a
+  take-profit fills the stop.
 
 Every function is pure: prices in USDT, quantities in base currency, fees in USDT, times in UNIX ns.
 """
@@ -166,6 +173,37 @@ def exit_trigger(
     return None
 
 
+def best_price(side: ev.PositionSide, event: ev.Event) -> float | None:
+    """Return the most favourable price ``event`` shows a ``side`` position, USDT: a bar's high (long)
+    or low (short), a book's best bid (long) or best ask (short); None for other events or an empty
+    book side. (What the break-even trigger and a trailing stop read.)
+    """
+    if isinstance(event, ev.Bar):
+        return event.high if side == "long" else event.low
+    if isinstance(event, ev.BookSnapshot):
+        levels = event.bids if side == "long" else event.asks
+        return levels[0][0] if levels else None
+    return None
+
+
+def limit_reached(side: ev.PositionSide, price: float, active_from_ns: int, event: ev.Event) -> bool:
+    """True if ``event`` reaches the limit ``price`` (USDT) of a reduce-only order closing a ``side``
+    position: a long's sell limit by a bar's high or a book's best bid at or above it, a short's buy
+    limit by a low or best ask at or below it. A bar counts only if it opened at or after ``active_from_ns``.
+    """
+    if isinstance(event, ev.Bar) and event.open_time_ns < active_from_ns:
+        return False
+    px = best_price(side, event)
+    if px is None:
+        return False
+    return px >= price if side == "long" else px <= price
+
+
+def trailing_level(side: ev.PositionSide, best: float, distance: float) -> float:
+    """Return the trigger of a trailing stop ``distance`` behind the ``best`` price, USDT."""
+    return best - distance if side == "long" else best + distance
+
+
 def market_price(side: ev.PositionSide, event: ev.Event) -> float | None:
     """Return the price at which ``side`` could exit now: a bar's close, or the book's best bid (long) /
     best ask (short), USDT; None for other events or an empty book side.
@@ -194,6 +232,16 @@ def gross_return(side: ev.PositionSide, entry_price: float, price: float) -> flo
     return sign * (price - entry_price) / entry_price
 
 
+def r_multiple(side: ev.PositionSide, entry_price: float, stop_loss: float, r: float) -> float:
+    """Return the price ``r`` R into profit, USDT: ``entry ± r × |entry − stop_loss|`` (+ for a long).
+
+    R is the risk per unit, the distance from the entry to the stop-loss (the scaled plan's TP1 and TP2
+    are 1.5 R and 2.5 R by default).
+    """
+    distance = abs(entry_price - stop_loss)
+    return entry_price + r * distance if side == "long" else entry_price - r * distance
+
+
 def realized_pnl(side: ev.PositionSide, qty: float, entry_price: float, exit_price: float, fees_usdt: float) -> float:
     """Return the realized P&L of a round trip net of ``fees_usdt`` (both legs), USDT.
 
@@ -201,6 +249,14 @@ def realized_pnl(side: ev.PositionSide, qty: float, entry_price: float, exit_pri
     """
     sign = 1.0 if side == "long" else -1.0
     return sign * (exit_price - entry_price) * qty - fees_usdt
+
+
+def _better(side: ev.PositionSide, best: float, px: float | None, event: ev.Event, active_from_ns: int) -> float:
+    if px is None or (isinstance(event, ev.Bar) and event.open_time_ns < active_from_ns):
+        return best
+    if best <= 0:
+        return px
+    return max(best, px) if side == "long" else min(best, px)
 
 
 # --- the venue ------------------------------------------------------------------------------------
@@ -217,6 +273,10 @@ class PaperPosition(Struct, frozen=True, kw_only=True):
     """An open paper position.
 
     ``active_from_ns`` is the time from which price ranges count for its TP/SL (see :class:`EntryFill`).
+    ``qty`` is what is left (TP1 lowers it) and ``fee_usdt`` the entry fee's share of it. ``take_profit``
+    and ``stop_loss`` are the exits in force (None: the entry order's); ``tp1`` the working TP1 order;
+    ``trailing_distance`` (USDT, 0 = none) and ``trail_best`` (the best price since the trailing stop
+    started, 0 = not yet) its trailing stop.
     """
 
     order: ev.OrderSubmitted
@@ -225,6 +285,18 @@ class PaperPosition(Struct, frozen=True, kw_only=True):
     entry_price: float
     fee_usdt: float
     active_from_ns: int
+    take_profit: float | None = None
+    stop_loss: float | None = None
+    tp1: ev.OrderSubmitted | None = None
+    trailing_distance: float = 0.0
+    trail_best: float = 0.0
+
+    @property
+    def exits(self) -> tuple[float | None, float | None]:
+        """``(take_profit, stop_loss)`` in force, USDT (None: the entry carries none)."""
+        tp = self.take_profit if self.take_profit is not None else self.order.take_profit
+        sl = self.stop_loss if self.stop_loss is not None else self.order.stop_loss
+        return tp, sl
 
 
 class PaperState(Struct):
@@ -242,7 +314,10 @@ class PaperVenue:
     A market entry fills at the next market price after it (:func:`entry_fill`), unless that is past
     its ``expires_ns``; its exchange-native take-profit and stop-loss then trigger from later books and
     bars (:func:`exit_trigger`; on the bar whose open filled the entry, that bar's range counts). A
-    reduce-only market order (the executor's own exit) fills at once at its ``price_ref`` with slippage.
+    reduce-only market order (the executor's own exit) fills at once at its ``price_ref`` with slippage;
+    a reduce-only Limit order (TP1) rests until the market reaches it (:func:`limit_reached`). A
+    ``StopMoved`` (:meth:`move_stop`) sets the exits in force, and a trailing stop, as Bybit's
+    ``/v5/position/trading-stop`` does.
     Every fill pays the taker fee. Fills are ``OrderFilled`` events; an exit fill names its trigger in
     ``exit_reason`` (``take_profit``/``stop_loss``), as Bybit's ``stopOrderType`` does.
 
@@ -278,7 +353,33 @@ class PaperVenue:
         pos = st.positions.get(order.symbol)
         if pos is None:
             raise ValueError(f"expected a position on {order.symbol} for the exit {order.order_id}")
+        if order.order_type == "Limit":  # TP1: rests until the market reaches it
+            self._put(msgspec.structs.replace(pos, tp1=order))
+            return []
         return [self._close(pos, None, order.price_ref, order, order.order_id, order.event_id)]
+
+    def move_stop(self, moved: ev.StopMoved) -> list[ev.Event]:
+        """Set the position's exits to those of ``moved`` (from the next market data on); no event.
+
+        A trailing stop newly set starts following at once from ``moved.active_price`` (the executor
+        sets it where the market just traded: TP1's price), or from the next market data without one.
+        A position already closed is left alone.
+        """
+        pos = self.state.positions.get(moved.symbol)
+        if pos is None:
+            return []
+        distance = moved.trailing_distance or 0.0
+        best = pos.trail_best if pos.trailing_distance > 0 else (moved.active_price or 0.0)
+        self._put(
+            msgspec.structs.replace(
+                pos,
+                stop_loss=moved.stop_loss,
+                take_profit=moved.take_profit if moved.take_profit is not None else pos.exits[0],
+                trailing_distance=distance,
+                trail_best=best if distance > 0 else 0.0,
+            )
+        )
+        return []
 
     def cancel(self, order_id: str, at: ev.Event) -> list[ev.Event]:
         """Drop a working entry (no event: the executor records why, e.g. ``EntryExpired``)."""
@@ -320,14 +421,57 @@ class PaperVenue:
             return out
         pos = held
         order = pos.order
-        if order.take_profit is None or order.stop_loss is None:
+        take_profit, stop_loss = pos.exits
+        if take_profit is None or stop_loss is None:
             return out
-        trigger = exit_trigger(pos.side, order.take_profit, order.stop_loss, pos.active_from_ns, event)
-        if trigger is None:
+        stop = stop_loss
+        stop_reason: ev.ExitReason = "stop_loss"
+        if pos.trailing_distance > 0 and pos.trail_best > 0:
+            level = trailing_level(pos.side, pos.trail_best, pos.trailing_distance)
+            if (level > stop) if pos.side == "long" else (level < stop):
+                stop, stop_reason = level, "trailing_stop"
+        trigger = exit_trigger(pos.side, take_profit, stop, pos.active_from_ns, event)
+        if trigger is not None and trigger[0] == "stop_loss":  # the stop wins over any take-profit
+            oid = order_link_id(order.correlation_id, stop_reason)
+            out.append(self._close(pos, stop_reason, stop, event, oid, event.event_id))
             return out
-        reason, price = trigger
-        out.append(self._close(pos, reason, price, event, order_link_id(order.correlation_id, reason), event.event_id))
+        tp1 = pos.tp1
+        if tp1 is not None and limit_reached(pos.side, tp1.price or tp1.price_ref, pos.active_from_ns, event):
+            out.append(self._reduce(pos, tp1, event))
+            pos = st.positions[sym]
+        if trigger is not None:
+            reason, price = trigger
+            out.append(
+                self._close(pos, reason, price, event, order_link_id(order.correlation_id, reason), event.event_id)
+            )
+            return out
+        if pos.trailing_distance > 0:  # the trailing stop follows the best price (from the next event on)
+            best = _better(pos.side, pos.trail_best, best_price(pos.side, event), event, pos.active_from_ns)
+            if best != pos.trail_best:
+                self._put(msgspec.structs.replace(pos, trail_best=best))
         return out
+
+    def _put(self, pos: PaperPosition) -> None:
+        self.state.positions = {**self.state.positions, pos.order.symbol: pos}
+
+    def _reduce(self, pos: PaperPosition, tp1: ev.OrderSubmitted, at: ev.Event) -> ev.OrderFilled:
+        """Fill TP1 (a resting reduce-only Limit order) at its price, paying the maker fee."""
+        price = tp1.price or tp1.price_ref
+        qty = min(tp1.qty, pos.qty)
+        fill_fee = price * qty * self.config.maker_fee
+        share = pos.fee_usdt * qty / pos.qty
+        st = self.state
+        st.fees_usdt += fill_fee
+        st.realized_pnl_usdt += realized_pnl(pos.side, qty, pos.entry_price, price, share + fill_fee)
+        self._put(msgspec.structs.replace(pos, qty=pos.qty - qty, fee_usdt=pos.fee_usdt - share, tp1=None))
+        entry = pos.order
+        return derive(
+            ev.OrderFilled, at, entry.correlation_id, tp1.order_id,
+            correlation_id=entry.correlation_id, causation_id=at.event_id, route=entry, order_id=tp1.order_id,
+            fill_id=derive_id("fill", tp1.order_id), side=exit_side(pos.side), qty=qty, price=price,
+            fee_usdt=fill_fee, liquidity="maker", reduce_only=True, venue_name=self.config.venue_name,
+            exit_reason="take_profit",
+        )  # fmt: skip
 
     def _close(
         self,
@@ -360,7 +504,7 @@ class PaperVenue:
         """Open positions by symbol."""
         return {
             s: VenuePosition(symbol=s, side=p.side, qty=p.qty, entry_price=p.entry_price,
-                             take_profit=p.order.take_profit or 0.0, stop_loss=p.order.stop_loss or 0.0)
+                             take_profit=p.exits[0] or 0.0, stop_loss=p.exits[1] or 0.0)
             for s, p in self.state.positions.items()
         }  # fmt: skip
 
