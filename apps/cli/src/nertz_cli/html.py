@@ -103,7 +103,7 @@ def cumulative_pnl(events: Iterable[ev.Event]) -> list[tuple[int, float]]:
     Parameters
     ----------
     events : iterable of Event
-        Any events; only ``PositionClosed`` count (their ``realized_pnl_usdt``, net of fees).
+        Any events; only ``PositionClosed`` count (their round trip's ``trade_pnl_usdt``, net of fees).
 
     Returns
     -------
@@ -114,7 +114,7 @@ def cumulative_pnl(events: Iterable[ev.Event]) -> list[tuple[int, float]]:
     out: list[tuple[int, float]] = []
     total = 0.0
     for e in closes:
-        total += e.realized_pnl_usdt
+        total += e.trade_pnl_usdt
         out.append((e.ts_event, total))
     return out
 

@@ -135,20 +135,20 @@ def summarize(
         elif isinstance(e, ev.OrderFilled):
             s.fees_usdt += e.fee_usdt
         elif isinstance(e, ev.PositionClosed):
-            pc = e
+            pc = e  # the whole round trip (a TP1 closed earlier included: trade_*)
             s.trades += 1
-            s.wins += pc.realized_pnl_usdt > 0
-            s.pnl_usdt += pc.realized_pnl_usdt
-            cum[sym] += pc.realized_pnl_usdt
+            s.wins += pc.trade_pnl_usdt > 0
+            s.pnl_usdt += pc.trade_pnl_usdt
+            cum[sym] += pc.trade_pnl_usdt
             peak[sym] = max(peak[sym], cum[sym])
             s.max_drawdown_usdt = max(s.max_drawdown_usdt, peak[sym] - cum[sym])
-            equity += pc.realized_pnl_usdt
+            equity += pc.trade_pnl_usdt
             top = max(top, equity)
             max_dd = max(max_dd, (top - equity) / top if top > 0 else 0.0)
             curve.append([pc.ts_event, equity])
             intent = intents.get(pc.correlation_id)
-            risk = abs(pc.entry_price - intent.stop_loss) * pc.qty if intent else 0.0
-            r = pc.realized_pnl_usdt / risk if risk > 0 else None
+            risk = abs(pc.entry_price - intent.stop_loss) * pc.trade_qty if intent else 0.0
+            r = pc.trade_pnl_usdt / risk if risk > 0 else None
             if r is not None:
                 s.r_multiples.append(r)
             snap = snapshots.get(pc.correlation_id)
@@ -162,9 +162,9 @@ def summarize(
             op = opened.get(pc.correlation_id)
             trades.append({
                 "symbol": sym, "side": pc.side, "opened": iso(op.ts_event) if op else None, "closed": iso(pc.ts_event),
-                "entry_price": pc.entry_price, "exit_price": pc.exit_price, "qty": pc.qty,
-                "exit_reason": pc.exit_reason, "pnl_usdt": pc.realized_pnl_usdt, "fees_usdt": pc.fee_usdt,
-                "return": pc.return_fraction, "r_multiple": r, "holding_h": pc.holding_ns / 3.6e12,
+                "entry_price": pc.entry_price, "exit_price": pc.exit_price, "qty": pc.trade_qty,
+                "exit_reason": pc.exit_reason, "pnl_usdt": pc.trade_pnl_usdt, "fees_usdt": pc.trade_fee_usdt,
+                "return": pc.trade_return_fraction, "r_multiple": r, "holding_h": pc.holding_ns / 3.6e12,
                 "combined": intent.combined if intent else None,
             })  # fmt: skip
     if closes:

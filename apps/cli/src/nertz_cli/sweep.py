@@ -371,7 +371,7 @@ def measure(
     Parameters
     ----------
     trades : sequence of (int, float)
-        ``(ts_event, realized_pnl_usdt)`` of every ``PositionClosed``, in log order: close time in UNIX
+        ``(ts_event, trade_pnl_usdt)`` of every ``PositionClosed``, in log order: close time in UNIX
         ns, P&L net of fees in USDT.
     equity_usdt : float
         Starting equity, USDT (> 0).
@@ -457,7 +457,7 @@ def evaluate(data: MarketData | Sequence[Record], settings: PipelineSettings, bo
     """
     records = data.records if isinstance(data, MarketData) else data
     run_ = tools.backtest(records, settings, keep=True)
-    trades = [(e.ts_event, e.realized_pnl_usdt) for e in run_.events("executor") if isinstance(e, ev.PositionClosed)]
+    trades = [(e.ts_event, e.trade_pnl_usdt) for e in run_.events("executor") if isinstance(e, ev.PositionClosed)]
     return measure(trades, settings.executor.equity_usdt, bounds, bars=run_.bars, seconds=run_.seconds)
 
 

@@ -16,8 +16,8 @@ from nertz_common import events as ev
 from nertz_common import lock
 from nertz_common.node.log import Record
 
-#: how a position may end (the exchange-native exits and the executor's stale exit)
-EXITS = frozenset({"take_profit", "stop_loss", "stale_exit"})
+#: how a position may end (the exchange-native exits, the trailing stop after TP1, the executor's stale exit)
+EXITS = frozenset({"take_profit", "stop_loss", "trailing_stop", "stale_exit"})
 MAX_SHOWN = 5
 
 
@@ -117,8 +117,8 @@ def suppressed_when_locked(records: Sequence[Record]) -> Check:
 
 
 def exits(records: Sequence[Record]) -> Check:
-    """Every closed position ended by take-profit, stop-loss or stale exit."""
-    c = Check("exits", "every position ends by TP, SL or stale exit")
+    """Every closed position ended by take-profit, stop-loss, trailing stop or stale exit."""
+    c = Check("exits", "every position ends by TP, SL, trailing stop or stale exit")
     opened: dict[str, int] = {}
     for r in records:
         e = r.event
@@ -135,13 +135,28 @@ def exits(records: Sequence[Record]) -> Check:
 
 
 def accounting(records: Sequence[Record], rel_tol: float = 1e-9, abs_tol: float = 1e-6) -> Check:
-    """Every round trip's fees are its fills' fees and its P&L is ``sign × (exit − entry) × qty − fees``."""
-    c = Check("accounting", "P&L and fees of every round trip add up to its fills")
+    """Every round trip's fees are its fills' fees, its quantity the entry's, and the P&L of each part
+    (``PositionReduced``, then ``PositionClosed`` of what is left) is ``sign × (exit − entry) × qty − fees``;
+    the close carries what its reductions closed, realized and paid."""
+    c = Check("accounting", "P&L, fees and quantities of every round trip add up to its fills")
     fills: dict[str, list[ev.OrderFilled]] = defaultdict(list)
+    reductions: dict[str, list[ev.PositionReduced]] = defaultdict(list)
+    close = lambda a, b: math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)  # noqa: E731
+
+    def pnl_of(side: ev.PositionSide, entry: float, exit_: float, qty: float, fee: float) -> float:
+        return (1.0 if side == "long" else -1.0) * (exit_ - entry) * qty - fee
+
     for r in records:
         e = r.event
         if isinstance(e, ev.OrderFilled):
             fills[e.correlation_id].append(e)
+        elif isinstance(e, ev.PositionReduced):
+            c.checked += 1
+            reductions[e.position_id].append(e)
+            pnl = pnl_of(e.side, e.entry_price, e.exit_price, e.qty_closed, e.fee_usdt)
+            if not close(pnl, e.realized_pnl_usdt):
+                c.violations.append(f"seq {r.seq}: reduction P&L {e.realized_pnl_usdt:.6f} USDT, its prices "
+                                    f"give {pnl:.6f}")  # fmt: skip
         elif isinstance(e, ev.PositionClosed):
             c.checked += 1
             fs = fills.get(e.correlation_id, [])
@@ -151,15 +166,24 @@ def accounting(records: Sequence[Record], rel_tol: float = 1e-9, abs_tol: float 
                 c.violations.append(f"seq {r.seq}: {e.position_id} closed without an entry and an exit fill")
                 continue
             fees = sum(f.fee_usdt for f in entry) + sum(f.fee_usdt for f in exit_)
-            sign = 1.0 if e.side == "long" else -1.0
-            pnl = sign * (e.exit_price - e.entry_price) * e.qty - e.fee_usdt
-            close = lambda a, b: math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)  # noqa: E731
-            if not close(fees, e.fee_usdt):
-                c.violations.append(f"seq {r.seq}: fees {e.fee_usdt:.6f} USDT, its fills paid {fees:.6f}")
+            pnl = pnl_of(e.side, e.entry_price, e.exit_price, e.qty, e.fee_usdt)
+            if not close(fees, e.trade_fee_usdt):
+                c.violations.append(f"seq {r.seq}: fees {e.trade_fee_usdt:.6f} USDT, its fills paid {fees:.6f}")
             if not close(pnl, e.realized_pnl_usdt):
                 c.violations.append(f"seq {r.seq}: P&L {e.realized_pnl_usdt:.6f} USDT, its prices give {pnl:.6f}")
             if not close(entry[-1].price, e.entry_price) or not close(exit_[-1].price, e.exit_price):
                 c.violations.append(f"seq {r.seq}: entry/exit prices differ from the fills'")
+            parts = reductions.pop(e.position_id, [])
+            opened = sum(f.qty for f in entry)
+            if not close(opened, e.trade_qty):
+                c.violations.append(f"seq {r.seq}: {e.position_id} closed {e.trade_qty:g} in all, its entry "
+                                    f"filled {opened:g}")  # fmt: skip
+            said = (e.reduced_qty, e.reduced_pnl_usdt, e.reduced_fee_usdt)
+            parted = (sum(p.qty_closed for p in parts), sum(p.realized_pnl_usdt for p in parts),
+                      sum(p.fee_usdt for p in parts))  # fmt: skip
+            if not all(close(a, b) for a, b in zip(parted, said, strict=True)):
+                c.violations.append(f"seq {r.seq}: {e.position_id}'s reduced qty, P&L and fees differ from its "
+                                    "PositionReduced events")  # fmt: skip
     return c
 
 
@@ -184,7 +208,7 @@ def realized_by_symbol(records: Sequence[Record]) -> dict[str, tuple[int, float]
         e = r.event
         if isinstance(e, ev.PositionClosed):
             n, p = out.get(e.symbol, (0, 0.0))
-            out[e.symbol] = (n + 1, p + e.realized_pnl_usdt)
+            out[e.symbol] = (n + 1, p + e.trade_pnl_usdt)
     return out
 
 
