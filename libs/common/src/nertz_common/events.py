@@ -96,6 +96,10 @@ class Bar(InstrumentEvent, frozen=True, kw_only=True):
     update time for an open one. ``interval`` is Bybit's kline interval (``"1"`` = 1 minute,
     ``"60"``, ``"D"``...). ``volume`` is in base currency; ``turnover`` in USDT (None when the source
     lacks it, as the kline CSV does).
+
+    ``warmup`` is True for a bar that came from a backfill (the live feed's REST klines at start-up and
+    the closed bars it fills in after lost frames): it builds indicators and state, and never produces
+    an intent. Its id is the same as the live or CSV bar's, so the first one on the log is kept.
     """
 
     interval: str
@@ -107,6 +111,7 @@ class Bar(InstrumentEvent, frozen=True, kw_only=True):
     volume: Qty
     turnover: Usdt | None = None
     closed: bool = True
+    warmup: bool = False
 
 
 class BookSnapshot(InstrumentEvent, frozen=True, kw_only=True):
@@ -207,7 +212,9 @@ class FactorSnapshot(InstrumentEvent, frozen=True, kw_only=True):
 
     Factors are None when unavailable (warm-up, no book); ``used`` names those that entered
     ``combined`` (weights renormalised over them). ``intent_id`` is set when this bar proposed an
-    intent, ``veto`` says why a candidate intent was vetoed.
+    intent, ``veto`` says why a candidate intent was vetoed (``warmup: ...`` for a backfilled bar).
+    ``atr`` is the bar series' own ATR14 (the PANIC regime's), ``stop_atr`` the ATR the volatility
+    stop is set from (ATR14 of the configured timeframe's bars, 4 h by default; None while warming up).
     """
 
     bar_id: str
@@ -228,6 +235,7 @@ class FactorSnapshot(InstrumentEvent, frozen=True, kw_only=True):
     regime: Literal["normal", "panic", "unknown"] = "unknown"
     intent_id: str | None = None
     veto: str | None = None
+    stop_atr: Annotated[float, Meta(ge=0, description="the stop's ATR, USDT")] | None = None
 
 
 class IntentProposed(Correlated, frozen=True, kw_only=True):
@@ -237,6 +245,9 @@ class IntentProposed(Correlated, frozen=True, kw_only=True):
     ``qty`` is base currency; ``sl_distance`` and ``tp_distance`` are fractions of ``entry_price``.
     ``factors`` are the scores the combined score used (``{"egm": 0.41, ...}``, each in [-1, 1]) and
     ``atr`` the bar series' ATR (price units), so the validator sees the evidence, not only the verdict.
+    ``stop_atr`` (USDT) is the ATR the stop-loss was set from (None in fixed mode before it is warm),
+    and ``net_risk_reward`` the reward-to-risk after the round trip's fees and expected slippage,
+    ``(tp_distance − costs) / (sl_distance + costs)`` (None on intents older than the field).
     """
 
     side: PositionSide
@@ -254,6 +265,8 @@ class IntentProposed(Correlated, frozen=True, kw_only=True):
     reasons: list[str] = []
     factors: dict[str, float] = {}
     atr: float | None = None
+    stop_atr: float | None = None
+    net_risk_reward: float | None = None
 
 
 # --- validator (llm.*) --------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Start-up, in order:
 2. the WebSocket connects and subscribes ``orderbook.<depth>``, ``publicTrade``, ``kline.<interval>`` and
    ``tickers`` per symbol (one request per topic); frames wait in a queue;
 3. kline backfill: ``backfill_bars`` closed bars per symbol and interval, paged backwards, published as
-   closed ``Bar``\\ s in time order, before any live frame;
+   closed ``Bar``\\ s in time order, before any live frame, each marked ``warmup`` (they build the
+   signal's indicators and state and never produce an intent: a month-old signal is not a trade);
 4. then frames flow: queue → parser → ``Publisher.publish_many`` (log order = receive order).
 
 Integrity (ARCHITECTURE.md §3 market-ingest):
@@ -28,7 +29,7 @@ Integrity (ARCHITECTURE.md §3 market-ingest):
   connection is made with exponential backoff and jitter, until it works or the feed is stopped;
 - a closed kline that skips bars of its series (frames were lost) → the skipped closed bars are fetched
   by REST and published before it, so each bar series stays complete and in time order (these bars,
-  like the backfill, are not in a recording of the frames);
+  like the backfill, are not in a recording of the frames, and are marked ``warmup``: they arrive late);
 - bad frames never stop the feed: each is counted by reason, logged and dead-lettered in log order,
   exactly as in replay;
 - every bar, from REST or the WebSocket, passes the series guard (:mod:`nertz_ingest.core.series`),
@@ -323,7 +324,7 @@ class LiveFeed:
             for interval in self.live.intervals:
                 rows, server_ms, pages = await self.rest.kline_history(symbol, interval, self.live.backfill_bars)
                 bars, rejected = kline_bars(symbol, interval, rows, server_ms)
-                bars = bars[-self.live.backfill_bars :]
+                bars = warmup(bars[-self.live.backfill_bars :])
                 after = self.logged_until.get(symbol)
                 if after is not None:
                     bars = [b for b in bars if b.ts_event > after]  # the log has the rest already
@@ -475,7 +476,7 @@ class LiveFeed:
         for r in rejected:
             self._rejected(r)
             out.append(dead_letter(r))
-        gap = [b for b in bars if last < b.open_time_ns < bar.open_time_ns]
+        gap = warmup([b for b in bars if last < b.open_time_ns < bar.open_time_ns])
         out.extend(gap)
         self.stats.filled += len(gap)
         if self.metrics:
@@ -702,6 +703,15 @@ class LiveFeed:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
+
+
+def warmup(bars: list[ev.Bar]) -> list[ev.Bar]:
+    """Return ``bars`` marked as backfilled (``Bar.warmup``): state for the signal, never an intent.
+
+    The id stays the bar's (a function of symbol, interval and open time), so the same bar from the
+    WebSocket is a duplicate of it, whichever came first.
+    """
+    return [msgspec.structs.replace(b, warmup=True) for b in bars]
 
 
 def symbols_of(values: Collection[str]) -> list[str]:
