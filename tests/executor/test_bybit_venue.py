@@ -146,6 +146,18 @@ async def test_bybit_refusal_is_recorded_with_bybits_code(js_fresh, nats_url, fa
     assert not of(recs, ev.OrderAccepted)
 
 
+async def test_bybit_unreachable_past_every_attempt_is_retried_and_the_order_still_goes_once(js_fresh, nats_url, fake):
+    fake.trading.set_price("BTCUSDT", 100_000.0)
+    fake.fault("/v5/order/create", "http_status", times=3, status=503)  # the adapter's client tries twice
+    o = order(qty=0.01)
+    await bus.Publisher(js_fresh).publish(o)
+    async with adapter(nats_url, fake, socket=False, attempts=2):
+        recs = await wait_log(js_fresh, lambda rs: bool(of(rs, ev.OrderAccepted)), timeout_s=30)
+    answers = [c.answer for c in fake.calls_to("/v5/order/create")]
+    assert answers == ["http_503", "http_503", "http_503", "ok"]
+    assert fake.trading.creates == 1 and [e.order_id for e in of(recs, ev.OrderAccepted)] == [o.order_id]
+
+
 async def test_bybit_rate_limit_and_clock_skew_are_waited_out_and_resynced(js_fresh, nats_url, fake):
     fake.trading.set_price("BTCUSDT", 100_000.0)
     fake.fault("/v5/order/create", "rate_limit", reset_in_ms=300)

@@ -486,7 +486,7 @@ def decisions(events: Iterable[ev.Event]) -> dict[str, Decision]:
         elif isinstance(e, ev.PositionClosed):
             d = out[e.correlation_id]
             d.outcome = f"closed: {e.exit_reason}"
-            d.pnl_usdt = e.realized_pnl_usdt
+            d.pnl_usdt = e.trade_pnl_usdt
     return dict(out)
 
 
@@ -513,8 +513,8 @@ def counterfactual(result: ReplayResult) -> Counterfactual:
         a, b = rec.get(iid), der.get(iid)
         if a is None or b is None or a.key() != b.key():
             changed.append((iid, a, b))
-    pnl = sum(e.realized_pnl_usdt for e in rec_events if isinstance(e, ev.PositionClosed))
-    pnl2 = sum(e.realized_pnl_usdt for e in der_events if isinstance(e, ev.PositionClosed))
+    pnl = sum(e.trade_pnl_usdt for e in rec_events if isinstance(e, ev.PositionClosed))
+    pnl2 = sum(e.trade_pnl_usdt for e in der_events if isinstance(e, ev.PositionClosed))
     return Counterfactual(rec, der, changed, pnl, pnl2, result)
 
 

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -73,6 +74,8 @@ PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
 _PUBLISH_TRANSIENT: tuple[type[BaseException], ...] = (bus.PublishError, *bus.OUTAGE)
 #: Bybit's retCode for a duplicate orderLinkId
 DUPLICATE = 110072
+#: the code of a call that still failed after every attempt (no answer of Bybit's to act on)
+EXHAUSTED = -1
 #: Bybit's retCode for an order that does not exist (cancel of a filled or unknown order)
 NO_ORDER = 110001
 #: Bybit's retCode for a trading-stop that changes nothing (the stops are already so)
@@ -230,7 +233,7 @@ class BybitVenueAdapter:
             factory = self._socket_factory
             self._socket = await asyncio.to_thread(factory, self._on_ws_message, self._on_ws_status)
             await self._subscribed()
-        await self.reconcile("start")
+        await self._reconcile_until_done("start")
         self.ready.set()
         orders = EffectRunner(
             js=self.js, nc=self.nc, spec=self.spec, effect=self.handle, stop=self.stop, batch=self.batch,
@@ -272,7 +275,27 @@ class BybitVenueAdapter:
     # --- orders ---------------------------------------------------------------------------------------
 
     async def handle(self, event: ev.Event) -> None:
-        """Act on one ``exec.order`` event: send an order for Bybit, cancel an expired entry."""
+        """Act on one ``exec.order`` event (see :meth:`act`), retrying while Bybit stays unreachable.
+
+        A call still failing after its attempts (HTTP 5xx, timeouts of a read, repeated rate limits)
+        is tried again with backoff, for as long as it takes: the message stays unacknowledged, so an
+        order is never dropped; sending it again is safe (its ``orderLinkId``).
+        """
+        delay = 1.0
+        while True:
+            try:
+                await self.act(event)
+                return
+            except Refused as e:
+                if e.code != EXHAUSTED or self.stop.is_set():
+                    raise
+                log.warning("bybit.unreachable", extra={"event_id": event.event_id, "error": e.message,
+                                                         "retry_in_s": delay})  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def act(self, event: ev.Event) -> None:
+        """Act on one ``exec.order`` event: send an order for Bybit, cancel an expired entry, move stops."""
         self.known.take(event)
         if isinstance(event, ev.OrderSubmitted) and event.venue_name == VENUE:
             if event.order_id in self.known.answered:
@@ -309,6 +332,8 @@ class BybitVenueAdapter:
         try:
             answer = await self.rest.call("place_order", **params)
         except Refused as e:
+            if e.code == EXHAUSTED:
+                raise  # no answer of Bybit's: handle() tries again; a refusal is only what Bybit said
             if e.code == DUPLICATE:
                 log.warning("bybit.duplicate_order", extra={"order_id": order.order_id})
                 await self._look_up(ref)
@@ -324,10 +349,13 @@ class BybitVenueAdapter:
         await self._publish([by.accepted(ref, vid, answer.server_ms, time.time_ns())])
 
     async def _set_leverage(self, order: ev.OrderSubmitted) -> None:
-        lev = getattr(order, "leverage", None)
+        """Set the symbol's leverage to the entry's, floored to a whole number (never above what the
+        risk guard chose; and a symbol's leverage changes rarely, since each change is a REST call
+        before the entry). Bybit's 110043 "not modified" is a success."""
+        lev = order.leverage
         if not lev:
             return
-        text = by.fmt(round(float(lev), 2))
+        text = str(max(1, math.floor(lev)))
         if self.known.leverage.get(order.symbol) == text:
             return
         try:
@@ -335,6 +363,8 @@ class BybitVenueAdapter:
                 "set_leverage", category="linear", symbol=order.symbol, buyLeverage=text, sellLeverage=text
             )
         except Refused as e:  # the order itself will tell whether the margin suffices
+            if e.code == EXHAUSTED:
+                raise  # unreachable: handle() tries again
             log.warning("bybit.leverage_refused", extra={"symbol": order.symbol, "code": e.code, "error": e.message})
             return
         self.known.leverage[order.symbol] = text
@@ -386,6 +416,8 @@ class BybitVenueAdapter:
             try:
                 await self.rest.call("set_trading_stop", **params)
             except Refused as e:
+                if e.code == EXHAUSTED:
+                    raise  # unreachable: handle() tries again
                 if e.code != STOPS_NOT_MODIFIED:  # e.g. the position closed meanwhile, or the price passed it
                     log.warning("bybit.trading_stop_refused", extra={**fields, "code": e.code, "error": e.message})
                 return
@@ -409,6 +441,8 @@ class BybitVenueAdapter:
         try:
             await self.rest.call("cancel_order", category="linear", symbol=ref.symbol, orderLinkId=ref.order_id)
         except Refused as e:
+            if e.code == EXHAUSTED:
+                raise  # unreachable: handle() tries again
             if e.code != NO_ORDER:
                 log.warning(
                     "bybit.cancel_refused", extra={"order_id": ref.order_id, "code": e.code, "error": e.message}
@@ -448,7 +482,7 @@ class BybitVenueAdapter:
             if kind == "status":
                 if item == "reconnected":
                     await self._subscribed()
-                    await self.reconcile("reconnect")
+                    await self._reconcile_until_done("reconnect")
                 continue
             try:
                 events = self.translate(item, time.time_ns())
@@ -504,6 +538,18 @@ class BybitVenueAdapter:
         async with self._lock:
             await self._publish_locked(await self._positions(symbols, round_id))
         log.info("bybit.positions_reconciled", extra={"why": why, "symbols": symbols})
+
+    async def _reconcile_until_done(self, why: str) -> None:
+        """Reconcile, trying again with backoff while Bybit is unreachable (orders wait meanwhile)."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                await self.reconcile(why)
+                return
+            except (Refused, OutcomeUnknown) as e:
+                log.warning("bybit.reconcile_failed", extra={"why": why, "error": str(e), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def reconcile(self, why: str) -> None:
         """Publish what the log lacks: missed executions, unanswered orders, then positions and wallet."""
