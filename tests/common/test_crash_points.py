@@ -22,7 +22,7 @@ from nertz_common.node.component import Node, NodeState, Output, Pos
 from nertz_common.node.log_runner import LogRunner
 
 ROOT = Path(__file__).resolve().parents[2]
-ROWS = 3000  # bars per symbol
+ROWS = 4000  # bars per symbol (the stops' 4 h ATR needs the first day of them)
 EVERY = {"signal": 400, "llm-validator": 40, "executor": 400}  # inputs between snapshots
 STEP = 7  # a crash every STEP inputs
 TAIL = 60  # inputs fed after the crash point

@@ -27,7 +27,7 @@ from nertz_common.testing.fake_dashscope import FakeDashScope
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
-ROWS = 3000
+ROWS = 4500  # bars per symbol: the stops need a day of 4 h bars (~1,600 bars), then 10+ intents are judged
 SHADOW = "max"
 
 

@@ -1,4 +1,5 @@
-"""Indicators: EMA, triple-EMA trend, Wilder ATR and the ATR median (hand values and properties)."""
+"""Indicators: EMA, triple-EMA trend, Wilder ATR, the timeframe ATR and the ATR median (hand values and
+properties)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nertz_signal.core.indicators import HOUR_NS, Atr, AtrMedian, Ema, TripleEma, true_range
+from nertz_signal.core.indicators import (
+    DAY_NS,
+    HOUR_NS,
+    TIMEFRAME_OFFSETS_NS,
+    TIMEFRAMES_NS,
+    Atr,
+    AtrMedian,
+    Ema,
+    TimeframeAtr,
+    TripleEma,
+    true_range,
+)
 
 
 def test_ema_period_three_matches_hand_values():
@@ -143,3 +155,112 @@ def test_rolling_window_constant_series_has_exactly_zero_variance():
     for _ in range(100):
         stats = w.push_stats(104_217.5)
     assert stats == (104_217.5, 0.0)
+
+
+# --- the ATR of a longer timeframe -------------------------------------------------------------------
+
+MIN_NS = 60_000_000_000
+
+
+def _minutes(n: int, start_min: int = 0, seed: int = 7) -> list[tuple[int, int, float, float, float]]:
+    """``n`` 1m bars ``(open_ns, close_ns, high, low, close)`` from minute ``start_min`` of the epoch."""
+    out, close, x = [], 100.0, seed
+    for i in range(n):
+        x = (x * 1103515245 + 12345) % 2**31
+        prev, close = close, close * (1 + ((x % 2001) - 1000) / 1e6)
+        o = (start_min + i) * MIN_NS
+        out.append((o, o + MIN_NS, max(prev, close) * 1.0004, min(prev, close) * 0.9996, close))
+    return out
+
+
+def _by_hand(bars: list[tuple[int, int, float, float, float]], tf_ns: int, period: int) -> list[float]:
+    """The ATR after each complete timeframe bar, from the grouped bars (mean of TRs, then Wilder)."""
+    groups: dict[int, list[tuple[int, int, float, float, float]]] = {}
+    for b in bars:
+        groups.setdefault(b[0] // tf_ns, []).append(b)
+    keys = sorted(groups)
+    atrs, atr, prev_close = [], None, None
+    for n, k in enumerate(keys):
+        g = groups[k]
+        h, lo, c = max(b[2] for b in g), min(b[3] for b in g), g[-1][4]
+        if n == 0 and g[0][0] % tf_ns:  # partial first bar: only its close is used
+            prev_close = c
+            continue
+        if g[-1][1] % tf_ns:  # the last one, not finished yet
+            break
+        tr = h - lo if prev_close is None else max(h - lo, abs(h - prev_close), abs(lo - prev_close))
+        count = len(atrs) + 1
+        atr = tr if atr is None else atr + (tr - atr) / count if count <= period else atr + (tr - atr) / period
+        atrs.append(atr)
+        prev_close = c
+    return atrs
+
+
+@pytest.mark.parametrize("start_min", [0, 39, 239])
+def test_timeframe_atr_of_4h_bars_matches_grouping_by_hand(start_min):
+    bars = _minutes(240 * 30, start_min)
+    tf = TIMEFRAMES_NS["240"]
+    atr = TimeframeAtr(tf, period=14, min_bars=1)
+    seen = []
+    for b in bars:
+        before = atr.count
+        v = atr.update(*b)
+        if atr.count != before:
+            seen.append(v)
+            assert b[1] % tf == 0  # reported at the close of the bar that ends the 4 h bar
+    assert seen == pytest.approx(_by_hand(bars, tf, 14), rel=1e-12)
+    assert len(seen) == 30 - (start_min % 240 != 0)
+
+
+def test_timeframe_atr_none_until_min_bars_then_the_mean_then_wilder():
+    tf = 10 * MIN_NS
+    atr = TimeframeAtr(tf, period=3, min_bars=2)
+    ranges = [1.0, 3.0, 2.0, 6.0]
+    values = []
+    for k, r in enumerate(ranges):  # one 10-minute bar each, flat closes at 100, range r around it
+        for m in range(10):
+            o = (k * 10 + m) * MIN_NS
+            values.append(atr.update(o, o + MIN_NS, 100.0 + r / 2, 100.0 - r / 2, 100.0))
+    at_closes = values[9::10]
+    assert at_closes == [None, 2.0, 2.0, pytest.approx(2.0 + (6.0 - 2.0) / 3)]
+    assert all(v is None for v in values[:19])
+
+
+def test_timeframe_atr_not_longer_than_the_bars_is_their_own_atr():
+    bars = _minutes(100)
+    own = Atr(14)
+    tf_atr = TimeframeAtr(MIN_NS, period=14, min_bars=14)
+    for o, c_ns, h, lo, c in bars:
+        mine, wilder = tf_atr.update(o, c_ns, h, lo, c), own.update(h, lo, c)
+        assert (mine is None and wilder is None) or mine == pytest.approx(wilder, rel=1e-12)
+
+
+def test_timeframe_atr_gap_ends_the_open_bar_and_weekly_bars_open_on_mondays():
+    tf = 60 * MIN_NS
+    atr = TimeframeAtr(tf, period=14, min_bars=1)
+    for o, c_ns, h, lo, c in _minutes(30):  # half an hour, then nothing until 02:00
+        atr.update(o, c_ns, h, lo, c)
+    assert atr.count == 0  # the first hour is not finished
+    o = 120 * MIN_NS
+    atr.update(o, o + MIN_NS, 101.0, 99.0, 100.0)
+    assert atr.count == 1  # the 00:00 bar ended (its last 30 minutes missing) when 02:00 opened
+    assert TIMEFRAME_OFFSETS_NS["W"] == 4 * DAY_NS and (4 * DAY_NS) // DAY_NS == 4  # 1970-01-05, a Monday
+
+
+def test_timeframe_atr_bad_arguments_raise():
+    with pytest.raises(ValueError, match="timeframe_ns > 0"):
+        TimeframeAtr(0)
+    with pytest.raises(ValueError, match="min_bars <= period"):
+        TimeframeAtr(MIN_NS, period=3, min_bars=4)
+
+
+@given(st.integers(0, 600), st.integers(0, 239))
+def test_timeframe_atr_state_restored_anywhere_continues_identically(cut, start_min):
+    bars = _minutes(600, start_min)
+    whole = TimeframeAtr(TIMEFRAMES_NS["60"], 14, 3)
+    expected = [whole.update(*b) for b in bars]
+    first = TimeframeAtr(TIMEFRAMES_NS["60"], 14, 3)
+    head = [first.update(*b) for b in bars[:cut]]
+    second = TimeframeAtr(TIMEFRAMES_NS["60"], 14, 3)
+    second.restore(first.state())
+    assert head + [second.update(*b) for b in bars[cut:]] == expected

@@ -25,6 +25,10 @@ from nertz_signal.settings import SignalSettings
 
 pytestmark = pytest.mark.integration
 
+#: The defaults with the stop's ATR on the bars' own 1m series: these runs last 300 minutes, and the
+#: default ATR of 4 h bars needs a day of them before it can set a stop
+MINUTE_STOPS = SignalConfig(stop_timeframe="1")
+
 
 @pytest.fixture
 def bars_300(trend_then_jump) -> list[ev.Bar]:
@@ -37,13 +41,13 @@ def bars_300(trend_then_jump) -> list[ev.Bar]:
 
 
 def expected(bars: list[ev.Bar]) -> list[ev.Event]:
-    engine = SignalEngine(SignalConfig())
+    engine = SignalEngine(MINUTE_STOPS)
     return [e for b in bars for e in engine.on_bar(b)]
 
 
 async def run_until(nats_url: str, js, n_snapshots: int, **kernel) -> None:
     """Run the signal component in-process until it has published ``n_snapshots`` factor snapshots."""
-    settings = SignalSettings(NATS_URL=nats_url, kernel=KernelSettings(**kernel))
+    settings = SignalSettings(NATS_URL=nats_url, signal=MINUTE_STOPS, kernel=KernelSettings(**kernel))
     async with runtime.runtime("signal", settings) as rt:
         try:
             _, runner = await app.start(rt, settings)
@@ -116,7 +120,7 @@ async def test_service_without_a_snapshot_on_a_trimmed_stream_refuses_to_guess(j
     pub = bus.Publisher(js_fresh)
     await pub.publish_many(bars_300[:50])
     await js_fresh.purge_stream(subjects.STREAM, seq=20)
-    settings = SignalSettings(NATS_URL=nats_url, kernel=KernelSettings(snapshots=False))
+    settings = SignalSettings(NATS_URL=nats_url, signal=MINUTE_STOPS, kernel=KernelSettings(snapshots=False))
     async with runtime.runtime("signal", settings) as rt:
         try:
             _, runner = await app.start(rt, settings)
@@ -136,7 +140,9 @@ async def test_service_restart_with_another_configuration_and_a_stale_snapshot_f
     await run_until(nats_url, js_fresh, 120, snapshot_every=1_000_000, snapshot_interval_s=1e9, snapshots=False)
     # no snapshot: a restart re-derives every step, and with another threshold the intents differ
     settings = SignalSettings(
-        NATS_URL=nats_url, signal=SignalConfig(entry_threshold=5.0), kernel=KernelSettings(snapshots=False)
+        NATS_URL=nats_url,
+        signal=SignalConfig(entry_threshold=5.0, stop_timeframe="1"),
+        kernel=KernelSettings(snapshots=False),
     )
     async with runtime.runtime("signal", settings) as rt:
         try:
@@ -152,7 +158,7 @@ async def test_service_restart_with_another_configuration_and_a_stale_snapshot_f
 async def test_service_process_runs_and_stops_on_sigterm(js_fresh, nats_url, bars_300):
     pub = bus.Publisher(js_fresh)
     await pub.publish_many(bars_300[:100])
-    env = {**os.environ, "NATS_URL": nats_url, "NERTZ_METRICS_PORT": "0"}
+    env = {**os.environ, "NATS_URL": nats_url, "NERTZ_METRICS_PORT": "0", "NERTZ_SIGNAL__STOP_TIMEFRAME": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nertz_signal"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -1,4 +1,5 @@
-"""Stops: clamp bounds, R:R, PANIC widening and halving, leverage bands and caps, fixed mode."""
+"""Stops: clamp bounds, R:R gross and net of costs, PANIC widening and halving, leverage bands and caps,
+fixed mode."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from nertz_signal.core.config import SignalConfig
 
 CFG = SignalConfig()
 MINUTE_NS = 60_000_000_000
+H4_NS = 240 * MINUTE_NS
+COSTS = 2 * (0.00055 + 0.0001)  # a round trip's taker fees and slippage, fraction of the entry
 
 
 def test_atr_sl_distance_inside_bounds_is_one_and_a_half_atr():
@@ -20,7 +23,7 @@ def test_atr_sl_distance_inside_bounds_is_one_and_a_half_atr():
 
 
 def test_atr_sl_distance_tiny_atr_clamps_to_min():
-    assert stops.atr_sl_distance(0.01, 100.0) == 0.003
+    assert stops.atr_sl_distance(0.01, 100.0) == 0.015
 
 
 def test_atr_sl_distance_huge_atr_clamps_to_max():
@@ -33,56 +36,62 @@ def test_atr_sl_distance_bad_price_raises():
 
 
 @given(st.floats(min_value=0, max_value=1e6), st.floats(min_value=1e-6, max_value=1e6))
-def test_plan_any_atr_keeps_sl_in_bounds_and_tp_three_times_sl(atr, price):
-    p = stops.plan("long", price, atr, "normal", CFG, MINUTE_NS)
+def test_plan_any_atr_keeps_sl_in_bounds_tp_three_and_a_half_times_sl_and_net_rr_at_least_three(atr, price):
+    p = stops.plan("long", price, atr, "normal", CFG, H4_NS)
     assert p is not None
     assert CFG.sl_min <= p.sl_distance <= CFG.sl_max
-    assert p.tp_distance == pytest.approx(3.0 * p.sl_distance)
+    assert p.tp_distance == pytest.approx(3.5 * p.sl_distance)
+    assert p.net_risk_reward == pytest.approx((p.tp_distance - COSTS) / (p.sl_distance + COSTS))
+    assert 3.0 <= p.net_risk_reward < 3.5
     assert p.stop_loss < price < p.take_profit
     assert 1.0 <= p.leverage <= CFG.max_leverage
     assert p.notional_usdt <= p.leverage * CFG.equity_usdt * (1 + 1e-12)
 
 
 def test_plan_long_sets_prices_below_and_above_entry():
-    # ATR 1 at 100 → SL 1.5 %, TP 4.5 %
-    p = stops.plan("long", 100.0, 1.0, "normal", CFG, MINUTE_NS)
+    # ATR 2 at 100 → SL 3 %, TP 10.5 %
+    p = stops.plan("long", 100.0, 2.0, "normal", CFG, H4_NS)
     assert p is not None
-    assert (p.sl_distance, p.tp_distance) == (pytest.approx(0.015), pytest.approx(0.045))
-    assert (p.stop_loss, p.take_profit) == (pytest.approx(98.5), pytest.approx(104.5))
-    # risk 1 % of 10,000 = 100 USDT at a 1.5 % stop → 6,666.67 USDT notional, 66.67 units
-    assert p.notional_usdt == pytest.approx(100 / 0.015)
+    assert (p.sl_distance, p.tp_distance) == (pytest.approx(0.03), pytest.approx(0.105))
+    assert (p.stop_loss, p.take_profit) == (pytest.approx(97.0), pytest.approx(110.5))
+    # risk 1 % of 10,000 = 100 USDT at a 3 % stop plus 0.13 % of costs → 3,194.89 USDT notional
+    assert p.notional_usdt == pytest.approx(100 / (0.03 + COSTS))
     assert p.qty == pytest.approx(p.notional_usdt / 100.0)
+    assert p.net_risk_reward == pytest.approx((0.105 - COSTS) / (0.03 + COSTS))  # 3.31
+    # daily volatility of a 4 h ATR of 2 % is 2 % x sqrt(6) = 4.9 %: the 3x band
+    assert p.volatility == pytest.approx(0.02 * 6**0.5) and p.leverage == 3.0
 
 
 def test_plan_short_mirrors_prices():
-    p = stops.plan("short", 100.0, 1.0, "normal", CFG, MINUTE_NS)
+    p = stops.plan("short", 100.0, 2.0, "normal", CFG, H4_NS)
     assert p is not None
-    assert (p.stop_loss, p.take_profit) == (pytest.approx(101.5), pytest.approx(95.5))
+    assert (p.stop_loss, p.take_profit) == (pytest.approx(103.0), pytest.approx(89.5))
 
 
 def test_plan_panic_widens_stop_one_and_a_half_and_halves_size():
-    # SL 1.5 % × 1.5 = 2.25 %; notional 100 / 0.0225 × 0.5 = 2,222.2 USDT
-    p = stops.plan("long", 100.0, 1.0, "panic", CFG, MINUTE_NS)
+    # SL 1.5 % × 1.5 = 2.25 %; notional 100 / (0.0225 + costs) × 0.5 = 2,092.05 USDT
+    p = stops.plan("long", 100.0, 1.0, "panic", CFG, H4_NS)
     assert p is not None
     assert p.sl_distance == pytest.approx(0.0225)
-    assert p.tp_distance == pytest.approx(3 * 0.0225)
-    assert p.notional_usdt == pytest.approx(100 / 0.0225 * 0.5)
+    assert p.tp_distance == pytest.approx(3.5 * 0.0225)
+    assert p.notional_usdt == pytest.approx(100 / (0.0225 + COSTS) * 0.5)
 
 
 def test_plan_panic_widened_stop_still_clamped():
-    p = stops.plan("long", 100.0, 3.0, "panic", CFG, MINUTE_NS)  # 4.5 % × 1.5 = 6.75 % → 5 %
+    p = stops.plan("long", 100.0, 3.0, "panic", CFG, H4_NS)  # 4.5 % × 1.5 = 6.75 % → 5 %
     assert p is not None and p.sl_distance == 0.05
 
 
 def test_plan_atr_mode_without_atr_is_none():
-    assert stops.plan("long", 100.0, None, "unknown", CFG, MINUTE_NS) is None
+    assert stops.plan("long", 100.0, None, "unknown", CFG, H4_NS) is None
 
 
 def test_plan_fixed_mode_uses_percentages():
-    cfg = SignalConfig(stop_mode="fixed", tp_percentage=3.0, sl_percentage=1.0)
+    cfg = SignalConfig(stop_mode="fixed", tp_percentage=4.0, sl_percentage=1.0)
     p = stops.plan("long", 100.0, None, "unknown", cfg, None)
     assert p is not None
-    assert (p.stop_loss, p.take_profit) == (pytest.approx(99.0), pytest.approx(103.0))
+    assert (p.stop_loss, p.take_profit) == (pytest.approx(99.0), pytest.approx(104.0))
+    assert p.net_risk_reward == pytest.approx((0.04 - COSTS) / (0.01 + COSTS))  # 3.42
     assert p.leverage == 3.0  # unknown volatility → the cautious band
 
 
@@ -128,6 +137,32 @@ def test_config_risk_reward_below_three_is_rejected():
         SignalConfig(risk_reward=2.5)
 
 
-def test_config_fixed_ratio_below_three_is_rejected():
-    with pytest.raises(ValidationError, match="R:R >= 3"):
-        SignalConfig(tp_percentage=2.0, sl_percentage=1.0)
+def test_config_fixed_mode_net_ratio_below_three_is_rejected_with_the_figures():
+    # 3 % / 1 %, the seed's, is 3 gross and (3 - 0.13) / (1 + 0.13) = 2.54 net
+    with pytest.raises(
+        ValidationError, match=r"net R:R >= 3 in fixed mode .* was 2\.54: tp 3 %, sl 1 %, costs 0\.130%"
+    ):
+        SignalConfig(stop_mode="fixed", tp_percentage=3.0, sl_percentage=1.0)
+    assert SignalConfig(tp_percentage=3.0, sl_percentage=1.0).stop_mode == "atr"  # not used: not checked
+
+
+def test_config_gross_risk_reward_below_the_net_minimum_is_rejected():
+    with pytest.raises(ValidationError, match="risk_reward >= min_risk_reward"):
+        SignalConfig(risk_reward=3.2, min_risk_reward=3.5)
+
+
+@given(st.floats(min_value=0, max_value=1e6), st.floats(min_value=1e-6, max_value=1e6))
+def test_plan_default_round_trip_fees_at_most_a_fifth_of_the_planned_risk(atr, price):
+    # issue 10: a round trip's fees are at most 20 % of its planned risk under the defaults
+    p = stops.plan("long", price, atr, "normal", CFG, H4_NS)
+    assert p is not None
+    fees = p.notional_usdt * 2 * CFG.taker_fee
+    planned_risk = p.notional_usdt * (p.sl_distance + CFG.costs)
+    assert planned_risk == pytest.approx(CFG.risk_per_trade * CFG.equity_usdt)
+    assert fees <= 0.2 * planned_risk and fees / planned_risk < 0.07  # 6.7 % at the 1.5 % floor
+
+
+def test_config_costs_are_two_legs_of_fee_and_slippage():
+    assert CFG.costs == pytest.approx(COSTS)
+    assert SignalConfig(taker_fee=0.0002, slippage_bps=0).costs == pytest.approx(0.0004)
+    assert CFG.net_risk_reward(0.0525, 0.015) == pytest.approx((0.0525 - COSTS) / (0.015 + COSTS))  # 3.14

@@ -73,8 +73,13 @@ async def serve(settings: SignalSettings) -> None:
             "signal.ready",
             extra={
                 "entry_threshold": cfg.entry_threshold,
+                "entry_threshold_books": cfg.entry_threshold_books,
+                "entry_thresholds": cfg.entry_thresholds,
                 "weights": cfg.weights.as_dict(),
                 "stop_mode": cfg.stop_mode,
+                "stop_timeframe": cfg.stop_timeframe,
+                "min_risk_reward": cfg.min_risk_reward,
+                "costs": cfg.costs,
                 "risk_per_trade": cfg.risk_per_trade,
                 "max_leverage": cfg.max_leverage,
             },

@@ -3,14 +3,20 @@
 A frozen pydantic model so that it nests in the service settings (``NERTZ_SIGNAL__ENTRY_THRESHOLD``,
 ``NERTZ_SIGNAL__WEIGHTS__ILD``...) and every bad key is reported in one error. Fractions are plain
 fractions (0.01 = 1 %); the two ``*_percentage`` fields of the fixed stop mode are in percent, as
-their names say.
+their names say, and ``slippage_bps`` in basis points.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nertz_signal.core.factors import FACTOR_NAMES
+from nertz_signal.core.indicators import TIMEFRAMES_NS
+
+#: The factors read from the order book; a factor set with one of them is a set "with books"
+BOOK_FACTORS: frozenset[str] = frozenset({"ild", "rol", "ogm"})
 
 
 class FactorWeights(BaseModel):
@@ -41,10 +47,18 @@ class SignalConfig(BaseModel):
     Attributes
     ----------
     entry_threshold : float
-        ``|combined|`` needed for an intent, score units in (0, 10]. Default 9.5, calibrated on the
-        bundled 30 days of 1m bars (no book: EGM and PIO only, where the score tops out near 9.8): 117 /
-        111 / 78 intents for BTC / ETH / SOL (8.0 would give about 2,200 each). With book factors the
-        score's distribution differs; recalibrate on recorded books.
+        ``|combined|`` needed for an intent when the combined score used bar factors only (EGM, PIO),
+        score units in (0, 10]. Default 9.5, calibrated on the bundled 30 days of 1m bars (where the
+        score tops out near 9.8): 0.32 % of the bars reach it.
+    entry_threshold_books : float
+        The same when the score used a book factor (ILD, ROL or OGM), default 6.4: the threshold that
+        the same 0.32 % of scores reach with the bundled recording's books (docs/decisions.md D20;
+        ``bench/bench_score_distribution.py`` measures it). With books the bar factors weigh 0.3 of 1,
+        so a bars-only threshold of 9.5 is out of reach (the recording's scores stay below 7.8).
+    entry_thresholds : dict of str to float
+        Thresholds of exact factor sets, overriding the two above: the key names the factors the
+        score used, ``+``-joined in the order egm, ild, rol, pio, ogm (``"egm+ild+rol+pio+ogm"``).
+        Empty by default.
     weights : FactorWeights
         Combined-score weights.
     egm_period, pio_period : int
@@ -58,23 +72,41 @@ class SignalConfig(BaseModel):
     ema_fast, ema_mid, ema_slow : int
         Trend EMA periods in bars (9, 21, 55).
     atr_period : int
-        Wilder ATR period in bars (14).
+        Wilder ATR period in bars (14) of the bar series' own ATR (the PANIC regime's, and ``atr`` in
+        the snapshot).
     panic_atr_multiple : float
         PANIC when ATR > this × its 30-day median (2.5).
     atr_sample_s, atr_median_days, atr_median_min_samples
         ATR median sampling (hourly), window (30 days) and warm-up (24 samples).
     stop_mode : "atr" or "fixed"
         Volatility stops, or the fixed ``tp_percentage``/``sl_percentage``.
+    stop_timeframe : str
+        Bybit interval of the bars whose ATR sets the volatility stop, aggregated in signal from the
+        series' closed bars (``"240"`` = 4 h; ``"1"`` … ``"720"``, ``"D"``, ``"W"``).
+    stop_atr_period, stop_atr_min_bars : int
+        Wilder period of that ATR (14 bars: 56 h of movement on 4 h bars), and the bars it needs
+        before a stop can be set (6: one day); until then an ATR-mode candidate is vetoed
+        ``stops_unavailable``.
     sl_atr_multiple, sl_min, sl_max : float
-        ``SL = clamp(sl_atr_multiple × ATR / price, sl_min, sl_max)`` (1.5, 0.003, 0.05).
+        ``SL = clamp(sl_atr_multiple × stop ATR / price, sl_min, sl_max)`` (1.5, 0.015, 0.05).
     risk_reward : float
-        ``TP = risk_reward × SL``; at least 3.
+        ``TP = risk_reward × SL`` in ATR mode (3.5; at least 3): gross, before costs.
+    min_risk_reward : float
+        Smallest net reward-to-risk of an intent (3): ``(TP − costs) / (SL + costs)`` with ``costs``
+        the round trip's taker fees and slippage as a fraction of the entry; below it the candidate is
+        vetoed ``risk_reward_below_min``. The default ``risk_reward`` keeps a stop on its 1.5 % floor
+        at 3.14 net.
+    taker_fee : float
+        Taker fee per leg, fraction of notional (0.00055 = 0.055 %, Bybit's linear base rate).
+    slippage_bps : float
+        Expected adverse slippage per leg, bps (1, the paper venue's).
     tp_percentage, sl_percentage : float
-        Fixed mode distances in **percent** of entry price (3.0, 1.0); ratio at least 3.
+        Fixed mode distances in **percent** of entry price (4.0, 1.0: 3.42 net); in fixed mode the
+        net R:R must reach ``min_risk_reward``.
     panic_stop_multiple, panic_size_multiple : float
         In PANIC the SL distance is multiplied by 1.5 (then clamped) and the size by 0.5.
     risk_per_trade : float
-        Fraction of equity lost at the stop-loss (0.01).
+        Fraction of equity lost at the stop-loss, costs included (0.01).
     equity_usdt : float
         Reference equity in USDT (10,000). The signal has no account view; the executor's risk guard
         re-sizes against real equity.
@@ -100,6 +132,8 @@ class SignalConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     entry_threshold: float = Field(default=9.5, gt=0, le=10)
+    entry_threshold_books: float = Field(default=6.4, gt=0, le=10)
+    entry_thresholds: dict[str, float] = {}
     weights: FactorWeights = FactorWeights()
 
     egm_period: int = Field(default=20, ge=2, le=10_000)
@@ -118,11 +152,17 @@ class SignalConfig(BaseModel):
     atr_median_min_samples: int = Field(default=24, ge=1)
 
     stop_mode: Literal["atr", "fixed"] = "atr"
+    stop_timeframe: str = "240"
+    stop_atr_period: int = Field(default=14, ge=1, le=1_000)
+    stop_atr_min_bars: int = Field(default=6, ge=1, le=1_000)
     sl_atr_multiple: float = Field(default=1.5, gt=0)
-    sl_min: float = Field(default=0.003, gt=0, lt=1)
+    sl_min: float = Field(default=0.015, gt=0, lt=1)
     sl_max: float = Field(default=0.05, gt=0, lt=1)
-    risk_reward: float = Field(default=3.0, ge=3)
-    tp_percentage: float = Field(default=3.0, gt=0, lt=100)
+    risk_reward: float = Field(default=3.5, ge=3)
+    min_risk_reward: float = Field(default=3.0, ge=1)
+    taker_fee: float = Field(default=0.00055, ge=0, lt=0.01)
+    slippage_bps: float = Field(default=1.0, ge=0, lt=1_000)
+    tp_percentage: float = Field(default=4.0, gt=0, lt=100)
     sl_percentage: float = Field(default=1.0, gt=0, lt=100)
     panic_stop_multiple: float = Field(default=1.5, ge=1)
     panic_size_multiple: float = Field(default=0.5, gt=0, le=1)
@@ -139,6 +179,49 @@ class SignalConfig(BaseModel):
     btc_window_s: float = Field(default=4 * 3600.0, gt=0)
     max_bar_gap_intervals: float = Field(default=5.0, ge=1)
 
+    @field_validator("stop_timeframe", mode="before")
+    @classmethod
+    def _timeframe(cls, v: Any) -> Any:
+        v = str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # --set stop_timeframe=240 is JSON
+        if v not in TIMEFRAMES_NS:
+            raise ValueError(f"expected a Bybit interval in {list(TIMEFRAMES_NS)}, was {v!r}")
+        return v
+
+    @field_validator("entry_thresholds")
+    @classmethod
+    def _factor_sets(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = []
+        for key, thr in v.items():
+            names = key.split("+")
+            if not names or any(n not in FACTOR_NAMES for n in names) or names != sorted(names, key=_factor_order):
+                bad.append(f"expected a key of factor names joined by + in the order {'+'.join(FACTOR_NAMES)}, "
+                           f"was {key!r}")  # fmt: skip
+            elif len(set(names)) != len(names):
+                bad.append(f"expected each factor once in {key!r}")
+            if not 0 < thr <= 10:
+                bad.append(f"expected the threshold of {key!r} in (0, 10], was {thr}")
+        if bad:
+            raise ValueError("; ".join(bad))
+        return v
+
+    @property
+    def costs(self) -> float:
+        """A round trip's expected costs, fraction of the entry notional: ``2 × (taker_fee + slippage)``."""
+        return 2.0 * (self.taker_fee + self.slippage_bps / 10_000.0)
+
+    def net_risk_reward(self, tp_distance: float, sl_distance: float) -> float:
+        """Return the reward-to-risk after costs: ``(tp − costs) / (sl + costs)`` (distances as fractions)."""
+        c = self.costs
+        return (tp_distance - c) / (sl_distance + c)
+
+    def threshold_for(self, used: list[str]) -> float:
+        """Return the entry threshold of the factor set ``used`` (names in ``FACTOR_NAMES`` order)."""
+        if self.entry_thresholds:
+            thr = self.entry_thresholds.get("+".join(used))
+            if thr is not None:
+                return thr
+        return self.entry_threshold_books if BOOK_FACTORS.intersection(used) else self.entry_threshold
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         errors: list[str] = []
@@ -153,11 +236,27 @@ class SignalConfig(BaseModel):
                 f"expected risk_reward × sl_max < 1 (a short's take-profit above 0), was "
                 f"{self.risk_reward} × {self.sl_max}"
             )
-        if self.tp_percentage < 3 * self.sl_percentage:
+        if self.risk_reward < self.min_risk_reward:
             errors.append(
-                f"expected tp_percentage >= 3 × sl_percentage (R:R >= 3), was {self.tp_percentage} and "
-                f"{self.sl_percentage}"
+                f"expected risk_reward >= min_risk_reward (else every ATR-mode intent is vetoed), was "
+                f"{self.risk_reward} < {self.min_risk_reward}"
             )
+        if self.stop_atr_min_bars > self.stop_atr_period:
+            errors.append(
+                f"expected stop_atr_min_bars <= stop_atr_period, was {self.stop_atr_min_bars} > {self.stop_atr_period}"
+            )
+        if self.stop_mode == "fixed":
+            net = self.net_risk_reward(self.tp_percentage / 100.0, self.sl_percentage / 100.0)
+            if net < self.min_risk_reward:
+                errors.append(
+                    f"expected a net R:R >= {self.min_risk_reward:g} in fixed mode (else every intent is vetoed), "
+                    f"was {net:.2f}: tp {self.tp_percentage:g} %, sl {self.sl_percentage:g} %, costs "
+                    f"{self.costs:.3%} per round trip"
+                )
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+
+def _factor_order(name: str) -> int:
+    return FACTOR_NAMES.index(name) if name in FACTOR_NAMES else len(FACTOR_NAMES)

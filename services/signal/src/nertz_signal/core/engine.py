@@ -5,11 +5,18 @@ is the ``ts_event`` of the event handled and every id is a uuid5 of its input
 (:func:`nertz_common.ids.derive_id`), so feeding the same events in the same order gives byte-identical
 output (replay, backtest and live share these lines).
 
-State is kept per ``(symbol, interval)`` for bar series (windows, EMAs, ATR, ATR median) and per symbol
-for the book, funding and feed health; :meth:`SignalEngine.get_state` returns all of it as one value
-(a snapshot), including the books and tickers a restart used to skip. Contract with the executor
-(docs/decisions.md D1): every closed :class:`Bar` yields exactly one :class:`FactorSnapshot`, in input
-order; when it proposes an intent the :class:`IntentProposed` comes first and the snapshot carries its id.
+State is kept per ``(symbol, interval)`` for bar series (windows, EMAs, ATR, ATR median, the stop's
+timeframe ATR) and per symbol for the book, funding and feed health; :meth:`SignalEngine.get_state`
+returns all of it as one value (a snapshot), including the books and tickers a restart used to skip.
+Contract with the executor (docs/decisions.md D1): every closed :class:`Bar` yields exactly one
+:class:`FactorSnapshot`, in input order; when it proposes an intent the :class:`IntentProposed` comes
+first and the snapshot carries its id.
+
+A candidate (``|combined|`` at the threshold of its factor set, with the trend) becomes an intent unless
+a veto says why not, checked in this order: ``warmup`` (the bar came from a backfill:
+``Bar.warmup``; it built state and trades nothing), the filters (:mod:`nertz_signal.core.filters`),
+``stops_unavailable`` (the stop's ATR is still warming up) and ``risk_reward_below_min`` (the net
+reward-to-risk after fees and slippage below ``min_risk_reward``). docs/decisions.md D19, D20.
 """
 
 from __future__ import annotations
@@ -25,12 +32,26 @@ from nertz_common.ids import derive_id
 from nertz_common.node.component import Component
 from nertz_signal.core import factors, filters, stops
 from nertz_signal.core.config import SignalConfig
-from nertz_signal.core.indicators import DAY_NS, Atr, AtrMedian, Regime, RollingWindow, Trend, TripleEma
+from nertz_signal.core.indicators import (
+    DAY_NS,
+    TIMEFRAME_OFFSETS_NS,
+    TIMEFRAMES_NS,
+    Atr,
+    AtrMedian,
+    Regime,
+    RollingWindow,
+    TimeframeAtr,
+    Trend,
+    TripleEma,
+)
 
 MINUTE_NS = 60_000_000_000
 _REL_STD_EPS = factors._REL_STD_EPS
 _LETTER_INTERVALS = {"D": DAY_NS, "W": 7 * DAY_NS, "M": 30 * DAY_NS}
 _BOOK_TOPIC_KINDS = ("book", "any")
+WARMUP = "warmup"
+STOPS_UNAVAILABLE = "stops_unavailable"
+RISK_REWARD = "risk_reward_below_min"
 
 StatusEvent: TypeAlias = ev.FeedGap | ev.FeedResynced | ev.FeedStale
 
@@ -53,7 +74,7 @@ def interval_ns(bar: ev.Bar) -> int | None:
 class SeriesState:
     """Warm-up state of one ``(symbol, interval)`` bar series; replaced wholesale on a time gap."""
 
-    __slots__ = ("atr", "atr_median", "bar_ns", "bars", "closes", "ema", "prev_open_ns", "volumes")
+    __slots__ = ("atr", "atr_median", "bar_ns", "bars", "closes", "ema", "prev_open_ns", "stop_atr", "volumes")
 
     def __init__(self, cfg: SignalConfig, bar_ns: int | None) -> None:
         self.closes = RollingWindow(cfg.egm_period)
@@ -65,6 +86,12 @@ class SeriesState:
             window_ns=int(cfg.atr_median_days * DAY_NS),
             min_samples=cfg.atr_median_min_samples,
             panic_multiple=cfg.panic_atr_multiple,
+        )
+        self.stop_atr = TimeframeAtr(
+            TIMEFRAMES_NS[cfg.stop_timeframe],
+            cfg.stop_atr_period,
+            cfg.stop_atr_min_bars,
+            TIMEFRAME_OFFSETS_NS.get(cfg.stop_timeframe, 0),
         )
         self.prev_open_ns: int | None = None
         self.bars = 0
@@ -93,6 +120,7 @@ class BarScore(NamedTuple):
     regime: Regime
     bar_ns: int | None
     reset: bool
+    stop_atr: float | None = None
 
 
 # --- the snapshot's shape -----------------------------------------------------------------------
@@ -111,6 +139,7 @@ class SeriesSnap(msgspec.Struct, array_like=True):
     prev_open_ns: int | None
     bars: int
     bar_ns: int | None
+    stop_atr: tuple[int | None, float, float, float, bool, bool, float | None, int, float, float | None] | None = None
 
 
 class SymbolSnap(msgspec.Struct, array_like=True):
@@ -220,26 +249,34 @@ class SignalEngine(Component):
         """
         if not bar.closed:
             return []
-        egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns = self._fold_bar(bar)
+        egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns, stop_atr = self._fold_bar(bar)
         cfg = self.cfg
         side: stops.Side | None = None
-        if combined >= cfg.entry_threshold and trend == "up":
-            side = "long"
-        elif combined <= -cfg.entry_threshold and trend == "down":
-            side = "short"
+        if trend != "flat":
+            threshold = cfg.threshold_for(used)
+            if combined >= threshold and trend == "up":
+                side = "long"
+            elif combined <= -threshold and trend == "down":
+                side = "short"
         out: list[ev.Event] = []
         intent_id: str | None = None
         veto: str | None = None
         if side is not None:
-            veto = self._veto(bar, side)
+            veto = self._warmup(bar) or self._veto(bar, side)
             if veto is None:
-                plan = stops.plan(side, bar.close, atr, regime, cfg, bar_ns)
+                plan = stops.plan(side, bar.close, stop_atr, regime, cfg, TIMEFRAMES_NS[cfg.stop_timeframe])
                 if plan is None:
-                    veto = "stops_unavailable: expected an ATR for volatility stops, was None"
+                    veto = self._stops_unavailable(bar)
+                elif plan.net_risk_reward < cfg.min_risk_reward:
+                    veto = (
+                        f"{RISK_REWARD}: expected a net R:R >= {cfg.min_risk_reward:g}, was "
+                        f"{plan.net_risk_reward:.2f} (tp {plan.tp_distance:.3%}, sl {plan.sl_distance:.3%}, costs "
+                        f"{cfg.costs:.3%} per round trip)"
+                    )
                 else:
                     score = BarScore(
                         {"egm": egm, "ild": ild, "rol": rol, "pio": pio, "ogm": ogm}, combined, used, trend, ema,
-                        atr, regime, bar_ns, False,
+                        atr, regime, bar_ns, False, stop_atr,
                     )  # fmt: skip
                     intent = self._intent(bar, side, score, plan)
                     intent_id = intent.event_id
@@ -270,6 +307,7 @@ class SignalEngine(Component):
                 regime=regime,
                 intent_id=intent_id,
                 veto=veto,
+                stop_atr=stop_atr,
             )
         )
         return out
@@ -281,10 +319,10 @@ class SignalEngine(Component):
         series, or not after it, first resets the series (its warm-up starts again with this bar).
         """
         resets = self.resets
-        egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns = self._fold_bar(bar)
+        egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns, stop_atr = self._fold_bar(bar)
         return BarScore(
             {"egm": egm, "ild": ild, "rol": rol, "pio": pio, "ogm": ogm}, combined, used, trend, ema, atr, regime,
-            bar_ns, self.resets != resets,
+            bar_ns, self.resets != resets, stop_atr,
         )  # fmt: skip
 
     def _fold_bar(self, bar: ev.Bar) -> tuple:  # type: ignore[type-arg]
@@ -309,6 +347,7 @@ class SignalEngine(Component):
         v_stats = series.volumes.push_stats(bar.volume)
         trend = series.ema.update(close)
         atr = series.atr.update(bar.high, bar.low, close)
+        stop_atr = series.stop_atr.update(open_ns, bar.ts_event, bar.high, bar.low, close)
         median = series.atr_median
         median.update(bar.ts_event, atr)
         regime = median.regime(atr)
@@ -365,7 +404,7 @@ class SignalEngine(Component):
         else:
             combined = num / den * 10.0
             combined = -10.0 if combined < -10.0 else 10.0 if combined > 10.0 else combined
-        return egm, ild, rol, pio, ogm, combined, used, trend, series.ema.values(), atr, regime, bar_ns
+        return egm, ild, rol, pio, ogm, combined, used, trend, series.ema.values(), atr, regime, bar_ns, stop_atr
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -383,6 +422,7 @@ class SignalEngine(Component):
                 prev_open_ns=s.prev_open_ns,
                 bars=s.bars,
                 bar_ns=s.bar_ns,
+                stop_atr=s.stop_atr.state(),
             )
             for k, s in self._series.items()
         ]
@@ -406,6 +446,8 @@ class SignalEngine(Component):
             st.ema.slow.restore(s.ema[2])
             st.atr.restore(s.atr)
             st.atr_median.restore(s.atr_median)
+            if s.stop_atr is not None:
+                st.stop_atr.restore(s.stop_atr)
             st.prev_open_ns, st.bars = s.prev_open_ns, s.bars
             self._series[(s.symbol, s.interval)] = st
         self._symbols = {
@@ -418,6 +460,19 @@ class SignalEngine(Component):
         self.resets = state.resets
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _warmup(self, bar: ev.Bar) -> str | None:
+        if not bar.warmup:
+            return None
+        return f"{WARMUP}: a backfilled bar builds state and proposes nothing (Bar.warmup)"
+
+    def _stops_unavailable(self, bar: ev.Bar) -> str:
+        cfg = self.cfg
+        seen = self._series[(bar.symbol, bar.interval)].stop_atr.count
+        return (
+            f"{STOPS_UNAVAILABLE}: expected {cfg.stop_atr_min_bars} closed {cfg.stop_timeframe} bars for the stop's "
+            f"ATR{cfg.stop_atr_period}, was {seen}"
+        )
 
     def _veto(self, bar: ev.Bar, side: stops.Side) -> str | None:
         cfg = self.cfg
@@ -444,14 +499,22 @@ class SignalEngine(Component):
         iid = derive_id("IntentProposed", bar.event_id)
         fast, mid, slow = score.ema
         rel = ">" if side == "long" else "<"
-        thr = f"{'>=' if side == 'long' else '<='} {'+' if side == 'long' else '-'}{cfg.entry_threshold:g}"
+        factor_set = "+".join(score.used)
+        threshold = cfg.threshold_for(score.used)
+        thr = f"{'>=' if side == 'long' else '<='} {'+' if side == 'long' else '-'}{threshold:g} ({factor_set})"
         vol = "unknown" if plan.volatility is None else f"{plan.volatility:.2%}"
+        stop_from = (
+            f"{cfg.sl_atr_multiple:g} x ATR{cfg.stop_atr_period} of {cfg.stop_timeframe} bars {score.stop_atr:.8g}"
+            if cfg.stop_mode == "atr" and score.stop_atr is not None
+            else f"tp {cfg.tp_percentage:g} %, sl {cfg.sl_percentage:g} %"
+        )
         reasons = [
             f"combined {score.combined:+.2f} {thr}",
             f"trend {score.trend}: ema{cfg.ema_fast} {fast:.8g} {rel} ema{cfg.ema_mid} {mid:.8g} "
             f"{rel} ema{cfg.ema_slow} {slow:.8g}",
             "factors " + ",".join(f"{n}={score.factors[n]:+.3f}" for n in score.used),
-            f"stops {cfg.stop_mode}: sl {plan.sl_distance:.3%}, tp {plan.tp_distance:.3%}",
+            f"stops {cfg.stop_mode} ({stop_from}): sl {plan.sl_distance:.3%}, tp {plan.tp_distance:.3%}, "
+            f"net R:R {plan.net_risk_reward:.2f} after {cfg.costs:.3%} of fees and slippage",
             f"leverage {plan.leverage:g}x at daily volatility {vol}",
             f"regime {score.regime}" + (": stops widened, size halved" if score.regime == "panic" else ""),
         ]
@@ -479,6 +542,8 @@ class SignalEngine(Component):
             reasons=reasons,
             factors={n: v for n in score.used if (v := score.factors[n]) is not None},
             atr=score.atr,
+            stop_atr=score.stop_atr,
+            net_risk_reward=plan.net_risk_reward,
         )
 
     def _symbol(self, symbol: str) -> SymbolState:

@@ -391,3 +391,130 @@ class AtrMedian:
         self._samples = deque((int(t), float(a)) for t, a in samples)
         self._sorted = sorted(a for _, a in self._samples)
         self._median = self._compute_median()
+
+
+#: Bybit's fixed-length kline intervals → their length in ns (``"M"`` has no fixed length)
+TIMEFRAMES_NS: dict[str, int] = {
+    **{str(m): m * 60_000_000_000 for m in (1, 3, 5, 15, 30, 60, 120, 240, 360, 720)},
+    "D": DAY_NS,
+    "W": 7 * DAY_NS,
+}
+#: Where a timeframe's bars start, ns after the UNIX epoch: Bybit's weekly candles open on Mondays
+#: (1970-01-05), every other one at a multiple of its length (UTC midnight for ``"D"``)
+TIMEFRAME_OFFSETS_NS: dict[str, int] = {"W": 4 * DAY_NS}
+
+
+class TimeframeAtr:
+    """Wilder's ATR of the bars of a longer timeframe, aggregated from a series' closed bars.
+
+    Closed bars (1 minute, say) are grouped into the timeframe's bars (4 h, say) by open time, aligned
+    as Bybit aligns its candles (``(open - offset) // timeframe``). A timeframe bar is finished by the
+    bar that closes at its end (or, after a gap, by the first bar of a later one); its true range is
+    ``max(high - low, |high - prev close|, |low - prev close|)`` with the previous timeframe bar's
+    close. The series' first timeframe bar counts only if the series starts at its open: a partial one
+    would understate the range (its close still serves as the next one's previous close).
+
+    The ATR is the mean of the true ranges seen until ``period`` of them, then Wilder's smoothing
+    ``atr += (tr - atr) / period`` (at ``period`` both are Wilder's seed); it is reported once
+    ``min_bars`` timeframe bars were seen. A timeframe no longer than the series' bars makes every bar
+    its own timeframe bar (the ATR of the series itself).
+
+    Parameters
+    ----------
+    timeframe_ns : int
+        Length of the timeframe's bars, ns (> 0).
+    period : int
+        Wilder period, in timeframe bars (14).
+    min_bars : int
+        Timeframe bars needed before the ATR is reported (1 .. ``period``).
+    offset_ns : int
+        Open time of a timeframe bar modulo its length, ns (0; 4 days for Bybit's weekly candles).
+
+    Raises
+    ------
+    ValueError
+        If ``timeframe_ns <= 0``, ``period < 1`` or ``min_bars`` is not in ``[1, period]``.
+
+    Notes
+    -----
+    Source: Wilder (1978) for the ATR; the timeframe and the bounds are the six-agent seed's ("30 days
+    of movement"), docs/decisions.md D19.
+    """
+
+    __slots__ = (
+        "_atr", "_bucket", "_close", "_complete", "_high", "_low", "_prev_close", "_started", "_sum", "count",
+        "min_bars", "offset_ns", "period", "timeframe_ns",
+    )  # fmt: skip
+
+    def __init__(self, timeframe_ns: int, period: int = 14, min_bars: int = 6, offset_ns: int = 0) -> None:
+        if timeframe_ns <= 0:
+            raise ValueError(f"expected timeframe_ns > 0, was {timeframe_ns}")
+        if period < 1:
+            raise ValueError(f"expected period >= 1, was {period}")
+        if not 1 <= min_bars <= period:
+            raise ValueError(f"expected 1 <= min_bars <= period ({period}), was {min_bars}")
+        self.timeframe_ns, self.period, self.min_bars, self.offset_ns = timeframe_ns, period, min_bars, offset_ns
+        self._bucket: int | None = None  # the open timeframe bar, None between two
+        self._high = self._low = self._close = 0.0
+        self._complete = False
+        self._started = False
+        self._prev_close: float | None = None
+        self.count = 0
+        self._sum = 0.0
+        self._atr: float | None = None
+
+    def update(self, open_ns: int, close_ns: int, high: float, low: float, close: float) -> float | None:
+        """Add one closed bar (times in UNIX ns, prices in USDT); return the ATR (USDT) or None."""
+        tf = self.timeframe_ns
+        bucket = (open_ns - self.offset_ns) // tf
+        if bucket != self._bucket:
+            if self._bucket is not None:
+                self._finish()  # its last bars are missing (a gap): it ends here
+            self._bucket = bucket
+            self._high, self._low = high, low
+            self._complete = self._started or (open_ns - self.offset_ns) % tf == 0
+            self._started = True
+        else:
+            if high > self._high:
+                self._high = high
+            if low < self._low:
+                self._low = low
+        self._close = close
+        if close_ns >= (bucket + 1) * tf + self.offset_ns:
+            self._finish()
+        return self.value
+
+    def _finish(self) -> None:
+        if self._complete:
+            h, lo, pc = self._high, self._low, self._prev_close
+            tr = h - lo if pc is None else max(h - lo, abs(h - pc), abs(lo - pc))
+            self.count += 1
+            if self.count <= self.period:
+                self._sum += tr
+                self._atr = self._sum / self.count
+            else:
+                atr = self._atr
+                self._atr = tr if atr is None else atr + (tr - atr) / self.period
+        self._prev_close = self._close
+        self._bucket = None
+
+    @property
+    def value(self) -> float | None:
+        """The ATR in USDT, None until ``min_bars`` timeframe bars were seen."""
+        return self._atr if self.count >= self.min_bars else None
+
+    def state(self) -> tuple[int | None, float, float, float, bool, bool, float | None, int, float, float | None]:
+        """Return everything an update depends on (the open timeframe bar, the sums, the ATR)."""
+        return (
+            self._bucket, self._high, self._low, self._close, self._complete, self._started, self._prev_close,
+            self.count, self._sum, self._atr,
+        )  # fmt: skip
+
+    def restore(
+        self, state: tuple[int | None, float, float, float, bool, bool, float | None, int, float, float | None]
+    ) -> None:
+        """Put back a :meth:`state`."""
+        (
+            self._bucket, self._high, self._low, self._close, self._complete, self._started, self._prev_close,
+            self.count, self._sum, self._atr,
+        ) = state  # fmt: skip
