@@ -1,5 +1,10 @@
 """The runtime every service's composition root builds on: logging, metrics, the NATS connection,
-a checked publisher, the kernel's runners, and a clean shutdown on SIGTERM/SIGINT (drain, then exit).
+a checked publisher, the kernel's runners, heartbeats, and a clean shutdown on SIGTERM/SIGINT (drain,
+then exit).
+
+Heartbeats (:mod:`nertz_common.heartbeat`) go to the ``nertz-heartbeats`` KV bucket, never to the log:
+every runner built by :meth:`Runtime.component` reports its steps, last output and lanes in them; a
+service reports other runners with :meth:`Runtime.report`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from nertz_common import bus, logs, metrics, topology
+from nertz_common import settings as settings_
+from nertz_common.heartbeat import HeartbeatSettings, HeartbeatWriter, Progress
 from nertz_common.node.component import Call, Node
 from nertz_common.node.nats_runner import ComponentRunner, Hooks
 from nertz_common.node.snapshot import SnapshotStore
@@ -36,6 +43,12 @@ class Runtime:
     metrics: metrics.BusMetrics
     registry: CollectorRegistry
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    heartbeat: HeartbeatWriter | None = None
+
+    def report(self, name: str, progress: Callable[[], Progress]) -> None:
+        """Report the runner ``name`` in the service's heartbeats: ``progress()`` is read at every beat."""
+        if self.heartbeat is not None:
+            self.heartbeat.report(name, progress)
 
     async def component(
         self,
@@ -60,7 +73,7 @@ class Runtime:
         """
         k = settings.kernel
         store = await SnapshotStore.open(self.js) if k.snapshots else None
-        return ComponentRunner(
+        runner = ComponentRunner(
             node,
             js=self.js,
             publisher=self.publisher,
@@ -78,6 +91,8 @@ class Runtime:
             hooks=hooks,
             answer=answer,
         )
+        self.report(node.name, lambda: _progress(runner))
+        return runner
 
     async def until_stopped(self, *work: Awaitable[None]) -> None:
         """Run ``work`` until it ends or a stop is requested; then stop consumers and wait for it.
@@ -100,9 +115,19 @@ class Runtime:
                 raise r
 
 
+def _progress(r: ComponentRunner) -> Progress:
+    return Progress(steps=r.steps, out_seq=r.out_seq, lanes={ln.durable: ln.pos for ln in r.lanes})
+
+
 @contextlib.asynccontextmanager
-async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runtime]:
-    """Build the runtime of ``service``: JSON logs, ``/metrics``, NATS, publisher, signal handlers."""
+async def runtime(
+    service: str, settings: CommonSettings, heartbeat: HeartbeatSettings | None = None
+) -> AsyncIterator[Runtime]:
+    """Build the runtime of ``service``: JSON logs, ``/metrics``, NATS, publisher, signal handlers, heartbeats.
+
+    ``heartbeat`` defaults to ``NERTZ_HEARTBEAT__*`` from the environment (a bad value exits 2).
+    """
+    hb_settings = heartbeat if heartbeat is not None else settings_.load(HeartbeatSettings)
     logs.setup(service, settings.log_level)
     registry = CollectorRegistry()
     m = metrics.BusMetrics(service, registry)
@@ -110,6 +135,13 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     nc = await bus.connect(settings.nats_url, service, settings.nats_connect_wait_s)
     js = nc.jetstream(timeout=5)
     rt = Runtime(service, nc, js, bus.Publisher(js, m, nc=nc), m, registry)
+    if hb_settings.enabled:
+        effective = {**settings.model_dump(mode="python"), "heartbeat": hb_settings}  # masked by the writer
+        rt.heartbeat = HeartbeatWriter(
+            js, service, effective, config_hash=settings.fingerprint(), interval_s=hb_settings.interval_s,
+            publisher=rt.publisher, metrics=m,
+        )  # fmt: skip
+        rt.heartbeat.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.stop.set)
@@ -120,6 +152,8 @@ async def runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runti
     try:
         yield rt
     finally:
+        if rt.heartbeat is not None:
+            await rt.heartbeat.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), 10)
         log.info("service.stopped")

@@ -6,6 +6,9 @@ safe to re-run (an existing stream or consumer is updated in place, keeping its 
 It also declares ``RAW``, the short-retention stream of raw exchange frames that market-ingest's
 recorder may copy there (``raw.>``, 1 day by default; ARCHITECTURE.md §1). ``RAW`` is not the log of
 record: no consumer is declared on it, and ``NERTZ`` never binds its subjects.
+
+And the KV buckets beside the log: ``nertz-snapshots`` (components' snapshots) and ``nertz-heartbeats``
+(services' heartbeats: wall-clock facts that never enter ``NERTZ``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nertz_common import events as ev
-from nertz_common import subjects
+from nertz_common import heartbeat, subjects
 from nertz_common.node import snapshot
 
 if TYPE_CHECKING:  # nats is imported where it is used: tools that only read bundles never load it
     from nats.js import JetStreamContext
-    from nats.js.api import ConsumerConfig, StreamConfig
+    from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
 
 log = logging.getLogger("nertz.topology")
 
@@ -319,6 +322,7 @@ async def apply(
     if with_raw:
         changes.append(await _apply_stream(js, raw_stream or raw_stream_config()))
     changes.append(await _apply_snapshots(js, replicas=cfg.num_replicas or 1))
+    changes.append(await _apply_heartbeats(js, replicas=cfg.num_replicas or 1))
     for line in changes:
         log.info("topology.applied", extra={"change": line})
     return changes
@@ -357,18 +361,27 @@ async def _apply_stream(js: JetStreamContext, cfg: StreamConfig) -> str:
 
 
 async def _apply_snapshots(js: JetStreamContext, replicas: int = 1) -> str:
+    return await _apply_bucket(js, "snapshots", snapshot.bucket_config(replicas=replicas))
+
+
+async def _apply_heartbeats(js: JetStreamContext, replicas: int = 1) -> str:
+    return await _apply_bucket(js, "heartbeats", heartbeat.bucket_config(replicas=replicas))
+
+
+async def _apply_bucket(js: JetStreamContext, what: str, cfg: KeyValueConfig) -> str:
     import nats.js.errors
 
     try:
-        await js.key_value(snapshot.BUCKET)
-        return f"snapshots {snapshot.BUCKET}: kept"
+        await js.key_value(cfg.bucket)
+        return f"{what} {cfg.bucket}: kept"
     except nats.js.errors.BucketNotFoundError:
-        await js.create_key_value(snapshot.bucket_config(replicas=replicas))
-        return f"snapshots {snapshot.BUCKET}: created"
+        await js.create_key_value(cfg)
+        return f"{what} {cfg.bucket}: created"
 
 
 async def recreate(js: JetStreamContext) -> list[str]:
-    """Delete the stream and the snapshots (if any) and apply the topology afresh: an empty log.
+    """Delete the stream, the snapshots and the heartbeats (if any) and apply the topology afresh: an
+    empty log.
 
     For tests and demos.
     """
@@ -376,6 +389,7 @@ async def recreate(js: JetStreamContext) -> list[str]:
 
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream(subjects.STREAM)
-    with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
-        await js.delete_key_value(snapshot.BUCKET)
+    for bucket in (snapshot.BUCKET, heartbeat.BUCKET):
+        with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+            await js.delete_key_value(bucket)
     return await apply(js)
