@@ -76,7 +76,7 @@ async def client(projected_db, js_fresh) -> AsyncIterator[httpx.AsyncClient]:
     pool = await asyncpg.create_pool(projected_db, min_size=1, max_size=4)
     try:
         async for c in _client(
-            ApiContext(pool, SYMBOLS, CollectorRegistry(), bus.Publisher(js_fresh), SecretStr(TOKEN))
+            ApiContext(pool, SYMBOLS, CollectorRegistry(), bus.Publisher(js_fresh), SecretStr(TOKEN), js=js_fresh)
         ):
             yield c
     finally:
@@ -379,7 +379,9 @@ async def test_openapi_matches_what_every_endpoint_returns(client):
     """Every response of the scenario (and each kind of error) validates against the declared schema."""
     doc = (await client.get("/openapi.json")).json()
     gets = [("/health", "/health"), ("/status", "/status"), ("/profit", "/profit"), ("/llm", "/llm"),
-            ("/shadows", "/shadows"), ("/overrides", "/overrides"), ("/venue", "/venue")]  # fmt: skip
+            ("/shadows", "/shadows"), ("/overrides", "/overrides"), ("/venue", "/venue"), ("/config", "/config"),
+            ("/check_reset", "/check_reset"), ("/check_reset?seq=999999", "/check_reset"),
+            ("/check_reset?seq=-1", "/check_reset")]  # fmt: skip
     for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"):
         gets += [
             (f"/trades/{sym}", "/trades/{symbol}"), (f"/candles/{sym}/10", "/candles/{symbol}/{limit}"),
@@ -450,22 +452,25 @@ def _with_credentials(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
 
-@pytest.fixture
-async def fuzz_target(projected_db, database_url, js_fresh) -> AsyncIterator[tuple[str, str, str]]:
-    """The API on uvicorn over the projected scenario, its admin token and database password sentinels."""
-    token, password, role = (
+@pytest.fixture(params=[False, True], ids=["open-reads", "read-token"])
+async def fuzz_target(request, projected_db, database_url, js_fresh) -> AsyncIterator[tuple[str, str, str, str]]:
+    """The API on uvicorn over the projected scenario (reads open, or behind a read token), its admin
+    token, database password and read token sentinels."""
+    token, password, role, read = (
         f"sentinel-token-{uuid.uuid4().hex}",
         f"sentinel-pw-{uuid.uuid4().hex}",
         f"fuzz_{uuid.uuid4().hex[:8]}",
+        f"sentinel-read-{uuid.uuid4().hex}" if request.param else "",
     )
     admin = await asyncpg.connect(database_url)
     await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     await admin.execute(f"GRANT pg_read_all_data TO {role}")
     pool = await asyncpg.create_pool(_with_credentials(projected_db, role, password), min_size=1, max_size=4)
     try:
-        ctx = ApiContext(pool, SYMBOLS, CollectorRegistry(), bus.Publisher(js_fresh), SecretStr(token))
+        ctx = ApiContext(pool, SYMBOLS, CollectorRegistry(), bus.Publisher(js_fresh), SecretStr(token), js=js_fresh,
+                         read_token=SecretStr(read) if read else None)  # fmt: skip
         async with _serve(create_app(ctx)) as url:
-            yield url, token, password
+            yield url, token, password, read
     finally:
         await pool.close()
         await admin.execute(f"DROP ROLE {role}")  # pg_read_all_data owns nothing: the role drops cleanly
@@ -473,23 +478,26 @@ async def fuzz_target(projected_db, database_url, js_fresh) -> AsyncIterator[tup
 
 
 async def test_fuzz_api_finds_no_server_error_schema_violation_auth_hole_or_leak(fuzz_target, caplog):
-    """Bounded by NERTZ_FUZZ_EXAMPLES (requests per operation and mode; default 5) for a longer run."""
-    url, token, password = fuzz_target
+    """Bounded by NERTZ_FUZZ_EXAMPLES (requests per operation and mode; default 5) for a longer run.
+
+    With a read token, every read but /health is a secured operation: probed without it and with a
+    wrong one (401), and called with the admin token, which reads too."""
+    url, token, password, read = fuzz_target
     examples = int(os.environ.get("NERTZ_FUZZ_EXAMPLES", "5"))
     report = await asyncio.to_thread(
         fuzz,
         url,
         admin_token=token,
-        secrets=[token, password],
+        secrets=[token, password, read],
         examples=examples,
         symbols=SYMBOLS,
         max_seconds=120,
         seed=int(os.environ.get("NERTZ_FUZZ_SEED", "0")),
     )
-    assert report.operations == 17 and report.requests >= 2 * report.operations, report
+    assert report.operations == 19 and report.requests >= 2 * report.operations, report
     assert {200, 202, 401, 404, 422} <= set(report.statuses), report.statuses  # it reached data, commands, errors
     assert report.ok(), "\n".join(report.findings)
-    assert token not in caplog.text and password not in caplog.text
+    assert token not in caplog.text and password not in caplog.text and (not read or read not in caplog.text)
 
 
 async def test_fuzz_reports_what_a_broken_api_does():

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -24,7 +25,7 @@ from nertz_api.migrate import migrate
 from nertz_api.projector import Projector, ProjectorMetrics
 from nertz_api.settings import ApiSettings
 from nertz_api.web import ApiContext, create_app
-from nertz_common import subjects
+from nertz_common import heartbeat, subjects, version
 from nertz_common.runtime import runtime
 
 log = logging.getLogger("nertz.api")
@@ -58,6 +59,21 @@ async def connect(dsn: str, max_size: int, wait_s: float = 30.0) -> asyncpg.Pool
                 raise
             log.warning("database.waiting", extra={"error": repr(e)[:200]})
             await asyncio.sleep(0.5)
+
+
+def _progress(projector: Projector) -> heartbeat.Progress:
+    stats = projector.stats
+    return heartbeat.Progress(steps=stats.projected, lanes={CONSUMER: stats.tracked_seq}, paused=projector.paused)
+
+
+def own_config(settings: ApiSettings) -> dict[str, Any]:
+    """Return the API's own entry of ``/config``: service, version, fingerprint and masked settings."""
+    return {
+        "service": SERVICE,
+        "version": version.version(),
+        "config_hash": settings.fingerprint(),
+        "settings": heartbeat.masked(settings),
+    }
 
 
 async def _serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
@@ -109,9 +125,12 @@ async def serve(settings: ApiSettings, migrate_only: bool = False) -> None:
             )  # fmt: skip
             await projector.check_stream((await rt.js.stream_info(subjects.STREAM)).state.last_seq)
             runner = projector.runner(rt.js, rt.publisher, rt.metrics, rt.registry, rt.stop, settings.api.batch)
+            rt.report(CONSUMER, lambda: _progress(projector))
             ctx = ApiContext(
                 pool=pool, symbols=tuple(settings.symbols), registry=rt.registry, publisher=rt.publisher,
                 token=settings.api.token, consumer=CONSUMER, max_body_bytes=settings.api.max_body_bytes,
+                js=rt.js, read_token=settings.api.read_token, services=tuple(settings.api.services), service=SERVICE,
+                paused=lambda: projector.paused, own=own_config(settings),
             )  # fmt: skip
             config = uvicorn.Config(
                 create_app(ctx), host=settings.api.host, port=settings.api.port, log_config=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -61,6 +62,11 @@ async def tracked_seq(pool: asyncpg.Pool, consumer: str = "projector") -> int:
     """Return the projector's committed stream sequence (0 before its first batch)."""
     seq = await pool.fetchval("SELECT stream_seq FROM projector_tracking WHERE consumer = $1", consumer)
     return int(seq or 0)
+
+
+async def projections_created(pool: asyncpg.Pool) -> datetime | None:
+    """Return when the projection database was created (its first migration), None before any."""
+    return await pool.fetchval("SELECT min(applied_at) FROM schema_migrations")  # type: ignore[no-any-return]
 
 
 async def trading_enabled(pool: asyncpg.Pool, symbols: Sequence[str]) -> tuple[bool, dict[str, bool]]:

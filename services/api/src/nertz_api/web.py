@@ -12,20 +12,29 @@ optional: no body means ``{"scope": "all", "reason": ""}``; a JSON ``null`` body
 ``invalid_body``, as is a body that is not UTF-8), so a client bug never stops every symbol. The OpenAPI
 document (``/openapi.json``) declares each response's model and every error status an endpoint can
 answer. Prometheus exposition of the service registry is at ``/metrics``.
+
+Reads are open unless ``NERTZ_API__READ_TOKEN`` is set: then every ``GET`` but ``/health``, ``/metrics``
+and the OpenAPI document needs ``Authorization: Bearer <read token>`` (the admin token reads too), and a
+request without it is a 401 before anything else is looked at. ``/status`` adds to the projections what
+the services' heartbeats say (``nertz-heartbeats``, never the log: :mod:`nertz_api.liveness`), with an
+overall ``ok``/``degraded`` and the reasons; ``/config`` serves every service's effective settings from
+its heartbeat, secrets masked, and the API's own; ``/check_reset`` tells a client whether the log or the
+projections were reset since its last known position (:mod:`nertz_api.resets`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -36,14 +45,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nertz_api import queries
+from nertz_api import liveness, queries, resets
 from nertz_api.queries import summary
-from nertz_common import bus
+from nertz_common import bus, heartbeat, subjects
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
 
 __all__ = ["ApiContext", "ApiError", "ErrorBody", "create_app", "summary"]
 
@@ -83,6 +95,22 @@ class ApiContext:
         The projector's durable consumer (its tracking row).
     max_body_bytes : int
         Largest request body accepted, bytes; a larger one is answered 413 before it is parsed.
+    js : JetStreamContext or None
+        Reads the heartbeats and the stream's state; None: ``/status`` is degraded (no heartbeats) and
+        ``/config``, ``/check_reset`` answer 503.
+    read_token : SecretStr or None
+        Bearer token of the reads; None or empty: reads are open. The admin token reads too.
+    services : tuple[str, ...]
+        The services a complete deployment runs (``/status`` is degraded while one is not alive).
+    service : str
+        This API's own service name (its heartbeat's key).
+    paused : callable or None
+        Returns why the projector is paused (``database_unavailable``...), None while it runs.
+    own : dict or None
+        This API's effective settings for ``/config``: ``service``, ``version``, ``config_hash`` and
+        ``settings`` (masked).
+    stream : str
+        The stream ``/check_reset`` looks at.
     """
 
     pool: asyncpg.Pool
@@ -92,6 +120,13 @@ class ApiContext:
     token: SecretStr | None = None
     consumer: str = "projector"
     max_body_bytes: int = MAX_BODY_BYTES
+    js: JetStreamContext | None = None
+    read_token: SecretStr | None = None
+    services: tuple[str, ...] = liveness.EXPECTED
+    service: str = "api"
+    paused: Callable[[], str | None] | None = None
+    own: dict[str, Any] | None = field(default=None, hash=False)
+    stream: str = subjects.STREAM
 
 
 class ApiError(Exception):
@@ -244,34 +279,77 @@ async def _authorized(ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredenti
         raise problem
 
 
+_bearer_read = HTTPBearer(
+    auto_error=False, scheme_name="ReadToken", description="NERTZ_API__READ_TOKEN (or NERTZ_API__TOKEN)"
+)
+READ_UNAUTHORIZED = "expected the header 'Authorization: Bearer <NERTZ_API__READ_TOKEN or NERTZ_API__TOKEN>'"
+
+
+def _secret(token: SecretStr | None) -> str:
+    return token.get_secret_value() if token is not None else ""
+
+
+def _read_problem(read_token: SecretStr | None, token: SecretStr | None, given: str) -> ApiError | None:
+    """The refusal of a read carrying the bearer token ``given`` ("" for none), or None (reads are open
+    without a read token; the admin token reads too)."""
+    expected = _secret(read_token)
+    if not expected:
+        return None
+    admin = _secret(token)
+    if secrets.compare_digest(given.encode(), expected.encode()) or (
+        admin and secrets.compare_digest(given.encode(), admin.encode())
+    ):
+        return None
+    return ApiError(401, "unauthorized", READ_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _readable(
+    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_read)]
+) -> None:
+    problem = _read_problem(ctx.read_token, ctx.token, credentials.credentials if credentials is not None else "")
+    if problem is not None:
+        raise problem
+
+
+def _guarded_by(route: Any, guard: Callable[..., Any]) -> bool:
+    return any(d.call is guard for d in getattr(getattr(route, "dependant", None), "dependencies", ()))
+
+
 class AuthFirst:
-    """Refuse an unauthorized request to a mutating endpoint before its body is read or validated.
+    """Refuse an unauthorized request to a guarded endpoint before its body or parameters are looked at.
 
     FastAPI parses a JSON body before it solves a route's dependencies, so without this a caller
-    without the token would learn from a 422 what the body should be; here every such request is a
-    401 (or 403 when the endpoints are disabled), whatever its body.
+    without the token would learn from a 422 what the body should be; here every such request to a
+    mutating endpoint is a 401 (or 403 when the endpoints are disabled), whatever its body, and every
+    read without the read token (when one is set) a 401, before its symbol is even looked up.
     """
 
-    def __init__(self, app: ASGIApp, token: SecretStr | None) -> None:
+    def __init__(self, app: ASGIApp, token: SecretStr | None, read_token: SecretStr | None = None) -> None:
         self._app = app
         self._token = token
+        self._read_token = read_token
         self._protected: set[tuple[str, str]] | None = None
+        self._reads: list[Any] = []
 
     def _routes(self, app: Any) -> set[tuple[str, str]]:
         if self._protected is None:
-            self._protected = {
-                (m, r.path)
-                for r in getattr(app, "routes", ())
-                if any(d.call is _authorized for d in getattr(getattr(r, "dependant", None), "dependencies", ()))
-                for m in getattr(r, "methods", ())
-            }
+            routes = getattr(app, "routes", ())
+            self._protected = {(m, r.path) for r in routes if _guarded_by(r, _authorized) for m in r.methods}
+            self._reads = [r for r in routes if _guarded_by(r, _readable)]
         return self._protected
 
+    def _problem(self, scope: Scope, given: str) -> ApiError | None:
+        if (scope["method"], scope["path"]) in self._routes(scope.get("app")):
+            return _auth_problem(self._token, given)
+        if any(r.matches(scope)[0] is Match.FULL for r in self._reads):
+            return _read_problem(self._read_token, self._token, given)
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["method"], scope["path"]) in self._routes(scope.get("app")):
+        if scope["type"] == "http":
             header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
             kind, _, given = header.partition(" ")
-            problem = _auth_problem(self._token, given.strip() if kind.lower() == "bearer" else "")
+            problem = self._problem(scope, given.strip() if kind.lower() == "bearer" else "")
             if problem is not None:
                 await _error(problem.status, problem.error, problem.reason, headers=problem.headers)(
                     scope, receive, send
@@ -350,12 +428,110 @@ class SymbolStatus(_Out):
     halted_since_ns: Ns | None
 
 
+class LaneOut(_Out):
+    """One durable consumer of a service, as its last heartbeat saw it."""
+
+    consumed: int = Field(description="last stream sequence the service consumed")
+    acked: int | None = Field(description="the consumer's ack floor on the server; None if unknown")
+    pending: int | None = Field(description="messages not delivered yet; None if unknown")
+
+
+class ServiceStatus(_Out):
+    """One service in ``/status``, from its heartbeat (every field None without one)."""
+
+    state: Literal["alive", "stale", "stopped", "missing"] = Field(
+        description="alive: beat within 3 intervals; stale: beats stopped without a clean stop; stopped: its "
+        "last beat says so; missing: no heartbeat"
+    )
+    alive: bool
+    expected: bool = Field(description="one of the services a complete deployment runs (NERTZ_API__SERVICES)")
+    last_beat_ns: Ns | None
+    last_beat_age_s: float | None = Field(description="seconds since the last beat (the API's clock)")
+    interval_s: float | None = Field(description="seconds between two beats")
+    iterations: int | None = Field(description="inputs handled (its runners' steps, else the events it consumed)")
+    published: int | None = Field(description="events it published that the stream stored")
+    out_seq: int | None = Field(description="stream sequence of its last published event")
+    version: str | None
+    config_hash: str | None = Field(description="fingerprint of its configuration")
+    pid: int | None
+    host: str | None
+    started_ns: Ns | None
+    lanes: dict[str, LaneOut]
+    paused: list[str] = Field(description="'<runner>: <reason>' of each runner waiting out an outage")
+
+
 class Status(_Out):
     """``/status``."""
 
     trading_enabled: bool
     projector: Projector
     symbols: dict[str, SymbolStatus]
+    status: Literal["ok", "degraded"] = Field(description="degraded when any of `reasons` holds")
+    reasons: list[str] = Field(
+        description="a service missing, stale or stopped, a runner or the projector paused, heartbeats unreadable"
+    )
+    services: dict[str, ServiceStatus] = Field(description="by service name: the expected ones and any that beats")
+
+
+class OwnConfig(_Out):
+    """The API's own effective settings."""
+
+    service: str
+    version: str
+    config_hash: str
+    settings: dict[str, Any] = Field(description="secrets masked as '***'")
+
+
+class ServiceConfig(_Out):
+    """A service's effective settings, from its last heartbeat."""
+
+    state: Literal["alive", "stale", "stopped", "missing"]
+    last_beat_ns: Ns
+    version: str
+    config_hash: str
+    settings: dict[str, Any] = Field(description="secrets masked as '***'")
+
+
+class ConfigOut(_Out):
+    """``/config``."""
+
+    api: OwnConfig | None = Field(description="this API's settings (None when it runs without them)")
+    services: dict[str, ServiceConfig] = Field(description="by service name, every service with a heartbeat")
+    unavailable: str | None = Field(description="why the heartbeats could not be read; None when they were")
+
+
+class LogPosition(_Out):
+    """The log (the ``NERTZ`` stream) now."""
+
+    stream: str
+    exists: bool
+    first_seq: int
+    last_seq: int
+    messages: int
+    created_ns: Ns | None = Field(description="when the stream was created (pass it back as log_created_ns)")
+    created: datetime | None
+    reset: bool
+    missed: int = Field(description="messages after `seq` that retention dropped (not a reset)")
+
+
+class ProjectionsPosition(_Out):
+    """The projections now."""
+
+    consumer: str
+    stream_seq: int = Field(description="the projector's tracked sequence")
+    created_ns: Ns | None = Field(description="the first migration's time (pass it back as projections_created_ns)")
+    created: datetime | None
+    reset: bool
+
+
+class CheckReset(_Out):
+    """``/check_reset``."""
+
+    reset: bool = Field(description="the log or the projections were reset since `seq`")
+    reason: str | None = Field(description="why, each reason separated by '; '; None when not reset")
+    seq: int = Field(description="the position asked about")
+    log: LogPosition
+    projections: ProjectionsPosition
 
 
 class Performance(_Out):
@@ -915,12 +1091,14 @@ class Accepted(_Out):
 
 # --- the error responses each endpoint declares ------------------------------------------------------
 
+BUS_UNREADABLE = "expected NATS to answer, it did not (unreachable, too slow, or this API runs without it)"
 _EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     401: {
         "unauthorized": {
             "error": "unauthorized",
             "reason": "expected the header 'Authorization: Bearer <NERTZ_API__TOKEN>'",
-        }
+        },
+        "read_unauthorized": {"error": "unauthorized", "reason": READ_UNAUTHORIZED},
     },
     403: {
         "disabled": {
@@ -967,6 +1145,7 @@ _EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
             "error": "bus_unavailable",
             "reason": "expected the log to store the command, it did not (NATS unreachable or not acknowledging)",
         },
+        "bus_unreadable": {"error": "bus_unavailable", "reason": BUS_UNREADABLE},
     },
 }
 _DESCRIPTIONS = {
@@ -995,7 +1174,91 @@ _READ = _errors(503, only=("database_unavailable",))
 _QUERY = _errors(422, 503, only=("invalid_request", "database_unavailable"))
 _PER_SYMBOL = _errors(404, 422, 503, only=("unknown_symbol", "invalid_symbol", "invalid_request",
                                            "database_unavailable"))  # fmt: skip
-_COMMAND = _errors(401, 403, 404, 413, 422, 503)
+_COMMAND = _errors(401, 403, 404, 413, 422, 503, only=("unauthorized", "disabled", "unknown_symbol",
+                   "payload_too_large", "invalid_symbol", "invalid_request", "invalid_body", "database_unavailable",
+                   "bus_unavailable"))  # fmt: skip
+_CONFIG = _errors(503, only=("bus_unreadable",))
+_CHECK = _errors(422, 503, only=("invalid_request", "database_unavailable", "bus_unreadable"))
+#: what a read answers without the read token, when one is set
+_READ_AUTH = _errors(401, only=("read_unauthorized",))
+
+_T = 1_748_624_940_000_000_000  # 2025-05-30T17:09:00Z, the examples' "now"
+_SERVICE_EXAMPLE: dict[str, Any] = {
+    "state": "alive", "alive": True, "expected": True, "last_beat_ns": _T, "last_beat_age_s": 1.204,
+    "interval_s": 5.0, "iterations": 43_200, "published": 43_251, "out_seq": 130_007,
+    "version": "0.1.0+g1a2b3c4d5e", "config_hash": "3f9a1c07d2e4", "pid": 4242, "host": "nertz-vm",
+    "started_ns": _T - 86_400 * 10**9, "lanes": {"signal": {"consumed": 130_005, "acked": 130_005, "pending": 0}},
+    "paused": [],
+}  # fmt: skip
+# fmt: off
+_STATUS_EXAMPLES = {
+    "degraded": {
+        "summary": "the executor stopped beating",
+        "value": {
+            "trading_enabled": True,
+            "projector": {"consumer": "projector", "stream_seq": 130_007},
+            "symbols": {},
+            "status": "degraded",
+            "reasons": ["executor: stale: last beat 42.0 s ago, expected every 5 s"],
+            "services": {
+                "signal": _SERVICE_EXAMPLE,
+                "executor": {**_SERVICE_EXAMPLE, "state": "stale", "alive": False, "last_beat_age_s": 42.0,
+                             "lanes": {}},
+            },
+        },
+    }
+}
+_CONFIG_EXAMPLES = {
+    "config": {
+        "summary": "the api and the signal service",
+        "value": {
+            "api": {
+                "service": "api", "version": "0.1.0+g1a2b3c4d5e", "config_hash": "9b0e5d11aa20",
+                "settings": {"nats_url": "nats://nertz:***@nats:4222", "database_url": "***",
+                             "symbols": ["BTCUSDT", "ETHUSDT"], "api": {"port": 8081, "token": "***"}},
+            },
+            "services": {
+                "signal": {
+                    "state": "alive", "last_beat_ns": _T, "version": "0.1.0+g1a2b3c4d5e",
+                    "config_hash": "3f9a1c07d2e4",
+                    "settings": {"symbols": ["BTCUSDT", "ETHUSDT"], "signal": {"entry_threshold": 9.5}},
+                }
+            },
+            "unavailable": None,
+        },
+    }
+}
+_CHECK_EXAMPLES = {
+    "unchanged": {
+        "summary": "nothing was reset since seq 120000",
+        "value": {
+            "reset": False, "reason": None, "seq": 120_000,
+            "log": {"stream": "NERTZ", "exists": True, "first_seq": 1, "last_seq": 130_007, "messages": 130_007,
+                    "created_ns": _T - 86_400 * 10**9, "created": "2025-05-29T17:09:00Z", "reset": False,
+                    "missed": 0},
+            "projections": {"consumer": "projector", "stream_seq": 130_007, "created_ns": _T - 86_000 * 10**9,
+                            "created": "2025-05-29T17:15:40Z", "reset": False},
+        },
+    },
+    "recreated": {
+        "summary": "the log was recreated under the client",
+        "value": {
+            "reset": True,
+            "reason": "the log ends at 12, before your position 120000: it was recreated or purged; the "
+            "projections track 12, below your position 120000: they were rebuilt",
+            "seq": 120_000,
+            "log": {"stream": "NERTZ", "exists": True, "first_seq": 1, "last_seq": 12, "messages": 12,
+                    "created_ns": _T, "created": "2025-05-30T17:09:00Z", "reset": True, "missed": 0},
+            "projections": {"consumer": "projector", "stream_seq": 12, "created_ns": _T,
+                            "created": "2025-05-30T17:09:00Z", "reset": True},
+        },
+    },
+}
+# fmt: on
+
+
+def _ok(examples: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"examples": examples}}}}
 
 
 class HttpMetrics:
@@ -1011,6 +1274,44 @@ class HttpMetrics:
         self.seconds = Histogram(
             f"{prefix}_http_request_seconds", "HTTP request latency, by route template", ["route"], registry=registry
         )
+
+
+#: how long /status and /config wait for the heartbeats, s (a status page answers even while NATS is down)
+HEARTBEATS_TIMEOUT_S = 1.0
+_NO_BUCKET = f"the bucket {heartbeat.BUCKET} does not exist (run `nertz streams apply`)"
+
+
+async def _heartbeats(ctx: ApiContext, route: str) -> tuple[dict[str, heartbeat.Heartbeat], str | None]:
+    """The services' heartbeats, or none and why they could not be read."""
+    import nats.js.errors
+
+    if ctx.js is None:
+        return {}, "this API runs without NATS"
+    try:
+        return await heartbeat.read_all(ctx.js, timeout_s=HEARTBEATS_TIMEOUT_S), None
+    except nats.js.errors.BucketNotFoundError:
+        return {}, _NO_BUCKET
+    except Exception as e:  # NATS down or slow: the status page still answers
+        log.warning("http.heartbeats_unreadable", extra={"error": repr(e)[:300], "route": route})
+        return {}, "NATS did not answer"
+
+
+async def _log_position(ctx: ApiContext) -> dict[str, Any]:
+    import nats.js.errors
+
+    if ctx.js is None:
+        raise ApiError(503, "bus_unavailable", BUS_UNREADABLE)
+    try:
+        info = await asyncio.wait_for(ctx.js.stream_info(ctx.stream), 2.0)
+    except nats.js.errors.NotFoundError:
+        return {"stream": ctx.stream, "exists": False, "first_seq": 0, "last_seq": 0, "messages": 0,
+                "created_ns": None, "created": None}  # fmt: skip
+    except Exception as e:
+        log.warning("http.bus_unavailable", extra={"error": repr(e)[:300], "route": "/check_reset"})
+        raise ApiError(503, "bus_unavailable", BUS_UNREADABLE) from e
+    st = info.state
+    return {"stream": ctx.stream, "exists": True, "first_seq": st.first_seq, "last_seq": st.last_seq,
+            "messages": st.messages, "created_ns": resets.ns_of(info.created), "created": info.created}  # fmt: skip
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -1038,8 +1339,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     _install_errors(app)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
-    app.add_middleware(AuthFirst, token=ctx.token)  # outermost: no body is read for a caller without the token
+    # outermost: no body is read, no parameter looked at, for a caller without the token
+    app.add_middleware(AuthFirst, token=ctx.token, read_token=ctx.read_token)
     metrics = HttpMetrics(ctx.registry)
+    guarded = bool(_secret(ctx.read_token))
+
+    def get(path: str, *, responses: dict[int | str, dict[str, Any]], **kw: Any) -> Callable[[Any], Any]:
+        """``app.get`` of a read: behind the read token when one is set."""
+        if not guarded:
+            return app.get(path, responses=responses, **kw)
+        return app.get(path, responses={**responses, **_READ_AUTH}, dependencies=[Depends(_readable)], **kw)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -1061,21 +1370,59 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return _error(503, "database_unavailable", DATABASE_UNAVAILABLE)
         return JSON({"status": "ok", "database": "ok"})
 
-    @app.get(
-        "/status", summary="Projector position, trading switch, and per symbol lock, last bar, price and halt",
-        response_model=Status, responses=_READ,
+    @get(
+        "/status", summary="Projector position, trading switch, per symbol lock, last bar, price and halt; per "
+        "service heartbeat; ok or degraded, and why", response_model=Status,
+        responses={**_READ, **_ok(_STATUS_EXAMPLES)},
     )  # fmt: skip
     async def status(ctx: Ctx) -> JSON:
-        return JSON(await queries.status(ctx.pool, ctx.symbols, ctx.consumer))
+        body = await queries.status(ctx.pool, ctx.symbols, ctx.consumer)
+        beats, unreadable = await _heartbeats(ctx, "/status")
+        paused = ctx.paused() if ctx.paused is not None else None
+        liveness_ = liveness.assess(
+            beats, time.time_ns(), ctx.services, unreadable=unreadable, paused=paused, own=ctx.service
+        )
+        return JSON({**body, **liveness_})
 
-    @app.get(
+    @get(
+        "/config", summary="Every service's effective settings from its heartbeat, and the API's own (secrets "
+        "masked)", response_model=ConfigOut, responses={**_CONFIG, **_ok(_CONFIG_EXAMPLES)},
+    )  # fmt: skip
+    async def config(ctx: Ctx) -> JSON:
+        if ctx.js is None:
+            raise ApiError(503, "bus_unavailable", BUS_UNREADABLE)
+        beats, unreadable = await _heartbeats(ctx, "/config")
+        if unreadable is not None and unreadable != _NO_BUCKET:
+            raise ApiError(503, "bus_unavailable", BUS_UNREADABLE)
+        return JSON({"api": ctx.own, "services": liveness.configs(beats, time.time_ns()), "unavailable": unreadable})
+
+    @get(
+        "/check_reset", summary="Whether the log or the projections were reset since your last known position",
+        response_model=CheckReset, responses={**_CHECK, **_ok(_CHECK_EXAMPLES)},
+    )  # fmt: skip
+    async def check_reset(
+        ctx: Ctx,
+        seq: Annotated[int, Query(ge=0, le=INT64_MAX, description="the projector's stream_seq you last read "
+                                  "(/status or this answer)", examples=[120_000])] = 0,
+        log_created_ns: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="log.created_ns of your "
+                                                    "last answer, UNIX ns")] = None,
+        projections_created_ns: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="projections."
+                                                            "created_ns of your last answer, UNIX ns")] = None,
+    ) -> JSON:  # fmt: skip
+        tracked = await queries.tracked_seq(ctx.pool, ctx.consumer)
+        created = await queries.projections_created(ctx.pool)
+        projections = {"consumer": ctx.consumer, "stream_seq": tracked, "created_ns": resets.ns_of(created),
+                       "created": created}  # fmt: skip
+        return JSON(resets.check(seq, await _log_position(ctx), projections, log_created_ns, projections_created_ns))
+
+    @get(
         "/profit", summary="Performance overall and per symbol (P&L in USDT, drawdown on realized P&L)",
         response_model=Profit, responses=_READ,
     )  # fmt: skip
     async def profit(ctx: Ctx) -> JSON:
         return JSON(await queries.profit(ctx.pool, ctx.symbols))
 
-    @app.get(
+    @get(
         "/trades/{symbol}", summary="Round trips (newest first) and open positions", response_model=Trades,
         responses=_PER_SYMBOL,
     )  # fmt: skip
@@ -1088,7 +1435,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             }
         )
 
-    @app.get(
+    @get(
         "/candles/{symbol}/{limit}", summary="The last `limit` candles (1..5000), oldest first",
         response_model=Candles, responses=_PER_SYMBOL,
     )  # fmt: skip
@@ -1100,49 +1447,49 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> JSON:
         return JSON(await queries.candles(ctx.pool, symbol, limit, interval))
 
-    @app.get(
+    @get(
         "/metrics/{symbol}", summary="Latest factor snapshot and decision counts", response_model=SymbolMetrics,
         responses=_PER_SYMBOL,
     )  # fmt: skip
     async def symbol_metrics(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON(await queries.symbol_metrics(ctx.pool, symbol))
 
-    @app.get(
+    @get(
         "/decisions/{symbol}", summary="Intents → verdicts → suppressions → orders → fills, newest first",
         response_model=Decisions, responses=_PER_SYMBOL,
     )  # fmt: skip
     async def decisions(ctx: Ctx, symbol: Symbol, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSON:
         return JSON({"symbol": symbol, "decisions": await queries.decisions(ctx.pool, symbol, limit)})
 
-    @app.get(
+    @get(
         "/ticker/{symbol}", summary="Latest ticker (null before the first)", response_model=TickerOut,
         responses=_PER_SYMBOL,
     )  # fmt: skip
     async def ticker(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON({"symbol": symbol, "ticker": await queries.ticker(ctx.pool, symbol)})
 
-    @app.get(
+    @get(
         "/orderbook/{symbol}", summary="Latest book snapshot (null before the first)", response_model=OrderbookOut,
         responses=_PER_SYMBOL,
     )  # fmt: skip
     async def orderbook(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON({"symbol": symbol, "book": await queries.orderbook(ctx.pool, symbol)})
 
-    @app.get(
+    @get(
         "/market_data/{symbol}", summary="Last candle, ticker, top of book, instrument, feed status, factors",
         response_model=MarketData, responses=_PER_SYMBOL,
     )  # fmt: skip
     async def market_data(ctx: Ctx, symbol: Symbol) -> JSON:
         return JSON(await queries.market_data(ctx.pool, symbol))
 
-    @app.get(
+    @get(
         "/llm", summary="Model calls by model, role and outcome (latency, tokens, cost); verdicts; fail-closed",
         response_model=Llm, responses=_READ,
     )  # fmt: skip
     async def llm(ctx: Ctx) -> JSON:
         return JSON(await queries.llm(ctx.pool))
 
-    @app.get(
+    @get(
         "/overrides", summary="Circuit-breaker reviews (newest first) and the risk overrides in force",
         response_model=Overrides, responses=_PER_SYMBOL,
     )  # fmt: skip
@@ -1157,21 +1504,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
         sym = await _symbol(symbol, ctx) if symbol is not None else None
         return JSON(await queries.overrides(ctx.pool, sym, at_ns, limit))
 
-    @app.get(
+    @get(
         "/shadows", summary="Per shadow validator: agreement with the live verdicts and what it would have earned",
         response_model=Shadows, responses=_READ,
     )  # fmt: skip
     async def shadows(ctx: Ctx) -> JSON:
         return JSON({"shadows": await queries.shadows(ctx.pool)})
 
-    @app.get(
+    @get(
         "/venue", summary="What the venues last reported: positions, wallet equity, halts, recent mismatches, funding",
         response_model=VenueOut, responses=_QUERY,
     )  # fmt: skip
     async def venue(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=1000, description="mismatches")] = 50) -> JSON:
         return JSON(await queries.venue(ctx.pool, limit))
 
-    @app.get(
+    @get(
         "/venue/{symbol}", summary="A symbol's venue positions, halt and its reason, mismatches and funding",
         response_model=VenueSymbol, responses=_PER_SYMBOL,
     )  # fmt: skip
