@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -309,6 +310,22 @@ def payloads(records: Iterable[Record]) -> dict[str, list[bytes]]:
     for r in records:
         out.setdefault(getattr(r.event, "symbol", ""), []).append(ev.encode(r.event))
     return out
+
+
+INSTRUMENTS = Path(__file__).resolve().parents[1] / "ingest" / "data" / "bybit_instruments_linear.json"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Any]:
+    """A started fake Bybit with its trading side (key ``nertz-test-key``, see ``fake.trading.api_key``)
+    over the bundled instruments; the test makes no connection beyond loopback meanwhile."""
+    from nertz_common.testing.fake_bybit import FakeBybit, load_instruments, loopback_only
+
+    with loopback_only() as refused:
+        async with FakeBybit(instruments=load_instruments(INSTRUMENTS)) as fb:
+            fb.enable_trading(api_key="nertz-test-key", api_secret="nertz-test-secret", balance_usdt=10_000.0)
+            yield fb
+    assert not refused, f"traffic beyond loopback: {refused}"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +26,11 @@ from nertz_common import bus
 from nertz_common import events as ev
 from nertz_common.node.log import Record, read_log
 from nertz_common.testing import factories as f
-from nertz_common.testing.fake_bybit import FakeBybit, load_instruments, loopback_only
+from nertz_common.testing.fake_bybit import FakeBybit
 
 pytestmark = pytest.mark.integration
 
-INSTRUMENTS = Path(__file__).resolve().parents[1] / "ingest" / "data" / "bybit_instruments_linear.json"
-KEY, SECRET = "nertz-restart-key", "nertz-restart-secret"
 MS = 1_000_000
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only():
-    with loopback_only() as refused:
-        yield
-    assert not refused, f"traffic beyond loopback: {refused}"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBybit]:
-    async with FakeBybit(instruments=load_instruments(INSTRUMENTS)) as fb:
-        fb.enable_trading(api_key=KEY, api_secret=SECRET, balance_usdt=10_000.0)
-        yield fb
 
 
 def start(nats_url: str, fake: FakeBybit, log: Path) -> subprocess.Popen[bytes]:
@@ -54,7 +38,8 @@ def start(nats_url: str, fake: FakeBybit, log: Path) -> subprocess.Popen[bytes]:
         **os.environ,
         "NATS_URL": nats_url, "NERTZ_METRICS_PORT": "0", "NERTZ_LOG_LEVEL": "INFO",
         "NERTZ_EXECUTOR__COOLDOWN_S": "300", "NERTZ_EXECUTOR__VENUE": "bybit", "BYBIT_ENV": "testnet",
-        "BYBIT_API_KEY": KEY, "BYBIT_API_SECRET": SECRET, "NERTZ_BYBIT__REST_URL": fake.base_url,
+        "BYBIT_API_KEY": fake.trading.api_key, "BYBIT_API_SECRET": fake.trading.api_secret,
+        "NERTZ_BYBIT__REST_URL": fake.base_url,
         "NERTZ_BYBIT__WS_URL": fake.ws_url, "NERTZ_BYBIT__TIMEOUT_S": "20",
     }  # fmt: skip
     out = log.open("ab")

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,35 +22,20 @@ from nertz_common import events as ev
 from nertz_common.ids import derive_id, order_link_id
 from nertz_common.node.log import Record, read_log
 from nertz_common.testing import factories as f
-from nertz_common.testing.fake_bybit import FakeBybit, load_instruments, loopback_only
+from nertz_common.testing.fake_bybit import FakeBybit
 from nertz_executor.adapters.bybit import BybitVenueAdapter, private_socket_factory
 from nertz_executor.adapters.bybit_rest import BybitRest
 from nertz_executor.settings import BybitGroup, ExecutorGroup, ExecutorSettings
 
 pytestmark = pytest.mark.integration
 
-INSTRUMENTS = Path(__file__).resolve().parents[1] / "ingest" / "data" / "bybit_instruments_linear.json"
-KEY, SECRET = "nertz-test-key", "nertz-test-secret"
 MS = 1_000_000
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only():
-    with loopback_only() as refused:
-        yield
-    assert not refused, f"traffic beyond loopback: {refused}"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBybit]:
-    async with FakeBybit(instruments=load_instruments(INSTRUMENTS)) as fb:
-        fb.enable_trading(api_key=KEY, api_secret=SECRET, balance_usdt=10_000.0)
-        yield fb
 
 
 def settings(nats_url: str, fake: FakeBybit, **group: Any) -> ExecutorSettings:
     return ExecutorSettings(
-        NATS_URL=nats_url, BYBIT_API_KEY=KEY, BYBIT_API_SECRET=SECRET, BYBIT_ENV="testnet",
+        NATS_URL=nats_url, BYBIT_ENV="testnet",
+        BYBIT_API_KEY=fake.trading.api_key, BYBIT_API_SECRET=fake.trading.api_secret,
         executor=ExecutorGroup(venue="bybit", cooldown_s=300, **group),
         bybit=BybitGroup(rest_url=fake.base_url, ws_url=fake.ws_url, timeout_s=2.0, rate_limit_max_wait_s=3.0),
     )  # fmt: skip
@@ -90,8 +74,12 @@ async def adapter(nats_url: str, fake: FakeBybit, *, socket: bool = True, **rest
     nc = await bus.connect(nats_url, "venue-test", 10)
     js = nc.jetstream(timeout=10)
     stop = asyncio.Event()
-    rest = BybitRest(fake.base_url, KEY, SECRET, timeout_s=rest_kw.pop("timeout_s", 2.0), **rest_kw)
-    factory = private_socket_factory(api_key=KEY, api_secret=SECRET, env="testnet", base_url=fake.ws_url)
+    rest = BybitRest(
+        fake.base_url, fake.trading.api_key, fake.trading.api_secret, timeout_s=rest_kw.pop("timeout_s", 2.0), **rest_kw
+    )
+    factory = private_socket_factory(
+        api_key=fake.trading.api_key, api_secret=fake.trading.api_secret, env="testnet", base_url=fake.ws_url
+    )
     a = BybitVenueAdapter(
         js=js, nc=nc, publisher=bus.Publisher(js), rest=rest, socket=factory if socket else None,
         symbols=["BTCUSDT"], stop=stop,

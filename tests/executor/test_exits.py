@@ -15,8 +15,6 @@ trail 2.0 (2 % of 103 down to the tick) from 103.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -359,20 +357,6 @@ def test_exits_exchange_refused_tp1_leaves_the_rest_to_tp2(kit):
 
 # --- on the fake Bybit, through the real pybit (integration) ----------------------------------------------
 
-INSTRUMENTS = Path(__file__).resolve().parents[1] / "ingest" / "data" / "bybit_instruments_linear.json"
-KEY, SECRET = "nertz-test-key", "nertz-test-secret"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[Any]:
-    from nertz_common.testing.fake_bybit import FakeBybit, load_instruments, loopback_only
-
-    with loopback_only() as refused:
-        async with FakeBybit(instruments=load_instruments(INSTRUMENTS)) as fb:
-            fb.enable_trading(api_key=KEY, api_secret=SECRET, balance_usdt=10_000.0)
-            yield fb
-    assert not refused, f"traffic beyond loopback: {refused}"
-
 
 async def publish_entry(kit, js, trading) -> ev.IntentProposed:
     """Put the market at 100 and an approved long of 0.5 BTC (stop 98) on the log; return its intent."""
@@ -389,7 +373,8 @@ def bybit_settings(nats_url: str, fake, **group: Any) -> Any:
     from nertz_executor.settings import BybitGroup, ExecutorGroup, ExecutorSettings
 
     return ExecutorSettings(
-        NATS_URL=nats_url, BYBIT_API_KEY=KEY, BYBIT_API_SECRET=SECRET, BYBIT_ENV="testnet",
+        NATS_URL=nats_url, BYBIT_ENV="testnet",
+        BYBIT_API_KEY=fake.trading.api_key, BYBIT_API_SECRET=fake.trading.api_secret,
         executor=ExecutorGroup(venue="bybit", cooldown_s=300, **group),
         bybit=BybitGroup(rest_url=fake.base_url, ws_url=fake.ws_url, timeout_s=2.0, rate_limit_max_wait_s=3.0),
     )  # fmt: skip

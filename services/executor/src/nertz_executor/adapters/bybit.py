@@ -45,14 +45,15 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from pybit.unified_trading import WebSocket
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from nertz_common import bus, subjects, topology
 from nertz_common import events as ev
@@ -62,6 +63,7 @@ from nertz_executor.adapters.bybit_rest import BybitRest, OutcomeUnknown, Refuse
 from nertz_executor.core.venue import bybit as by
 
 log = logging.getLogger("nertz.executor.bybit")
+T = TypeVar("T")
 
 VENUE = by.VENUE
 #: private WebSocket host per BYBIT_ENV (WIRE.md §3.1; demo trading has its own private stream)
@@ -281,18 +283,10 @@ class BybitVenueAdapter:
         is tried again with backoff, for as long as it takes: the message stays unacknowledged, so an
         order is never dropped; sending it again is safe (its ``orderLinkId``).
         """
-        delay = 1.0
-        while True:
-            try:
-                await self.act(event)
-                return
-            except Refused as e:
-                if e.code != EXHAUSTED or self.stop.is_set():
-                    raise
-                log.warning("bybit.unreachable", extra={"event_id": event.event_id, "error": e.message,
-                                                         "retry_in_s": delay})  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await _until_done(
+            lambda: self.act(event), transient=_exhausted, stop=self.stop, what="bybit.unreachable",
+            event_id=event.event_id,
+        )  # fmt: skip
 
     async def act(self, event: ev.Event) -> None:
         """Act on one ``exec.order`` event: send an order for Bybit, cancel an expired entry, move stops."""
@@ -541,15 +535,11 @@ class BybitVenueAdapter:
 
     async def _reconcile_until_done(self, why: str) -> None:
         """Reconcile, trying again with backoff while Bybit is unreachable (orders wait meanwhile)."""
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                await self.reconcile(why)
-                return
-            except (Refused, OutcomeUnknown) as e:
-                log.warning("bybit.reconcile_failed", extra={"why": why, "error": str(e), "retry_in_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        with contextlib.suppress(Refused, OutcomeUnknown):  # raised only once stopping
+            await _until_done(
+                lambda: self.reconcile(why), transient=lambda e: isinstance(e, (Refused, OutcomeUnknown)),
+                stop=self.stop, what="bybit.reconcile_failed", why=why,
+            )  # fmt: skip
 
     async def reconcile(self, why: str) -> None:
         """Publish what the log lacks: missed executions, unanswered orders, then positions and wallet."""
@@ -689,17 +679,46 @@ def _log_fields(e: ev.Event) -> dict[str, Any]:
 
 async def _publish_until_acked(publisher: bus.Publisher, e: ev.Event, stop: asyncio.Event) -> None:
     """Publish ``e``, waiting out a bus outage of any length (a report must not be lost)."""
-    delay = 0.2
-    while True:
-        try:
-            await publisher.publish(e)
-            return
-        except _PUBLISH_TRANSIENT as err:
-            if stop.is_set():
-                raise
-            log.warning("bybit.publish_retry", extra={"error": repr(err), "event_id": e.event_id})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    await _until_done(
+        lambda: publisher.publish(e), transient=lambda err: isinstance(err, _PUBLISH_TRANSIENT), stop=stop,
+        what="bybit.publish_retry", first_s=0.2, max_s=5.0, event_id=e.event_id,
+    )  # fmt: skip
+
+
+def _exhausted(e: BaseException) -> bool:
+    """A call that still failed after every attempt: Bybit gave no answer to act on."""
+    return isinstance(e, Refused) and e.code == EXHAUSTED
+
+
+async def _until_done(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    transient: Callable[[BaseException], bool],
+    stop: asyncio.Event,
+    what: str,
+    first_s: float = 1.0,
+    max_s: float = 30.0,
+    **extra: Any,
+) -> T:
+    """Return ``await fn()``, trying again with exponential backoff (``first_s`` doubling up to ``max_s``)
+    after every failure ``transient`` accepts, for as long as it takes, each logged as ``what``; what
+    else it raises, or anything once ``stop`` is set, is raised."""
+
+    def again(state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        return error is not None and transient(error) and not stop.is_set()
+
+    def say(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(what, extra={**extra, "error": repr(error), "retry_in_s": round(wait, 2)})
+
+    async for attempt in AsyncRetrying(
+        retry=again, wait=wait_exponential(multiplier=first_s, max=max_s), before_sleep=say, reraise=True
+    ):
+        with attempt:
+            return await fn()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def private_socket_factory(
