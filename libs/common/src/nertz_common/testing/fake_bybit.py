@@ -304,7 +304,146 @@ class WsConn:
         return topic in self.topics and "*" not in self.stalled and topic not in self.stalled
 
 
-class PublicLinear:
+class WsChannel:
+    """What every fake WebSocket channel does with its connections: accept, read control requests,
+    write queued frames in order, drop, close. A channel (:class:`PublicLinear`, the trading side's
+    ``PrivateChannel``) says what a request means (:meth:`_on_request`) and answers its queued
+    control requests (:meth:`_run_ops`).
+
+    Attributes
+    ----------
+    conns : list of WsConn
+        The open connections.
+    requests : list of (conn_id, op, req_id, args)
+        Every control request received, in order.
+    sent : Counter
+        Data frames sent, by topic (counted once per connection and copy).
+    connections_total : int
+        WebSocket connections accepted so far.
+    """
+
+    path = ""
+    #: what the id of a channel's connections says after the random part (``p`` for private)
+    conn_tag = ""
+
+    def __init__(self, ack_delay_s: float = 0.05) -> None:
+        self.ack_delay_s = ack_delay_s
+        self.conns: list[WsConn] = []
+        self.requests: list[tuple[str, str, str, list[str]]] = []
+        self.sent: Counter[str] = Counter()
+        self.connections_total = 0
+        self._changed = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one WebSocket connection until it closes."""
+        refused = self._admit()
+        if refused is not None:
+            return refused
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        conn = WsConn(ws, f"{uuid.uuid4().hex[:20]}-{self.conn_tag}{self.connections_total}", request.transport)
+        self.connections_total += 1
+        self.conns.append(conn)
+        writer = asyncio.create_task(self._write(conn))
+        ops = asyncio.create_task(self._run_ops(conn))
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_text(conn, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            conn.closed = True
+            if conn in self.conns:
+                self.conns.remove(conn)
+            self._forget(conn)
+            conn.out.put_nowait(None)
+            conn.ops.put_nowait(None)
+            for t in (writer, ops):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self._notify()
+        return ws
+
+    def _admit(self) -> web.StreamResponse | None:
+        """An answer instead of the upgrade (a refused connection), or None to accept it."""
+        return None
+
+    def _forget(self, conn: WsConn) -> None:
+        """Drop what the channel holds of a closed connection beyond :attr:`conns`."""
+
+    def _on_text(self, conn: WsConn, text: str) -> None:
+        try:
+            req = json.loads(text)
+        except ValueError:
+            log.warning("fake.ws.bad_request", extra={"path": self.path, "text": text[:200]})
+            return
+        if not isinstance(req, dict):
+            return
+        op = str(req.get("op", ""))
+        req_id = str(req.get("req_id", ""))
+        self.requests.append((conn.conn_id, op, req_id, [str(a) for a in req.get("args") or []]))
+        self._on_request(conn, op, req_id, req)
+
+    def _on_request(self, conn: WsConn, op: str, req_id: str, req: dict[str, Any]) -> None:
+        """Answer or queue one control request (``ping``, ``subscribe``...)."""
+        raise NotImplementedError
+
+    async def _run_ops(self, conn: WsConn) -> None:
+        """Answer the queued control requests of ``conn`` in order, each when it is due."""
+        raise NotImplementedError
+
+    async def _write(self, conn: WsConn) -> None:
+        while (frame := await conn.out.get()) is not None:
+            try:
+                if conn.silent:
+                    continue
+                await conn.ws.send_str(frame)
+                conn.sent += 1
+            except (ConnectionError, RuntimeError):
+                return
+            finally:
+                conn.out.task_done()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every queued frame was written to the sockets."""
+        async with asyncio.timeout(timeout_s):
+            for conn in list(self.conns):
+                if not conn.closed:
+                    await conn.out.join()
+
+    async def drop(self, mode: Literal["close", "abort"] = "close") -> int:
+        """Drop every open connection: a close frame (1000) or a TCP abort; return how many
+        (pybit reconnects and replays its subscriptions, WIRE.md §2.2)."""
+        conns = [c for c in self.conns if not c.closed]
+        for conn in conns:
+            await self._drop_one(conn, mode)
+        return len(conns)
+
+    async def _drop_one(self, conn: WsConn, mode: str, *, flush: bool = False) -> None:
+        if flush:  # what was already queued goes out first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await conn.out.join()
+        if mode == "close":
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1000, message=b"fake: dropped")
+        elif conn.transport is not None:
+            conn.transport.abort()
+
+    async def close(self) -> None:
+        for conn in list(self.conns):
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1001, message=b"fake: shutting down")
+
+
+class PublicLinear(WsChannel):
     """The public linear WebSocket channel (``/v5/public/linear``).
 
     Parameters
@@ -334,67 +473,25 @@ class PublicLinear:
     path = PUBLIC_LINEAR
 
     def __init__(self, clock_ms: Callable[[], int], ack_delay_s: float = 0.05) -> None:
+        super().__init__(ack_delay_s)
         self.clock_ms = clock_ms
-        self.ack_delay_s = ack_delay_s
-        self.conns: list[WsConn] = []
         self.books: dict[str, _Book] = {}
         self.tickers: dict[str, dict[str, Any]] = {}
-        self.requests: list[tuple[str, str, str, list[str]]] = []
-        self.sent: Counter[str] = Counter()
-        self.connections_total = 0
         self.reject_topics: set[str] = set()
         self._refuse = 0
         self._skip: set[str] = set()
-        self._changed = asyncio.Condition()
         self._exchange_ms = 0
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     # --- serving ------------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Serve one WebSocket connection until it closes."""
+    def _admit(self) -> web.StreamResponse | None:
         if self._refuse > 0:
             self._refuse -= 1
             return web.Response(status=503, text="503 Service Temporarily Unavailable")
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
-        await ws.prepare(request)
-        conn = WsConn(ws, f"{uuid.uuid4().hex[:20]}-{self.connections_total}", request.transport)
-        self.connections_total += 1
-        self.conns.append(conn)
-        writer = asyncio.create_task(self._write(conn))
-        ops = asyncio.create_task(self._run_ops(conn))
-        await self._notify()
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            conn.closed = True
-            if conn in self.conns:
-                self.conns.remove(conn)
-            conn.out.put_nowait(None)
-            conn.ops.put_nowait(None)
-            for t in (writer, ops):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            await self._notify()
-        return ws
+        return None
 
-    def _on_text(self, conn: WsConn, text: str) -> None:
-        try:
-            req = json.loads(text)
-        except ValueError:
-            log.warning("fake.ws.bad_request", extra={"text": text[:200]})
-            return
-        if not isinstance(req, dict):
-            return
-        op = str(req.get("op", ""))
-        args = [str(a) for a in req.get("args") or []]
-        req_id = str(req.get("req_id", ""))
-        self.requests.append((conn.conn_id, op, req_id, args))
+    def _on_request(self, conn: WsConn, op: str, req_id: str, req: dict[str, Any]) -> None:
         if op == "ping":
             pong = {"success": True, "ret_msg": "pong", "conn_id": conn.conn_id, "req_id": req_id, "op": "ping"}
             conn.out.put_nowait(_dumps(pong))
@@ -445,25 +542,9 @@ class PublicLinear:
             return [_dumps(frame)]
         return []
 
-    async def _write(self, conn: WsConn) -> None:
-        while (frame := await conn.out.get()) is not None:
-            try:
-                if conn.silent:
-                    continue
-                await conn.ws.send_str(frame)
-                conn.sent += 1
-            except (ConnectionError, RuntimeError):
-                return
-            finally:
-                conn.out.task_done()
-
     def _send(self, conn: WsConn, topic: str, frame: str) -> None:
         conn.out.put_nowait(frame)
         self.sent[topic] += 1
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     # --- scripting ----------------------------------------------------------------------------------
 
@@ -579,13 +660,6 @@ class PublicLinear:
                 await asyncio.sleep(0)
         return sent
 
-    async def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until every queued frame was written to the sockets."""
-        async with asyncio.timeout(timeout_s):
-            for conn in list(self.conns):
-                if not conn.closed:
-                    await conn.out.join()
-
     async def wait_subscribed(self, topics: Iterable[str], *, connections: int = 1, timeout_s: float = 20.0) -> None:
         """Wait until ``connections`` open connections are subscribed to every topic of ``topics``.
 
@@ -610,17 +684,6 @@ class PublicLinear:
         return sum(1 for _, o, _, args in self.requests if o == op and topic in args)
 
     # --- faults -------------------------------------------------------------------------------------
-
-    async def drop(self, mode: Literal["close", "abort"] = "close") -> int:
-        """Drop every open connection: a close frame (1000) or a TCP abort; return how many."""
-        conns = [c for c in self.conns if not c.closed]
-        for conn in conns:
-            if mode == "close":
-                with contextlib.suppress(Exception):
-                    await conn.ws.close(code=1000, message=b"fake: dropped")
-            elif conn.transport is not None:
-                conn.transport.abort()
-        return len(conns)
 
     def skip_next_delta(self, topic: str) -> None:
         """Apply the topic's next delta to the fake's book but do not send it: the client sees ``u`` jump."""
@@ -664,11 +727,6 @@ class PublicLinear:
     def refuse(self, n: int) -> None:
         """Answer the next ``n`` WebSocket upgrades with HTTP 503 (the client cannot connect)."""
         self._refuse = n
-
-    async def close(self) -> None:
-        for conn in list(self.conns):
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1001, message=b"fake: shutting down")
 
 
 # --- the server -----------------------------------------------------------------------------------

@@ -79,7 +79,6 @@ it triggered, Filled).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -87,15 +86,14 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from nertz_common.testing.fake_bybit import ANSWER, NOW_MS, BybitError, RestHandler, WsConn, _dumps
+from nertz_common.testing.fake_bybit import ANSWER, NOW_MS, BybitError, RestHandler, WsChannel, WsConn, _dumps
 
 if TYPE_CHECKING:
     from nertz_common.testing.fake_bybit import FakeBybit
@@ -270,7 +268,7 @@ class TradingFault:
 # --- the private WebSocket ----------------------------------------------------------------------
 
 
-class PrivateChannel:
+class PrivateChannel(WsChannel):
     """The private WebSocket channel (``/v5/private``).
 
     Parameters
@@ -297,61 +295,20 @@ class PrivateChannel:
     """
 
     path = PRIVATE
+    conn_tag = "p"
 
     def __init__(self, side: TradingSide, ack_delay_s: float = 0.05) -> None:
+        super().__init__(ack_delay_s)
         self.side = side
-        self.ack_delay_s = ack_delay_s
-        self.conns: list[WsConn] = []
-        self.requests: list[tuple[str, str, str, list[str]]] = []
         self.pushed: list[dict[str, Any]] = []
-        self.sent: Counter[str] = Counter()
         self.auths = 0
-        self.connections_total = 0
         self._authed: set[WsConn] = set()
-        self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Serve one WebSocket connection until it closes."""
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
-        await ws.prepare(request)
-        conn = WsConn(ws, f"{uuid.uuid4().hex[:20]}-p{self.connections_total}", request.transport)
-        self.connections_total += 1
-        self.conns.append(conn)
-        writer = asyncio.create_task(self._write(conn))
-        ops = asyncio.create_task(self._run_ops(conn))
-        await self._notify()
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            conn.closed = True
-            if conn in self.conns:
-                self.conns.remove(conn)
-            self._authed.discard(conn)
-            conn.out.put_nowait(None)
-            conn.ops.put_nowait(None)
-            for t in (writer, ops):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            await self._notify()
-        return ws
+    def _forget(self, conn: WsConn) -> None:
+        self._authed.discard(conn)
 
-    def _on_text(self, conn: WsConn, text: str) -> None:
-        try:
-            req = json.loads(text)
-        except ValueError:
-            log.warning("fake.private.bad_request", extra={"text": text[:200]})
-            return
-        if not isinstance(req, dict):
-            return
-        op = str(req.get("op", ""))
-        req_id = str(req.get("req_id", ""))
-        self.requests.append((conn.conn_id, op, req_id, [str(a) for a in req.get("args") or []]))
+    def _on_request(self, conn: WsConn, op: str, req_id: str, req: dict[str, Any]) -> None:
         if op == "ping":
             pong = {"req_id": req_id, "op": "pong", "args": [str(self.side.fake.clock_ms())], "conn_id": conn.conn_id}
             conn.out.put_nowait(_dumps(pong))
@@ -389,20 +346,6 @@ class PrivateChannel:
             conn.out.put_nowait(_dumps(ack))
             await self._notify()
 
-    async def _write(self, conn: WsConn) -> None:
-        while (frame := await conn.out.get()) is not None:
-            try:
-                await conn.ws.send_str(frame)
-                conn.sent += 1
-            except (ConnectionError, RuntimeError):
-                return
-            finally:
-                conn.out.task_done()
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
     def push(self, topic: str, rows: list[dict[str, Any]], ts_ms: int, *, copies: int = 1) -> int:
         """Push one data message of ``topic`` to every authenticated connection subscribed to it
         (``copies`` times, the very same text); return how many connections got it."""
@@ -418,16 +361,6 @@ class PrivateChannel:
                 n += 1
         return n
 
-    async def drop(self, mode: Literal["close", "abort"] = "close") -> int:
-        """Drop every open connection: a close frame (1000) or a TCP abort; return how many.
-
-        pybit reconnects, authenticates again and replays its subscriptions (WIRE.md §2.2).
-        """
-        conns = [c for c in self.conns if not c.closed]
-        for conn in conns:
-            await self._drop_one(conn, mode, flush=False)
-        return len(conns)
-
     def drop_soon(self, mode: Literal["close", "abort"] = "close") -> int:
         """Stop sending to every open connection at once (what is pushed from now on is lost for
         them), then drop each once what was already queued went out; return how many."""
@@ -438,17 +371,6 @@ class PrivateChannel:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(conns)
-
-    async def _drop_one(self, conn: WsConn, mode: str, *, flush: bool) -> None:
-        if flush:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await conn.out.join()
-        if mode == "close":
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1000, message=b"fake: dropped")
-        elif conn.transport is not None:
-            conn.transport.abort()
 
     async def wait_subscribed(
         self, topics: Iterable[str] = PRIVATE_TOPICS, *, connections: int = 1, timeout_s: float = 20.0
@@ -465,18 +387,6 @@ class PrivateChannel:
             await self._changed.wait_for(
                 lambda: sum(wanted <= c.topics for c in self.conns if not c.closed and c in self._authed) >= connections
             )
-
-    async def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until every queued message was written to the sockets."""
-        async with asyncio.timeout(timeout_s):
-            for conn in list(self.conns):
-                if not conn.closed:
-                    await conn.out.join()
-
-    async def close(self) -> None:
-        for conn in list(self.conns):
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1001, message=b"fake: shutting down")
 
 
 # --- the trading side -----------------------------------------------------------------------------
