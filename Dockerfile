@@ -12,6 +12,7 @@ COPY services/signal/pyproject.toml services/signal/pyproject.toml
 COPY services/llm-validator/pyproject.toml services/llm-validator/pyproject.toml
 COPY services/executor/pyproject.toml services/executor/pyproject.toml
 COPY services/api/pyproject.toml services/api/pyproject.toml
+COPY services/notifier/pyproject.toml services/notifier/pyproject.toml
 RUN uv sync --frozen --no-dev --no-install-workspace
 # then the code and the bundled data
 COPY libs libs

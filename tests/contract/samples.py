@@ -89,6 +89,11 @@ def samples() -> dict[str, ev.Event]:
         ev.StopMoved(event_id="sm1", **t, **c, position_id="p1", stop_loss=100.2, take_profit=102.5,
                      trailing_distance=2.0, active_price=101.5, phase="trail",
                      reason="TP1 filled: trail 2.00% behind the best price", venue_name="bybit"),
+        ev.ConfigChanged(event_id="cc1", **t, changes={"signal.entry_threshold": 9.0, "signal.weights.ild": 0.35},
+                         reason="calmer market"),
+        ev.ManualTradeRequested(event_id="mt1", **t, scope="BTCUSDT", side="Buy", reason="operator"),
+        ev.NotificationPosted(event_id="np1", **t, scope="telegram", source_event_id="pc1", kind="exit",
+                              chat_id="-100123", message_id=42, reply_to_message_id=41),
     ]  # fmt: skip
     return {type(e).__name__: e for e in out}
 

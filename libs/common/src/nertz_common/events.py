@@ -766,6 +766,55 @@ class DeadLettered(SystemEvent, frozen=True, kw_only=True):
     raw: str = ""
 
 
+#: a setting's value on the log: JSON scalars only (nested settings are flattened into dotted keys)
+ConfigValue = str | int | float | bool
+
+
+class ConfigChanged(SystemEvent, frozen=True, kw_only=True):
+    """An operator changed settings while running; every service applies its keys where this sits in the log.
+
+    Attributes
+    ----------
+    changes : dict of str to str, int, float or bool
+        New values by dotted key, the owning service first: ``{"signal.entry_threshold": 9.0,
+        "signal.weights.ild": 0.35, "executor.max_open_positions": 2}``. Validated by the api against
+        every service's settings before it is published (all keys, or nothing).
+    actor, reason : str
+        Who asked (``api``) and why (free text, shown in the ledger).
+    """
+
+    changes: dict[str, ConfigValue]
+    actor: str = "api"
+    reason: str = ""
+
+
+class ManualTradeRequested(SystemEvent, frozen=True, kw_only=True):
+    """An operator asked for a trade on one symbol (``scope`` = the symbol).
+
+    The signal evaluates the symbol on its latest closed bar and proposes an intent (``side`` forced,
+    or the combined score's direction when None); the intent then goes through the validator, the risk
+    guard and the Hard Lock like any other.
+    """
+
+    side: OrderSide | None = None
+    actor: str = "api"
+    reason: str = ""
+
+
+class NotificationPosted(SystemEvent, frozen=True, kw_only=True):
+    """The notifier posted a message about a log event (``scope`` = the channel, ``telegram``).
+
+    What the outside party answered (its message id) is recorded, so a restarted notifier knows what it
+    already posted (idempotent by ``source_event_id``) and threads exits as replies to their entry.
+    """
+
+    source_event_id: str
+    kind: str
+    chat_id: str
+    message_id: int
+    reply_to_message_id: int | None = None
+
+
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
 SignalEvent = FactorSnapshot | IntentProposed
 LlmEvent = VerdictIssued | ShadowVerdictIssued | RiskOverrideIssued
@@ -787,7 +836,7 @@ ExecEvent = (
 VenueEvent = (
     OrderFilled | OrderAccepted | OrderRefused | OrderCanceled | PositionSnapshot | WalletSnapshot | FundingSettled
 )
-SysEvent = TradingStarted | TradingStopped | DeadLettered
+SysEvent = TradingStarted | TradingStopped | DeadLettered | ConfigChanged | ManualTradeRequested | NotificationPosted
 AnyEvent = MarketEvent | SignalEvent | LlmEvent | ExecEvent | VenueEvent | SysEvent
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
@@ -796,7 +845,8 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     VerdictAwaited, SignalSuppressed, RiskDenied, OrderSubmitted, OrderRejected, PositionOpened,
     LockEngaged, PositionClosed, EntryExpired, LockReleased, VenueMismatch, OrderFilled,
     OrderAccepted, OrderRefused, OrderCanceled, PositionSnapshot, WalletSnapshot, FundingSettled,
-    TradingStarted, TradingStopped, DeadLettered, PositionReduced, StopMoved,
+    TradingStarted, TradingStopped, DeadLettered, PositionReduced, StopMoved, ConfigChanged,
+    ManualTradeRequested, NotificationPosted,
 )  # fmt: skip
 
 _encoder = msgspec.json.Encoder()

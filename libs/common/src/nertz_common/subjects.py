@@ -67,6 +67,9 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.TradingStarted: ("sys", "control"),
     ev.TradingStopped: ("sys", "control"),
     ev.DeadLettered: ("sys", "dlq"),
+    ev.ConfigChanged: ("sys", "config"),
+    ev.ManualTradeRequested: ("sys", "manual"),
+    ev.NotificationPosted: ("sys", "notify"),
 }
 assert set(ROUTES) == set(ev.ALL_EVENT_TYPES), "every event type needs a route"
 

@@ -78,6 +78,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     # to pull (and hold) the snapshots signal published ahead while it waits for one (decisions.md D1)
     ConsumerSpec("executor-verdicts", (subjects.filter_of("llm", "verdict"),), "executor: validator verdicts"),
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
+    ConsumerSpec(
+        "notifier",
+        (subjects.filter_of("exec"), subjects.filter_of("llm", "override"), subjects.filter_of("sys")),
+        "notifier: positions, locks, overrides and operator commands to post (and its own posts)",
+    ),
 )
 
 #: a real venue's adapter: the executor's orders (and expiries, which cancel) to send, in log order.
@@ -110,6 +115,9 @@ _PRODUCERS: dict[tuple[str, str | None], str] = {
     ("llm", "override"): "llm-validator",
     ("exec", None): "executor",
     ("sys", "control"): "api",
+    ("sys", "config"): "api",
+    ("sys", "manual"): "api",
+    ("sys", "notify"): "notifier",
 }
 
 

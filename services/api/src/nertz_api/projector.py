@@ -298,6 +298,12 @@ STATEMENTS: dict[str, str] = {
         "locks", "symbol", "symbol, state, reason, event_type, correlation_id, since_ns, event_id, stream_seq"
     ),
     "control": _insert("control", "event_id, kind, scope, actor, reason, ts_event_ns, stream_seq"),
+    "config_changes": _insert("config_changes", "event_id, changes, actor, reason, ts_event_ns, stream_seq"),
+    "manual_trades": _insert("manual_trades", "event_id, symbol, side, actor, reason, ts_event_ns, stream_seq"),
+    "notifications": _insert(
+        "notifications",
+        "event_id, channel, source_event_id, kind, chat_id, message_id, reply_to_message_id, ts_event_ns, stream_seq",
+    ),
     "dead_letters": _insert(
         "dead_letters", "event_id, service, reason, subject, failed_stream_seq, raw, ts_event_ns, stream_seq"
     ),
@@ -642,6 +648,22 @@ def _on_dead_lettered(w: Writes, e: ev.DeadLettered, seq: int) -> None:
     w.fact("dead_letters", (e.event_id, e.service, reason, e.subject, e.stream_seq, raw, e.ts_event, seq))
 
 
+def _on_config_changed(w: Writes, e: ev.ConfigChanged, seq: int) -> None:
+    w.fact("config_changes", (e.event_id, msgspec.json.encode(e.changes).decode(), e.actor, e.reason, e.ts_event, seq))
+
+
+def _on_manual_trade_requested(w: Writes, e: ev.ManualTradeRequested, seq: int) -> None:
+    w.fact("manual_trades", (e.event_id, e.scope, e.side, e.actor, e.reason, e.ts_event, seq))
+
+
+def _on_notification_posted(w: Writes, e: ev.NotificationPosted, seq: int) -> None:
+    w.fact(
+        "notifications",
+        (e.event_id, e.scope, e.source_event_id, e.kind, e.chat_id, e.message_id, e.reply_to_message_id,
+         e.ts_event, seq),
+    )  # fmt: skip
+
+
 _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.Bar: _on_bar,
     ev.BookSnapshot: _on_book_snapshot,
@@ -679,6 +701,9 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.TradingStarted: _on_trading_started,
     ev.TradingStopped: _on_trading_stopped,
     ev.DeadLettered: _on_dead_lettered,
+    ev.ConfigChanged: _on_config_changed,
+    ev.ManualTradeRequested: _on_manual_trade_requested,
+    ev.NotificationPosted: _on_notification_posted,
 }
 assert set(_HANDLERS) == set(ev.ALL_EVENT_TYPES), "every event type needs a projection"
 
