@@ -93,7 +93,7 @@ def samples() -> dict[str, ev.Event]:
                          reason="calmer market"),
         ev.ManualTradeRequested(event_id="mt1", **t, scope="BTCUSDT", side="Buy", reason="operator"),
         ev.NotificationPosted(event_id="np1", **t, scope="telegram", source_event_id="pc1", kind="exit",
-                              chat_id="-100123", message_id=42, reply_to_message_id=41),
+                              chat_id="-100123", message_id=42, reply_to_message_id=41, correlation_id="i1"),
     ]  # fmt: skip
     return {type(e).__name__: e for e in out}
 

@@ -805,7 +805,8 @@ class NotificationPosted(SystemEvent, frozen=True, kw_only=True):
     """The notifier posted a message about a log event (``scope`` = the channel, ``telegram``).
 
     What the outside party answered (its message id) is recorded, so a restarted notifier knows what it
-    already posted (idempotent by ``source_event_id``) and threads exits as replies to their entry.
+    already posted (idempotent by ``source_event_id``) and threads exits as replies to their entry
+    (``correlation_id``: the trade's intent id, when the source event has one).
     """
 
     source_event_id: str
@@ -813,6 +814,7 @@ class NotificationPosted(SystemEvent, frozen=True, kw_only=True):
     chat_id: str
     message_id: int
     reply_to_message_id: int | None = None
+    correlation_id: str | None = None
 
 
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
