@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from nertz_common.errors import ConfigurationError
 from nertz_common.node.component import Node
-from nertz_common.settings import CommonSettings
+from nertz_common.settings import CommonSettings, legacy_applied
 from nertz_executor import build as executor_build
 from nertz_executor.settings import ExecutorGroup
 from nertz_signal import build as signal_build
@@ -100,10 +100,13 @@ def load(sets: Iterable[str] = (), base: dict[str, Any] | None = None) -> Pipeli
     try:
         if base is not None:
             return PipelineSettings.model_validate(merge(base, over))
+        with legacy_applied() as legacy_errors:  # the original .env names, as the services read them
+            if legacy_errors:
+                raise ConfigurationError("; ".join(legacy_errors))
+            env = PipelineSettings()
         if not over:
-            return PipelineSettings()
-        current = PipelineSettings().decisions()
-        return PipelineSettings.model_validate(merge(current, over))
+            return env
+        return PipelineSettings.model_validate(merge(env.decisions(), over))
     except ValidationError as e:
         lines = [
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (was {err.get('input')!r})" for err in e.errors()
@@ -116,5 +119,5 @@ def nodes(settings: PipelineSettings) -> list[Node]:
     return [
         signal_build.build(settings.signal),
         validator_build.build(settings.validator),
-        executor_build.build(settings.executor.to_config()),
+        executor_build.build(settings.executor.to_config(), settings.executor.reconfigured),
     ]

@@ -2,17 +2,24 @@
 
 Validated at start: one error lists every bad key. Secrets are ``SecretStr`` (repr ``***``); the
 effective configuration is logged as a hash, never with secrets.
+
+The names of the original NertzMetalEngine ``.env`` are accepted beside the nested ``NERTZ_*`` ones
+(:data:`LEGACY_NAMES`; each has one meaning, translated by :func:`legacy_environ`); a ``NERTZ_*``
+variable set to another value than its legacy name's is an error, never a silent choice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sys
-from typing import TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -42,8 +49,31 @@ class CommonSettings(BaseSettings):
     nats_connect_wait_s: float = Field(
         600.0, gt=0, description="how long a service started while NATS is down waits for it, s"
     )
-    symbols: list[str] = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    symbols: Annotated[list[str], NoDecode] = Field(
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT"], description="a JSON list or a comma-separated list (SYMBOL too)"
+    )
     kernel: KernelSettings = KernelSettings()
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbol_list(cls, value: Any) -> Any:
+        """``BTCUSDT,ETHUSDT`` or ``["BTCUSDT","ETHUSDT"]``: upper-cased, blanks dropped, each once."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"expected a JSON list or a comma-separated list of symbols, was {value!r}") from e
+            else:
+                value = text.split(",")
+        if isinstance(value, list | tuple):
+            out = [str(v).strip().upper() for v in value if str(v).strip()]
+            bad = [v for v in out if not (2 <= len(v) <= 30 and v.isalnum())]
+            if bad or not out:
+                raise ValueError(f"expected symbols of 2-30 letters and digits (BTCUSDT), was {value!r}")
+            return list(dict.fromkeys(out))
+        return value
 
     def fingerprint(self) -> str:
         """Return a short hash of the configuration decisions depend on (secrets and where things run
@@ -74,12 +104,151 @@ def _secret_fields(s: BaseSettings) -> set[str]:
     return {k for k, v in s.__dict__.items() if isinstance(v, SecretStr)}
 
 
+#: Bybit intervals of the original ``TIMEFRAME`` values
+TIMEFRAMES: dict[str, str] = {
+    "1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "2h": "120", "4h": "240",
+    "6h": "360", "12h": "720", "1d": "D",
+}  # fmt: skip
+
+#: the original ``.env`` names and what each one means here (README "Configuration")
+LEGACY_NAMES: dict[str, str] = {
+    "SYMBOL": "the symbols to trade, comma-separated (NERTZ_SYMBOLS)",
+    "TIMEFRAME": f"the bar interval intents come from ({', '.join(TIMEFRAMES)}): the signal trades its closed bars "
+    "(NERTZ_SIGNAL__TIMEFRAME) and the live feed subscribes and backfills it (NERTZ_INGEST__LIVE__INTERVALS, with 1m)",
+    "CAPITAL_USDT": "the starting equity, USDT, of every service (the signal's sizing, the executor's account, the "
+    "validator's rules and breaker)",
+    "RISK_FACTOR": "the fraction of equity lost at the stop-loss, costs included (NERTZ_SIGNAL__RISK_PER_TRADE; the "
+    "executor refuses more than NERTZ_EXECUTOR__MAX_RISK_PER_TRADE, 0.015)",
+    "TP_PERCENTAGE": "fixed take-profit distance, a fraction of the entry (0.02 = 2 %): the fixed stop mode",
+    "SL_PERCENTAGE": "fixed stop-loss distance, a fraction of the entry (0.01 = 1 %): the fixed stop mode",
+    "EGM_BUY_THRESHOLD": "the combined score a long needs on bars-only scores (NERTZ_SIGNAL__ENTRY_THRESHOLD)",
+    "EGM_SELL_THRESHOLD": "the combined score a short needs: -EGM_BUY_THRESHOLD (the threshold is symmetric)",
+    "BYBIT_ENV": "demo | testnet | mainnet, and live (= mainnet)",
+}
+
+
+def legacy_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Translate the original ``.env`` names in ``environ`` into ``NERTZ_*`` variables.
+
+    Returns
+    -------
+    additions : dict of str to str
+        Variables to set (never one that ``environ`` sets to the same value already).
+    errors : list of str
+        One line per name that cannot be translated (a bad value, or a conflict with a ``NERTZ_*``
+        variable set to something else).
+    """
+    add: dict[str, str] = {}
+    errors: list[str] = []
+
+    def put(target: str, value: str, source: str) -> None:
+        have = environ.get(target)
+        if have is not None and have != value and not _same_number(have, value):
+            errors.append(f"{source} asks {target}={value}, but {target} is set to {have!r}: remove one of them")
+        elif have is None:
+            add[target] = value
+
+    def fraction(name: str) -> float | None:
+        text = environ.get(name, "").strip()
+        if not text:
+            return None
+        try:
+            x = float(text)
+        except ValueError:
+            errors.append(f"{name}: expected a number, was {text!r}")
+            return None
+        return x
+
+    symbols = environ.get("SYMBOL", "").strip()
+    if symbols:
+        put("NERTZ_SYMBOLS", json.dumps([s.strip().upper() for s in symbols.split(",") if s.strip()]), "SYMBOL")
+    tf = environ.get("TIMEFRAME", "").strip()
+    if tf:
+        interval = TIMEFRAMES.get(tf.lower()) or (tf if tf in TIMEFRAMES.values() else None)
+        if interval is None:
+            errors.append(f"TIMEFRAME: expected one of {', '.join(TIMEFRAMES)}, was {tf!r}")
+        else:
+            put("NERTZ_SIGNAL__TIMEFRAME", interval, "TIMEFRAME")
+            put("NERTZ_INGEST__LIVE__INTERVALS", json.dumps(list(dict.fromkeys(["1", interval]))), "TIMEFRAME")
+    capital = fraction("CAPITAL_USDT")
+    if capital is not None:
+        for target in (
+            "NERTZ_SIGNAL__EQUITY_USDT", "NERTZ_EXECUTOR__EQUITY_USDT", "NERTZ_VALIDATOR__RULES__EQUITY_USDT",
+            "NERTZ_VALIDATOR__BREAKER__EQUITY_USDT",
+        ):  # fmt: skip
+            put(target, repr(capital), "CAPITAL_USDT")
+    risk = fraction("RISK_FACTOR")
+    if risk is not None:
+        put("NERTZ_SIGNAL__RISK_PER_TRADE", repr(risk), "RISK_FACTOR")
+    fixed = False
+    for name, target in (
+        ("TP_PERCENTAGE", "NERTZ_SIGNAL__TP_PERCENTAGE"),
+        ("SL_PERCENTAGE", "NERTZ_SIGNAL__SL_PERCENTAGE"),
+    ):
+        x = fraction(name)
+        if x is None:
+            continue
+        if not 0 < x < 1:
+            errors.append(f"{name}: expected a fraction of the entry price in (0, 1) (0.02 = 2 %), was {x:g}")
+            continue
+        put(target, repr(round(x * 100.0, 12)), name)  # the signal's fields are in percent
+        fixed = True
+    if fixed:
+        put("NERTZ_SIGNAL__STOP_MODE", "fixed", "TP_PERCENTAGE/SL_PERCENTAGE")
+    buy, sell = fraction("EGM_BUY_THRESHOLD"), fraction("EGM_SELL_THRESHOLD")
+    if buy is not None and sell is not None and abs(buy + sell) > 1e-12:
+        errors.append(
+            f"EGM_SELL_THRESHOLD: expected -EGM_BUY_THRESHOLD (Nertz's entry threshold is symmetric), was {sell:g} "
+            f"with EGM_BUY_THRESHOLD {buy:g}"
+        )
+    elif buy is not None or sell is not None:
+        put("NERTZ_SIGNAL__ENTRY_THRESHOLD", repr(buy if buy is not None else -(sell or 0.0)), "EGM_BUY_THRESHOLD")
+    if environ.get("BYBIT_ENV", "").strip().lower() == "live":
+        add["BYBIT_ENV"] = "mainnet"
+    return add, errors
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def legacy_applied() -> Iterator[list[str]]:
+    """Set the translated legacy variables in ``os.environ`` for the duration (the settings read it);
+    yields the lines of what could not be translated (empty when all was well)."""
+    add, errors = legacy_environ(os.environ)
+    before = {k: os.environ.get(k) for k in add}
+    os.environ.update(add)
+    try:
+        yield errors
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def load(cls: type[S]) -> S:
     """Build settings from the environment or exit with status 2 listing every bad key.
 
-    A configuration error is the operator's to fix: retrying cannot help, so the service stops
-    before connecting anywhere (STYLE.md: exceptions sorted by what the operator must do).
+    The original ``.env`` names are translated first (:func:`legacy_environ`). A configuration error
+    is the operator's to fix: retrying cannot help, so the service stops before connecting anywhere
+    (STYLE.md: exceptions sorted by what the operator must do).
     """
+    with legacy_applied() as legacy_errors:
+        if legacy_errors:
+            lines = [f"configuration error: {len(legacy_errors)} bad setting(s) of the original .env names"]
+            lines += [f"  {e}" for e in legacy_errors]
+            print("\n".join(lines), file=sys.stderr)
+            raise SystemExit(2)
+        return _build(cls)
+
+
+def _build(cls: type[S]) -> S:
     try:
         return cls()
     except SettingsError as e:  # e.g. a list or dict variable that is not valid JSON

@@ -49,13 +49,17 @@ VENUES: tuple[str, ...] = ("bybit",)
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec(
         "signal",
-        tuple(subjects.filter_of("md", k) for k in ("bar", "book", "trade", "ticker", "status")),
-        "signal: market data in log order",
+        (
+            *(subjects.filter_of("md", k) for k in ("bar", "book", "trade", "ticker", "status")),
+            subjects.filter_of("sys", "config"),
+            subjects.filter_of("sys", "manual"),
+        ),
+        "signal: market data, config changes and manual trade requests in log order",
     ),
     ConsumerSpec(
         "llm-validator",
-        (subjects.filter_of("sig", "intent"), subjects.filter_of("exec")),
-        "llm-validator: intents, and executor events for its memory",
+        (subjects.filter_of("sig", "intent"), subjects.filter_of("exec"), subjects.filter_of("sys", "config")),
+        "llm-validator: intents, executor events for its memory, and config changes",
     ),
     # the executor's driver lane: market data and operator commands, in log order (a command applies
     # where it sits in the log, not at the next closed bar)
@@ -64,6 +68,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         (
             *(subjects.filter_of("md", k) for k in ("bar", "book", "ticker", "instrument", "status")),
             subjects.filter_of("sys", "control"),
+            subjects.filter_of("sys", "config"),
+            subjects.filter_of("sys", "manual"),
             *(f for v in VENUES for f in subjects.venue_filters(v)),
         ),
         "executor: market data for the paper venue and the clock, operator commands, real venues' reports",

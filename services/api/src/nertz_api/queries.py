@@ -51,6 +51,12 @@ async def known_symbols(pool: asyncpg.Pool, configured: Sequence[str]) -> list[s
     return sorted(set(configured) | {r["symbol"] for r in rows})
 
 
+async def config_changes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Return the ``changes`` of every ``ConfigChanged`` projected so far, in log order."""
+    rows = await pool.fetch("SELECT changes FROM config_changes ORDER BY stream_seq")
+    return [msgspec.json.decode(r["changes"]) if isinstance(r["changes"], str) else r["changes"] for r in rows]
+
+
 async def is_known(pool: asyncpg.Pool, symbol: str, configured: Sequence[str]) -> bool:
     """Return True when ``symbol`` is configured or was seen on the log."""
     if symbol in configured:

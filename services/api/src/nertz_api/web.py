@@ -48,9 +48,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nertz_api import liveness, queries, resets
+from nertz_api import commands, liveness, queries, resets
 from nertz_api.queries import summary
-from nertz_common import bus, heartbeat, subjects
+from nertz_common import bus, heartbeat, live_config, subjects
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
 
@@ -132,11 +132,19 @@ class ApiContext:
 class ApiError(Exception):
     """An error answered as ``{"error": error, "reason": reason}`` with HTTP ``status``."""
 
-    def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.error = error
         self.reason = reason
+        self.details = details
         self.headers = headers
 
 
@@ -160,6 +168,70 @@ class ControlRequest(BaseModel):
 
 #: what no body means for ``POST /start`` and ``/stop`` (never mutated)
 _NO_BODY = ControlRequest()
+
+_ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+
+
+class ConfigUpdate(BaseModel):
+    """Body of ``POST /config/update_all``: settings to change while running, by dotted key or nested."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"changes": {"signal.entry_threshold": 9.0, "executor.max_positions": 2}, "reason": "calmer market"},
+            {"changes": {"validator": {"rules": {"min_win_rate": 0.3}}}},
+        ]},
+    )  # fmt: skip
+
+    changes: dict[str, Any] = Field(
+        description="new values by key: 'signal.<key>', 'executor.<key>' or 'validator.<key>' (the services' "
+        "NERTZ_SIGNAL__..., NERTZ_EXECUTOR__..., NERTZ_VALIDATOR__... settings, lower case, '.' for '__'), or the "
+        "same nested as objects; JSON scalars only",
+        max_length=200,
+    )
+    reason: str = Field(default="", max_length=500, pattern=_ONE_LINE, description="one line, shown in the ledger")
+
+
+class ThresholdsUpdate(BaseModel):
+    """Body of ``POST /config/update_thresholds``: the signal's entry thresholds (score units, (0, 10])."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"entry_threshold": 9.0, "entry_threshold_books": 6.0, "reason": "more trades"},
+            {"egm_buy_threshold": 9.2, "egm_sell_threshold": -9.2},
+            {"entry_thresholds": {"egm+ild+rol+pio+ogm": 6.2}},
+        ]},
+    )  # fmt: skip
+
+    entry_threshold: float | None = Field(default=None, gt=0, le=10, description="bars-only scores (EGM, PIO)")
+    entry_threshold_books: float | None = Field(default=None, gt=0, le=10, description="scores with a book factor")
+    entry_thresholds: dict[str, Annotated[float, Field(gt=0, le=10)]] | None = Field(
+        default=None, max_length=32, description="by exact factor set, e.g. 'egm+ild+rol+pio+ogm'"
+    )
+    egm_buy_threshold: float | None = Field(
+        default=None, gt=0, le=10, description="the original engine's name of entry_threshold (longs)"
+    )
+    egm_sell_threshold: float | None = Field(
+        default=None, ge=-10, lt=0, description="the original engine's short threshold: -egm_buy_threshold"
+    )
+    reason: str = Field(default="", max_length=500, pattern=_ONE_LINE, description="one line, shown in the ledger")
+
+
+class TradeRequest(BaseModel):
+    """Body of ``POST /execute_trade/{symbol}``: the side (default: the signal's combined score decides)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"side": "Buy", "reason": "breakout"}, {}]}
+    )
+
+    side: Literal["Buy", "Sell", "long", "short"] | None = Field(
+        default=None, description="Buy/long or Sell/short; none: the direction of the latest combined score"
+    )
+    reason: str = Field(default="", max_length=500, pattern=_ONE_LINE, description="one line, shown in the ledger")
+
+
+_NO_TRADE_BODY = TradeRequest()
 
 
 class BodyLimit:
@@ -388,11 +460,14 @@ class ErrorBody(_Out):
     """Every error: a stable slug and what was expected and what it was (never exception text)."""
 
     error: str = Field(
-        description="stable code: invalid_symbol, invalid_request, invalid_body, unknown_symbol, unauthorized, "
-        "disabled, payload_too_large, not_found, method_not_allowed, database_unavailable, bus_unavailable"
+        description="stable code: invalid_symbol, invalid_request, invalid_body, invalid_config, unknown_symbol, "
+        "unauthorized, disabled, payload_too_large, not_found, method_not_allowed, database_unavailable, "
+        "bus_unavailable"
     )
     reason: str = Field(description="plain English: what was expected, and what it was")
-    details: list[ErrorDetail] = Field(default_factory=list, description="422 invalid_request only: each bad field")
+    details: list[ErrorDetail] = Field(
+        default_factory=list, description="422 invalid_request and invalid_config: each bad field or setting"
+    )
 
 
 class Health(_Out):
@@ -1089,6 +1164,29 @@ class Accepted(_Out):
     scope: str = Field(description="'all' or the symbol")
 
 
+class ConfigAccepted(_Out):
+    """``POST /config/update_all`` and ``/config/update_thresholds``: the change is on the log; each service
+    applies its keys where it sits in the log."""
+
+    accepted: Literal[True]
+    type: Literal["ConfigChanged"]
+    event_id: str
+    stream_seq: int
+    changes: dict[str, Any] = Field(description="the change as published, by dotted key")
+
+
+class TradeAccepted(_Out):
+    """``POST /execute_trade/{symbol}``: the request is on the log; its intent (if the signal proposes one)
+    goes through the validator, the risk guard and the Hard Lock like any other (see ``/decisions``)."""
+
+    accepted: Literal[True]
+    type: Literal["ManualTradeRequested"]
+    event_id: str
+    stream_seq: int
+    symbol: str
+    side: Literal["Buy", "Sell"] | None
+
+
 # --- the error responses each endpoint declares ------------------------------------------------------
 
 BUS_UNREADABLE = "expected NATS to answer, it did not (unreachable, too slow, or this API runs without it)"
@@ -1138,6 +1236,24 @@ _EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
             "error": "invalid_body",
             "reason": 'expected no body or a JSON object such as {"scope": "all", "reason": "..."}, was null',
         },
+        "invalid_config": {
+            "error": "invalid_config",
+            "reason": "2 bad setting(s), nothing was published: signal.ema_fast: shapes state built from the log: set "
+            "it in the environment and restart the service; executor.max_positions: Input should be greater than "
+            "or equal to 1",
+            "details": [
+                {
+                    "loc": ["body", "changes", "signal.ema_fast"],
+                    "type": "config",
+                    "msg": "shapes state built from the log: set it in the environment and restart the service",
+                },
+                {
+                    "loc": ["body", "changes", "executor.max_positions"],
+                    "type": "config",
+                    "msg": "Input should be greater than or equal to 1",
+                },
+            ],
+        },
     },
     503: {
         "database_unavailable": {"error": "database_unavailable", "reason": DATABASE_UNAVAILABLE},
@@ -1174,6 +1290,9 @@ _READ = _errors(503, only=("database_unavailable",))
 _QUERY = _errors(422, 503, only=("invalid_request", "database_unavailable"))
 _PER_SYMBOL = _errors(404, 422, 503, only=("unknown_symbol", "invalid_symbol", "invalid_request",
                                            "database_unavailable"))  # fmt: skip
+_CONFIG_COMMAND = _errors(401, 403, 413, 422, 503, only=("unauthorized", "disabled", "payload_too_large",
+                          "invalid_config", "invalid_request", "invalid_body", "database_unavailable",
+                          "bus_unavailable"))  # fmt: skip
 _COMMAND = _errors(401, 403, 404, 413, 422, 503, only=("unauthorized", "disabled", "unknown_symbol",
                    "payload_too_large", "invalid_symbol", "invalid_request", "invalid_body", "database_unavailable",
                    "bus_unavailable"))  # fmt: skip
@@ -1527,27 +1646,110 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> JSON:
         return JSON(await queries.venue_symbol(ctx.pool, symbol, limit))
 
+    def publisher(ctx: ApiContext) -> bus.Publisher:
+        if ctx.publisher is None:
+            raise ApiError(503, "bus_unavailable", "expected a NATS publisher, this API runs without one")
+        return ctx.publisher
+
+    async def publish(ctx: ApiContext, event: ev.SystemEvent) -> int:
+        try:
+            seq = await publisher(ctx).publish(event)
+        except bus.PublishError as e:
+            log.warning(
+                "control.unpublished",
+                extra={"type": type(event).__name__, "scope": event.scope, "error": repr(e)[:300]},
+            )
+            raise ApiError(503, "bus_unavailable", _EXAMPLES[503]["bus_unavailable"]["reason"]) from e
+        log.info(
+            "control.published", extra={"type": type(event).__name__, "scope": event.scope, "event_id": event.event_id}
+        )
+        return seq
+
     async def command(ctx: ApiContext, cls: type[ev.TradingStarted | ev.TradingStopped], body: ControlRequest) -> JSON:
         scope = "all" if body.scope.lower() == "all" else _normalise(body.scope)
         if scope != "all" and not await queries.is_known(ctx.pool, scope, ctx.symbols):
             raise ApiError(404, "unknown_symbol", f"expected scope 'all' or a known symbol, was {scope}")
-        if ctx.publisher is None:
-            raise ApiError(503, "bus_unavailable", "expected a NATS publisher, this API runs without one")
+        publisher(ctx)
         now = time.time_ns()  # an operator command: its time is when the operator gave it
         fields: dict[str, Any] = {"scope": scope, "actor": "api"}
         if cls is ev.TradingStopped:
             fields["reason"] = body.reason
         event = cls(event_id=derive_id(cls.__name__, scope, now), ts_event=now, ts_init=now, **fields)
-        try:
-            seq = await ctx.publisher.publish(event)
-        except bus.PublishError as e:
-            log.warning("control.unpublished", extra={"type": cls.__name__, "scope": scope, "error": repr(e)[:300]})
-            raise ApiError(503, "bus_unavailable", _EXAMPLES[503]["bus_unavailable"]["reason"]) from e
-        log.info("control.published", extra={"type": cls.__name__, "scope": scope, "event_id": event.event_id})
+        seq = await publish(ctx, event)
         return JSON(
             {"accepted": True, "type": cls.__name__, "event_id": event.event_id, "stream_seq": seq, "scope": scope},
             status_code=202,
         )
+
+    async def change_config(ctx: ApiContext, changes: Mapping[str, Any], reason: str) -> JSON:
+        publisher(ctx)
+        beats, _ = await _heartbeats(ctx, "/config/update")
+        try:
+            flat = commands.validated(changes, beats, await queries.config_changes(ctx.pool))
+        except live_config.ConfigRejected as e:
+            details = [{"loc": ["body", "changes", k], "msg": v, "type": "config"} for k, v in e.errors.items()]
+            text = "; ".join(f"{k}: {v}" for k, v in e.errors.items())
+            raise ApiError(
+                422, "invalid_config", f"{len(e.errors)} bad setting(s), nothing was published: {text}", details=details
+            ) from None
+        now = time.time_ns()
+        key = msgspec.json.encode(dict(sorted(flat.items()))).decode()
+        event = ev.ConfigChanged(
+            event_id=derive_id("ConfigChanged", key, now), ts_event=now, ts_init=now, changes=flat, reason=reason
+        )
+        seq = await publish(ctx, event)
+        return JSON(
+            {"accepted": True, "type": "ConfigChanged", "event_id": event.event_id, "stream_seq": seq, "changes": flat},
+            status_code=202,
+        )
+
+    @app.post(
+        "/config/update_all", summary="Publish ConfigChanged: any live setting of signal, executor or validator",
+        status_code=202, dependencies=[Depends(_authorized), Depends(_not_null)], response_model=ConfigAccepted,
+        responses=_CONFIG_COMMAND,
+    )  # fmt: skip
+    async def update_all(ctx: Ctx, body: ConfigUpdate) -> JSON:
+        return await change_config(ctx, body.changes, body.reason)
+
+    @app.post(
+        "/config/update_thresholds", summary="Publish ConfigChanged: the signal's entry thresholds",
+        status_code=202, dependencies=[Depends(_authorized), Depends(_not_null)], response_model=ConfigAccepted,
+        responses=_CONFIG_COMMAND,
+    )  # fmt: skip
+    async def update_thresholds(ctx: Ctx, body: ThresholdsUpdate) -> JSON:
+        try:
+            changes = commands.thresholds(
+                body.entry_threshold, body.entry_threshold_books, body.entry_thresholds, body.egm_buy_threshold,
+                body.egm_sell_threshold,
+            )  # fmt: skip
+        except live_config.ConfigRejected as e:
+            details = [{"loc": ["body", k], "msg": v, "type": "config"} for k, v in e.errors.items()]
+            raise ApiError(422, "invalid_config", "; ".join(f"{k}: {v}" for k, v in e.errors.items()),
+                           details=details) from None  # fmt: skip
+        return await change_config(ctx, changes, body.reason)
+
+    @app.post(
+        "/execute_trade/{symbol}", summary="Publish ManualTradeRequested: the signal evaluates the symbol now",
+        status_code=202, dependencies=[Depends(_authorized), Depends(_not_null)], response_model=TradeAccepted,
+        responses=_COMMAND,
+    )  # fmt: skip
+    async def execute_trade(ctx: Ctx, symbol: Symbol, body: Annotated[TradeRequest, Body()] = _NO_TRADE_BODY) -> JSON:
+        sym = symbol
+        publisher(ctx)
+        side: ev.OrderSide | None = {"Buy": "Buy", "long": "Buy", "Sell": "Sell", "short": "Sell", None: None}[
+            body.side
+        ]
+        now = time.time_ns()
+        event = ev.ManualTradeRequested(
+            event_id=derive_id("ManualTradeRequested", sym, now), ts_event=now, ts_init=now, scope=sym, side=side,
+            reason=body.reason,
+        )  # fmt: skip
+        seq = await publish(ctx, event)
+        return JSON(
+            {"accepted": True, "type": "ManualTradeRequested", "event_id": event.event_id, "stream_seq": seq,
+             "symbol": sym, "side": side},
+            status_code=202,
+        )  # fmt: skip
 
     def control(cls: type[ev.TradingStarted | ev.TradingStopped]) -> Callable[..., Awaitable[JSON]]:
         async def endpoint(ctx: Ctx, body: Annotated[ControlRequest, Body()] = _NO_BODY) -> JSON:
@@ -1567,6 +1769,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 def _install_errors(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        if exc.details:
+            return _error(exc.status, exc.error, exc.reason, headers=exc.headers, details=exc.details)
         return _error(exc.status, exc.error, exc.reason, headers=exc.headers)
 
     async def invalid(request: Request, exc: Exception) -> Response:

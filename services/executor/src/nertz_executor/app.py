@@ -60,7 +60,7 @@ async def start(
     rt: runtime.Runtime, config: ExecutorSettings, metrics: ExecutorMetrics | None = None
 ) -> tuple[Executor, ComponentRunner]:
     """Build the executor and its JetStream runner on ``rt`` (run it with ``runner.run()``)."""
-    executor = Executor(config.executor.to_config())
+    executor = Executor(config.executor.to_config(), reconfigure=config.executor.reconfigured)
     metrics = metrics or ExecutorMetrics(rt.registry)
     runner = await rt.component(
         Node(executor), config, config_hash=config.fingerprint(), hooks=hooks(metrics, executor, list(config.symbols))

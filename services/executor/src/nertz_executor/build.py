@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+from nertz_common import events as ev
 from nertz_common.node.component import Node
 from nertz_executor.core.component import Executor
 from nertz_executor.core.config import ExecutorConfig
 
 
-def build(config: ExecutorConfig) -> Node:
-    """Return the executor node on the paper venue."""
-    return Node(Executor(config))
+def build(
+    config: ExecutorConfig, reconfigure: Callable[[Mapping[str, ev.ConfigValue]], ExecutorConfig] | None = None
+) -> Node:
+    """Return the executor node on the paper venue (``reconfigure``: see :class:`Executor`)."""
+    return Node(Executor(config, reconfigure=reconfigure))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
+from nertz_common import live_config
 from nertz_common.settings import CommonSettings
 from nertz_executor.core.config import (
     DAY_NS,
@@ -20,6 +22,12 @@ class ExecutorGroup(BaseModel):
     """The ``NERTZ_EXECUTOR__`` group: risk limits, lock timings, paper-venue costs and loop tuning."""
 
     model_config = {"extra": "forbid"}
+
+    #: what a ``ConfigChanged`` cannot change while running (the venue, the starting account, the
+    #: switch before any command, the structured ones): environment and restart
+    RESTART_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"venue", "equity_usdt", "trading_enabled", "correlation_groups", "drawdown_tiers"}
+    )
 
     equity_usdt: float = Field(default=10_000.0, gt=0, description="starting equity, USDT")
     taker_fee: float = Field(default=0.00055, ge=0, lt=0.01, description="taker fee per leg, fraction of notional")
@@ -93,6 +101,16 @@ class ExecutorGroup(BaseModel):
     def _consistent(self) -> ExecutorGroup:
         self.to_config()  # cross-field rules (min <= max, disjoint groups, increasing tiers) raise ValueError
         return self
+
+    def reconfigured(self, overrides: Mapping[str, Any]) -> ExecutorConfig:
+        """Return the core's configuration with ``overrides`` (keys of this group) applied.
+
+        Raises
+        ------
+        ConfigRejected
+            Listing every bad key (:func:`nertz_common.live_config.updated`).
+        """
+        return live_config.updated(self, overrides, label="executor.").to_config()
 
     def to_config(self) -> ExecutorConfig:
         """Return the core's :class:`~nertz_executor.core.config.ExecutorConfig`."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from nertz_common import events as ev
+from nertz_common import live_config
 from nertz_common.node.component import Node
 from nertz_validator.core.breaker import BreakerConfig
 from nertz_validator.core.component import ModelPolicy, Validator, shadow_class
@@ -33,11 +37,14 @@ def build(group: ValidatorGroup, *, has_key: bool = False, shadow: str | None = 
             mode=policy, model=q.model, prompt=q.prompt, council=q.council, breaker_prompt=q.breaker_prompt
         )
     cls = Validator if shadow is None else shadow_class(shadow)
-    return Node(
-        cls(
-            RulesPolicy(RulesConfig(**group.rules.model_dump())),
-            model,
-            BreakerConfig(**group.breaker.model_dump()),
-            shadow,
-        )
-    )
+
+    def reconfigure(overrides: Mapping[str, ev.ConfigValue]) -> tuple[RulesPolicy, BreakerConfig]:
+        return limits(live_config.updated(group, overrides, label="validator."))
+
+    rules, breaker = limits(group)
+    return Node(cls(rules, model, breaker, shadow, reconfigure))
+
+
+def limits(group: ValidatorGroup) -> tuple[RulesPolicy, BreakerConfig]:
+    """The rules policy and the circuit breaker's limits of ``group``."""
+    return RulesPolicy(RulesConfig(**group.rules.model_dump())), BreakerConfig(**group.breaker.model_dump())

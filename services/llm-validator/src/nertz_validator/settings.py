@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
@@ -83,6 +83,11 @@ class ValidatorGroup(BaseModel):
     """
 
     model_config = {"extra": "forbid"}
+
+    #: what a ``ConfigChanged`` cannot change while running (which policy decides, and how the model is
+    #: asked: a recorded answer must stay the answer to the same question); the rules' and the
+    #: breaker's limits can (``validator.rules.min_win_rate``...)
+    RESTART_KEYS: ClassVar[frozenset[str]] = frozenset({"policy", "qwen"})
 
     policy: Literal["auto", "rules", "qwen", "council"] = "auto"
     rules: RulesSettings = RulesSettings()

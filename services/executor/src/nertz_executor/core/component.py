@@ -1,10 +1,15 @@
 """The executor as a kernel component: the Hard Lock, the risk guard and a venue, pure and synchronous.
 
 Driver inputs, in log order: market data (``md.bar``, ``md.book``, ``md.ticker``, ``md.status``) and
-operator commands (``sys.control``, applied where they sit in the log). Joins: at every closed bar the
-executor waits for that bar's ``FactorSnapshot`` (signal publishes exactly one per closed bar); if the
-snapshot names an intent it publishes ``VerdictAwaited`` (the validator's rendezvous), then joins the
-``IntentProposed`` and the ``VerdictIssued`` of that intent, and decides:
+operator commands (``sys.control``, ``sys.config``, ``sys.manual``, applied where they sit in the log).
+A ``ManualTradeRequested`` is a step like a closed bar: the executor waits for signal's snapshot of the
+request (``bar_id`` = the request's id) and from there on decides as for a bar, Hard Lock included;
+for a symbol without a closed bar yet signal publishes nothing, and the executor does not wait.
+
+Joins: at every closed bar the executor waits for that bar's ``FactorSnapshot`` (signal publishes
+exactly one per closed bar); if the snapshot names an intent it publishes ``VerdictAwaited`` (the
+validator's rendezvous), then joins the ``IntentProposed`` and the ``VerdictIssued`` of that intent,
+and decides:
 
 - a verdict for a symbol whose lock is engaged (ENTRY_PENDING, LOCKED, COOLDOWN) becomes
   ``SignalSuppressed`` and never reaches the venue;
@@ -41,12 +46,15 @@ Conventions: every event's ``ts_event = ts_init`` = the ``ts_event`` of the inpu
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
 
 from nertz_common import events as ev
+from nertz_common import live_config
 from nertz_common.derive import derive
 from nertz_common.ids import derive_id, order_link_id
 from nertz_common.node.component import Component, Join
@@ -77,6 +85,8 @@ from nertz_executor.core.venue.paper import (
     realized_pnl,
 )
 
+log = logging.getLogger("nertz.executor")
+
 #: quantities closer than this are equal (base currency; Bybit's smallest qtyStep is far above it)
 _QTY_EPS = 1e-9
 #: prices this close (relative) are the same price
@@ -89,14 +99,23 @@ class ExecutorSnap(msgspec.Struct):
 
     state: ExecutorState
     venue: PaperState | None = None
+    #: the ``executor.`` keys of every ConfigChanged read so far (the latest value per key)
+    config_overrides: dict[str, ev.ConfigValue] = {}
+    #: symbols with a closed bar on the log (a manual request waits for signal's answer only for these)
+    bar_symbols: list[str] = []
 
 
 @dataclass(slots=True)
 class _Step:
-    """A closed bar's decision in progress (one per symbol at most)."""
+    """A closed bar's (or a manual request's) decision in progress (one per symbol at most).
 
-    bar: ev.Bar
+    ``key`` is the ``bar_id`` of the snapshot awaited; ``at`` the event the step's outputs are derived
+    at (the bar; for a manual request its snapshot, once it arrived).
+    """
+
+    key: str
     seq: int
+    at: ev.InstrumentEvent | None
     intent: ev.IntentProposed | None = None
 
 
@@ -108,6 +127,10 @@ class Executor(Component):
     config : ExecutorConfig
     venue : PaperVenue, optional
         Defaults to a paper venue on ``config``.
+    reconfigure : callable, optional
+        ``reconfigure(overrides) -> ExecutorConfig``: the configuration the executor was started with,
+        with the ``executor.`` keys of the log's ConfigChanged applied (raises
+        :class:`~nertz_common.live_config.ConfigRejected`); without it config changes are ignored.
 
     Attributes
     ----------
@@ -119,7 +142,7 @@ class Executor(Component):
     scope: ClassVar[str | None] = "symbol"
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.Bar, ev.BookSnapshot, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
-        ev.TradingStarted, ev.TradingStopped, ev.InstrumentSpec,
+        ev.TradingStarted, ev.TradingStopped, ev.InstrumentSpec, ev.ConfigChanged, ev.ManualTradeRequested,
         # what a real venue reports (recorded on the log by its adapter; a paper run has none)
         ev.OrderAccepted, ev.OrderRefused, ev.OrderCanceled, ev.OrderFilled, ev.FundingSettled,
         ev.PositionSnapshot, ev.WalletSnapshot,
@@ -131,8 +154,19 @@ class Executor(Component):
     )
     state_type: ClassVar[type[msgspec.Struct]] = ExecutorSnap
 
-    def __init__(self, config: ExecutorConfig, venue: PaperVenue | ExchangeVenue | None = None) -> None:
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        venue: PaperVenue | ExchangeVenue | None = None,
+        reconfigure: Callable[[Mapping[str, ev.ConfigValue]], ExecutorConfig] | None = None,
+    ) -> None:
         self.config = config
+        self.base = config
+        self.reconfigure = reconfigure
+        self.overrides: dict[str, ev.ConfigValue] = {}
+        self.bar_symbols: set[str] = set()
+        #: ConfigChanged this executor refused (another base configuration than the api validated on)
+        self.config_rejected = 0
         if venue is None:
             venue = PaperVenue(config) if config.venue_name == "paper" else ExchangeVenue(config.venue_name)
         self.venue: PaperVenue | ExchangeVenue = venue
@@ -155,9 +189,42 @@ class Executor(Component):
         sym = self.state.symbols.get(bar.symbol)
         out = [] if sym is None or sym.lock == "FLAT" else self._market(bar)  # FLAT: nothing to do
         if bar.closed:
-            self._steps[bar.symbol] = _Step(bar, self.position)
+            self.bar_symbols.add(bar.symbol)
+            self._steps[bar.symbol] = _Step(bar.event_id, self.position, bar)
             self.awaiting = (ev.FactorSnapshot, bar.event_id)
         return out
+
+    def on_manual_trade_requested(self, e: ev.ManualTradeRequested) -> list[ev.Event]:
+        """An operator's trade: wait for signal's snapshot of the request, then decide as for a bar."""
+        if e.scope in self.bar_symbols:
+            self._steps[e.scope] = _Step(e.event_id, self.position, None)
+            self.awaiting = (ev.FactorSnapshot, e.event_id)
+        return []
+
+    def on_config_changed(self, e: ev.ConfigChanged) -> list[ev.Event]:
+        """Apply the ``executor.`` keys of a config change from here on (all, or none if one is bad)."""
+        mine = live_config.section(e.changes, "executor")
+        if not mine:
+            return []
+        if self.reconfigure is None:
+            self.config_rejected += 1
+            log.warning("config.ignored", extra={"event_id": e.event_id, "reason": "built without reconfigure"})
+            return []
+        overrides = {**self.overrides, **mine}
+        try:
+            config = self.reconfigure(overrides)
+        except live_config.ConfigRejected as err:
+            self.config_rejected += 1
+            log.warning("config.rejected", extra={"event_id": e.event_id, "errors": err.errors})
+            return []
+        self.overrides = overrides
+        self._configure(config)
+        return []
+
+    def _configure(self, config: ExecutorConfig) -> None:
+        self.config = config
+        if isinstance(self.venue, PaperVenue):
+            self.venue.config = config
 
     def on_book_snapshot(self, e: ev.BookSnapshot) -> list[ev.Event]:
         """Market effects of a book (fills at best bid/ask, TP/SL, timers)."""
@@ -357,9 +424,11 @@ class Executor(Component):
     def on_factor_snapshot(self, f: ev.FactorSnapshot) -> list[ev.Event]:
         """The closed bar's snapshot: with an intent, publish ``VerdictAwaited`` and join the intent."""
         step = self._steps.get(f.symbol)
-        if step is None or f.bar_id != step.bar.event_id:
+        if step is None or f.bar_id != step.key:
             raise ValueError(f"expected the snapshot of the awaited bar, was of bar {f.bar_id}")
-        bar, iid = step.bar, f.intent_id
+        if step.at is None:  # a manual request: the snapshot routes and times what follows
+            step.at = f
+        bar, iid = step.at, f.intent_id
         if iid is None:
             self._end_step(bar.symbol)
             return []
@@ -384,7 +453,8 @@ class Executor(Component):
             raise ValueError(f"expected the verdict of the awaited intent, was of {verdict.correlation_id}")
         account = self._account_as_of(step.seq)
         self._end_step(verdict.symbol)
-        return self._emit(self._decide(step.bar, verdict, intent, account))
+        assert step.at is not None
+        return self._emit(self._decide(step.at, verdict, intent, account))
 
     def _end_step(self, symbol: str) -> None:
         del self._steps[symbol]
@@ -412,7 +482,7 @@ class Executor(Component):
     # --- decisions --------------------------------------------------------------------------------
 
     def _decide(
-        self, bar: ev.Bar, verdict: ev.VerdictIssued, intent: ev.IntentProposed, state: ExecutorState
+        self, bar: ev.InstrumentEvent, verdict: ev.VerdictIssued, intent: ev.IntentProposed, state: ExecutorState
     ) -> list[ev.Event]:
         config = self.config
         iid = verdict.correlation_id
@@ -779,10 +849,20 @@ class Executor(Component):
 
     def get_state(self) -> ExecutorSnap:
         """Return the lock state and the paper account."""
-        return ExecutorSnap(self.state, self.venue.get_state())
+        return ExecutorSnap(self.state, self.venue.get_state(), dict(self.overrides), sorted(self.bar_symbols))
 
     def set_state(self, snap: ExecutorSnap) -> None:
-        """Put back a state from :meth:`get_state`."""
+        """Put back a state from :meth:`get_state` (its config overrides applied to this executor's base)."""
+        self.overrides = dict(snap.config_overrides)
+        config = self.base
+        if self.overrides and self.reconfigure is not None:
+            try:
+                config = self.reconfigure(self.overrides)
+            except live_config.ConfigRejected as err:
+                self.config_rejected += 1
+                log.warning("config.rejected", extra={"errors": err.errors, "at": "restore"})
+        self._configure(config)
+        self.bar_symbols = set(snap.bar_symbols)
         self.state = snap.state
         if isinstance(self.venue, PaperVenue):
             self.venue.set_state(snap.venue or PaperState())

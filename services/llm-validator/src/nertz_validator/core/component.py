@@ -27,14 +27,15 @@ A shadow validator (``shadow="name"``) judges the same intents with its own poli
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import msgspec
 
 from nertz_common import events as ev
-from nertz_common import topology
+from nertz_common import live_config, topology
 from nertz_common.derive import derive
 from nertz_common.node.component import Call, Component, Join
 from nertz_validator.core import answer as answers
@@ -42,6 +43,8 @@ from nertz_validator.core import breaker as brk
 from nertz_validator.core import prompt
 from nertz_validator.core.memory import Memory, SymbolMemory
 from nertz_validator.core.policy import Opinion, RulesPolicy, skipped_locked
+
+log = logging.getLogger("nertz.validator")
 
 
 class Ask(Call, frozen=True, kw_only=True):
@@ -101,9 +104,11 @@ class ModelPolicy:
 
 
 class ValidatorState(msgspec.Struct):
-    """The validator's state between steps: its memory (overrides included)."""
+    """The validator's state between steps: its memory (overrides included) and the ``validator.`` keys
+    of every ConfigChanged read so far."""
 
     memory: Memory = Memory()
+    config_overrides: dict[str, ev.ConfigValue] = {}
 
 
 @dataclass
@@ -143,6 +148,10 @@ class Validator(Component):
         The circuit breaker (default limits); with ``model`` the model reviews, else the rules.
     shadow : str, optional
         Publish ``ShadowVerdictIssued`` under this name instead of verdicts, and run no breaker.
+    reconfigure : callable, optional
+        ``reconfigure(overrides) -> (rules, breaker)``: the limits the validator was started with, with
+        the ``validator.`` keys of the log's ConfigChanged applied (raises
+        :class:`~nertz_common.live_config.ConfigRejected`); without it config changes are ignored.
 
     Attributes
     ----------
@@ -155,7 +164,7 @@ class Validator(Component):
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.VerdictAwaited, ev.SignalSuppressed, ev.RiskDenied, ev.OrderSubmitted, ev.OrderRejected,
         ev.PositionOpened, ev.LockEngaged, ev.PositionClosed, ev.EntryExpired, ev.LockReleased,
-        ev.PositionReduced, ev.StopMoved, ev.VenueMismatch,
+        ev.PositionReduced, ev.StopMoved, ev.VenueMismatch, ev.ConfigChanged,
     )  # fmt: skip
     joins: ClassVar[tuple[Join, ...]] = (Join(ev.IntentProposed, "correlation_id"),)
     state_type: ClassVar[type[msgspec.Struct]] = ValidatorState
@@ -166,17 +175,51 @@ class Validator(Component):
         model: ModelPolicy | None = None,
         breaker: brk.BreakerConfig | None = None,
         shadow: str | None = None,
+        reconfigure: Callable[[Mapping[str, ev.ConfigValue]], tuple[RulesPolicy, brk.BreakerConfig]] | None = None,
     ) -> None:
+        self.reconfigure = reconfigure
+        self.overrides: dict[str, ev.ConfigValue] = {}
+        #: ConfigChanged this validator refused (another base configuration than the api validated on)
+        self.config_rejected = 0
         self.rules = rules or RulesPolicy()
         self.model = model
         if model is not None:
             model.check()
         self.breaker = breaker or brk.BreakerConfig()
+        self._base = (self.rules, self.breaker)
         self.shadow = shadow
         self.policy_name = "rules" if model is None else model.mode
         self.memory = Memory()
         self._judging: dict[str, _Judging] = {}
         self._reviews: dict[str, tuple[ev.PositionClosed, list[tuple[str, str]]]] = {}
+
+    # --- operator commands ------------------------------------------------------------------------
+
+    def on_config_changed(self, e: ev.ConfigChanged) -> list[ev.Event]:
+        """Apply the ``validator.`` keys of a config change (the rules' and the breaker's limits) from here
+        on (all of them, or none if one is bad: logged and counted in :attr:`config_rejected`)."""
+        mine = live_config.section(e.changes, "validator")
+        if not mine:
+            return []
+        overrides = {**self.overrides, **mine}
+        if not self._reconfigure(overrides, e.event_id):
+            return []
+        self.overrides = overrides
+        return []
+
+    def _reconfigure(self, overrides: dict[str, ev.ConfigValue], at: str) -> bool:
+        if not overrides:
+            self.rules, self.breaker = self._base
+            return True
+        try:
+            if self.reconfigure is None:
+                raise live_config.ConfigRejected({"validator": "this validator was built without reconfigure"})
+            self.rules, self.breaker = self.reconfigure(overrides)
+        except live_config.ConfigRejected as err:
+            self.config_rejected += 1
+            log.warning("config.rejected", extra={"event_id": at, "errors": err.errors})
+            return False
+        return True
 
     # --- judging ----------------------------------------------------------------------------------
 
@@ -362,10 +405,13 @@ class Validator(Component):
 
     def get_state(self) -> ValidatorState:
         """Return the memory (between steps nothing else is held)."""
-        return ValidatorState(self.memory)
+        return ValidatorState(self.memory, dict(self.overrides))
 
     def set_state(self, state: ValidatorState) -> None:
-        """Put back a memory from :meth:`get_state`."""
+        """Put back a memory from :meth:`get_state` (its config overrides applied to this validator's base)."""
+        self.overrides = dict(state.config_overrides)
+        if not self._reconfigure(self.overrides, "restore"):
+            self.rules, self.breaker = self._base
         self.memory = state.memory
         self._judging = {}
         self._reviews = {}

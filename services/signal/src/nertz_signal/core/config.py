@@ -8,7 +8,7 @@ their names say, and ``slippage_bps`` in basis points.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -59,6 +59,10 @@ class SignalConfig(BaseModel):
         Thresholds of exact factor sets, overriding the two above: the key names the factors the
         score used, ``+``-joined in the order egm, ild, rol, pio, ogm (``"egm+ild+rol+pio+ogm"``).
         Empty by default.
+    timeframe : str, optional
+        The Bybit interval whose closed bars propose intents (``TIMEFRAME``: ``"60"`` for 1h); bars of
+        other intervals still build their series' state and get their snapshot. None (default): every
+        interval the feed carries.
     weights : FactorWeights
         Combined-score weights.
     egm_period, pio_period : int
@@ -131,9 +135,20 @@ class SignalConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: what a ``ConfigChanged`` cannot change while running (it shapes indicator state built from the
+    #: log): these change through the environment and a restart (:mod:`nertz_common.live_config`)
+    RESTART_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "egm_period", "pio_period", "ema_fast", "ema_mid", "ema_slow", "atr_period", "panic_atr_multiple",
+            "atr_sample_s", "atr_median_days", "atr_median_min_samples", "stop_timeframe", "stop_atr_period",
+            "stop_atr_min_bars", "btc_symbol", "btc_window_s",
+        }
+    )  # fmt: skip
+
     entry_threshold: float = Field(default=9.5, gt=0, le=10)
     entry_threshold_books: float = Field(default=6.4, gt=0, le=10)
     entry_thresholds: dict[str, float] = {}
+    timeframe: str | None = None
     weights: FactorWeights = FactorWeights()
 
     egm_period: int = Field(default=20, ge=2, le=10_000)
@@ -184,6 +199,14 @@ class SignalConfig(BaseModel):
     def _timeframe(cls, v: Any) -> Any:
         v = str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # --set stop_timeframe=240 is JSON
         if v not in TIMEFRAMES_NS:
+            raise ValueError(f"expected a Bybit interval in {list(TIMEFRAMES_NS)}, was {v!r}")
+        return v
+
+    @field_validator("timeframe", mode="before")
+    @classmethod
+    def _trade_timeframe(cls, v: Any) -> Any:
+        v = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        if v is not None and v not in TIMEFRAMES_NS:
             raise ValueError(f"expected a Bybit interval in {list(TIMEFRAMES_NS)}, was {v!r}")
         return v
 

@@ -17,10 +17,19 @@ a veto says why not, checked in this order: ``warmup`` (the bar came from a back
 ``Bar.warmup``; it built state and trades nothing), the filters (:mod:`nertz_signal.core.filters`),
 ``stops_unavailable`` (the stop's ATR is still warming up) and ``risk_reward_below_min`` (the net
 reward-to-risk after fees and slippage below ``min_risk_reward``). docs/decisions.md D19, D20.
+
+Operator commands, in log order with the market data: ``ConfigChanged`` applies its ``signal.`` keys
+from that position on (the overrides are part of the state, so a restart applies them again), and
+``ManualTradeRequested`` evaluates its symbol on its latest closed bar: an intent in the requested
+direction (or the combined score's), past the filters, stops and the net R:R check but not the entry
+threshold or the trend, and a ``FactorSnapshot`` whose ``bar_id`` is the request's id (the executor
+waits for it as for a bar's). A symbol without a closed bar yet gets nothing; the executor, which
+reads the same bars, does not wait for it either.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from math import sqrt, tanh
 from typing import ClassVar, NamedTuple, TypeAlias
@@ -28,6 +37,7 @@ from typing import ClassVar, NamedTuple, TypeAlias
 import msgspec
 
 from nertz_common import events as ev
+from nertz_common import live_config
 from nertz_common.ids import derive_id
 from nertz_common.node.component import Component
 from nertz_signal.core import factors, filters, stops
@@ -52,6 +62,8 @@ _BOOK_TOPIC_KINDS = ("book", "any")
 WARMUP = "warmup"
 STOPS_UNAVAILABLE = "stops_unavailable"
 RISK_REWARD = "risk_reward_below_min"
+
+log = logging.getLogger("nertz.signal")
 
 StatusEvent: TypeAlias = ev.FeedGap | ev.FeedResynced | ev.FeedStale
 
@@ -106,6 +118,9 @@ class SymbolState:
     funding_rate: float | None = None
     funding_interval_h: int | None = None
     health: filters.FeedHealth = field(default_factory=filters.FeedHealth)
+    #: the latest closed bar and its snapshot (a manual trade is evaluated on them)
+    last_bar: ev.Bar | None = None
+    last_snapshot: ev.FactorSnapshot | None = None
 
 
 class BarScore(NamedTuple):
@@ -150,6 +165,8 @@ class SymbolSnap(msgspec.Struct, array_like=True):
     funding_rate: float | None
     funding_interval_h: int | None
     health: tuple[dict[str, int], list[str]]
+    last_bar: ev.Bar | None = None
+    last_snapshot: ev.FactorSnapshot | None = None
 
 
 class SignalState(msgspec.Struct):
@@ -159,6 +176,8 @@ class SignalState(msgspec.Struct):
     symbols: list[SymbolSnap] = []
     btc: dict[str, list[tuple[int, float]]] = {}
     resets: int = 0
+    #: the ``signal.`` keys of every ConfigChanged read so far (the latest value per key)
+    config_overrides: dict[str, ev.ConfigValue] = {}
 
 
 class SignalEngine(Component):
@@ -178,18 +197,95 @@ class SignalEngine(Component):
     name: ClassVar[str] = "signal"
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.Bar, ev.BookSnapshot, ev.TradeBatch, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
+        ev.ConfigChanged, ev.ManualTradeRequested,
     )  # fmt: skip
     state_type: ClassVar[type[msgspec.Struct]] = SignalState
 
     def __init__(self, cfg: SignalConfig) -> None:
-        self.cfg = cfg
-        w = cfg.weights.as_dict()
-        self._weights = w
-        self._w = tuple(w[n] for n in factors.FACTOR_NAMES)
+        self.base = cfg
+        self._configure(cfg)
+        self.overrides: dict[str, ev.ConfigValue] = {}
         self._series: dict[tuple[str, str], SeriesState] = {}
         self._symbols: dict[str, SymbolState] = {}
         self._btc: dict[str, filters.PriceWindow] = {}
         self.resets = 0
+        #: ConfigChanged keys this engine refused (another base configuration than the api validated on)
+        self.config_rejected = 0
+
+    def _configure(self, cfg: SignalConfig) -> None:
+        self.cfg = cfg
+        w = cfg.weights.as_dict()
+        self._weights = w
+        self._w = tuple(w[n] for n in factors.FACTOR_NAMES)
+
+    # --- operator commands ------------------------------------------------------------------------
+
+    def on_config_changed(self, e: ev.ConfigChanged) -> list[ev.Event]:
+        """Apply the ``signal.`` keys of a config change from here on (all of them, or none if one is bad:
+        logged and counted in :attr:`config_rejected`)."""
+        mine = live_config.section(e.changes, "signal")
+        if not mine:
+            return []
+        overrides = {**self.overrides, **mine}
+        try:
+            cfg = live_config.updated(self.base, overrides, label="signal.")
+        except live_config.ConfigRejected as err:
+            self.config_rejected += 1
+            log.warning("config.rejected", extra={"event_id": e.event_id, "errors": err.errors})
+            return []
+        self.overrides = overrides
+        self._configure(cfg)
+        return []
+
+    def on_manual_trade_requested(self, e: ev.ManualTradeRequested) -> list[ev.Event]:
+        """Evaluate the symbol on its latest closed bar for an operator's trade (see the module docstring).
+
+        Returns
+        -------
+        list[Event]
+            ``[]`` when the symbol has no closed bar yet; else ``[FactorSnapshot]`` with the veto, or
+            ``[IntentProposed, FactorSnapshot]``; both with ``ts_event`` = the request's and ids derived
+            from its id.
+        """
+        sym = self._symbols.get(e.scope)
+        bar, last = (sym.last_bar, sym.last_snapshot) if sym is not None else (None, None)
+        if bar is None or last is None:
+            log.warning("manual.no_bar", extra={"symbol": e.scope, "event_id": e.event_id})
+            return []
+        cfg = self.cfg
+        side: stops.Side | None
+        if e.side is not None:
+            side = "long" if e.side == "Buy" else "short"
+        else:
+            side = "long" if last.combined > 0 else "short" if last.combined < 0 else None
+        out: list[ev.Event] = []
+        intent_id: str | None = None
+        veto: str | None = None
+        if side is None:
+            veto = "manual: no side given and the combined score is 0"
+        else:
+            veto = self._warmup(bar) or self._veto(bar, side)
+        if side is not None and veto is None:
+            plan = stops.plan(side, bar.close, last.stop_atr, last.regime, cfg, TIMEFRAMES_NS[cfg.stop_timeframe])
+            veto = self._plan_veto(bar, plan)
+            if veto is None and plan is not None:
+                score = BarScore(
+                    {n: getattr(last, n) for n in factors.FACTOR_NAMES}, last.combined, list(last.used),
+                    last.trend, (last.ema_fast, last.ema_mid, last.ema_slow), last.atr, last.regime, None, False,
+                    last.stop_atr,
+                )  # fmt: skip
+                why = f"manual trade requested by {e.actor}" + (f": {e.reason}" if e.reason else "")
+                how = "as requested" if e.side is not None else f"from the combined score {last.combined:+.2f}"
+                intent = self._intent(bar, side, score, plan, trigger=e, lead=[why, f"side {side} {how}"])
+                intent_id = intent.event_id
+                out.append(intent)
+        out.append(
+            msgspec.structs.replace(
+                last, event_id=derive_id("FactorSnapshot", e.event_id), ts_event=e.ts_event, ts_init=e.ts_event,
+                bar_id=e.event_id, intent_id=intent_id, veto=veto,
+            )
+        )  # fmt: skip
+        return out
 
     # --- handlers -------------------------------------------------------------------------------
 
@@ -252,7 +348,7 @@ class SignalEngine(Component):
         egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns, stop_atr = self._fold_bar(bar)
         cfg = self.cfg
         side: stops.Side | None = None
-        if trend != "flat":
+        if trend != "flat" and (cfg.timeframe is None or bar.interval == cfg.timeframe):
             threshold = cfg.threshold_for(used)
             if combined >= threshold and trend == "up":
                 side = "long"
@@ -265,15 +361,8 @@ class SignalEngine(Component):
             veto = self._warmup(bar) or self._veto(bar, side)
             if veto is None:
                 plan = stops.plan(side, bar.close, stop_atr, regime, cfg, TIMEFRAMES_NS[cfg.stop_timeframe])
-                if plan is None:
-                    veto = self._stops_unavailable(bar)
-                elif plan.net_risk_reward < cfg.min_risk_reward:
-                    veto = (
-                        f"{RISK_REWARD}: expected a net R:R >= {cfg.min_risk_reward:g}, was "
-                        f"{plan.net_risk_reward:.2f} (tp {plan.tp_distance:.3%}, sl {plan.sl_distance:.3%}, costs "
-                        f"{cfg.costs:.3%} per round trip)"
-                    )
-                else:
+                veto = self._plan_veto(bar, plan)
+                if veto is None and plan is not None:
                     score = BarScore(
                         {"egm": egm, "ild": ild, "rol": rol, "pio": pio, "ogm": ogm}, combined, used, trend, ema,
                         atr, regime, bar_ns, False, stop_atr,
@@ -281,8 +370,7 @@ class SignalEngine(Component):
                     intent = self._intent(bar, side, score, plan)
                     intent_id = intent.event_id
                     out.append(intent)
-        out.append(
-            ev.FactorSnapshot(
+        snapshot = ev.FactorSnapshot(
                 event_id=derive_id("FactorSnapshot", bar.event_id),
                 ts_event=bar.ts_event,
                 ts_init=bar.ts_event,
@@ -308,8 +396,10 @@ class SignalEngine(Component):
                 intent_id=intent_id,
                 veto=veto,
                 stop_atr=stop_atr,
-            )
-        )
+            )  # fmt: skip
+        out.append(snapshot)
+        sym = self._symbols[bar.symbol]  # made by _fold_bar
+        sym.last_bar, sym.last_snapshot = bar, snapshot
         return out
 
     def score(self, bar: ev.Bar) -> BarScore:
@@ -427,14 +517,23 @@ class SignalEngine(Component):
             for k, s in self._series.items()
         ]
         symbols = [
-            SymbolSnap(sym, s.book, s.funding_rate, s.funding_interval_h, s.health.state())
+            SymbolSnap(sym, s.book, s.funding_rate, s.funding_interval_h, s.health.state(), s.last_bar, s.last_snapshot)
             for sym, s in self._symbols.items()
         ]
         btc = {iv: w.state() for iv, w in self._btc.items()}
-        return SignalState(series, symbols, btc, self.resets)
+        return SignalState(series, symbols, btc, self.resets, dict(self.overrides))
 
     def set_state(self, state: SignalState) -> None:
-        """Put back a state from :meth:`get_state`."""
+        """Put back a state from :meth:`get_state` (its config overrides applied to this engine's base)."""
+        self.overrides = dict(state.config_overrides)
+        try:
+            self._configure(
+                live_config.updated(self.base, self.overrides, label="signal.") if self.overrides else self.base
+            )
+        except live_config.ConfigRejected as err:
+            self.config_rejected += 1
+            log.warning("config.rejected", extra={"errors": err.errors, "at": "restore"})
+            self._configure(self.base)
         cfg = self.cfg
         self._series = {}
         for s in state.series:
@@ -451,7 +550,14 @@ class SignalEngine(Component):
             st.prev_open_ns, st.bars = s.prev_open_ns, s.bars
             self._series[(s.symbol, s.interval)] = st
         self._symbols = {
-            s.symbol: SymbolState(s.book, s.funding_rate, s.funding_interval_h, filters.FeedHealth.from_state(s.health))
+            s.symbol: SymbolState(
+                s.book,
+                s.funding_rate,
+                s.funding_interval_h,
+                filters.FeedHealth.from_state(s.health),
+                s.last_bar,
+                s.last_snapshot,
+            )
             for s in state.symbols
         }
         self._btc = {}
@@ -465,6 +571,19 @@ class SignalEngine(Component):
         if not bar.warmup:
             return None
         return f"{WARMUP}: a backfilled bar builds state and proposes nothing (Bar.warmup)"
+
+    def _plan_veto(self, bar: ev.Bar, plan: stops.StopPlan | None) -> str | None:
+        """The veto of a candidate's stops: unavailable, or a net R:R below the minimum."""
+        cfg = self.cfg
+        if plan is None:
+            return self._stops_unavailable(bar)
+        if plan.net_risk_reward < cfg.min_risk_reward:
+            return (
+                f"{RISK_REWARD}: expected a net R:R >= {cfg.min_risk_reward:g}, was "
+                f"{plan.net_risk_reward:.2f} (tp {plan.tp_distance:.3%}, sl {plan.sl_distance:.3%}, costs "
+                f"{cfg.costs:.3%} per round trip)"
+            )
+        return None
 
     def _stops_unavailable(self, bar: ev.Bar) -> str:
         cfg = self.cfg
@@ -494,9 +613,21 @@ class SignalEngine(Component):
             )
         )
 
-    def _intent(self, bar: ev.Bar, side: stops.Side, score: BarScore, plan: stops.StopPlan) -> ev.IntentProposed:
+    def _intent(
+        self,
+        bar: ev.Bar,
+        side: stops.Side,
+        score: BarScore,
+        plan: stops.StopPlan,
+        *,
+        trigger: ev.Event | None = None,
+        lead: list[str] | None = None,
+    ) -> ev.IntentProposed:
+        """The intent of ``bar``'s candidate; with ``trigger`` (a manual request) its id, time and
+        causation are the trigger's, and ``lead`` comes first in the reasons."""
         cfg = self.cfg
-        iid = derive_id("IntentProposed", bar.event_id)
+        at = trigger if trigger is not None else bar
+        iid = derive_id("IntentProposed", at.event_id)
         fast, mid, slow = score.ema
         rel = ">" if side == "long" else "<"
         factor_set = "+".join(score.used)
@@ -509,6 +640,7 @@ class SignalEngine(Component):
             else f"tp {cfg.tp_percentage:g} %, sl {cfg.sl_percentage:g} %"
         )
         reasons = [
+            *(lead or ()),
             f"combined {score.combined:+.2f} {thr}",
             f"trend {score.trend}: ema{cfg.ema_fast} {fast:.8g} {rel} ema{cfg.ema_mid} {mid:.8g} "
             f"{rel} ema{cfg.ema_slow} {slow:.8g}",
@@ -520,13 +652,13 @@ class SignalEngine(Component):
         ]
         return ev.IntentProposed(
             event_id=iid,
-            ts_event=bar.ts_event,
-            ts_init=bar.ts_event,
+            ts_event=at.ts_event,
+            ts_init=at.ts_event,
             symbol=bar.symbol,
             venue=bar.venue,
             market=bar.market,
             correlation_id=iid,
-            causation_id=bar.event_id,
+            causation_id=at.event_id,
             side=side,
             entry_price=bar.close,
             take_profit=plan.take_profit,
