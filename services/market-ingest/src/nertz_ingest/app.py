@@ -21,12 +21,14 @@ from nertz_common import subjects
 from nertz_common.bus import PublishError
 from nertz_common.runtime import runtime
 from nertz_common.settings import load
+from nertz_common.storage import Storage, StorageSettings, Target, is_remote, local_path
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
 from nertz_ingest.adapters.durable import TRANSIENT
 from nertz_ingest.adapters.log_position import last_bars, log_end
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
+from nertz_ingest.adapters.rotation import RotatingRecorder
 from nertz_ingest.live import FrameTap, LiveError, LiveFeed, symbols_of
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import BUNDLED_INSTRUMENTS, SERVICE, load_instruments, replay_files
@@ -95,6 +97,8 @@ examples:
   BYBIT_ENV=testnet python -m nertz_ingest live --symbols BTCUSDT,ETHUSDT --depth 200 --intervals 1,5
   python -m nertz_ingest live --record var/live.jsonl.xz        # keep the raw frames; replay them later:
   python -m nertz_ingest replay --speed 1 var/live.jsonl.xz
+  python -m nertz_ingest live --record s3://bucket/rec/bybit.jsonl.xz   # hourly files uploaded to S3/OSS
+  python -m nertz_ingest replay s3://bucket/rec/                 # every recording in it, merged in time
   python -m nertz_common.testing.fake_bybit --port 18080 &      # a local fake Bybit, then:
   python -m nertz_ingest live --ws-url ws://127.0.0.1:18080 --rest-url http://127.0.0.1:18080 --depth 200
 """
@@ -107,7 +111,9 @@ recording formats (compressed by extension: .xz, .gz, or plain):
   <SYMBOL>_<n>m.csv    Bybit kline CSV "timestamp,open,high,low,close,volume" (ISO bar open time
                        with +00:00); each row becomes a closed Bar at its close time.
   Several files are merged into one time-ordered log (frames by receive time, bars by close time,
-  ties by symbol).
+  ties by symbol). A FILE is a path or a URL (s3://bucket/rec/x.jsonl.xz; NERTZ_STORAGE__* and
+  AWS_* configure S3 and Alibaba OSS, see README "Object storage"); a directory or a glob
+  (s3://bucket/rec/, var/rec/*.jsonl.xz) stands for the recordings in it.
 
 speeds:
   max   publish as fast as the stream acknowledges (default)
@@ -163,6 +169,11 @@ def parse_speed(text: str) -> float | None:
     return value
 
 
+def parse_target(text: str) -> Path | str:
+    """Parse a file argument: a URL stays a string (``s3://b/k``), a path becomes a ``Path``."""
+    return text if is_remote(text) else Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -175,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=REPLAY_EPILOG,
         formatter_class=fmt,
     )
-    rp.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recordings to replay (merged in time order)")
+    rp.add_argument(
+        "files", nargs="+", type=parse_target, metavar="FILE",
+        help="recordings to replay (merged in time order): paths, URLs, directories",
+    )  # fmt: skip
     rp.add_argument(
         "--speed",
         type=parse_speed,
@@ -230,11 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--rest-url", default=None, metavar="URL", help="REST host override (e.g. a fake server)")
     lp.add_argument(
         "--record",
-        type=Path,
+        type=parse_target,
         default=None,
-        metavar="PATH",
+        metavar="PATH|URL",
         help="also write every received frame with its receive time to PATH (*.jsonl.xz|.gz|.jsonl; "
-        "'replay' reads it back to the same events)",
+        "'replay' reads it back to the same events); a URL (s3://bucket/rec/bybit.jsonl.xz) is written to "
+        "--spool and each finished file uploaded",
+    )
+    lp.add_argument(
+        "--record-rotate-min",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="start a new recording file every MIN minutes of receive time, named <stem>-<UTC start> "
+        "(default: 60 for a URL, never for a path; 0 = never)",
+    )
+    lp.add_argument(
+        "--spool",
+        type=Path,
+        default=Path("var/spool"),
+        metavar="DIR",
+        help="where recordings to a URL are written before upload; an earlier run's leftovers are uploaded "
+        "first (default var/spool)",
     )
     lp.add_argument(
         "--record-raw",
@@ -252,10 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "live":
         return live_main(settings, args)
     symbols = _symbols(args.symbols)
+    storage = Storage(load(StorageSettings)) if any(map(is_remote, [*args.files, args.instruments])) else Storage()
     try:
-        Sources(args.files, symbols)  # fail on a missing or unknown file before connecting
-        instruments = None if args.instruments.lower() == "none" else load_instruments(Path(args.instruments))
-    except (RecordingError, OSError) as e:
+        Sources(args.files, symbols, storage=storage)  # fail on a missing or unknown file before connecting
+        instruments = None if args.instruments.lower() == "none" else load_instruments(args.instruments, storage)
+    except (RecordingError, OSError) as e:  # StorageError included: bucket, credentials, network
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     progress = args.progress or sys.stderr.isatty()
@@ -264,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def replay(
     settings: IngestSettings,
-    files: Sequence[Path],
+    files: Sequence[Target],
     speed: float | None,
     symbols: frozenset[str] | None,
     progress: bool,
@@ -352,17 +384,69 @@ def live_main(settings: IngestSettings, args: argparse.Namespace) -> int:
     if not symbols:
         print("error: expected at least one symbol (--symbols or NERTZ_SYMBOLS)", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(live(settings, symbols, args.record, args.record_raw))
+    rotate_min = args.record_rotate_min
+    if rotate_min is not None and not rotate_min >= 0:
+        print(f"error: --record-rotate-min: expected >= 0, was {rotate_min}", file=sys.stderr)
+        return EXIT_USAGE
+    storage = Storage(load(StorageSettings)) if args.record is not None and is_remote(args.record) else None
+    recording = Recording(args.record, rotate_min, args.spool, storage) if args.record is not None else None
+    return asyncio.run(live(settings, symbols, recording, args.record_raw))
+
+
+class Recording:
+    """Where ``live --record`` goes: a path or URL, its rotation and the spool of a URL's files.
+
+    Parameters
+    ----------
+    target : Path or str
+        The recording's path or URL.
+    rotate_min : float, optional
+        Minutes of receive time per file; None = 60 for a URL, one file for a path; 0 = one file.
+    spool : Path
+        Local directory of a URL's files before upload.
+    storage : Storage, optional
+        How the URL is reached (default: settings from the environment).
+    """
+
+    def __init__(
+        self, target: Target, rotate_min: float | None = None, spool: Path = Path("var/spool"),
+        storage: Storage | None = None,
+    ) -> None:  # fmt: skip
+        self.target = target
+        self.rotate_min = (60.0 if is_remote(target) else 0.0) if rotate_min is None else rotate_min
+        self.spool = spool
+        self.storage = storage
+
+    def writer(self, raw_sink: RawPublisher | None, url: str) -> RecordingWriter | RotatingRecorder:
+        """Open the recording: a :class:`RecordingWriter` for a path without rotation (as before), else a
+        :class:`RotatingRecorder`.
+
+        Raises
+        ------
+        OSError
+            If it cannot be created (exists, a bad directory, the store unreachable or refusing).
+        ValueError
+            If the name has no recording suffix.
+        """
+        if not is_remote(self.target) and not self.rotate_min:
+            return RecordingWriter(local_path(self.target), raw_sink, url=url)
+        rotate_ns = round(self.rotate_min * 60e9)
+        return RotatingRecorder(self.target, self.spool, raw_sink, rotate_ns=rotate_ns, storage=self.storage, url=url)
 
 
 async def live(
-    settings: IngestSettings, symbols: Sequence[str], record: Path | None = None, record_raw: bool = False
+    settings: IngestSettings,
+    symbols: Sequence[str],
+    record: Path | Recording | None = None,
+    record_raw: bool = False,
 ) -> int:
     """Run the live feed with the service runtime until stopped; print the summary; return the exit status.
 
-    ``record``: also write every received frame with its receive time to this file (replayable);
-    ``record_raw``: also copy every frame to the ``RAW`` stream (short retention, for forensics).
+    ``record``: also write every received frame with its receive time to this file or :class:`Recording`
+    (replayable); ``record_raw``: also copy every frame to the ``RAW`` stream (short retention, for forensics).
     """
+    if isinstance(record, Path):
+        record = Recording(record)
     cfg = settings.ingest.live
     ws_url = cfg.ws_url or WS_URLS[settings.bybit_env]
     rest_url = cfg.rest_url or REST_URLS[settings.bybit_env]
@@ -375,7 +459,7 @@ async def live(
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        writer = None
+        writer: RecordingWriter | RotatingRecorder | None = None
         tap: FrameTap | None = None
         if record is not None or record_raw:
             raw_sink = None
@@ -386,10 +470,11 @@ async def live(
                     print(f"error: stream {subjects.RAW_STREAM} not found: apply the topology first", file=sys.stderr)
                     return EXIT_USAGE
                 raw_sink = RawPublisher(rt.js)
+            url = f"{ws_url}/v5/public/linear"
             try:
-                writer = RecordingWriter(record, raw_sink, url=f"{ws_url}/v5/public/linear")
+                writer = RecordingWriter(None, raw_sink, url=url) if record is None else record.writer(raw_sink, url)
             except (OSError, ValueError) as e:
-                print(f"error: cannot record to {record}: {e}", file=sys.stderr)
+                print(f"error: cannot record to {record.target if record else None}: {e}", file=sys.stderr)
                 return EXIT_USAGE
             tap = writer.write
         metrics = IngestMetrics(rt.registry)
@@ -432,8 +517,8 @@ async def live(
             if writer is not None:
                 try:
                     await writer.aclose()
-                except OSError as e:  # RecordingWriteError: the file holds what was written before
-                    log.error("live.record_failed", extra={"path": str(record), "error": repr(e)})
-                log.info("live.recorded", extra={"path": str(record), "frames": writer.frames})
+                except OSError as e:  # RecordingWriteError: the file holds what was written before; or upload
+                    log.error("live.record_failed", extra={"path": str(record and record.target), "error": repr(e)})
+                log.info("live.recorded", extra={"path": str(record and record.target), "frames": writer.frames})
     print(stats.summary(), flush=True)
     return EXIT_OK

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from nertz_common import events as ev
 from nertz_common.bus import Publisher
 from nertz_common.ids import derive_id
+from nertz_common.storage import Storage, Target
 from nertz_ingest.adapters.durable import DurablePublisher
 from nertz_ingest.adapters.recording import RawFrame, RecordingError, Sources, record_time_ns
 from nertz_ingest.core.bybit import BybitParser, Output
@@ -60,8 +61,9 @@ log = logging.getLogger("nertz.ingest")
 BUNDLED_INSTRUMENTS = Path(__file__).resolve().parents[4] / "data" / "bybit_instruments_linear.json"
 
 
-def load_instruments(path: Path) -> dict[str, ev.InstrumentSpec]:
-    """Read an instruments-info answer (Bybit's envelope, or the bundled copy) into each symbol's spec.
+def load_instruments(path: Target, storage: Storage | None = None) -> dict[str, ev.InstrumentSpec]:
+    """Read an instruments-info answer (Bybit's envelope, or the bundled copy; a local path or a URL) into
+    each symbol's spec.
 
     Raises
     ------
@@ -69,7 +71,7 @@ def load_instruments(path: Path) -> dict[str, ev.InstrumentSpec]:
         If the file cannot be read or is not an instruments-info answer.
     """
     try:
-        specs = instruments_answer(json.loads(path.read_bytes()))
+        specs = instruments_answer(json.loads((storage or Storage()).read_bytes(path)))
     except (OSError, ValueError, AttributeError) as e:
         raise RecordingError(f"expected an instruments-info answer (JSON) in {path}, could not read it: {e}") from None
     except BadInput as e:
@@ -266,35 +268,39 @@ def screen(bar: ev.Bar, guard: BarGuard) -> ev.Bar | Rejected | None:
 
 
 def parse_files(
-    paths: Sequence[Path],
+    paths: Sequence[Target],
     *,
     symbols: Collection[str] | None = None,
     config: IngestConfig | None = None,
     logged: Mapping[str, ev.Bar] | None = None,
     instruments: Mapping[str, ev.InstrumentSpec] | None = None,
+    storage: Storage | None = None,
 ) -> Iterator[Output]:
     """Yield the events and rejections that ``paths`` become, in log order (no bus involved).
 
     ``logged``: per symbol, the last bar already on the log, which each bar series must not go back
     before (None = a fresh log). ``instruments``: the rules by symbol to announce before each
-    symbol's first event (:class:`SpecAnnouncer`; None = none).
+    symbol's first event (:class:`SpecAnnouncer`; None = none). ``storage``: how URLs are read
+    (default: settings from the environment).
 
     Raises
     ------
     RecordingError
         If a file is not a recording this service reads.
+    StorageError
+        If a URL's store cannot be read.
     """
     config = config or IngestConfig()
     parser = make_parser(config, symbols)
     guard = BarGuard(logged)
     specs = SpecAnnouncer(instruments)
-    for record in Sources(paths, symbols):
+    for record in Sources(paths, symbols, storage=storage):
         yield from specs.around(outputs_of(record, parser, guard))
 
 
 async def replay_files(
     publisher: Publisher,
-    paths: Sequence[Path],
+    paths: Sequence[Target],
     speed: float | None = None,
     *,
     symbols: Collection[str] | None = None,
@@ -313,8 +319,9 @@ async def replay_files(
     ----------
     publisher : Publisher
         Where events go (``Nats-Msg-Id`` = ``event_id``, so a re-publish stores nothing new).
-    paths : sequence of Path
-        Cryptofeed JSONL recordings and kline CSVs (``.xz``/``.gz`` or plain), merged in time order.
+    paths : sequence of Path or str
+        Cryptofeed JSONL recordings and kline CSVs (``.xz``/``.gz`` or plain), merged in time order:
+        local paths or URLs, a directory or a glob standing for the recordings in it.
     speed : float, optional
         None = as fast as possible; otherwise records are paced by their recorded time divided by
         ``speed`` (1 = real time, 60 = one hour per minute): a frame by its receive time, a CSV bar
@@ -378,7 +385,7 @@ async def replay_files(
 
 async def _replay_pass(
     publisher: DurablePublisher,
-    paths: Sequence[Path],
+    paths: Sequence[Target],
     speed: float | None,
     symbols: Collection[str] | None,
     config: IngestConfig,

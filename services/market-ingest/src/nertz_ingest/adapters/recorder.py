@@ -37,7 +37,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, Protocol, Self
 
 import msgspec
 import nats.errors
@@ -124,7 +124,41 @@ def compression_of(path: Path) -> str:
     raise ValueError(f"expected a recording named *.jsonl.xz, *.jsonl.gz or *.jsonl, was {path.name}")
 
 
-class RecordingWriter:
+class Closing:
+    """How a recorder is closed: :meth:`close` (blocking), :meth:`aclose` from async code, and ``with`` /
+    ``async with`` blocks that close it. A subclass defines :meth:`close`, ``raw_publisher`` and ``_closed``."""
+
+    raw_publisher: RawSink | None
+    _closed: bool
+
+    def close(self) -> None:
+        """Flush and close (idempotent)."""
+        raise NotImplementedError
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Close from async code: drain the raw sink's acks (up to ``timeout_s``), then :meth:`close`."""
+        if self.raw_publisher is not None and not self._closed:
+            await self.raw_publisher.drain(timeout_s)
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class RecordingWriter(Closing):
     """Write raw frames and their receive times to a compressed JSONL recording (and/or a raw sink).
 
     Use from one thread (the event loop's); :meth:`write` never blocks on I/O, except if the
@@ -316,28 +350,6 @@ class RecordingWriter:
             "recorder.closed",
             extra={"path": str(self.path), "frames": self.frames, "bytes_in": self.bytes_in, "bytes": self.bytes_out},
         )
-
-    async def aclose(self, timeout_s: float = 10.0) -> None:
-        """Close from async code: drain the raw sink's acks (up to ``timeout_s``), then :meth:`close`."""
-        if self.raw_publisher is not None and not self._closed:
-            await self.raw_publisher.drain(timeout_s)
-        await asyncio.to_thread(self.close)
-
-    def __enter__(self) -> RecordingWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RecordingWriter:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # --- the background writer ----------------------------------------------------------------------
 

@@ -17,6 +17,10 @@ be a concatenation of complete streams (what the recorder writes); one whose las
 
 :class:`Sources` merges any number of files into one time-ordered stream of records: frames by receive
 time, bars by close time, ties broken by symbol, then by file order; a file's own order is kept.
+
+A file is a local path or a URL (``s3://bucket/rec/x.jsonl.xz``, read as a stream, see
+:mod:`nertz_common.storage`); a directory or a glob (``s3://bucket/rec/``, ``var/rec/*.jsonl.xz``) stands
+for the recordings in it, in name order (rotated files, :mod:`nertz_ingest.adapters.rotation`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import IO, Literal, TypeAlias, cast
 import msgspec
 
 from nertz_common import events as ev
+from nertz_common.storage import Storage, Target, is_remote, local_path, name_of
 from nertz_ingest.adapters.recorder import FORMAT as RAW_FORMAT
 from nertz_ingest.adapters.recorder import VERSION as RAW_VERSION
 from nertz_ingest.adapters.recorder import FrameLine
@@ -85,15 +90,15 @@ class _Line(msgspec.Struct):
     version: int | None = None
 
 
-def detect_kind(path: Path) -> Kind:
-    """Tell a file's format from its name (compression suffix ignored).
+def detect_kind(path: Target) -> Kind:
+    """Tell a file's format from its name (compression suffix ignored); ``path`` may be a URL.
 
     Raises
     ------
     RecordingError
         If the name ends in neither ``.csv`` nor ``.jsonl``.
     """
-    name = _strip_compression(path.name)
+    name = _strip_compression(name_of(path))
     if name.endswith(".csv"):
         return "kline_csv"
     if name.endswith(".jsonl"):
@@ -101,7 +106,7 @@ def detect_kind(path: Path) -> Kind:
     raise RecordingError(f"expected a *.jsonl (frames) or *.csv (kline) file, optionally .xz/.gz, was {path}")
 
 
-def csv_symbol_interval(path: Path) -> tuple[str, int]:
+def csv_symbol_interval(path: Target) -> tuple[str, int]:
     """Return ``(symbol, minutes)`` from a kline CSV name like ``BTCUSDT_1m.csv.xz``.
 
     Raises
@@ -109,9 +114,10 @@ def csv_symbol_interval(path: Path) -> tuple[str, int]:
     RecordingError
         If the name is not ``<SYMBOL>_<n>m.csv[.xz|.gz]``.
     """
-    m = _CSV_NAME.fullmatch(_strip_compression(path.name))
+    name = name_of(path)
+    m = _CSV_NAME.fullmatch(_strip_compression(name))
     if not m or int(m["minutes"]) < 1:
-        raise RecordingError(f"expected a kline CSV named <SYMBOL>_<n>m.csv[.xz|.gz], was {path.name}")
+        raise RecordingError(f"expected a kline CSV named <SYMBOL>_<n>m.csv[.xz|.gz], was {name}")
     return m["symbol"], int(m["minutes"])
 
 
@@ -120,20 +126,33 @@ class SourceFile:
 
     Parameters
     ----------
-    path : Path
+    path : Path or str
+        A local path or a URL (kept as a ``Path`` when local).
     addr_suffix : str
         For cryptofeed files: read ``recv`` records of connections whose address ends with this.
+    storage : Storage, optional
+        How URLs are read (default: settings from the environment).
 
     Attributes
     ----------
     truncated : str
         Set when the compressed data ended early (the decompressor's error), else ``""``.
+
+    Raises
+    ------
+    RecordingError
+        If the name is not a recording's.
+    FileNotFoundError
+        If there is no such file (or object).
+    StorageError
+        If a URL's store cannot be reached or refuses access.
     """
 
-    def __init__(self, path: Path, addr_suffix: str = LINEAR_ADDR_SUFFIX) -> None:
-        self.path = path
-        self.kind: Kind = detect_kind(path)
-        self.size = path.stat().st_size
+    def __init__(self, path: Target, addr_suffix: str = LINEAR_ADDR_SUFFIX, storage: Storage | None = None) -> None:
+        self.path: Path | str = str(path) if is_remote(path) else local_path(path)
+        self.kind: Kind = detect_kind(self.path)
+        self._storage = storage or Storage()
+        self.size = self._storage.size(self.path)
         self.addr_suffix = addr_suffix
         self._raw: IO[bytes] | None = None
         self._done = False
@@ -153,24 +172,23 @@ class SourceFile:
 
     def lines(self) -> Iterator[str]:
         """Yield the text lines (decompressing by extension); closes the file at the end."""
-        raw = open(self.path, "rb")  # noqa: SIM115 - closed below, and position() reads it meanwhile
-        self._raw = raw
-        name = self.path.name
-        stream: IO[bytes]
-        if name.endswith(".xz"):
-            stream = cast(IO[bytes], lzma.LZMAFile(raw))  # noqa: SIM115 - closed with the text wrapper below
-        elif name.endswith(".gz"):
-            stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw))
-        else:
-            stream = raw
-        try:
-            with io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="") as text:
-                yield from text
-        except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as e:
-            self.truncated = f"{type(e).__name__}: {e}"  # a cut last stream: keep what came before
-        finally:
-            raw.close()
-            self._done = True
+        with self._storage.open_read(self.path) as raw:  # position() reads it meanwhile
+            self._raw = raw
+            name = name_of(self.path)
+            stream: IO[bytes]
+            if name.endswith(".xz"):
+                stream = cast(IO[bytes], lzma.LZMAFile(raw))  # noqa: SIM115 - closed with the text wrapper below
+            elif name.endswith(".gz"):
+                stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+            else:
+                stream = raw
+            try:
+                with io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="") as text:
+                    yield from text
+            except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as e:
+                self.truncated = f"{type(e).__name__}: {e}"  # a cut last stream: keep what came before
+            finally:
+                self._done = True
 
     def records(self) -> Iterator[Record]:
         """Yield this file's records in file order (frames for JSONL, bars for CSV).
@@ -276,12 +294,15 @@ class Sources:
 
     Parameters
     ----------
-    paths : sequence of Path
-        Cryptofeed JSONL and kline CSV files, in any mix (compressed or not).
+    paths : sequence of Path or str
+        Cryptofeed JSONL and kline CSV files, in any mix (compressed or not): local paths or URLs; a
+        directory or a glob stands for the recordings in it (:func:`expand`).
     symbols : collection of str, optional
         Kline CSVs of other symbols are skipped entirely (frames are filtered by the parser). None = all.
     addr_suffix : str
         Which cryptofeed connections to read (default: Bybit V5 public linear).
+    storage : Storage, optional
+        How URLs are read (default: settings from the environment).
 
     Raises
     ------
@@ -289,15 +310,19 @@ class Sources:
         If a file's name is neither a cryptofeed nor a kline CSV name.
     FileNotFoundError
         If a file does not exist.
+    StorageError
+        If a URL's store cannot be reached or refuses access.
     """
 
     def __init__(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Target],
         symbols: Collection[str] | None = None,
         addr_suffix: str = LINEAR_ADDR_SUFFIX,
+        storage: Storage | None = None,
     ) -> None:
-        files = [SourceFile(Path(p), addr_suffix) for p in paths]
+        storage = storage or Storage()
+        files = [SourceFile(p, addr_suffix, storage) for p in expand(paths, storage)]
         self.files = [f for f in files if symbols is None or f.symbol() is None or f.symbol() in symbols]
 
     @property
@@ -316,6 +341,26 @@ class Sources:
         streams = [_keyed(f.records(), f.symbol() or "", i) for i, f in enumerate(self.files)]
         for *_, item in heapq.merge(*streams):  # keys are unique: records are never compared
             yield item
+
+
+def expand(paths: Sequence[Target], storage: Storage | None = None) -> list[Target]:
+    """Return ``paths`` with each directory or glob replaced by the recordings in it (``*.jsonl``,
+    ``*.csv``, optionally ``.xz``/``.gz``), in name order; other paths are kept as given.
+
+    Raises
+    ------
+    StorageError
+        If a URL's store cannot be listed.
+    """
+    storage = storage or Storage()
+    out: list[Target] = []
+    for p in paths:
+        found = storage.expand(p)
+        if found == [str(p)] or found == [p]:
+            out.append(p)
+        else:
+            out += [f for f in found if _strip_compression(name_of(f)).endswith((".jsonl", ".csv"))]
+    return out
 
 
 def record_time_ns(record: Record) -> int:
