@@ -387,10 +387,17 @@ async def _apply_bucket(js: JetStreamContext, what: str, cfg: KeyValueConfig) ->
 
     try:
         await js.key_value(cfg.bucket)
-        return f"{what} {cfg.bucket}: kept"
     except nats.js.errors.BucketNotFoundError:
         await js.create_key_value(cfg)
         return f"{what} {cfg.bucket}: created"
+    # kept as it is, but for its replicas: a bucket made on one node follows the topology onto a
+    # cluster (``--replicas 3``), as the stream and its consumers do
+    info = await js.stream_info(f"KV_{cfg.bucket}")
+    if info.config.num_replicas == cfg.replicas:
+        return f"{what} {cfg.bucket}: kept"
+    info.config.num_replicas = cfg.replicas
+    await js.update_stream(info.config)
+    return f"{what} {cfg.bucket}: kept, R{cfg.replicas}"
 
 
 async def recreate(js: JetStreamContext) -> list[str]:
