@@ -42,8 +42,8 @@ import httpx
 import nats
 
 from nertz_cli import demo
+from nertz_common import bus, infra, subjects, topology
 from nertz_common import events as ev
-from nertz_common import infra, subjects, topology
 
 T = TypeVar("T")
 
@@ -257,7 +257,7 @@ class Run:
         (market-ingest: of the market data) — 0 while the bus is down."""
         try:
             if service == "market-ingest":
-                return _stored(self.lab.nats.url, "md") / self.expected_md
+                return stored(self.lab.nats.url, "md") / self.expected_md
             floor = _consumer(self.lab.nats.url, PROGRESS[service]).ack_floor.stream_seq
             return int(floor) / max(1, self.ends.get(service, 1))
         except Exception:
@@ -321,12 +321,12 @@ class Run:
     # --- what it left ---------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        return asyncio.run(_snapshot(self.lab.nats.url, self.database_url))
+        return snapshot(self.lab.nats.url, self.database_url)
 
 
-async def _probe(url: str, read: Callable[[Any], Awaitable[T]]) -> T:
+async def probe(url: str, read: Callable[[Any], Awaitable[T]]) -> T:
     """``read(js)`` on a connection of its own that fails fast (a probe while the bus may be down)."""
-    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
+    nc = await nats.connect(bus.servers(url), connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False)
     try:
         return await read(nc.jetstream(timeout=1))
     finally:
@@ -335,10 +335,10 @@ async def _probe(url: str, read: Callable[[Any], Awaitable[T]]) -> T:
 
 def _consumer(url: str, durable: str) -> Any:
     """The ``ConsumerInfo`` of ``durable`` (ack floor, pending, unacknowledged)."""
-    return asyncio.run(_probe(url, lambda js: js.consumer_info(subjects.STREAM, durable)))
+    return asyncio.run(probe(url, lambda js: js.consumer_info(subjects.STREAM, durable)))
 
 
-def _stored(url: str, domain: str | None = None) -> int:
+def stored(url: str, domain: str | None = None) -> int:
     """How many messages the stream holds (of ``domain`` only, when given); the last sequence for all."""
 
     async def read(js: Any) -> int:
@@ -347,7 +347,7 @@ def _stored(url: str, domain: str | None = None) -> int:
         info = await js.stream_info(subjects.STREAM, subjects_filter=subjects.filter_of(domain))
         return sum((info.state.subjects or {}).values())
 
-    return asyncio.run(_probe(url, read))
+    return asyncio.run(probe(url, read))
 
 
 async def _backlog(url: str) -> str:
@@ -382,10 +382,16 @@ def _with_database(url: str, name: str) -> str:
     return with_database(url, name)
 
 
+def snapshot(nats_url: str, database_url: str) -> Snapshot:
+    """What a run left on the log at ``nats_url`` (one server or a cluster's, comma-separated) and in
+    the database at ``database_url``, to :func:`compare` with another run's."""
+    return asyncio.run(_snapshot(nats_url, database_url))
+
+
 async def _snapshot(nats_url: str, database_url: str) -> Snapshot:
     from nertz_common.node.log import read_log
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(bus.servers(nats_url))
     try:
         records = await read_log(nc.jetstream(timeout=10), filters=[subjects.filter_of(d) for d in COMPARED])
         dlq = await read_log(nc.jetstream(timeout=10), filters=[subjects.filter_of("sys")])
@@ -613,7 +619,7 @@ def run_suite(lab: Lab, faults: Sequence[Fault], timeout_s: float = 600) -> tupl
     finally:
         base_run.stop()
     base = base_run.snapshot()
-    expected = _stored(lab.nats.url)
+    expected = stored(lab.nats.url)
     ends = {svc: int(_consumer(lab.nats.url, durable).ack_floor.stream_seq) for svc, durable in PROGRESS.items()}
     lab.say(f"baseline: {len(base.log):,} events compared, {expected:,} on the log, in {time.monotonic() - t0:.1f} s")
     outcomes = []

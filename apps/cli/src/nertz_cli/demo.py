@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from nertz_common import infra, subjects, topology
+from nertz_common import bus, infra, subjects, topology
 
 ROOT = Path(__file__).resolve().parents[4]
 DATA = ROOT / "data"
@@ -192,7 +192,7 @@ def start_services(stack: Stack, names: tuple[str, ...] = SERVICE_NAMES) -> None
 
 async def apply_topology(url: str, fresh: bool = False) -> list[str]:
     """Apply the stream and consumers on the server at ``url`` (``fresh``: an empty log first)."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(bus.servers(url))
     try:
         js = nc.jetstream()
         return await (topology.recreate(js) if fresh else topology.apply(js))
@@ -279,7 +279,7 @@ def wait_caught_up(stack: Stack, timeout_s: float = 600) -> int:
 
 
 async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(bus.servers(stack.nats_url))
     js = nc.jetstream()
     deadline = time.monotonic() + timeout_s
     tty = sys.stderr.isatty()
@@ -317,7 +317,7 @@ def read_whole_log(stack: Stack) -> list[Any]:
     from nertz_common.node.log import read_log
 
     async def go() -> list[Any]:
-        nc = await nats.connect(stack.nats_url)
+        nc = await nats.connect(bus.servers(stack.nats_url))
         try:
             return await read_log(nc.jetstream(timeout=10))
         finally:

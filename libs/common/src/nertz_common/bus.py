@@ -109,17 +109,37 @@ def _decode_ack(raw: bytes | None) -> _Ack:
     return ack
 
 
+def servers(url: str) -> list[str]:
+    """Return the server URLs of ``url``: one URL, or several separated by commas (a cluster's nodes).
+
+    ``nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222`` names every node of a cluster, so a
+    process started while one node is down still connects (nats-py takes a list, not a comma string).
+
+    Raises
+    ------
+    ValueError
+        If ``url`` names no server.
+    """
+    found = [u.strip() for u in url.split(",") if u.strip()]
+    if not found:
+        raise ValueError(f"expected one NATS URL or several separated by commas, was {url!r}")
+    return found
+
+
 async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
     """Connect to NATS; once connected, reconnects never give up and a stale connection is found fast.
 
-    A service started while NATS is down (a restart during an outage) waits for it: the first
-    connection is tried again and again, with a ``nats.waiting`` warning every few seconds, for up to
+    ``url`` is one server or a cluster's nodes separated by commas (:func:`servers`). A service
+    started while NATS is down (a restart during an outage) waits for it: the first connection is
+    tried again and again, with a ``nats.waiting`` warning every few seconds, for up to
     ``first_connect_s`` seconds.
 
     Raises
     ------
     ConnectionError
         If the first connection is not made within ``first_connect_s`` seconds.
+    ValueError
+        If ``url`` names no server.
     """
 
     async def _on_error(e: Exception) -> None:
@@ -141,7 +161,7 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
     t0 = time.monotonic()
     while True:
         connecting = nats.connect(
-            servers=url,
+            servers=servers(url),
             name=name,
             connect_timeout=2,
             reconnect_time_wait=0.25,
