@@ -1,7 +1,8 @@
 """The figures of a run (a backtest, or one side of a counterfactual): per symbol and in total.
 
 :func:`summarize` turns a run's events into plain data (what the JSON report holds and what sweeps rank
-by); :mod:`nertz_cli.html` draws it. Money in USDT, returns and drawdowns as fractions.
+by); :mod:`nertz_cli.html` draws it; :func:`save` writes a report to a directory or a URL
+(``s3://bucket/reports/``). Money in USDT, returns and drawdowns as fractions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nertz_common import events as ev
+from nertz_common.storage import Storage, Target, join
 
 if TYPE_CHECKING:
     from nertz_cli.tools import Run
@@ -224,3 +226,22 @@ def of_run(run: Run, files: list[str]) -> dict[str, Any]:
     start = settings.executor.equity_usdt
     out["buy_and_hold"] = [[ts, start * g] for ts, g in run.hold]
     return out
+
+
+def save(out_dir: Target, name: str, text: str, storage: Storage | None = None) -> str:
+    """Write one report file (JSON, HTML) as ``name`` in the directory ``out_dir``; return where it went.
+
+    ``out_dir`` is a local directory (created if needed) or a URL (``s3://bucket/reports/run-1``); the
+    file is replaced atomically (:mod:`nertz_common.storage`). ``storage``: how URLs are reached
+    (default: settings from the environment).
+
+    Raises
+    ------
+    StorageError
+        If a URL's store refuses the write or cannot be reached.
+    OSError
+        If a local file cannot be written.
+    """
+    where = join(out_dir, name)
+    (storage or Storage()).write_text(where, text)
+    return where

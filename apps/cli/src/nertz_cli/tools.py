@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nertz_cli.config import PipelineSettings, nodes
@@ -25,6 +24,7 @@ from nertz_common.node.component import Call, Output
 from nertz_common.node.log import Record, gc_paused, log_range, read_log, records_of
 from nertz_common.node.log_runner import LogRunner, ReplayResult, replay
 from nertz_common.node.snapshot import Snapshot, SnapshotStore, choose
+from nertz_common.storage import Storage, Target
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -51,14 +51,19 @@ class Inputs:
 
 
 def load_inputs(
-    paths: Sequence[Path], symbols: Iterable[str] | None = None, instruments: Path | str | None = "bundled"
+    paths: Sequence[Target],
+    symbols: Iterable[str] | None = None,
+    instruments: Target | None = "bundled",
+    storage: Storage | None = None,
 ) -> Inputs:
     """Parse kline CSVs and recordings (cryptofeed's, Nertz's) through market-ingest's parser, merged in
     time order, into records (the same events ``market-ingest replay`` publishes, each symbol's
     ``InstrumentSpec`` before its first event included).
 
-    ``instruments``: the instruments-info answer of those specs: ``"bundled"`` (default) for the bundled
-    copy of Bybit's answer (none if it is absent), a path, or None / ``"none"`` for no specs.
+    ``paths``: local paths or URLs (``s3://bucket/BTCUSDT_1m.csv.xz``), a directory or a glob standing
+    for the recordings in it. ``instruments``: the instruments-info answer of those specs: ``"bundled"``
+    (default) for the bundled copy of Bybit's answer (none if it is absent), a path or URL, or None /
+    ``"none"`` for no specs. ``storage``: how URLs are read (default: settings from the environment).
 
     Raises
     ------
@@ -66,8 +71,11 @@ def load_inputs(
         If a path does not exist.
     nertz_ingest.adapters.recording.RecordingError
         If a file is not a recording market-ingest reads, or the instruments file not an answer.
+    StorageError
+        If a URL's store cannot be read (missing bucket, credentials, network).
     """
-    missing = [str(p) for p in paths if not p.exists()]
+    storage = storage or Storage()
+    missing = [str(p) for p in paths if not storage.exists(p)]
     if missing:
         raise FileNotFoundError(f"expected input files, missing: {', '.join(missing)}")
     from nertz_ingest.core.rejection import Rejected
@@ -77,12 +85,12 @@ def load_inputs(
         instruments = BUNDLED_INSTRUMENTS if BUNDLED_INSTRUMENTS.exists() else None
     elif instruments == "none":
         instruments = None
-    specs = None if instruments is None else load_instruments(Path(instruments))
+    specs = None if instruments is None else load_instruments(instruments, storage)
     wanted = set(symbols) if symbols else None
     events: list[ev.Event] = []
     rejected: Counter[str] = Counter()
     with gc_paused():
-        for out in parse_files(list(paths), symbols=wanted, instruments=specs):
+        for out in parse_files(list(paths), symbols=wanted, instruments=specs, storage=storage):
             if type(out) is Rejected:
                 rejected[out.reason] += 1
             else:
@@ -282,15 +290,22 @@ async def read_slice(
     return Slice(records, start, until, snaps, None, f"stream {stream} on the server")
 
 
-def slice_of_bundle(path: Path, *, from_seq: int | None = None, to_seq: int | None = None) -> Slice:
-    """Open a bundle as a slice (its own start and end unless narrowed).
+def slice_of_bundle(
+    path: Target, *, from_seq: int | None = None, to_seq: int | None = None, storage: Storage | None = None
+) -> Slice:
+    """Open a bundle (a local path or a URL, e.g. ``s3://bucket/incidents/x.nertz``) as a slice (its own
+    start and end unless narrowed).
 
     Raises
     ------
     BundleError
         If the file is not a readable bundle.
+    FileNotFoundError
+        If there is no such file or object.
+    StorageError
+        If a URL's store cannot be read (missing bucket, credentials, network).
     """
-    b = bundle_io.read(path)
+    b = bundle_io.read(path, storage)
     start = from_seq if from_seq is not None else b.start
     until = to_seq if to_seq is not None else b.until
     return Slice(b.records, start, until, b.snapshots, b.config, f"bundle {path}")
@@ -417,11 +432,19 @@ def models_of(records: Iterable[Record]) -> dict[str, Any]:
     return {"models": sorted(models), "prompts": templates}
 
 
-def export(sl: Slice, settings: PipelineSettings, out: Path) -> dict[str, Any]:
-    """Write a slice as a bundle; return its manifest.
+def export(sl: Slice, settings: PipelineSettings, out: Target, storage: Storage | None = None) -> dict[str, Any]:
+    """Write a slice as a bundle to a local path or a URL (``s3://bucket/incidents/x.nertz``, atomically);
+    return its manifest.
 
     Only the records the replay needs are kept: from the earliest snapshot position (or the start) on,
     up to the last record whose step is in the slice.
+
+    Raises
+    ------
+    StorageError
+        If a URL's store refuses the write or cannot be reached.
+    OSError
+        If a local file cannot be written.
     """
     keep_from = min((min(s.positions.values(), default=0) + 1 for s in sl.snapshots.values()), default=sl.start)
     if len(sl.snapshots) < len(COMPONENTS):
@@ -443,7 +466,9 @@ def export(sl: Slice, settings: PipelineSettings, out: Path) -> dict[str, Any]:
         records=records, snapshots=sl.snapshots, config=settings.decisions(), start=sl.start, until=sl.until,
         manifest={"source": sl.source, "config_hash": settings.decisions_hash(), **models_of(records)},
     )  # fmt: skip
-    return bundle_io.write(out, b, code_version=version.version(), stream=subjects.STREAM, packages=packages)
+    return bundle_io.write(
+        out, b, code_version=version.version(), stream=subjects.STREAM, packages=packages, storage=storage
+    )
 
 
 # --- counterfactuals --------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ A bundle is a zip file (``.nertz``) of parts, each listed with its sha256 in ``m
 - ``prompts/`` and ``models.json``: the prompt templates and model ids, when a model policy ran.
 
 Reading checks every part against its hash: a bundle edited by hand, or cut short, is refused.
+
+A bundle's place is a local path or a URL (``s3://bucket/incidents/x.nertz``, see
+:mod:`nertz_common.storage`); it is written atomically (a reader never sees half a bundle).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,6 +30,7 @@ from nertz_common import events as ev
 from nertz_common.node import snapshot
 from nertz_common.node.log import Record, gc_paused
 from nertz_common.node.snapshot import Snapshot
+from nertz_common.storage import Storage, Target
 
 FORMAT = "nertz-bundle"
 VERSION = 1
@@ -69,19 +72,36 @@ class Bundle:
 _Row = tuple[int, str, int | None, int, bytes]
 
 
-def write(path: Path, bundle: Bundle, *, code_version: str, stream: str, packages: dict[str, str]) -> dict[str, Any]:
+def write(
+    path: Target,
+    bundle: Bundle,
+    *,
+    code_version: str,
+    stream: str,
+    packages: dict[str, str],
+    storage: Storage | None = None,
+) -> dict[str, Any]:
     """Write ``bundle`` to ``path`` (a zip); return its manifest.
 
     Parameters
     ----------
-    path : Path
-        Where to write (overwritten).
+    path : Path or str
+        Where to write (overwritten, atomically): a local path or a URL (``s3://bucket/x.nertz``).
     bundle : Bundle
     code_version : str
     stream : str
         The stream the slice was read from.
     packages : dict[str, str]
         Installed package versions (recorded in ``version.json``).
+    storage : Storage, optional
+        How URLs are reached (default: settings from the environment).
+
+    Raises
+    ------
+    StorageError
+        If a URL's store refuses the write or cannot be reached.
+    OSError
+        If a local file cannot be written.
     """
     rows: list[_Row] = [(r.seq, r.subject, r.input_seq, r.origin, r.raw or ev.encode(r.event)) for r in bundle.records]
     parts: dict[str, bytes] = {
@@ -110,16 +130,18 @@ def write(path: Path, bundle: Bundle, *, code_version: str, stream: str, package
         },
         **{k: v for k, v in bundle.manifest.items() if k not in ("parts", "format", "version")},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
+    with (
+        (storage or Storage()).open_write(path) as f,
+        zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z,
+    ):
         z.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
         for name, data in parts.items():
             z.writestr(name, data)
     return manifest
 
 
-def read(path: Path) -> Bundle:
-    """Read and check a bundle.
+def read(path: Target, storage: Storage | None = None) -> Bundle:
+    """Read and check a bundle at a local path or a URL.
 
     Raises
     ------
@@ -127,31 +149,17 @@ def read(path: Path) -> Bundle:
         If the file is not a zip, has no manifest of this format, or a part is missing or does not
         match its sha256.
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``path`` does not exist (a :class:`~nertz_common.storage.StorageNotFound` for a URL).
+    StorageError
+        If a URL's store cannot be read (missing bucket, credentials, network).
     """
-    try:
-        z = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise BundleError(f"expected a Nertz bundle (a zip file), {path} is not one: {e}") from e
-    with z:
+    with (storage or Storage()).open_read(path) as f:
         try:
-            manifest = json.loads(z.read("manifest.json"))
-        except KeyError:
-            raise BundleError(f"expected manifest.json in {path}, found {z.namelist()[:10]}") from None
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise BundleError(
-                f"expected format {FORMAT} v{VERSION}, was {manifest.get('format')} v{manifest.get('version')}"
-            )
-        parts: dict[str, bytes] = {}
-        for name, meta in manifest["parts"].items():
-            try:
-                data = z.read(name)
-            except KeyError:
-                raise BundleError(f"part {name} is listed in the manifest but missing from {path}") from None
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != meta["sha256"]:
-                raise BundleError(f"part {name} of {path} was altered: sha256 {digest}, manifest {meta['sha256']}")
-            parts[name] = data
+            z = zipfile.ZipFile(f)
+        except zipfile.BadZipFile as e:
+            raise BundleError(f"expected a Nertz bundle (a zip file), {path} is not one: {e}") from e
+        with z:
+            manifest, parts = _checked_parts(z, path)
     with gc_paused():
         rows = msgspec.msgpack.decode(parts["log.msgpack"], type=list[tuple[int, str, int | None, int, bytes]])
         decode = ev.decode
@@ -167,6 +175,28 @@ def read(path: Path) -> Bundle:
         manifest=manifest,
         prompts=prompts,
     )
+
+
+def _checked_parts(z: zipfile.ZipFile, path: Target) -> tuple[dict[str, Any], dict[str, bytes]]:
+    try:
+        manifest = json.loads(z.read("manifest.json"))
+    except KeyError:
+        raise BundleError(f"expected manifest.json in {path}, found {z.namelist()[:10]}") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise BundleError(
+            f"expected format {FORMAT} v{VERSION}, was {manifest.get('format')} v{manifest.get('version')}"
+        )
+    parts: dict[str, bytes] = {}
+    for name, meta in manifest["parts"].items():
+        try:
+            data = z.read(name)
+        except KeyError:
+            raise BundleError(f"part {name} is listed in the manifest but missing from {path}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta["sha256"]:
+            raise BundleError(f"part {name} of {path} was altered: sha256 {digest}, manifest {meta['sha256']}")
+        parts[name] = data
+    return manifest, parts
 
 
 def summary(manifest: dict[str, Any]) -> str:
