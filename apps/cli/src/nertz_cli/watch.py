@@ -877,6 +877,7 @@ class Options:
     Attributes
     ----------
     nats_url : str
+        One server, or a cluster's nodes separated by commas.
     symbols : list of str or None
         Only these symbols (None: all).
     since : ("ago" | "at", int)
@@ -1052,6 +1053,8 @@ async def _watch(opts: Options, console: Console) -> int:
     import nats.errors
     import nats.js.errors
 
+    from nertz_common import bus
+
     state = WatchState(opts.symbols)
     stop = asyncio.Event()
     reader: LogReader | None = None
@@ -1074,8 +1077,12 @@ async def _watch(opts: Options, console: Console) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        try:
+            servers = bus.servers(opts.nats_url)  # one server, or a cluster's nodes separated by commas
+        except ValueError as e:
+            raise WatchError(str(e)) from None
         connecting = nats.connect(
-            opts.nats_url, name="nertz-watch", connect_timeout=3, max_reconnect_attempts=2, reconnect_time_wait=0.5,
+            servers, name="nertz-watch", connect_timeout=3, max_reconnect_attempts=2, reconnect_time_wait=0.5,
             ping_interval=5, max_outstanding_pings=2, error_cb=quiet, disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
         )  # fmt: skip
