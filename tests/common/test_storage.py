@@ -86,6 +86,10 @@ def test_storage_s3_open_write_uploads_only_on_success(s3: Storage, bucket: str,
 def test_storage_s3_path_style_against_the_local_server(s3: Storage, bucket: str, local_s3: LocalS3) -> None:
     signed = s3.filesystem("s3://").url(f"{bucket}/k.bin")
     assert signed.startswith(f"{local_s3.endpoint_url}/{bucket}/k.bin?")
+    # the OSS options (signature V2, checksums only when required) round-trip against the server too
+    oss_like = Storage(local_s3.settings(signature_version="s3", checksums="when_required"))
+    oss_like.write_bytes(f"s3://{bucket}/oss/k.bin", b"x" * 70_000)
+    assert s3.read_bytes(f"s3://{bucket}/oss/k.bin") == b"x" * 70_000
 
 
 # --- local paths -------------------------------------------------------------------------------------
@@ -218,17 +222,27 @@ def test_storage_settings_key_without_secret_refused() -> None:
         StorageSettings(key="AKIA-ONLY")
 
 
-def test_storage_oss_endpoint_with_virtual_addressing_gives_bucket_host_urls() -> None:
-    settings = StorageSettings(
-        endpoint_url=OSS_ENDPOINT, region="oss-cn-hangzhou", addressing_style="virtual", key="LTAI-test", secret="s"
-    )
+def test_storage_oss_endpoint_with_virtual_addressing_gives_bucket_host_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in {
+        "NERTZ_STORAGE__ENDPOINT_URL": OSS_ENDPOINT, "NERTZ_STORAGE__ADDRESSING_STYLE": "virtual",
+        "NERTZ_STORAGE__REGION": "cn-hangzhou", "NERTZ_STORAGE__SIGNATURE_VERSION": "s3",
+        "AWS_ACCESS_KEY_ID": "LTAI-test", "AWS_SECRET_ACCESS_KEY": "s",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    settings = Storage.from_env().settings
     opts = settings.s3_options()
     assert opts["endpoint_url"] == OSS_ENDPOINT
     assert opts["config_kwargs"]["s3"] == {"addressing_style": "virtual"}
-    assert opts["client_kwargs"] == {"region_name": "oss-cn-hangzhou"}
+    assert opts["config_kwargs"]["signature_version"] == "s3"
+    assert opts["client_kwargs"] == {"region_name": "cn-hangzhou"}
     # a presigned URL is made offline from the same client configuration: the bucket is in the host
     fs = Storage(settings).filesystem("s3://nertz-reports/x.nertz")
     signed = fs.url("nertz-reports/incidents/x.nertz")
     assert signed.startswith("https://nertz-reports.oss-cn-hangzhou.aliyuncs.com/incidents/x.nertz?")
+
+
+def test_storage_settings_unset_s3_options_are_left_to_botocore() -> None:
     auto = StorageSettings(endpoint_url=OSS_ENDPOINT).s3_options()
-    assert "s3" not in auto["config_kwargs"]
+    assert not {"s3", "signature_version", "request_checksum_calculation"} & set(auto["config_kwargs"])
+    strict = StorageSettings(checksums="when_required").s3_options()["config_kwargs"]
+    assert strict["request_checksum_calculation"] == strict["response_checksum_validation"] == "when_required"

@@ -6,12 +6,14 @@ MinIO, moto, and Alibaba OSS through its S3-compatible endpoint; ``memory://``, 
 gcsfs) and the rest of fsspec's protocols pass through without options.
 
 S3 options come from :class:`StorageSettings` (``NERTZ_STORAGE__*``, or the standard ``AWS_*``
-names). Alibaba OSS needs its endpoint and virtual-hosted addressing (OSS refuses path-style
-requests)::
+names). Alibaba OSS needs its S3-compatible endpoint and virtual-hosted addressing (OSS refuses
+path-style requests); Alibaba's guide for boto3 also asks for signature V2 (``s3``), since botocore's V4
+uploads use a chunked encoding OSS does not accept ("Use AWS SDKs to access OSS", help.aliyun.com)::
 
-    NERTZ_STORAGE__ENDPOINT_URL=https://oss-cn-hangzhou.aliyuncs.com
+    NERTZ_STORAGE__ENDPOINT_URL=https://s3.oss-cn-hangzhou.aliyuncs.com   # or https://oss-cn-hangzhou.aliyuncs.com
     NERTZ_STORAGE__ADDRESSING_STYLE=virtual
-    NERTZ_STORAGE__REGION=oss-cn-hangzhou
+    NERTZ_STORAGE__REGION=cn-hangzhou
+    NERTZ_STORAGE__SIGNATURE_VERSION=s3
     AWS_ACCESS_KEY_ID=...  AWS_SECRET_ACCESS_KEY=...     # an OSS AccessKey pair
 
 Writes are atomic where the backend allows: a local file is written to a temporary file in the same
@@ -104,6 +106,12 @@ class StorageSettings(BaseSettings):
     addressing_style : {"auto", "virtual", "path"}
         ``virtual`` (``bucket.host/key``: required by Alibaba OSS), ``path`` (``host/bucket/key``: MinIO,
         moto on an IP address), ``auto`` (botocore decides).
+    signature_version : {"s3v4", "s3"} or None
+        Request signing: ``s3v4`` (botocore's default), ``s3`` (V2: what Alibaba's guide asks boto3 to use
+        with OSS). None = botocore's default.
+    checksums : {"when_supported", "when_required"} or None
+        botocore's ``request_checksum_calculation``/``response_checksum_validation``: ``when_required``
+        for stores that refuse the checksummed (aws-chunked) uploads of botocore >= 1.36. None = default.
     anon : bool
         Unsigned requests (a public bucket).
     connect_timeout_s, read_timeout_s : float
@@ -131,6 +139,8 @@ class StorageSettings(BaseSettings):
         None, validation_alias=AliasChoices("session_token", "NERTZ_STORAGE__SESSION_TOKEN", "AWS_SESSION_TOKEN")
     )
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    signature_version: Literal["s3v4", "s3"] | None = None
+    checksums: Literal["when_supported", "when_required"] | None = None
     anon: bool = False
     connect_timeout_s: float = Field(10.0, gt=0, description="socket connect timeout of one request, s")
     read_timeout_s: float = Field(60.0, gt=0, description="socket read timeout of one request, s")
@@ -145,8 +155,8 @@ class StorageSettings(BaseSettings):
     def s3_options(self) -> dict[str, Any]:
         """Return the keyword arguments of ``s3fs.S3FileSystem`` (secrets included: never log them).
 
-        ``config_kwargs`` holds botocore's ``Config``: timeouts, attempts and, unless ``auto``,
-        ``{"s3": {"addressing_style": ...}}``.
+        ``config_kwargs`` holds botocore's ``Config``: timeouts, attempts and, when set, ``{"s3":
+        {"addressing_style": ...}}``, ``signature_version`` and the checksum behaviour.
         """
         config: dict[str, Any] = {
             "connect_timeout": self.connect_timeout_s,
@@ -155,6 +165,10 @@ class StorageSettings(BaseSettings):
         }
         if self.addressing_style != "auto":
             config["s3"] = {"addressing_style": self.addressing_style}
+        if self.signature_version is not None:
+            config["signature_version"] = self.signature_version
+        if self.checksums is not None:
+            config["request_checksum_calculation"] = config["response_checksum_validation"] = self.checksums
         opts: dict[str, Any] = {"config_kwargs": config}
         if self.endpoint_url:
             opts["endpoint_url"] = self.endpoint_url
