@@ -238,6 +238,39 @@ class FactorSnapshot(InstrumentEvent, frozen=True, kw_only=True):
     stop_atr: Annotated[float, Meta(ge=0, description="the stop's ATR, USDT")] | None = None
 
 
+class WeightsAdapted(InstrumentEvent, frozen=True, kw_only=True):
+    """The decay tracker moved the combined score's weights of one bar series (``signal.decay``).
+
+    Published at the closed bar whose scoring moved them (``bar_id``), before its ``FactorSnapshot``;
+    the new weights apply from that bar's score on. A function of the bars in log order, so a replay
+    derives the same weights.
+
+    Attributes
+    ----------
+    weights : dict of str to float
+        The weights in force by factor name (configured weight × multiplier; 0 = retired).
+    multipliers : dict of str to float
+        ``((accuracy - 0.5) / (reference - 0.5))²`` capped, 1 before enough calls, 0 while retired.
+    accuracy : dict of str to float or None
+        Share of right directional calls in the rolling window (None: too few calls yet).
+    calls : dict of str to int
+        Scored calls in the window.
+    retired : list of str
+        Factors retired (below ``retire_below`` until back at ``restore_at``).
+    reason : str
+        What changed: ``retired pio (accuracy 0.40 over 200 calls)``, ``restored ...``, ``weights moved``.
+    """
+
+    bar_id: str
+    interval: str
+    weights: dict[str, float]
+    multipliers: dict[str, float]
+    accuracy: dict[str, float | None]
+    calls: dict[str, int]
+    retired: list[str] = []
+    reason: str = ""
+
+
 class IntentProposed(Correlated, frozen=True, kw_only=True):
     """A proposed trade: market entry with exchange-native take-profit and stop-loss.
 
@@ -818,7 +851,7 @@ class NotificationPosted(SystemEvent, frozen=True, kw_only=True):
 
 
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
-SignalEvent = FactorSnapshot | IntentProposed
+SignalEvent = FactorSnapshot | IntentProposed | WeightsAdapted
 LlmEvent = VerdictIssued | ShadowVerdictIssued | RiskOverrideIssued
 ExecEvent = (
     VerdictAwaited
@@ -848,7 +881,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     LockEngaged, PositionClosed, EntryExpired, LockReleased, VenueMismatch, OrderFilled,
     OrderAccepted, OrderRefused, OrderCanceled, PositionSnapshot, WalletSnapshot, FundingSettled,
     TradingStarted, TradingStopped, DeadLettered, PositionReduced, StopMoved, ConfigChanged,
-    ManualTradeRequested, NotificationPosted,
+    ManualTradeRequested, NotificationPosted, WeightsAdapted,
 )  # fmt: skip
 
 _encoder = msgspec.json.Encoder()

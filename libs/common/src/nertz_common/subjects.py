@@ -40,6 +40,7 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.FeedStale: ("md", "status"),
     ev.FactorSnapshot: ("sig", "factor"),
     ev.IntentProposed: ("sig", "intent"),
+    ev.WeightsAdapted: ("sig", "weights"),
     ev.VerdictIssued: ("llm", "verdict"),
     ev.ShadowVerdictIssued: ("llm", "shadow"),
     ev.RiskOverrideIssued: ("llm", "override"),

@@ -298,6 +298,11 @@ STATEMENTS: dict[str, str] = {
         "locks", "symbol", "symbol, state, reason, event_type, correlation_id, since_ns, event_id, stream_seq"
     ),
     "control": _insert("control", "event_id, kind, scope, actor, reason, ts_event_ns, stream_seq"),
+    "factor_weights": _insert(
+        "factor_weights",
+        "event_id, symbol, interval, bar_id, weights, multipliers, accuracy, calls, retired, reason, ts_event_ns, "
+        "stream_seq",
+    ),
     "config_changes": _insert("config_changes", "event_id, changes, actor, reason, ts_event_ns, stream_seq"),
     "manual_trades": _insert("manual_trades", "event_id, symbol, side, actor, reason, ts_event_ns, stream_seq"),
     "notifications": _insert(
@@ -648,6 +653,15 @@ def _on_dead_lettered(w: Writes, e: ev.DeadLettered, seq: int) -> None:
     w.fact("dead_letters", (e.event_id, e.service, reason, e.subject, e.stream_seq, raw, e.ts_event, seq))
 
 
+def _on_weights_adapted(w: Writes, e: ev.WeightsAdapted, seq: int) -> None:
+    enc = msgspec.json.encode
+    w.fact(
+        "factor_weights",
+        (e.event_id, e.symbol, e.interval, e.bar_id, enc(e.weights).decode(), enc(e.multipliers).decode(),
+         enc(e.accuracy).decode(), enc(e.calls).decode(), enc(e.retired).decode(), e.reason, e.ts_event, seq),
+    )  # fmt: skip
+
+
 def _on_config_changed(w: Writes, e: ev.ConfigChanged, seq: int) -> None:
     w.fact("config_changes", (e.event_id, msgspec.json.encode(e.changes).decode(), e.actor, e.reason, e.ts_event, seq))
 
@@ -701,6 +715,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.TradingStarted: _on_trading_started,
     ev.TradingStopped: _on_trading_stopped,
     ev.DeadLettered: _on_dead_lettered,
+    ev.WeightsAdapted: _on_weights_adapted,
     ev.ConfigChanged: _on_config_changed,
     ev.ManualTradeRequested: _on_manual_trade_requested,
     ev.NotificationPosted: _on_notification_posted,

@@ -279,7 +279,20 @@ async def symbol_metrics(pool: asyncpg.Pool, symbol: str) -> dict[str, Any]:
              (SELECT count(*) FROM round_trips WHERE symbol = $1) AS round_trips""",
         symbol,
     )
-    return {"symbol": symbol, "factors": await latest_snapshot(pool, symbol), "counts": dict(counts)}
+    weights = await pool.fetch(
+        "SELECT DISTINCT ON (interval) interval, bar_id, ts_event_ns, ts, weights, multipliers, accuracy, calls, "
+        "retired, reason FROM factor_weights WHERE symbol = $1 ORDER BY interval, stream_seq DESC",
+        symbol,
+    )
+    return {
+        "symbol": symbol,
+        "factors": await latest_snapshot(pool, symbol),
+        "counts": dict(counts),
+        "weights": [{k: msgspec.json.decode(v) if k in _JSONB else v for k, v in dict(r).items()} for r in weights],
+    }
+
+
+_JSONB = frozenset({"weights", "multipliers", "accuracy", "calls", "retired"})
 
 
 async def decisions(pool: asyncpg.Pool, symbol: str, limit: int) -> list[dict[str, Any]]:

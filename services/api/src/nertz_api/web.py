@@ -747,12 +747,32 @@ class SymbolCounts(_Out):
     round_trips: int
 
 
+class AdaptedWeights(_Out):
+    """The decay tracker's weights in force for one bar series (the latest ``WeightsAdapted``)."""
+
+    interval: str
+    bar_id: str
+    ts_event_ns: Ns
+    ts: datetime
+    weights: dict[str, float] = Field(description="by factor: configured weight × multiplier; 0 = retired")
+    multipliers: dict[str, float]
+    accuracy: dict[str, float | None] = Field(
+        description="rolling directional accuracy (fraction); null: too few calls"
+    )
+    calls: dict[str, int]
+    retired: list[str]
+    reason: str
+
+
 class SymbolMetrics(_Out):
     """``/metrics/{symbol}``."""
 
     symbol: str
     factors: Factors | None
     counts: SymbolCounts
+    weights: list[AdaptedWeights] = Field(
+        default_factory=list, description="per bar series, the decay tracker's weights (empty while it is off)"
+    )
 
 
 class Intent(_Out):

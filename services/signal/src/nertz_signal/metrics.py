@@ -42,6 +42,21 @@ class SignalMetrics:
         self.resets = Counter(
             "nertz_signal_warmup_resets_total", "Bar series reset by a time gap", ["symbol"], registry=registry
         )
+        self.weight = Gauge(
+            "nertz_signal_factor_weight",
+            "Combined-score weight in force (decay tracker; 0 = retired), by bar series",
+            ["symbol", "interval", "factor"],
+            registry=registry,
+        )
+        self.accuracy = Gauge(
+            "nertz_signal_factor_accuracy",
+            "Rolling directional accuracy of a factor's calls (fraction); NaN before enough calls",
+            ["symbol", "interval", "factor"],
+            registry=registry,
+        )
+        self.adapted = Counter(
+            "nertz_signal_weights_adapted_total", "WeightsAdapted published", ["symbol"], registry=registry
+        )
 
     def observe(self, events: list[ev.Event]) -> None:
         """Count what one input produced."""
@@ -56,3 +71,11 @@ class SignalMetrics:
                     self.vetoes.labels(symbol=e.symbol, reason=filters.veto_name(e.veto)).inc()
             elif isinstance(e, ev.IntentProposed):
                 self.intents.labels(symbol=e.symbol, side=e.side).inc()
+            elif isinstance(e, ev.WeightsAdapted):
+                self.adapted.labels(symbol=e.symbol).inc()
+                for name, w in e.weights.items():
+                    acc = e.accuracy.get(name)
+                    self.weight.labels(symbol=e.symbol, interval=e.interval, factor=name).set(w)
+                    self.accuracy.labels(symbol=e.symbol, interval=e.interval, factor=name).set(
+                        math.nan if acc is None else acc
+                    )

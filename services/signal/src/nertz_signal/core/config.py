@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nertz_signal.core.decay import DecayConfig
 from nertz_signal.core.factors import FACTOR_NAMES
 from nertz_signal.core.indicators import TIMEFRAMES_NS
 
@@ -65,6 +66,9 @@ class SignalConfig(BaseModel):
         interval the feed carries.
     weights : FactorWeights
         Combined-score weights.
+    decay : DecayConfig
+        The signal decay tracker (:mod:`nertz_signal.core.decay`): off by default; on, each bar series'
+        weights follow its factors' rolling directional accuracy.
     egm_period, pio_period : int
         Bar windows of EGM and PIO (20).
     ild_levels : int
@@ -141,7 +145,7 @@ class SignalConfig(BaseModel):
         {
             "egm_period", "pio_period", "ema_fast", "ema_mid", "ema_slow", "atr_period", "panic_atr_multiple",
             "atr_sample_s", "atr_median_days", "atr_median_min_samples", "stop_timeframe", "stop_atr_period",
-            "stop_atr_min_bars", "btc_symbol", "btc_window_s",
+            "stop_atr_min_bars", "btc_symbol", "btc_window_s", "decay",
         }
     )  # fmt: skip
 
@@ -150,6 +154,7 @@ class SignalConfig(BaseModel):
     entry_thresholds: dict[str, float] = {}
     timeframe: str | None = None
     weights: FactorWeights = FactorWeights()
+    decay: DecayConfig = DecayConfig()
 
     egm_period: int = Field(default=20, ge=2, le=10_000)
     pio_period: int = Field(default=20, ge=1, le=10_000)

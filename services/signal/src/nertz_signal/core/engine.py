@@ -42,6 +42,7 @@ from nertz_common.ids import derive_id
 from nertz_common.node.component import Component
 from nertz_signal.core import factors, filters, stops
 from nertz_signal.core.config import SignalConfig
+from nertz_signal.core.decay import DecayTracker
 from nertz_signal.core.indicators import (
     DAY_NS,
     TIMEFRAME_OFFSETS_NS,
@@ -86,7 +87,9 @@ def interval_ns(bar: ev.Bar) -> int | None:
 class SeriesState:
     """Warm-up state of one ``(symbol, interval)`` bar series; replaced wholesale on a time gap."""
 
-    __slots__ = ("atr", "atr_median", "bar_ns", "bars", "closes", "ema", "prev_open_ns", "stop_atr", "volumes")
+    __slots__ = (
+        "atr", "atr_median", "bar_ns", "bars", "closes", "decay", "ema", "prev_open_ns", "stop_atr", "volumes",
+    )  # fmt: skip
 
     def __init__(self, cfg: SignalConfig, bar_ns: int | None) -> None:
         self.closes = RollingWindow(cfg.egm_period)
@@ -108,6 +111,7 @@ class SeriesState:
         self.prev_open_ns: int | None = None
         self.bars = 0
         self.bar_ns = bar_ns
+        self.decay = DecayTracker(cfg.decay) if cfg.decay.enabled else None
 
 
 @dataclass(slots=True)
@@ -155,6 +159,9 @@ class SeriesSnap(msgspec.Struct, array_like=True):
     bars: int
     bar_ns: int | None
     stop_atr: tuple[int | None, float, float, float, bool, bool, float | None, int, float, float | None] | None = None
+    decay: tuple[int, list[tuple[int, float, list[int]]], list[list[bool]], list[bool], list[float] | None] | None = (
+        None
+    )
 
 
 class SymbolSnap(msgspec.Struct, array_like=True):
@@ -209,6 +216,8 @@ class SignalEngine(Component):
         self._symbols: dict[str, SymbolState] = {}
         self._btc: dict[str, filters.PriceWindow] = {}
         self.resets = 0
+        #: the decay tracker's change at the bar being folded (its series, what changed), if any
+        self._adapted: tuple[SeriesState, tuple[str, ...], tuple[str, ...]] | None = None
         #: ConfigChanged keys this engine refused (another base configuration than the api validated on)
         self.config_rejected = 0
 
@@ -347,6 +356,10 @@ class SignalEngine(Component):
             return []
         egm, ild, rol, pio, ogm, combined, used, trend, ema, atr, regime, bar_ns, stop_atr = self._fold_bar(bar)
         cfg = self.cfg
+        out: list[ev.Event] = []
+        if self._adapted is not None:
+            out.append(self._weights_adapted(bar, *self._adapted))
+            self._adapted = None
         side: stops.Side | None = None
         if trend != "flat" and (cfg.timeframe is None or bar.interval == cfg.timeframe):
             threshold = cfg.threshold_for(used)
@@ -354,7 +367,6 @@ class SignalEngine(Component):
                 side = "long"
             elif combined <= -threshold and trend == "down":
                 side = "short"
-        out: list[ev.Event] = []
         intent_id: str | None = None
         veto: str | None = None
         if side is not None:
@@ -471,7 +483,14 @@ class SignalEngine(Component):
             ild = factors.ild(bids, asks, cfg.ild_levels)
             rol = factors.rol(bids, asks, cfg.rol_band)
             ogm = factors.ogm(bids, asks, cfg.ogm_max_spread_bps)
-        w_egm, w_ild, w_rol, w_pio, w_ogm = self._w
+        decay = series.decay
+        if decay is None:
+            w_egm, w_ild, w_rol, w_pio, w_ogm = self._w
+        else:
+            change = decay.step(close, (egm, ild, rol, pio, ogm))
+            if change.publish:
+                self._adapted = (series, change.retired, change.restored)
+            w_egm, w_ild, w_rol, w_pio, w_ogm = decay.weights(self._w)
         num = den = 0.0
         used: list[str] = []
         if egm is not None and w_egm:
@@ -513,6 +532,7 @@ class SignalEngine(Component):
                 bars=s.bars,
                 bar_ns=s.bar_ns,
                 stop_atr=s.stop_atr.state(),
+                decay=None if s.decay is None else s.decay.state(),
             )
             for k, s in self._series.items()
         ]
@@ -547,6 +567,8 @@ class SignalEngine(Component):
             st.atr_median.restore(s.atr_median)
             if s.stop_atr is not None:
                 st.stop_atr.restore(s.stop_atr)
+            if st.decay is not None and s.decay is not None:
+                st.decay.restore(s.decay)
             st.prev_open_ns, st.bars = s.prev_open_ns, s.bars
             self._series[(s.symbol, s.interval)] = st
         self._symbols = {
@@ -571,6 +593,30 @@ class SignalEngine(Component):
         if not bar.warmup:
             return None
         return f"{WARMUP}: a backfilled bar builds state and proposes nothing (Bar.warmup)"
+
+    def _weights_adapted(
+        self, bar: ev.Bar, series: SeriesState, retired: tuple[str, ...], restored: tuple[str, ...]
+    ) -> ev.WeightsAdapted:
+        decay = series.decay
+        assert decay is not None
+        names = factors.FACTOR_NAMES
+        weights = decay.weights(self._w)
+        accuracy = {n: decay.accuracy(i) for i, n in enumerate(names)}
+        calls = {n: decay.calls(i) for i, n in enumerate(names)}
+
+        def why(n: str) -> str:
+            acc = accuracy[n]
+            return f"{n} (accuracy {acc:.2f} over {calls[n]} calls)" if acc is not None else n
+
+        reasons = [f"retired {why(n)}" for n in retired] + [f"restored {why(n)}" for n in restored]
+        return ev.WeightsAdapted(
+            event_id=derive_id("WeightsAdapted", bar.event_id), ts_event=bar.ts_event, ts_init=bar.ts_event,
+            symbol=bar.symbol, venue=bar.venue, market=bar.market, bar_id=bar.event_id, interval=bar.interval,
+            weights=dict(zip(names, weights, strict=True)),
+            multipliers=dict(zip(names, decay.multipliers, strict=True)), accuracy=accuracy, calls=calls,
+            retired=[n for i, n in enumerate(names) if decay.retired[i]],
+            reason="; ".join(reasons) or "weights moved",
+        )  # fmt: skip
 
     def _plan_veto(self, bar: ev.Bar, plan: stops.StopPlan | None) -> str | None:
         """The veto of a candidate's stops: unavailable, or a net R:R below the minimum."""
