@@ -1,7 +1,9 @@
 """The Grafana dashboards of ``deploy/grafana/dashboards/`` hold against a real run.
 
-The five services run as processes on a slice of the bundled data (the validator asking Qwen — a fake
-DashScope on 127.0.0.1 — with a shadow validator beside it), and a real Prometheus (Debian's
+The five services and the notifier run as processes on a slice of the bundled data (the validator
+asking Qwen — a fake DashScope on 127.0.0.1 — with a shadow validator beside it; the notifier posting
+to a fake Telegram on 127.0.0.1), an operator changes a threshold and asks for a trade through the
+api mid-run, and a real Prometheus (Debian's
 ``prometheus`` package) scrapes every one of them once a second, with the scrape configuration of
 ``deploy/prometheus/prometheus.yml`` pointed at the processes. Then:
 
@@ -54,8 +56,11 @@ MODULES = {
     "signal": "nertz_signal",
     "llm-validator": "nertz_validator",
     "executor": "nertz_executor",
+    "notifier": "nertz_notifier",
     SHADOW_SERVICE: "nertz_validator",
 }
+ADMIN_TOKEN = "dash-admin"
+BOT_TOKEN = "123:dash"
 HOW_TO_GET_PROMETHEUS = (
     "the dashboard test needs a `prometheus` binary on PATH: `apt-get install prometheus` on Debian or Ubuntu "
     "(.ci/run installs it), or the release tarball of prometheus.io/download unpacked onto PATH"
@@ -64,7 +69,10 @@ HOW_TO_GET_PROMETHEUS = (
 #: panels a clean replay leaves empty, and why (every other panel must return data)
 EXPECTED_EMPTY: dict[tuple[str, str], str] = {
     ("Nertz · Overview", "Open positions (projected)"): "every position of the slice is closed when it ends",
-    ("Nertz · Overview", "Trading switch history"): "nobody called POST /start or /stop",
+    ("Nertz · Overview", "Venue calls by method and outcome"): "the run trades on the paper venue",
+    ("Nertz · Overview", "Venue mismatches by action"): "the run trades on the paper venue",
+    ("Nertz · Decisions", "Factor weights (decay tracker)"): "the decay tracker is off by default",
+    ("Nertz · Decisions", "Factor accuracy (decay tracker)"): "the decay tracker is off by default",
     ("Nertz · Pipeline", "Dead letters by reason"): "a clean replay dead-letters nothing",
     ("Nertz · Pipeline", "Dead letters (projected)"): "a clean replay dead-letters nothing",
     ("Nertz · Pipeline", "Ingest rejects by reason"): "the bundled data has no bad row",
@@ -253,6 +261,24 @@ def _start(stack: demo.Stack, name: str, port: int, *args: str, **env: str) -> N
                                          stderr=log)  # fmt: skip
 
 
+@contextlib.contextmanager
+def _fake_telegram(log_path: Path) -> Iterator[str]:
+    """The fake Telegram Bot API as its own process on a free port; yields its base URL."""
+    port = infra.free_port()
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "nertz_common.testing.fake_telegram", "--port", str(port), "--token", BOT_TOKEN]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _poll("the fake Telegram to answer", lambda: proc.poll() is None and httpx.post(
+            f"{url}/bot{BOT_TOKEN}/getMe", timeout=1).status_code == 200, 20)  # fmt: skip
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
 def _replay(stack: demo.Stack, files: list[Path], port: int, speed: str) -> None:
     environ = {**os.environ, **stack.env, "NATS_URL": stack.nats_url, "NERTZ_METRICS_PORT": str(port),
                "NERTZ_LOG_LEVEL": "WARNING"}  # fmt: skip
@@ -308,13 +334,16 @@ def run(nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
         prom = stop.enter_context(_prometheus(binary, d / "prometheus", ports))
         fake = stop.enter_context(FakeDashScope(latency_s=0.01).in_thread())
         fake.script(MALFORMED_JSON, Fault("400"), model="qwen-plus")  # two fail-closed rejects for the panels
+        telegram = stop.enter_context(_fake_telegram(d / "telegram.log"))
         stack = demo.Stack(d / "stack", nats_url, db, env={
             "DASHSCOPE_API_KEY": "sk-dash", "DASHSCOPE_HTTP_BASE_URL": fake.base_url, "NO_PROXY": "127.0.0.1,localhost",
+            "NERTZ_API__TOKEN": ADMIN_TOKEN, "NERTZ_NOTIFIER__BOT_TOKEN": BOT_TOKEN, "NERTZ_NOTIFIER__CHAT_ID": "42",
+            "NERTZ_NOTIFIER__API_URL": telegram, "NERTZ_NOTIFIER__MAX_AGE_S": "0",
         })  # fmt: skip
         (stack.data_dir / "logs").mkdir(parents=True)
         stop.callback(stack.stop_services)
         t0 = time.time()
-        for service in ("api", "signal", "llm-validator", "executor"):
+        for service in ("api", "signal", "llm-validator", "executor", "notifier"):
             _start(stack, service, ports[service])
         _start(
             stack, SHADOW_SERVICE, ports[SHADOW_SERVICE], "--shadow", SHADOW, NERTZ_VALIDATOR__QWEN__MODEL="qwen-max"
@@ -323,6 +352,11 @@ def run(nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
         _poll("the API to answer /health", lambda: httpx.get(f"{stack.api_url}/health").status_code == 200, 60)
         csvs, recording = files
         _replay(stack, csvs, ports["market-ingest"], "max")
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # an operator, mid-run: both land in the ledger
+        for path, body in (("/config/update_thresholds", {"entry_threshold": 9.4}),
+                           ("/execute_trade/BTCUSDT", {"side": "Buy", "reason": "dashboard test"})):  # fmt: skip
+            r = httpx.post(f"{stack.api_url}{path}", headers=auth, json=body, timeout=10)
+            assert r.status_code == 202, r.text
         # the recording's 44 s at 5x: Prometheus scrapes market-ingest several times after the gap and
         # the resync (the replay exits when done, and a counter needs two samples to show an increase)
         _replay(stack, recording, ports["market-ingest"], RECORDING_SPEED)
