@@ -156,16 +156,17 @@ def _known_metric_names() -> set[str]:
     from nertz_common.node.nats_runner import KernelMetrics
     from nertz_executor.adapters.metrics import ExecutorMetrics
     from nertz_ingest.metrics import IngestMetrics
+    from nertz_notifier.metrics import NotifierMetrics
     from nertz_signal.metrics import SignalMetrics
     from nertz_validator.adapters.qwen import LlmMetrics
     from nertz_validator.app import ValidatorMetrics
 
     registry = CollectorRegistry()
-    for service in ("market-ingest", "signal", "llm-validator", "executor", "api"):
+    for service in ("market-ingest", "signal", "llm-validator", "executor", "api", "notifier"):
         metrics.BusMetrics(service, registry)
         KernelMetrics(service, registry)
     for cls in (SignalMetrics, IngestMetrics, ExecutorMetrics, ValidatorMetrics, LlmMetrics, ProjectorMetrics,
-                HttpMetrics):  # fmt: skip
+                HttpMetrics, NotifierMetrics):  # fmt: skip
         cls(registry)
     names = set()
     for line in generate_latest(registry).decode().splitlines():
