@@ -21,6 +21,7 @@ def samples() -> dict[str, ev.Event]:
     verdict = f.verdict(intent)
     c = dict(symbol="BTCUSDT", correlation_id=intent.correlation_id, causation_id=verdict.event_id)
     t = dict(ts_event=bar.ts_event, ts_init=bar.ts_event)
+    u = dict(status="Trading", contract_type="LinearPerpetual", quote_coin="USDT")
     out: list[ev.Event] = [
         bar,
         f.book(),
@@ -100,6 +101,20 @@ def samples() -> dict[str, ev.Event]:
         ev.ManualTradeRequested(event_id="mt1", **t, scope="BTCUSDT", side="Buy", reason="operator"),
         ev.NotificationPosted(event_id="np1", **t, scope="telegram", source_event_id="pc1", kind="exit",
                               chat_id="-100123", message_id=42, reply_to_message_id=41, correlation_id="i1"),
+        ev.UniverseChanged(event_id="uc1", **t, symbols=["BTCUSDT", "ETHUSDT"], added=["ETHUSDT"],
+                           removed=["SOLUSDT"], min_turnover_usdt=1e7, max_spread=0.002, max_symbols=2,
+                           candidates=[
+                               ev.UniverseCandidate(symbol="BTCUSDT", turnover_24h=4.9e9, bid1_price=100.0,
+                                                    ask1_price=100.1, spread=0.0009995, **u, rank=1, selected=True,
+                                                    pinned=True, reason="pinned; rank 1: turnover 4.9B >= 10M, "
+                                                    "spread 0.1 % <= 0.2 %"),
+                               ev.UniverseCandidate(symbol="ETHUSDT", turnover_24h=5e7, bid1_price=20.0,
+                                                    ask1_price=20.01, spread=0.0004999, **u, rank=2, selected=True,
+                                                    reason="rank 2: turnover 50M >= 10M, spread 0.05 % <= 0.2 %"),
+                               ev.UniverseCandidate(symbol="SOLUSDT", turnover_24h=4.1e6, bid1_price=10.0,
+                                                    ask1_price=10.01, spread=0.0009995, **u,
+                                                    reason="turnover 4.1M < 10M"),
+                           ]),
     ]  # fmt: skip
     return {type(e).__name__: e for e in out}
 

@@ -850,6 +850,93 @@ class NotificationPosted(SystemEvent, frozen=True, kw_only=True):
     correlation_id: str | None = None
 
 
+UniverseSource = Literal["tickers", "qwen"]
+
+
+class UniverseCandidate(Struct, frozen=True, kw_only=True, gc=False):
+    """One symbol the coin hunter considered: Bybit's figures and why it is in or out of the universe.
+
+    The figures are what Bybit answered (``/v5/market/tickers`` and ``/v5/market/instruments-info``,
+    category ``linear``); they are the record a replay decides again from.
+
+    Attributes
+    ----------
+    symbol : str
+        Bybit linear symbol.
+    turnover_24h : float, optional
+        24 h turnover, USDT (``turnover24h``); None when Bybit gave none.
+    bid1_price, ask1_price : float, optional
+        Best bid and ask, USDT; None when Bybit gave none.
+    spread : float, optional
+        ``(ask − bid) / mid``, a fraction (0.002 = 0.2 %); None without a valid bid and ask.
+    status, contract_type, quote_coin : str
+        instruments-info ``status`` (``Trading``), ``contractType`` (``LinearPerpetual``) and
+        ``quoteCoin`` (``USDT``); empty when Bybit does not list the symbol.
+    rank : int, optional
+        1-based rank by turnover among the symbols passing every filter; None for the others.
+    selected : bool
+        In the new universe.
+    pinned : bool
+        Kept whatever its figures (``NERTZ_UNIVERSE__PIN_SYMBOLS``), if Bybit trades it.
+    reason : str
+        Why it is in or out, e.g. ``"rank 2: turnover 812.4M >= 10M, spread 0.002 % <= 0.2 %"``,
+        ``"turnover 4.1M < 10M"``, ``"rank 7 > max 5"``.
+    source : {"tickers", "qwen"}
+        Where the candidate came from (``qwen``: a model's suggestion, validated by the same filters).
+    """
+
+    symbol: Symbol
+    turnover_24h: Usdt | None = None
+    bid1_price: Price | None = None
+    ask1_price: Price | None = None
+    spread: Fraction | None = None
+    status: str = ""
+    contract_type: str = ""
+    quote_coin: str = ""
+    rank: Annotated[int, Meta(ge=1)] | None = None
+    selected: bool = False
+    pinned: bool = False
+    reason: str = ""
+    source: UniverseSource = "tickers"
+
+
+class UniverseChanged(SystemEvent, frozen=True, kw_only=True):
+    """The coin hunter changed the set of symbols market-ingest serves (``sys.universe.all``).
+
+    Published only when the set changes, before the first market data of an added symbol and after
+    the last of a removed one. ``ts_event`` (= ``ts_init``) is Bybit's time of the tickers answer, UNIX
+    ns. The rules and every candidate that could matter (each symbol passing the filters, each symbol
+    of the previous universe, each pinned one) are recorded, so the choice is a function of this event
+    and the previous universe alone: a replay decides it again.
+
+    Attributes
+    ----------
+    symbols : list of str
+        The new universe, ranked by 24 h turnover (highest first).
+    added, removed : list of str
+        Symbols new to it (in ``symbols`` order) and gone from it (alphabetical).
+    candidates : list of UniverseCandidate
+        The candidates recorded, ranked ones first (by rank), then the others by symbol.
+    min_turnover_usdt : float
+        The 24 h turnover filter, USDT (a candidate needs at least this).
+    max_spread : float
+        The spread filter, a fraction of mid (a candidate needs at most this).
+    max_symbols : int
+        The cap on the universe (pinned symbols always count in, even beyond it).
+    source : {"tickers", "qwen"}
+        What proposed the candidates.
+    """
+
+    symbols: list[Symbol]
+    added: list[Symbol] = []
+    removed: list[Symbol] = []
+    candidates: list[UniverseCandidate] = []
+    min_turnover_usdt: Annotated[float, Meta(ge=0, description="24 h turnover filter, USDT")]
+    max_spread: Annotated[float, Meta(ge=0, description="spread filter, fraction of mid")]
+    max_symbols: Annotated[int, Meta(ge=1)]
+    source: UniverseSource = "tickers"
+
+
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
 SignalEvent = FactorSnapshot | IntentProposed | WeightsAdapted
 LlmEvent = VerdictIssued | ShadowVerdictIssued | RiskOverrideIssued
@@ -871,7 +958,15 @@ ExecEvent = (
 VenueEvent = (
     OrderFilled | OrderAccepted | OrderRefused | OrderCanceled | PositionSnapshot | WalletSnapshot | FundingSettled
 )
-SysEvent = TradingStarted | TradingStopped | DeadLettered | ConfigChanged | ManualTradeRequested | NotificationPosted
+SysEvent = (
+    TradingStarted
+    | TradingStopped
+    | DeadLettered
+    | ConfigChanged
+    | ManualTradeRequested
+    | NotificationPosted
+    | UniverseChanged
+)
 AnyEvent = MarketEvent | SignalEvent | LlmEvent | ExecEvent | VenueEvent | SysEvent
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
@@ -881,7 +976,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     LockEngaged, PositionClosed, EntryExpired, LockReleased, VenueMismatch, OrderFilled,
     OrderAccepted, OrderRefused, OrderCanceled, PositionSnapshot, WalletSnapshot, FundingSettled,
     TradingStarted, TradingStopped, DeadLettered, PositionReduced, StopMoved, ConfigChanged,
-    ManualTradeRequested, NotificationPosted, WeightsAdapted,
+    ManualTradeRequested, NotificationPosted, WeightsAdapted, UniverseChanged,
 )  # fmt: skip
 
 _encoder = msgspec.json.Encoder()

@@ -71,6 +71,7 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.ConfigChanged: ("sys", "config"),
     ev.ManualTradeRequested: ("sys", "manual"),
     ev.NotificationPosted: ("sys", "notify"),
+    ev.UniverseChanged: ("sys", "universe"),
 }
 assert set(ROUTES) == set(ev.ALL_EVENT_TYPES), "every event type needs a route"
 

@@ -124,6 +124,7 @@ _PRODUCERS: dict[tuple[str, str | None], str] = {
     ("sys", "config"): "api",
     ("sys", "manual"): "api",
     ("sys", "notify"): "notifier",
+    ("sys", "universe"): "market-ingest",
 }
 
 

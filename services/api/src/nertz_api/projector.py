@@ -309,6 +309,11 @@ STATEMENTS: dict[str, str] = {
         "notifications",
         "event_id, channel, source_event_id, kind, chat_id, message_id, reply_to_message_id, ts_event_ns, stream_seq",
     ),
+    "universe_changes": _insert(
+        "universe_changes",
+        "event_id, symbols, added, removed, candidates, min_turnover_usdt, max_spread, max_symbols, source, "
+        "ts_event_ns, stream_seq",
+    ),
     "dead_letters": _insert(
         "dead_letters", "event_id, service, reason, subject, failed_stream_seq, raw, ts_event_ns, stream_seq"
     ),
@@ -678,6 +683,15 @@ def _on_notification_posted(w: Writes, e: ev.NotificationPosted, seq: int) -> No
     )  # fmt: skip
 
 
+def _on_universe_changed(w: Writes, e: ev.UniverseChanged, seq: int) -> None:
+    enc = msgspec.json.encode
+    w.fact(
+        "universe_changes",
+        (e.event_id, enc(e.symbols).decode(), enc(e.added).decode(), enc(e.removed).decode(),
+         enc(e.candidates).decode(), e.min_turnover_usdt, e.max_spread, e.max_symbols, e.source, e.ts_event, seq),
+    )  # fmt: skip
+
+
 _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.Bar: _on_bar,
     ev.BookSnapshot: _on_book_snapshot,
@@ -719,6 +733,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.ConfigChanged: _on_config_changed,
     ev.ManualTradeRequested: _on_manual_trade_requested,
     ev.NotificationPosted: _on_notification_posted,
+    ev.UniverseChanged: _on_universe_changed,
 }
 assert set(_HANDLERS) == set(ev.ALL_EVENT_TYPES), "every event type needs a projection"
 
