@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nertz_common import aio, topology
+from nertz_common import aio, bus, topology
 from nertz_common.errors import ConfigurationError, InvariantViolation
 
 app = typer.Typer(
@@ -40,7 +40,9 @@ err = Console(stderr=True)
 out = Console()
 T = TypeVar("T")
 
-NatsUrl = Annotated[str, typer.Option(envvar="NATS_URL", help="NATS server URL")]
+NatsUrl = Annotated[
+    str, typer.Option(envvar="NATS_URL", help="NATS server URL (a cluster: its nodes' URLs separated by commas)")
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a decision setting, e.g. signal.entry_threshold=8 (repeatable)"),
@@ -77,7 +79,9 @@ def _symbols(text: str | None) -> list[str] | None:
 def _with_js(nats_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     async def go() -> T:
         try:
-            nc = await asyncio.wait_for(nats.connect(nats_url, max_reconnect_attempts=1, connect_timeout=3), 10)
+            nc = await asyncio.wait_for(
+                nats.connect(bus.servers(nats_url), max_reconnect_attempts=1, connect_timeout=3), 10
+            )
         except Exception as e:
             _fail(f"could not connect to NATS at {nats_url}: {e!r} (or pass --bundle FILE to work offline)")
             raise
@@ -107,13 +111,15 @@ def streams_apply(
     nats_url: NatsUrl = "nats://127.0.0.1:4222",
     max_age_days: Annotated[float, typer.Option(help="retention window of the log, days")] = 30.0,
     max_gb: Annotated[float, typer.Option(help="byte cap of the log, GiB")] = 20.0,
-    replicas: Annotated[int, typer.Option(help="stream replicas (3 in a cluster)")] = 1,
+    replicas: Annotated[
+        int, typer.Option(help="replicas of the streams, their consumers and the KV buckets (3 in a cluster)")
+    ] = 1,
 ) -> None:
-    """Create or update the NERTZ stream, every service's consumer and the snapshot bucket (idempotent)."""
+    """Create or update the NERTZ and RAW streams, every service's consumer and the KV buckets (idempotent)."""
 
     async def go(js: Any) -> list[str]:
         cfg = topology.stream_config(max_age_days=max_age_days, max_bytes=int(max_gb * 2**30), replicas=replicas)
-        return await topology.apply(js, stream=cfg)
+        return await topology.apply(js, stream=cfg, raw_stream=topology.raw_stream_config(replicas=replicas))
 
     for line in _with_js(nats_url, go):
         typer.echo(line)
