@@ -101,6 +101,15 @@ class IngestMetrics:
             ["symbol"],
             registry=registry,
         )
+        self.universe_refreshes = Counter(
+            f"{p}_universe_refreshes_total",
+            "Coin hunter refreshes, by outcome (changed, unchanged, nothing_qualified, failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.universe_size = Gauge(
+            f"{p}_universe_symbols", "Symbols the live feed serves (the universe)", registry=registry
+        )
         self.rest_calls = Counter(
             f"{p}_rest_calls_total",
             "Bybit REST calls, by pybit method and outcome (ok, rate_limited, http_5xx, timeout...)",

@@ -139,12 +139,50 @@ class IngestConfig(BaseModel):
     live: LiveConfig = LiveConfig()
 
 
+class UniverseConfig(BaseModel):
+    """The coin hunter: the live feed's symbols chosen from Bybit's tickers; environment ``NERTZ_UNIVERSE__*``.
+
+    Off by default: the configured ``NERTZ_SYMBOLS`` are the universe. On, the live feed asks Bybit for
+    every linear ticker (and instrument) at start and every ``refresh_s``, keeps the USDT perpetuals
+    that trade with a 24 h turnover of at least ``min_turnover_usdt`` and a spread of at most
+    ``max_spread``, ranks them by turnover and serves the best ``max_symbols``
+    (:mod:`nertz_ingest.core.universe`); each change is a ``UniverseChanged`` on the log.
+
+    Attributes
+    ----------
+    enabled : bool
+        Choose the symbols from the tickers (default False).
+    refresh_s : float
+        Seconds between two refreshes (default 21,600 = 6 h).
+    min_turnover_usdt : float
+        Least 24 h turnover, USDT (default 10,000,000).
+    max_spread : float
+        Largest spread ``(ask − bid) / mid``, a fraction (default 0.002 = 0.2 %).
+    max_symbols : int
+        Most symbols served (default 5).
+    pin_symbols : bool
+        Keep every ``NERTZ_SYMBOLS`` symbol in the universe whatever its figures, while Bybit trades it
+        (they count in ``max_symbols``; default False: they are only the universe before the first change).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    refresh_s: float = Field(default=21_600.0, gt=0, le=7 * 86_400)
+    min_turnover_usdt: float = Field(default=10_000_000.0, ge=0)
+    max_spread: float = Field(default=0.002, ge=0, le=1)
+    max_symbols: int = Field(default=5, ge=1, le=500)
+    pin_symbols: bool = False
+
+
 class IngestSettings(CommonSettings):
-    """Settings of market-ingest: the common ones plus ``ingest`` (``NERTZ_INGEST__*``) and ``BYBIT_ENV``.
+    """Settings of market-ingest: the common ones plus ``ingest`` (``NERTZ_INGEST__*``), ``universe``
+    (``NERTZ_UNIVERSE__*``) and ``BYBIT_ENV``.
 
     ``bybit_env`` picks Bybit's hosts for the live feed: ``mainnet``, ``testnet``, or ``demo`` (demo
     trading has no public market stream: its market data is mainnet's, WIRE.md §3.1).
     """
 
     ingest: IngestConfig = IngestConfig()  # frozen: sharing the default is safe
+    universe: UniverseConfig = UniverseConfig()
     bybit_env: Literal["mainnet", "testnet", "demo"] = Field("mainnet", validation_alias="BYBIT_ENV")

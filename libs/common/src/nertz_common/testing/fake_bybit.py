@@ -9,9 +9,10 @@ What it serves
 --------------
 - **Public WebSocket** ``/v5/public/linear`` (:class:`PublicLinear`): ``subscribe``/``unsubscribe``/``ping``
   with the real ack shapes; frames only for the topics a connection subscribed to. Frames are scripted
-  by a test (:meth:`PublicLinear.publish`, :meth:`PublicLinear.set_book`, :meth:`PublicLinear.book_delta`)
-  or played from a real recording (:meth:`PublicLinear.play`, :func:`recorded_frames`). The fake keeps
-  each order book and ticker it has sent, so every (re)subscribe gets a fresh snapshot (§4.5.4).
+  by a test (:meth:`PublicLinear.publish`, :meth:`PublicLinear.set_book`, :meth:`PublicLinear.book_delta`,
+  :meth:`PublicLinear.set_ticker`) or played from a real recording (:meth:`PublicLinear.play`,
+  :func:`recorded_frames`). The fake keeps each order book and ticker it has sent, so every
+  (re)subscribe gets a fresh snapshot (§4.5.4).
 - **REST** ``/v5/market/kline`` (newest first, ``start``/``end``/``limit`` ≤ 1000, the bundled 1m CSVs
   aggregated to Bybit's other intervals), ``/v5/market/instruments-info`` (``symbol``, ``limit``,
   ``cursor``), ``/v5/market/orderbook``, ``/v5/market/tickers`` and ``/v5/market/time``, in Bybit's
@@ -591,6 +592,17 @@ class PublicLinear(WsChannel):
             self._exchange_ms = self.clock_ms()
         self._exchange_ms += step_ms
         return self._exchange_ms
+
+    def set_ticker(self, symbol: str, **fields: str | float) -> int:
+        """Send a ``tickers.<symbol>`` snapshot: the fake's last state of it with ``fields`` (Bybit's
+        names, e.g. ``turnover24h=5e7, bid1Price="0.5", ask1Price="0.5001"``) changed; return how many
+        connections got it. The REST ``/v5/market/tickers`` serves every symbol set so, subscribed or not
+        (the coin hunter's view of the market)."""
+        topic = f"tickers.{symbol}"
+        state = {k: v for k, v in self.tickers.get(topic, {}).items() if not k.startswith("_")}
+        data = {**state, "symbol": symbol, **{k: _s(v) for k, v in fields.items()}}
+        cs = int(self.tickers.get(topic, {}).get("_cs", 0)) + 1
+        return self.publish({"topic": topic, "type": "snapshot", "data": data, "cs": cs, "ts": self.next_ts()})
 
     def set_book(
         self,

@@ -210,6 +210,37 @@ class BybitRest:
         rows = [r for r in answer.result.get("list") or [] if r.get("symbol") == symbol]
         return (rows[0] if rows else None), answer.server_ms
 
+    async def tickers(self) -> tuple[list[dict[str, Any]], int]:
+        """Return every linear ticker row (``/v5/market/tickers?category=linear``, one call) and the server time (ms).
+
+        Raises
+        ------
+        RestError
+        """
+        answer = await self.call("get_tickers", category="linear")
+        return list(answer.result.get("list") or []), answer.server_ms
+
+    async def instruments(self, max_pages: int = 20) -> list[dict[str, Any]]:
+        """Return every trading linear instrument (instruments-info, pages of 1000 followed by ``cursor``).
+
+        Raises
+        ------
+        RestError
+            If a page fails, or more than ``max_pages`` pages come (a cursor that never ends).
+        """
+        rows: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(max_pages):
+            params: dict[str, Any] = {"category": "linear", "limit": MAX_PAGE}
+            if cursor:
+                params["cursor"] = cursor
+            answer = await self.call("get_instruments_info", **params)
+            rows.extend(answer.result.get("list") or [])
+            cursor = str(answer.result.get("nextPageCursor") or "")
+            if not cursor:
+                return rows
+        raise RestError(f"expected instruments-info to end within {max_pages} pages, was still paging")
+
     async def kline_history(
         self, symbol: str, interval: str, bars: int, end_ms: int | None = None
     ) -> tuple[list[list[Any]], int, int]:

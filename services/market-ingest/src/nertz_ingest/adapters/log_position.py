@@ -91,6 +91,18 @@ async def last_bars(
     return out
 
 
+async def last_universe(js: JetStreamContext, *, stream: str = subjects.STREAM) -> ev.UniverseChanged | None:
+    """Return the log's last ``UniverseChanged`` (the universe in force), None before the first one.
+
+    Raises
+    ------
+    nats.errors.Error, nats.js.errors.APIError
+        If the stream cannot be read (the bus is down, the stream is missing).
+    """
+    last = await _last(js, stream, subjects.service(*subjects.ROUTES[ev.UniverseChanged], "all"))
+    return last.event if last is not None and isinstance(last.event, ev.UniverseChanged) else None
+
+
 async def log_end(js: JetStreamContext, service: str, *, stream: str = subjects.STREAM) -> LogEnd | None:
     """Return the last event ``service`` (market-ingest) put on the log, None on a log without one.
 

@@ -1,0 +1,103 @@
+"""The coin hunter's adapter: ask Bybit for its linear tickers, let the core choose, keep the universe.
+
+One refresh is two REST calls (``/v5/market/tickers?category=linear``: every symbol's 24 h turnover
+and best bid/ask; ``/v5/market/instruments-info``: which symbols are trading USDT perpetuals), then the
+pure choice of :mod:`nertz_ingest.core.universe`. What Bybit answered is recorded in the
+``UniverseChanged`` itself (every candidate that can matter, with its figures), stamped with Bybit's
+time of the answer, so a replay decides the same change again (docs/decisions.md D24). The live feed
+(:class:`nertz_ingest.live.LiveFeed`) runs the refreshes and serves the symbols.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from nertz_common import events as ev
+from nertz_ingest.adapters.bybit_rest import BybitRest
+from nertz_ingest.core import universe as core
+from nertz_ingest.metrics import IngestMetrics
+from nertz_ingest.settings import UniverseConfig
+
+log = logging.getLogger("nertz.ingest.universe")
+
+
+class UniverseHunter:
+    """Refresh the universe from Bybit's tickers.
+
+    Parameters
+    ----------
+    rest : BybitRest
+        The REST client (tickers, instruments-info).
+    config : UniverseConfig
+        Filters, cap, refresh period and whether the configured symbols are pinned.
+    configured : sequence of str
+        ``NERTZ_SYMBOLS``: the universe before the first change, and the pinned symbols when
+        ``config.pin_symbols``.
+    current : sequence of str, optional
+        The universe in force (the symbols of the log's last ``UniverseChanged``); default ``configured``.
+    metrics : IngestMetrics, optional
+
+    Attributes
+    ----------
+    symbols : list of str
+        The universe in force, ranked by 24 h turnover after the first change.
+    refresh_s : float
+        Seconds between two refreshes.
+    """
+
+    def __init__(
+        self,
+        rest: BybitRest,
+        config: UniverseConfig,
+        configured: Sequence[str],
+        *,
+        current: Sequence[str] | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.rest = rest
+        self.refresh_s = config.refresh_s
+        self.rules = core.Rules(
+            min_turnover_usdt=config.min_turnover_usdt,
+            max_spread=config.max_spread,
+            max_symbols=config.max_symbols,
+            pinned=tuple(configured) if config.pin_symbols else (),
+        )
+        self.symbols = list(current) if current else list(configured)
+        self.metrics = metrics
+
+    async def refresh(self) -> ev.UniverseChanged | None:
+        """Ask Bybit, choose, and return the change (None: the same set, or nothing qualified).
+
+        :attr:`symbols` moves to the change's symbols: publish the change before serving them.
+
+        Raises
+        ------
+        RestError
+            If Bybit refuses or a call still fails after its retries (the universe stays).
+        """
+        try:
+            tickers, server_ms = await self.rest.tickers()
+            instruments = await self.rest.instruments()
+        except Exception:
+            self._count("failed")
+            raise
+        choice = core.choose(core.quotes(tickers, instruments), self.symbols, self.rules)
+        change = core.change(choice, self.symbols, self.rules, server_ms * 1_000_000)
+        if not choice.symbols:
+            log.warning("universe.nothing_qualified", extra={"tickers": len(tickers), "kept": self.symbols})
+            self._count("nothing_qualified")
+        elif change is None:
+            self._count("unchanged")
+        else:
+            log.info(
+                "universe.changed",
+                extra={"symbols": change.symbols, "added": change.added, "removed": change.removed},
+            )
+            self.symbols = list(change.symbols)
+            self._count("changed")
+        return change
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.universe_refreshes.labels(outcome=outcome).inc()
