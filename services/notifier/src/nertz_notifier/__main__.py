@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
+    if not settings.enabled:  # off: neither the bus nor the Telegram library is loaded
+        import asyncio
+
+        from nertz_notifier.idle import idle
+
+        asyncio.run(idle(settings))
+        return 0
     from nertz_common.runtime import run_service
     from nertz_notifier.app import serve
 

@@ -1,23 +1,18 @@
 """Composition root of the notifier: Telegram posts of what the log says (see :mod:`nertz_notifier.handlers`).
 
 With a bot token it runs on the kernel's runtime (NATS, publisher, ``/metrics``, heartbeats); without one
-it says that it is off and idles until SIGTERM/SIGINT (exit 0), serving ``/metrics`` with
-``nertz_notifier_enabled 0`` and never connecting anywhere.
+it is off (:func:`nertz_notifier.idle.idle`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
-from prometheus_client import CollectorRegistry
-
-from nertz_common import logs, metrics
 from nertz_common.errors import ConfigurationError
 from nertz_common.runtime import runtime
 from nertz_notifier.adapters import telegram
 from nertz_notifier.handlers import Notifier
+from nertz_notifier.idle import idle
 from nertz_notifier.metrics import NotifierMetrics
 from nertz_notifier.settings import NotifierSettings
 
@@ -62,22 +57,3 @@ async def serve(settings: NotifierSettings) -> None:
             await rt.until_stopped(notifier.run())
         finally:
             await sender.close()
-
-
-async def idle(settings: NotifierSettings) -> None:
-    """Say that the notifier is off (no bot token), serve ``/metrics``, and wait for SIGTERM/SIGINT."""
-    logs.setup(SERVICE, settings.log_level)
-    registry = CollectorRegistry()
-    NotifierMetrics(registry).enabled.set(0)
-    metrics.serve(settings.metrics_port, registry, settings.metrics_addr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.warning(
-        "notifier.off",
-        extra={"reason": "no Telegram bot token: set NERTZ_NOTIFIER__BOT_TOKEN (or TELEGRAM_BOT_TOKEN) and "
-               "NERTZ_NOTIFIER__CHAT_ID (or TELEGRAM_CHAT_ID) to post; idling until stopped"},
-    )  # fmt: skip
-    await stop.wait()
-    log.info("service.stopped")
