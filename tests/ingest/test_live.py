@@ -43,7 +43,8 @@ from nertz_ingest.app import build_parser
 from nertz_ingest.live import LiveError, LiveFeed
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import replay_files
-from nertz_ingest.settings import IngestConfig, LiveConfig
+from nertz_ingest.settings import IngestConfig, LiveConfig, UniverseConfig
+from nertz_ingest.universe import UniverseHunter
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,7 @@ async def live_feed(
     tap: Callable[[str, int], None] | None = None,
     logged_until: dict[str, int] | None = None,
     logged: dict[str, ev.Bar] | None = None,
+    universe: UniverseConfig | None = None,
     **live: Any,
 ) -> AsyncIterator[Live]:
     registry = CollectorRegistry()
@@ -147,6 +149,7 @@ async def live_feed(
         metrics=metrics,
     )
     pub = TapPublisher(js)
+    hunter = UniverseHunter(rest, universe, symbols, metrics=metrics) if universe is not None else None
     feed = LiveFeed(
         pub,
         list(symbols),
@@ -158,6 +161,7 @@ async def live_feed(
         logged_until=logged_until,
         logged=logged,
         js=js,
+        universe=hunter,
     )
     task = asyncio.create_task(feed.run())
     try:

@@ -25,7 +25,7 @@ from nertz_common.storage import Storage, StorageSettings, Target, is_remote, lo
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
 from nertz_ingest.adapters.durable import TRANSIENT
-from nertz_ingest.adapters.log_position import last_bars, log_end
+from nertz_ingest.adapters.log_position import last_bars, last_universe, log_end
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.adapters.rotation import RotatingRecorder
@@ -33,6 +33,7 @@ from nertz_ingest.live import FrameTap, LiveError, LiveFeed, symbols_of
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import BUNDLED_INSTRUMENTS, SERVICE, load_instruments, replay_files
 from nertz_ingest.settings import IngestSettings, LiveConfig
+from nertz_ingest.universe import UniverseHunter
 
 log = logging.getLogger("nertz.ingest")
 
@@ -61,6 +62,11 @@ what it does:
   3. GET /v5/market/kline backfills NERTZ_INGEST__LIVE__BACKFILL_BARS closed bars per symbol and
      interval (pages of 1000, newest first), published as closed Bars in time order; then
   4. frames flow: parsed exactly as by 'replay' (receive time = ts_init), published in receive order.
+  With NERTZ_UNIVERSE__ENABLED, step 0 (and every REFRESH_S): GET /v5/market/tickers and
+  instruments-info; the USDT perpetuals trading with 24 h turnover >= MIN_TURNOVER_USDT and spread
+  <= MAX_SPREAD, ranked by turnover, capped at MAX_SYMBOLS, are served; a change is a UniverseChanged
+  on sys.universe.all, then the removed symbols' topics are unsubscribed and the added ones get 1-3
+  and their topics subscribed, on the same connection.
   Order books: a u gap or a crossed/locked book -> FeedGap, the topic is resubscribed, the fresh
   snapshot -> FeedResynced; no book update for STALE_S -> FeedStale + resubscribe, then a new
   connection; a lost connection -> FeedGap per book, pybit reconnects and resubscribes (if it gives
@@ -86,6 +92,12 @@ settings (environment):
   NERTZ_INGEST__LIVE__RATE_LIMIT_MAX_WAIT_S   longest wait for a rate-limit reset (30)
   NERTZ_INGEST__LIVE__RECONNECT_INITIAL_S / _MAX_S   backoff between new connections (0.5 .. 30)
   NERTZ_INGEST__LIVE__WS_RETRIES       pybit's attempts per reconnect before it gives up (10)
+  NERTZ_UNIVERSE__ENABLED              true: the coin hunter chooses the symbols from Bybit's tickers
+                                       (default false: the symbols are NERTZ_SYMBOLS / --symbols)
+  NERTZ_UNIVERSE__REFRESH_S            seconds between two choices (21600 = 6 h); one at start
+  NERTZ_UNIVERSE__MIN_TURNOVER_USDT    least 24 h turnover (10000000); __MAX_SPREAD largest
+                                       (ask - bid) / mid (0.002); __MAX_SYMBOLS cap (5)
+  NERTZ_UNIVERSE__PIN_SYMBOLS          true: NERTZ_SYMBOLS always stay in (default false)
   NERTZ_INGEST__BOOK_DEPTH, NERTZ_INGEST__BOOK_MIN_INTERVAL_MS, NATS_URL, NERTZ_METRICS_PORT,
   NERTZ_LOG_LEVEL                      as for 'replay'
   No API key is needed (public data only).
@@ -489,6 +501,13 @@ async def live(
             "live.starting",
             extra={"env": settings.bybit_env, "ws_url": ws_url, "rest_url": rest_url, "symbols": list(symbols)},
         )
+        hunter = None
+        if settings.universe.enabled:
+            current = await last_universe(rt.js)
+            hunter = UniverseHunter(
+                rest, settings.universe, symbols, current=current.symbols if current else None, metrics=metrics
+            )
+            symbols = hunter.symbols
         logged = await last_bars(rt.js, symbols)
         feed = LiveFeed(
             rt.publisher,
@@ -502,6 +521,7 @@ async def live(
             stop=rt.stop,
             logged=logged,
             js=rt.js,
+            universe=hunter,
         )
         try:
             stats = await feed.run()

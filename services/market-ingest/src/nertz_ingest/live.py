@@ -16,6 +16,13 @@ Start-up, in order:
    signal's indicators and state and never produce an intent: a month-old signal is not a trade);
 4. then frames flow: queue → parser → ``Publisher.publish_many`` (log order = receive order).
 
+The universe (``NERTZ_UNIVERSE__ENABLED``, :class:`~nertz_ingest.universe.UniverseHunter`): before step 1
+the hunter chooses the symbols from Bybit's tickers, and again every ``refresh_s``. A change goes on
+the log as ``UniverseChanged`` through the pump, in log order with the frames; from there on a removed
+symbol's frames are dropped and its topics unsubscribed (pybit no longer replays them); an added
+symbol gets steps 1 and 3 (its ``InstrumentSpec``, its backfill marked ``warmup``), then its topics are
+subscribed on the open connection. The other symbols' topics are not touched: no reconnect, no resync.
+
 Integrity (ARCHITECTURE.md §3 market-ingest):
 
 - a ``FeedGap`` from the parser (``u`` gap, crossed or locked book, a rejected book frame) → the book's
@@ -62,7 +69,8 @@ from nertz_common.bus import Publisher
 from nertz_common.ids import derive_id
 from nertz_ingest.adapters.bybit_rest import MAX_PAGE, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import ConnStatus, Item, PublicFeed
-from nertz_ingest.adapters.durable import DurablePublisher
+from nertz_ingest.adapters.durable import TRANSIENT, DurablePublisher
+from nertz_ingest.adapters.log_position import last_bars
 from nertz_ingest.core.bybit import KLINE_INTERVAL_MS
 from nertz_ingest.core.rejection import BadInput, Rejected
 from nertz_ingest.core.rest import instrument_spec, kline_bars
@@ -70,6 +78,7 @@ from nertz_ingest.core.series import BarGuard
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.replay import SERVICE, dead_letter, make_parser, screen
 from nertz_ingest.settings import IngestConfig
+from nertz_ingest.universe import UniverseHunter
 
 log = logging.getLogger("nertz.ingest.live")
 
@@ -83,9 +92,24 @@ class LiveError(Exception):
     """An operator error found at start-up (e.g. a symbol Bybit does not list): stop, say what."""
 
 
+#: why a symbol the universe adds cannot be served yet (tried again at the next refresh)
+_ADD_FAILED: tuple[type[BaseException], ...] = (LiveError, RestError, *TRANSIENT)
+
+
 class _Head(msgspec.Struct):
     topic: str = ""
     op: str = ""
+
+
+@dataclass(eq=False)
+class _Step:
+    """A universe step for the pump: publish ``events`` where it sits among the frames, then stop
+    serving ``remove`` and start serving ``add``; ``done`` is set once it is all through."""
+
+    events: list[ev.Event]
+    done: asyncio.Future[None]
+    remove: list[str] = field(default_factory=list)
+    add: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -183,7 +207,11 @@ class LiveFeed:
         Per symbol, the last bar on the log (:func:`~nertz_ingest.adapters.log_position.last_bars`):
         no bar series may go back before it.
     js : JetStreamContext, optional
-        Lets a publish retried after a bus outage skip what reached the log.
+        Lets a publish retried after a bus outage skip what reached the log; with it, a symbol the
+        universe adds later resumes from its last bar on the log.
+    universe : UniverseHunter, optional
+        Choose the symbols from Bybit's tickers at start and every ``refresh_s`` (``symbols`` is then
+        the universe before the first refresh, e.g. the log's last ``UniverseChanged``).
     """
 
     def __init__(
@@ -201,6 +229,7 @@ class LiveFeed:
         logged_until: Mapping[str, int] | None = None,
         logged: Mapping[str, ev.Bar] | None = None,
         js: JetStreamContext | None = None,
+        universe: UniverseHunter | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("expected at least one symbol")
@@ -217,6 +246,9 @@ class LiveFeed:
         self.logged_until = dict(logged_until)
         self.guard = BarGuard(logged)
         self.out = DurablePublisher(publisher, SERVICE, js=js, metrics=metrics, stop=self.stop)
+        self.js = js
+        self.hunter = universe
+        self._resumed = set(self.symbols)  # symbols whose log position the caller gave (logged, logged_until)
         self.stats = LiveStats()
         self.parser = make_parser(config, self.symbols)
         self.topics = live_topics(self.symbols, self.live.depth, self.live.intervals)
@@ -230,7 +262,7 @@ class LiveFeed:
             ping_timeout_s=self.live.ping_timeout_s,
             retries=self.live.ws_retries,
         )
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=self.live.queue_max)
+        self._queue: asyncio.Queue[Item | _Step | None] = asyncio.Queue(maxsize=self.live.queue_max)
         self._head = msgspec.json.Decoder(_Head)
         self._logged: Counter[str] = Counter()
         self._last_frame: dict[str, float] = {}  # symbol -> monotonic time of its last data frame
@@ -267,16 +299,22 @@ class LiveFeed:
             ack names another stream.
         """
         try:
-            await self._publish(await self._instruments())
+            if self.hunter is not None:
+                await self._publish(await self._first_universe(self.hunter))
+            await self._publish(await self._instruments(self.symbols))
             if not await self._connect_first():
                 return self.stats
-            await self._publish(await self._backfill())
+            await self._publish(await self._backfill(self.symbols))
             self._reset_watch()
             pump = asyncio.create_task(self._pump(), name="live-pump")
             health = asyncio.create_task(self._health(), name="live-health")
             stopper = asyncio.create_task(self.stop.wait())
-            done, _ = await asyncio.wait({pump, health, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            health.cancel()
+            tasks = {pump, health, stopper}
+            if self.hunter is not None:
+                tasks.add(asyncio.create_task(self._universe(self.hunter), name="live-universe"))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks - {pump, stopper}:
+                t.cancel()
             await self.feed.close()
             if pump not in done:
                 await self._queue.put(None)  # after every frame already queued
@@ -285,16 +323,17 @@ class LiveFeed:
             for t in done:
                 if t is not stopper and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
-            with contextlib.suppress(asyncio.CancelledError):
-                await health
+            for t in tasks - {pump, stopper}:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         finally:
             await self.feed.close()
         log.info("live.stopped", extra={"summary": self.stats.summary()})
         return self.stats
 
-    async def _instruments(self) -> list[ev.Event]:
+    async def _instruments(self, symbols: Sequence[str]) -> list[ev.Event]:
         out: list[ev.Event] = []
-        for symbol in self.symbols:
+        for symbol in symbols:
             entry, server_ms = await self.rest.instrument(symbol)
             if entry is None:
                 where = self.rest.url
@@ -308,19 +347,19 @@ class LiveFeed:
                 self._rejected(r)
                 out.append(dead_letter(r))
         specs = sum(isinstance(e, ev.InstrumentSpec) for e in out)
-        log.info("live.instruments", extra={"symbols": self.symbols, "specs": specs})
+        log.info("live.instruments", extra={"symbols": list(symbols), "specs": specs})
         return out
 
     async def _connect_first(self) -> bool:
         log.info("live.connecting", extra={"url": self.feed.url, "topics": len(self.topics)})
         return await self._connect(first=True)
 
-    async def _backfill(self) -> list[ev.Event]:
+    async def _backfill(self, symbols: Sequence[str]) -> list[ev.Event]:
         if self.live.backfill_bars <= 0:
             return []
         streams: list[list[ev.Bar]] = []
         dead: list[ev.Event] = []
-        for symbol in self.symbols:
+        for symbol in symbols:
             for interval in self.live.intervals:
                 rows, server_ms, pages = await self.rest.kline_history(symbol, interval, self.live.backfill_bars)
                 bars, rejected = kline_bars(symbol, interval, rows, server_ms)
@@ -328,6 +367,9 @@ class LiveFeed:
                 after = self.logged_until.get(symbol)
                 if after is not None:
                     bars = [b for b in bars if b.ts_event > after]  # the log has the rest already
+                served = self._last_closed.get((symbol, interval))
+                if served is not None:  # served before (the universe took it out and back in)
+                    bars = [b for b in bars if b.open_time_ns > served]
                 self.stats.backfill_pages += pages
                 self.stats.backfill_bars += len(bars)
                 streams.append(bars)
@@ -343,6 +385,108 @@ class LiveFeed:
                 self._last_closed[(bars[-1].symbol, bars[-1].interval)] = bars[-1].open_time_ns
         merged = heapq.merge(*streams, key=lambda b: (b.ts_event, b.symbol, b.interval))
         return [*dead, *merged]
+
+    # --- the universe -----------------------------------------------------------------------------
+
+    async def _first_universe(self, hunter: UniverseHunter) -> list[ev.Event]:
+        """Choose the universe before start-up (a failed refresh keeps the one given) and serve it."""
+        change = await self._ask(hunter)
+        self._serve(hunter.symbols)
+        self.feed.topics = list(self.topics)
+        await self._resume_from_log(self.symbols)
+        return [change] if change is not None else []
+
+    async def _universe(self, hunter: UniverseHunter) -> None:
+        while True:
+            await self._sleep(hunter.refresh_s)
+            if self.stop.is_set():
+                return
+            change = await self._ask(hunter)
+            want = hunter.symbols
+            remove = [s for s in self.symbols if s not in want]
+            add = [s for s in want if s not in self.symbols]  # with any a failed step left out
+            if change is not None or remove:
+                await self._step([change] if change is not None else [], remove=remove)
+            if add:
+                events, ready = await self._prepare(add)
+                await self._step(events, add=ready)
+
+    async def _ask(self, hunter: UniverseHunter) -> ev.UniverseChanged | None:
+        try:
+            return await hunter.refresh()
+        except RestError as e:
+            log.error("universe.refresh_failed", extra={"error": str(e), "kept": hunter.symbols})
+            return None
+
+    async def _prepare(self, symbols: Sequence[str]) -> tuple[list[ev.Event], list[str]]:
+        """Return what goes on the log before the symbols are served (their specs and backfills) and
+        the symbols ready; one that fails is left out (logged) and tried again at the next refresh."""
+        events: list[ev.Event] = []
+        ready: list[str] = []
+        for symbol in symbols:
+            try:
+                await self._resume_from_log([symbol])
+                out = [*await self._instruments([symbol]), *await self._backfill([symbol])]
+            except _ADD_FAILED as e:
+                log.error("universe.add_failed", extra={"symbol": symbol, "error": str(e)})
+                continue
+            events.extend(out)
+            ready.append(symbol)
+        return events, ready
+
+    async def _step(self, events: list[ev.Event], *, remove: Sequence[str] = (), add: Sequence[str] = ()) -> None:
+        step = _Step(events, asyncio.get_running_loop().create_future(), list(remove), list(add))
+        await self._queue.put(step)
+        await step.done
+
+    async def _apply(self, step: _Step) -> None:
+        await self._publish(step.events)
+        if step.remove:
+            gone = set(step.remove)
+            self._serve([s for s in self.symbols if s not in gone])
+            topics = live_topics(step.remove, self.live.depth, self.live.intervals)
+            for topic in topics:
+                for watch in (self._last_book, self._stale_since, self._pending, self._want):
+                    watch.pop(topic, None)
+            for symbol in step.remove:
+                self._last_frame.pop(symbol, None)
+                if self.metrics:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.last_update_age.remove(symbol)
+            await self.feed.unsubscribe(topics)
+        if step.add:
+            self._serve([*self.symbols, *step.add])
+            topics = live_topics(step.add, self.live.depth, self.live.intervals)
+            now = time.monotonic()
+            for topic in topics:
+                if topic.startswith("orderbook."):
+                    self._last_book[topic] = now
+            failed = await self.feed.subscribe(topics)
+            if failed:  # their books go stale, which rebuilds the connection with every topic
+                log.warning("universe.subscribe_failed", extra={"topics": failed})
+        log.info("universe.served", extra={"symbols": self.symbols, "added": step.add, "removed": step.remove})
+        if not step.done.done():
+            step.done.set_result(None)
+
+    def _serve(self, symbols: Sequence[str]) -> None:
+        self.symbols = list(dict.fromkeys(symbols))
+        self.parser.serve(self.symbols)
+        self.topics = live_topics(self.symbols, self.live.depth, self.live.intervals)
+        self.book_topics = [t for t in self.topics if t.startswith("orderbook.")]
+        if self.metrics:
+            self.metrics.universe_size.set(len(self.symbols))
+
+    async def _resume_from_log(self, symbols: Sequence[str]) -> None:
+        """Start the symbols not yet known from their last bar on the log (the guard, the backfill)."""
+        todo = [s for s in symbols if s not in self._resumed]
+        if todo and self.js is not None:
+            logged = await last_bars(self.js, todo)
+            self.guard.resume(logged)
+            for symbol, bar in logged.items():
+                self.logged_until.setdefault(symbol, bar.ts_event)
+                if bar.closed:
+                    self._last_closed.setdefault((symbol, bar.interval), bar.open_time_ns)
+        self._resumed.update(todo)
 
     # --- thread -> loop ---------------------------------------------------------------------------
 
@@ -376,6 +520,11 @@ class LiveFeed:
                 if it is None:
                     end = True
                     break
+                if isinstance(it, _Step):
+                    await self._publish(events)  # what came before it, first
+                    events = []
+                    await self._apply(it)
+                    continue
                 kind, value, ns = it
                 if kind == "frame":
                     out: list[ev.Event] = []

@@ -294,6 +294,60 @@ class PublicFeed:
             return False
         return True
 
+    async def subscribe(self, topics: Sequence[str]) -> list[str]:
+        """Subscribe more topics on the open connection, one request each (pybit records them, so its
+        reconnect replays them; a rebuilt connection subscribes them too).
+
+        Returns
+        -------
+        list of str
+            The topics that could not be subscribed now (no open socket within pybit's wait, s): a
+            rebuilt connection will subscribe them.
+        """
+        new = [t for t in dict.fromkeys(topics) if t not in self.topics]
+        self.topics.extend(new)
+        failed: list[str] = []
+        for topic in new:
+            ws = self._ws
+            try:
+                if ws is None:
+                    raise ConnectionError("no connection")
+                await in_thread(ws.subscribe_topic, topic, timeout_s=15.0)
+            except Exception as e:
+                log.warning("ws.subscribe_failed", extra={"topic": topic, "error": repr(e)})
+                failed.append(topic)
+        return failed
+
+    async def unsubscribe(self, topics: Sequence[str]) -> None:
+        """Unsubscribe topics for good: out of pybit's list (no reconnect replays them), out of a rebuilt
+        connection's, and an ``unsubscribe`` request sent on the open connection with each topic's
+        original ``req_id`` (frames already under way may still arrive)."""
+        gone = set(topics)
+        self.topics = [t for t in self.topics if t not in gone]
+        ws = self._ws
+        if ws is not None and gone:
+            try:
+                await in_thread(self._forget, ws, gone, timeout_s=10.0)
+            except Exception as e:  # the topics are out of pybit's list; the server stops at the next connection
+                log.warning("ws.unsubscribe_failed", extra={"topics": sorted(gone), "error": repr(e)})
+
+    def _forget(self, ws: RawWebSocket, gone: set[str]) -> None:
+        with self._lock:
+            keep: dict[str, str] = {}
+            drop: list[tuple[str, list[str]]] = []
+            for req_id, msg in list(ws.subscriptions.items()):
+                args = json.loads(msg)["args"]
+                if gone.intersection(args):
+                    drop.append((req_id, args))
+                else:
+                    keep[req_id] = msg
+            ws.subscriptions = keep  # a new dict: pybit's reconnect may be iterating the old one
+            for topic in gone:
+                ws.callback_directory.pop(topic, None)
+            if ws.is_connected():
+                for req_id, args in drop:
+                    ws.send_text(json.dumps({"op": "unsubscribe", "req_id": req_id, "args": args}))
+
     def _send_pair(self, ws: RawWebSocket, first: str, second: str) -> None:
         with self._lock:
             ws.send_text(first)

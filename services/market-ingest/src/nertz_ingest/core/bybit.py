@@ -174,6 +174,14 @@ class BybitParser:
         self._klines = msgspec.json.Decoder(list[_Kline], strict=False)
         self._object = msgspec.json.Decoder(dict[str, Any])
 
+    def serve(self, symbols: Collection[str]) -> None:
+        """Parse only ``symbols`` from now on; the books and tickers of the others are forgotten, so a
+        symbol served again starts from its next snapshot."""
+        self.symbols = frozenset(symbols)
+        for state in (self.books, self._tickers):
+            for topic in [t for t in state if t.rsplit(".", 1)[-1] not in self.symbols]:
+                del state[topic]
+
     def feed(self, raw: str | bytes, recv_ns: int) -> list[Output]:
         """Parse one frame.
 

@@ -60,6 +60,17 @@ class BarGuard:
         #: bars judged ``known`` so far
         self.known = 0
 
+    def resume(self, logged: Mapping[str, ev.Bar]) -> None:
+        """Start more symbols from the log's tail (a symbol the live feed begins to serve later on).
+
+        ``logged``: per symbol, its last ``Bar`` on the log. A symbol the guard already judged bars of
+        keeps what it knows (its own bars are newer).
+        """
+        seen = {symbol for symbol, _ in self._last}
+        for symbol, bar in logged.items():
+            if symbol not in seen:
+                self._floor.setdefault(symbol, bar)
+
     def check(self, bar: ev.Bar) -> Verdict | Rejected:
         """Return ``"new"`` (publish it), ``"known"`` (nothing new: drop it) or the rejection.
 
