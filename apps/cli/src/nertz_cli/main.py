@@ -531,6 +531,36 @@ def chaos(
     raise typer.Exit(0 if all(o.ok for o in outcomes) else 1)
 
 
+@app.command()
+def watch(
+    nats_url: NatsUrl = "nats://127.0.0.1:4222",
+    symbols: Annotated[str | None, typer.Option(help="comma-separated symbols to show, e.g. BTCUSDT,ETHUSDT")] = None,
+    since: Annotated[
+        str, typer.Option(help="start of the history: a duration before the last event (30m, 1h, 2d) or a UTC time")
+    ] = "1h",
+    from_seq: Annotated[int | None, typer.Option(min=1, help="start at this stream sequence instead")] = None,
+    refresh: Annotated[float, typer.Option(min=0.2, max=30, help="screen refreshes per second, Hz")] = 4.0,
+    screen: Annotated[bool, typer.Option(help="draw full-screen (the terminal's alternate screen)")] = True,
+) -> None:
+    """Follow the log live in the terminal: per symbol the price, factors and score, trend, lock, last verdict,
+    position and P&L, and a ticker of suppressed signals and overrides (event time, UTC). Ctrl-C exits.
+
+    Reads with an ephemeral ordered consumer (the services' durable consumers are not touched): the
+    last event of each watched subject before the start, then the log from --since (or --from-seq) on.
+    """
+    from nertz_cli import watch as watch_
+
+    try:
+        opts = watch_.Options(nats_url, watch_.parse_symbols(symbols), watch_.parse_since(since), from_seq, refresh,
+                              screen)  # fmt: skip
+    except ValueError as e:
+        _fail(str(e))
+    try:
+        raise typer.Exit(watch_.run(opts))
+    except watch_.WatchError as e:
+        _fail(str(e), 1)
+
+
 async def _projected(url: str) -> dict[str, tuple[int, float]]:
     import asyncpg
 
