@@ -23,6 +23,7 @@ from rich.table import Table
 
 from nertz_common import aio, bus, topology
 from nertz_common.errors import ConfigurationError, InvariantViolation
+from nertz_common.storage import StorageError
 
 app = typer.Typer(
     help=(
@@ -166,11 +167,13 @@ def demo(
 @app.command()
 def backtest(
     files: Annotated[
-        list[Path], typer.Argument(help="kline CSVs (SYMBOL_1m.csv[.xz]), cryptofeed or Nertz recordings")
+        list[str], typer.Argument(help="kline CSVs (SYMBOL_1m.csv[.xz]), cryptofeed or Nertz recordings: paths or URLs")
     ],
     sets: Sets = None,
     symbols: Symbols = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="where the JSON and HTML reports go")] = Path("var/backtest"),
+    out_dir: Annotated[
+        str, typer.Option("--out", help="where the JSON and HTML reports go: a directory or a URL (s3://bucket/dir)")
+    ] = "var/backtest",
     html: Annotated[bool, typer.Option(help="write the HTML report (plotly, opens offline)")] = True,
     grid: Annotated[
         list[str] | None,
@@ -202,7 +205,7 @@ def backtest(
     try:
         with err.status("loading market data"):
             inputs = tools.load_inputs(files, _symbols(symbols), instruments)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # StorageError included
         _fail(str(e))
     if not inputs.records:
         _fail(f"no usable market data in {', '.join(map(str, files))} (rejected: {dict(inputs.rejected) or 'none'})")
@@ -220,9 +223,7 @@ def backtest(
         except ConfigurationError as e:
             _fail(str(e))
         sweep.print_table(result, out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "sweep.json").write_text(json.dumps(result.as_dict(), indent=2))
-        err.print(f"sweep written to {out_dir / 'sweep.json'}")
+        err.print(f"sweep written to {report.save(out_dir, 'sweep.json', json.dumps(result.as_dict(), indent=2))}")
         return
     try:
         client = tools.model_client(settings)
@@ -236,14 +237,11 @@ def backtest(
             client.close()
     summary = report.of_run(run, inputs.files)
     _print_backtest(summary)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
-    err.print(f"report written to {out_dir / 'report.json'}")
+    err.print(f"report written to {report.save(out_dir, 'report.json', json.dumps(summary, indent=2))}")
     if html:
         from nertz_cli import html as html_report
 
-        (out_dir / "report.html").write_text(html_report.backtest_page(summary))
-        err.print(f"HTML report written to {out_dir / 'report.html'}")
+        err.print(f"HTML report written to {report.save(out_dir, 'report.html', html_report.backtest_page(summary))}")
 
 
 def _print_backtest(summary: dict[str, Any]) -> None:
@@ -276,7 +274,7 @@ def _print_backtest(summary: dict[str, Any]) -> None:
 # --- replay, export, verify -------------------------------------------------------------------------
 
 
-def _slice(bundle: Path | None, nats_url: str, from_seq: int | None, to_seq: int | None, since: str | None,
+def _slice(bundle: str | None, nats_url: str, from_seq: int | None, to_seq: int | None, since: str | None,
            until: str | None, snapshots: bool = True):  # type: ignore[no-untyped-def]  # fmt: skip
     from nertz_cli import tools
     from nertz_common.node.bundle import BundleError
@@ -284,7 +282,7 @@ def _slice(bundle: Path | None, nats_url: str, from_seq: int | None, to_seq: int
     if bundle is not None:
         try:
             sl = tools.slice_of_bundle(bundle, from_seq=from_seq, to_seq=to_seq)
-        except (BundleError, FileNotFoundError) as e:
+        except (BundleError, OSError) as e:  # StorageError included
             _fail(str(e))
         if since or until:
             s0, s1 = tools.boundary_of(sl.records, _utc_ns(since), _utc_ns(until))
@@ -320,7 +318,7 @@ def _slice(bundle: Path | None, nats_url: str, from_seq: int | None, to_seq: int
 @app.command()
 def replay(
     bundle: Annotated[
-        Path | None, typer.Option(help="replay an exported bundle (offline) instead of the stream")
+        str | None, typer.Option(help="replay an exported bundle (offline; a path or a URL) instead of the stream")
     ] = None,
     nats_url: NatsUrl = "nats://127.0.0.1:4222",
     from_seq: FromSeq = None,
@@ -432,7 +430,7 @@ def _print_counterfactual(cf: Any) -> None:
 
 @app.command()
 def export(
-    out_file: Annotated[Path, typer.Option("--out", help="the bundle file to write (.nertz)")],
+    out_file: Annotated[str, typer.Option("--out", help="the bundle file to write (.nertz): a path or a URL")],
     nats_url: NatsUrl = "nats://127.0.0.1:4222",
     from_seq: FromSeq = None,
     to_seq: ToSeq = None,
@@ -447,16 +445,19 @@ def export(
     """
     from nertz_cli import tools
     from nertz_common.node.bundle import summary
+    from nertz_common.storage import Storage
 
     sl = _slice(None, nats_url, from_seq, to_seq, since, until)
     manifest = tools.export(sl, _settings(sets), out_file)
-    size = out_file.stat().st_size
+    size = Storage().size(out_file)
     out.print(f"bundle written to {out_file} ({size / 1e6:.1f} MB): {summary(manifest)}")
 
 
 @app.command()
 def verify(
-    bundle: Annotated[Path | None, typer.Option(help="verify an exported bundle instead of the stream")] = None,
+    bundle: Annotated[
+        str | None, typer.Option(help="verify an exported bundle (a path or a URL) instead of the stream")
+    ] = None,
     nats_url: NatsUrl = "nats://127.0.0.1:4222",
     database_url: Annotated[
         str | None, typer.Option(help="also check the Postgres projections against the log")
@@ -581,6 +582,9 @@ def main() -> None:
     gc.disable()
     try:
         app()
+    except StorageError as e:  # a store to fix (bucket, credentials: exit 2) or to wait for (network: exit 1)
+        err.print(f"[red]error:[/] {e}")
+        sys.exit(2 if isinstance(e, ConfigurationError) else 1)
     except ConfigurationError as e:
         err.print(f"[red]configuration error:[/] {e}")
         sys.exit(2)
