@@ -103,6 +103,8 @@ async def test_update_thresholds_maps_the_original_names(client, js_fresh):
 
 async def test_execute_trade_publishes_a_manual_request(client, js_fresh):
     error(await client.post("/execute_trade/BTCUSDT"), 401, "unauthorized")
+    # refused before its symbol or body is looked at, like every mutating endpoint
+    error(await client.post("/execute_trade/not-a-symbol", json={"side": "up"}), 401, "unauthorized")
     r = await client.post("/execute_trade/btcusdt", headers=AUTH, json={"side": "long", "reason": "breakout"})
     assert r.status_code == 202, r.text
     req = await last(js_fresh, "sys.manual.BTCUSDT")

@@ -400,18 +400,19 @@ class AuthFirst:
         self._app = app
         self._token = token
         self._read_token = read_token
-        self._protected: set[tuple[str, str]] | None = None
+        self._protected: list[Any] | None = None
         self._reads: list[Any] = []
 
-    def _routes(self, app: Any) -> set[tuple[str, str]]:
+    def _routes(self, app: Any) -> list[Any]:
         if self._protected is None:
             routes = getattr(app, "routes", ())
-            self._protected = {(m, r.path) for r in routes if _guarded_by(r, _authorized) for m in r.methods}
+            self._protected = [r for r in routes if _guarded_by(r, _authorized)]
             self._reads = [r for r in routes if _guarded_by(r, _readable)]
         return self._protected
 
     def _problem(self, scope: Scope, given: str) -> ApiError | None:
-        if (scope["method"], scope["path"]) in self._routes(scope.get("app")):
+        # matched as the router matches (a path with parameters, /execute_trade/{symbol}, included)
+        if any(r.matches(scope)[0] is Match.FULL for r in self._routes(scope.get("app"))):
             return _auth_problem(self._token, given)
         if any(r.matches(scope)[0] is Match.FULL for r in self._reads):
             return _read_problem(self._read_token, self._token, given)
