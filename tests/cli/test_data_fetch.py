@@ -198,8 +198,7 @@ async def fake(store: KlineStore) -> AsyncIterator[FakeBybit]:
 
 async def nertz(fake: FakeBybit | None, *args: str, env: dict[str, str] | None = None) -> Result:
     env = {**({"NERTZ_BYBIT__REST_URL": fake.base_url} if fake else {}), **(env or {})}
-    app, args = (data.app, args[1:]) if args[0] == "data" else (cli.app, args)  # DEV: until main.py registers it
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env, catch_exceptions=False)
+    return await asyncio.to_thread(CliRunner().invoke, cli.app, list(args), env=env, catch_exceptions=False)
 
 
 def flat(result: Result) -> str:

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nertz_cli.data import app as data_app
 from nertz_common import aio, bus, topology
 from nertz_common.errors import ConfigurationError, InvariantViolation
 from nertz_common.storage import StorageError
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 streams = typer.Typer(help="The NERTZ stream, its durable consumers and the snapshot bucket.", no_args_is_help=True)
 app.add_typer(streams, name="streams")
+app.add_typer(data_app, name="data")
 
 err = Console(stderr=True)
 out = Console()
