@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -538,3 +540,58 @@ async def test_control_body_not_utf8_is_422_json(client):
         # without the token the body is never read: 401, whatever it holds
         no_token = {"Content-Type": "application/json"}
         assert_error(await client.post("/stop", headers=no_token, content=raw), 401, "unauthorized")
+
+
+# --- examples of every answer in the OpenAPI document (nertz_api.examples) ---------------------------
+
+#: one call per operation whose answer is its example: (method, url, path template, body)
+EXAMPLE_CALLS: list[tuple[str, str, str, dict | None]] = [
+    *[("get", url, url, None) for url in ("/health", "/status", "/profit", "/llm", "/shadows", "/overrides",
+                                          "/venue", "/config", "/check_reset")],
+    *[("get", f"/{p.format(symbol='BTCUSDT', limit=2)}", f"/{p}", None) for p in (
+        "trades/{symbol}", "candles/{symbol}/{limit}", "metrics/{symbol}", "decisions/{symbol}", "ticker/{symbol}",
+        "orderbook/{symbol}", "market_data/{symbol}", "venue/{symbol}")],
+    ("post", "/stop", "/stop", {"scope": "all", "reason": "news at 14:00"}),
+    ("post", "/start", "/start", {"scope": "all"}),
+    ("post", "/config/update_all", "/config/update_all",
+     {"changes": {"signal.entry_threshold": 9.0, "executor.max_positions": 2}, "reason": "calmer market"}),
+    ("post", "/config/update_thresholds", "/config/update_thresholds", {"entry_threshold": 9.2}),
+    ("post", "/execute_trade/BTCUSDT", "/execute_trade/{symbol}", {"side": "Buy", "reason": "breakout"}),
+]  # fmt: skip
+
+
+async def test_openapi_has_a_recorded_example_of_every_answer_that_still_validates(client):
+    """Every operation's success answer has an example, recorded from this scenario; each validates against
+    the declared schema. ``NERTZ_WRITE_API_EXAMPLES=1`` records them again (nertz_api/examples.json)."""
+    from nertz_api import examples
+
+    answers = {}
+    for method, url, template, body in EXAMPLE_CALLS:
+        r = await client.request(method.upper(), url, json=body, headers=AUTH if method == "post" else {})
+        assert r.status_code in (200, 202), (url, r.text)
+        answers[f"{method.upper()} {template}"] = examples.trimmed(r.json())
+    if os.environ.get("NERTZ_WRITE_API_EXAMPLES"):
+        path = Path(examples.__file__).with_name(examples.FILE)
+        path.write_text(json.dumps(dict(sorted(answers.items())), indent=1, sort_keys=True) + "\n")
+        examples.recorded.cache_clear()
+    doc = examples.with_examples((await client.get("/openapi.json")).json())
+    missing = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            ok = next(c for c in op["responses"] if c.startswith("2"))
+            found = op["responses"][ok]["content"]["application/json"].get("examples")
+            if not found:
+                missing.append(f"{method.upper()} {path}")
+                continue
+            ref = _response_schema(doc, path, method, int(ok))
+            for name, ex in found.items():
+                errors = [e.message for e in _schema_validator(doc, ref).iter_errors(ex["value"])]
+                assert not errors, (method, path, name, errors[:3])
+            if "requestBody" in op:
+                body = op["requestBody"]["content"]["application/json"]["schema"]
+                schema = doc["components"]["schemas"][body["$ref"].split("/")[-1]] if "$ref" in body else body
+                assert schema.get("examples"), f"{method.upper()} {path}: no request body example"
+    assert not missing, (
+        f"no recorded example for {missing}: add a call to EXAMPLE_CALLS and run "
+        "NERTZ_WRITE_API_EXAMPLES=1 pytest tests/api/test_web.py -k recorded_example"
+    )

@@ -48,7 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nertz_api import commands, liveness, queries, resets
+from nertz_api import commands, examples, liveness, queries, resets
 from nertz_api.queries import summary
 from nertz_common import bus, heartbeat, live_config, subjects
 from nertz_common import events as ev
@@ -158,7 +158,10 @@ class JSON(JSONResponse):
 class ControlRequest(BaseModel):
     """Body of ``POST /start`` and ``POST /stop``: ``scope`` is ``all`` or a symbol (case-blind)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"scope": "all", "reason": "news at 14:00"}, {"scope": "ETHUSDT"}]},
+    )
 
     scope: str = Field(default="all", pattern=SYMBOL_PATTERN, description="'all' or a symbol", examples=["all"])
     reason: str = Field(
@@ -1398,7 +1401,16 @@ _CHECK_EXAMPLES = {
 
 
 def _ok(examples: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer's examples of a route (put in again as written by ``create_app``'s OpenAPI)."""
     return {200: {"content": {"application/json": {"examples": examples}}}}
+
+
+#: the hand-written 200 examples by path (the others are recorded answers, :mod:`nertz_api.examples`)
+_WRITTEN_EXAMPLES: dict[str, dict[str, Any]] = {
+    "/status": _STATUS_EXAMPLES,
+    "/config": _CONFIG_EXAMPLES,
+    "/check_reset": _CHECK_EXAMPLES,
+}
 
 
 class HttpMetrics:
@@ -1478,6 +1490,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
         separate_input_output_schemas=False,  # a field with a default is optional in a response schema too
     )
     _install_errors(app)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:  # every operation's answer has an example (recorded, nertz_api.examples)
+        if app.openapi_schema is None:
+            doc = plain_openapi()
+            # FastAPI drops the None values of examples: the hand-written ones go in as written
+            for path, written in _WRITTEN_EXAMPLES.items():
+                doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["examples"] = written
+            app.openapi_schema = examples.with_examples(doc)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
     # outermost: no body is read, no parameter looked at, for a caller without the token
     app.add_middleware(AuthFirst, token=ctx.token, read_token=ctx.read_token)
