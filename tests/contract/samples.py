@@ -115,6 +115,19 @@ def samples() -> dict[str, ev.Event]:
                                                     ask1_price=10.01, spread=0.0009995, **u,
                                                     reason="turnover 4.1M < 10M"),
                            ]),
+        ev.NewsAssessed(event_id="na1", **t, symbol="BTCUSDT", trigger="schedule",
+                        slot_ns=bar.ts_event - bar.ts_event % (6 * 3_600_000_000_000), window_days=7, impact=-1.5,
+                        key_events=[ev.NewsItem(date="2025-05-30", ts_ns=bar.ts_event, title="Exchange hack drains "
+                                                "hot wallets", impact=-2.0, critical=True),
+                                    ev.NewsItem(date="2025-05-28T14:00Z", ts_ns=bar.ts_event - 2 * 86_400_000_000_000,
+                                                title="ETF inflows slow", impact=-0.5)],
+                        summary="A large exchange was hacked; inflows slowed.",
+                        call=ev.ModelCall(role="news", model="qwen3-max", prompt_id="news.v1",
+                                          prompt_sha256="cd" * 32, outcome="ok", raw_text='{"impact": -1.5}',
+                                          finish_reason="stop", status_code=200, request_id="r2", latency_ms=9120.0,
+                                          attempts=1, tokens_in=2400, tokens_out=180, cost_usd=0.0039,
+                                          key_index=0)),
+        ev.NewsRequested(event_id="nr1", **t, scope="BTCUSDT", reason="before the FOMC"),
     ]  # fmt: skip
     return {type(e).__name__: e for e in out}
 

@@ -42,7 +42,11 @@ OrderSide = Literal["Buy", "Sell"]
 Trend = Literal["up", "down", "flat"]
 Decision = Literal["approve", "reject"]
 LockState = Literal["FLAT", "ENTRY_PENDING", "LOCKED", "COOLDOWN"]
-ExitReason = Literal["take_profit", "stop_loss", "stale_exit", "manual", "trailing_stop", "liquidation", "reconciled"]
+ExitReason = Literal[
+    "take_profit", "stop_loss", "stale_exit", "manual", "trailing_stop", "liquidation", "reconciled", "news"
+]
+#: the volatility regime of a bar (ATR against its 30-day median, raised by the symbol's news)
+Regime = Literal["normal", "digesting", "panic", "unknown"]
 
 
 class Event(Struct, frozen=True, kw_only=True, tag_field="type", tag=True, gc=False):
@@ -213,8 +217,10 @@ class FactorSnapshot(InstrumentEvent, frozen=True, kw_only=True):
     Factors are None when unavailable (warm-up, no book); ``used`` names those that entered
     ``combined`` (weights renormalised over them). ``intent_id`` is set when this bar proposed an
     intent, ``veto`` says why a candidate intent was vetoed (``warmup: ...`` for a backfilled bar).
-    ``atr`` is the bar series' own ATR14 (the PANIC regime's), ``stop_atr`` the ATR the volatility
+    ``atr`` is the bar series' own ATR14 (the regime's), ``stop_atr`` the ATR the volatility
     stop is set from (ATR14 of the configured timeframe's bars, 4 h by default; None while warming up).
+    ``regime`` is DIGESTING when the ATR is above 1.3× its 30-day median and PANIC above 2.5×, or when the
+    symbol's decayed news impact reaches the signal's news thresholds (the more severe of the two).
     """
 
     bar_id: str
@@ -232,7 +238,7 @@ class FactorSnapshot(InstrumentEvent, frozen=True, kw_only=True):
     ema_slow: float | None = None
     trend: Trend = "flat"
     atr: Annotated[float, Meta(ge=0, description="ATR14, USDT")] | None = None
-    regime: Literal["normal", "panic", "unknown"] = "unknown"
+    regime: Regime = "unknown"
     intent_id: str | None = None
     veto: str | None = None
     stop_atr: Annotated[float, Meta(ge=0, description="the stop's ATR, USDT")] | None = None
@@ -294,7 +300,7 @@ class IntentProposed(Correlated, frozen=True, kw_only=True):
     tp_distance: Fraction
     combined: Score
     trend: Trend
-    regime: Literal["normal", "panic", "unknown"] = "normal"
+    regime: Regime = "normal"
     reasons: list[str] = []
     factors: dict[str, float] = {}
     atr: float | None = None
@@ -462,6 +468,75 @@ class RiskOverrideIssued(Correlated, frozen=True, kw_only=True):
     overrides: list[RiskOverride] = []
     refused: list[str] = []
     note: str = ""
+    call: ModelCall | None = None
+
+
+NewsImpact = Annotated[float, Meta(ge=-2.0, le=2.0, description="news impact, -2 (bearish) .. +2 (bullish)")]
+
+
+class NewsItem(Struct, frozen=True, kw_only=True, gc=False):
+    """One key event of a news assessment, as the model dated, titled and rated it.
+
+    Attributes
+    ----------
+    date : str
+        The date (or date and time) as the model gave it, ISO 8601 (``2025-06-01``).
+    ts_ns : int
+        The time it stands for, UNIX ns: a date alone is the end of that day (UTC), the latest it may
+        have happened; never later than the assessment's ``ts_event``.
+    title : str
+    impact : float
+        Its impact on the coin's price, -2 (strongly bearish) .. +2 (strongly bullish).
+    critical : bool
+        An event that can move the price by 10 % or more, or stop trading (a hack, a delisting, a ban).
+    """
+
+    date: str
+    ts_ns: Nanos
+    title: str
+    impact: NewsImpact
+    critical: bool = False
+
+
+class NewsAssessed(InstrumentEvent, frozen=True, kw_only=True):
+    """The news analyst's assessment of one symbol's news (``llm.news.<venue>.<market>.<symbol>``).
+
+    Qwen with web search was asked for the news of the last ``window_days`` days up to ``ts_event`` (the
+    closed bar of a schedule slot, or an operator's ``NewsRequested``). ``call`` is what the model
+    answered, verbatim (a replay serves it back); ``impact``, ``key_events`` and ``summary`` are what the
+    answer says. An answer that says nothing usable has ``failure`` set (``invalid_json``, ``schema``,
+    ``timeout``, ``http_429``...; ``failure_detail`` in words) and no content: its readers do nothing
+    with it. Readers (the signal's entry veto and regime, the executor's news protection) take a
+    symbol's latest assessment without a failure as its news (:mod:`nertz_common.news`).
+
+    Attributes
+    ----------
+    trigger : {"schedule", "request"}
+    slot_ns : int or None
+        ``schedule``: the start of the schedule slot, UNIX ns.
+    request_id : str or None
+        ``request``: the ``NewsRequested``'s event id.
+    window_days : int
+        Days of news asked for.
+    impact : float
+        The news as a whole, -2 .. +2.
+    key_events : list of NewsItem
+        Newest first, as the model listed them.
+    summary : str
+    failure : str or None
+    failure_detail : str
+    call : ModelCall or None
+    """
+
+    trigger: Literal["schedule", "request"]
+    slot_ns: Nanos | None = None
+    request_id: str | None = None
+    window_days: Annotated[int, Meta(ge=1)] = 7
+    impact: NewsImpact = 0.0
+    key_events: list[NewsItem] = []
+    summary: str = ""
+    failure: str | None = None
+    failure_detail: str = ""
     call: ModelCall | None = None
 
 
@@ -834,6 +909,14 @@ class ManualTradeRequested(SystemEvent, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class NewsRequested(SystemEvent, frozen=True, kw_only=True):
+    """An operator asked for one symbol's news now (``scope`` = the symbol): the news analyst asks Qwen
+    at this position of the log, as it does on its schedule, and publishes ``NewsAssessed``."""
+
+    actor: str = "api"
+    reason: str = ""
+
+
 class NotificationPosted(SystemEvent, frozen=True, kw_only=True):
     """The notifier posted a message about a log event (``scope`` = the channel, ``telegram``).
 
@@ -939,7 +1022,7 @@ class UniverseChanged(SystemEvent, frozen=True, kw_only=True):
 
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale
 SignalEvent = FactorSnapshot | IntentProposed | WeightsAdapted
-LlmEvent = VerdictIssued | ShadowVerdictIssued | RiskOverrideIssued
+LlmEvent = VerdictIssued | ShadowVerdictIssued | RiskOverrideIssued | NewsAssessed
 ExecEvent = (
     VerdictAwaited
     | SignalSuppressed
@@ -966,6 +1049,7 @@ SysEvent = (
     | ManualTradeRequested
     | NotificationPosted
     | UniverseChanged
+    | NewsRequested
 )
 AnyEvent = MarketEvent | SignalEvent | LlmEvent | ExecEvent | VenueEvent | SysEvent
 
@@ -976,7 +1060,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     LockEngaged, PositionClosed, EntryExpired, LockReleased, VenueMismatch, OrderFilled,
     OrderAccepted, OrderRefused, OrderCanceled, PositionSnapshot, WalletSnapshot, FundingSettled,
     TradingStarted, TradingStopped, DeadLettered, PositionReduced, StopMoved, ConfigChanged,
-    ManualTradeRequested, NotificationPosted, WeightsAdapted, UniverseChanged,
+    ManualTradeRequested, NotificationPosted, WeightsAdapted, UniverseChanged, NewsAssessed, NewsRequested,
 )  # fmt: skip
 
 _encoder = msgspec.json.Encoder()

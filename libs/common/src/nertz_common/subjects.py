@@ -44,6 +44,7 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.VerdictIssued: ("llm", "verdict"),
     ev.ShadowVerdictIssued: ("llm", "shadow"),
     ev.RiskOverrideIssued: ("llm", "override"),
+    ev.NewsAssessed: ("llm", "news"),
     ev.VerdictAwaited: ("exec", "awaited"),
     ev.SignalSuppressed: ("exec", "suppressed"),
     ev.RiskDenied: ("exec", "suppressed"),
@@ -72,6 +73,7 @@ ROUTES: dict[type[ev.Event], tuple[str, str]] = {
     ev.ManualTradeRequested: ("sys", "manual"),
     ev.NotificationPosted: ("sys", "notify"),
     ev.UniverseChanged: ("sys", "universe"),
+    ev.NewsRequested: ("sys", "news"),
 }
 assert set(ROUTES) == set(ev.ALL_EVENT_TYPES), "every event type needs a route"
 

@@ -317,6 +317,13 @@ STATEMENTS: dict[str, str] = {
     "dead_letters": _insert(
         "dead_letters", "event_id, service, reason, subject, failed_stream_seq, raw, ts_event_ns, stream_seq"
     ),
+    "news_assessments": _insert(
+        "news_assessments",
+        "event_id, symbol, trigger, request_id, window_days, impact, key_events, critical, summary, failure, "
+        "failure_detail, model, prompt_id, prompt_sha256, raw_text, latency_ms, tokens_in, tokens_out, cost_usd, "
+        "ts_event_ns, stream_seq",
+    ),
+    "news_requests": _insert("news_requests", "event_id, symbol, actor, reason, ts_event_ns, stream_seq"),
 }
 
 #: waits between two attempts while the database is unreachable (the last one repeats), s
@@ -692,6 +699,21 @@ def _on_universe_changed(w: Writes, e: ev.UniverseChanged, seq: int) -> None:
     )  # fmt: skip
 
 
+def _on_news_assessed(w: Writes, e: ev.NewsAssessed, seq: int) -> None:
+    c = e.call
+    w.fact(
+        "news_assessments",
+        (e.event_id, e.symbol, e.trigger, e.request_id, e.window_days, e.impact,
+         msgspec.json.encode(e.key_events).decode(), sum(k.critical for k in e.key_events), e.summary, e.failure,
+         e.failure_detail, c and c.model, c and c.prompt_id, c and c.prompt_sha256, c and c.raw_text,
+         c and c.latency_ms, c and c.tokens_in, c and c.tokens_out, c and c.cost_usd, e.ts_event, seq),
+    )  # fmt: skip
+
+
+def _on_news_requested(w: Writes, e: ev.NewsRequested, seq: int) -> None:
+    w.fact("news_requests", (e.event_id, e.scope, e.actor, e.reason, e.ts_event, seq))
+
+
 _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.Bar: _on_bar,
     ev.BookSnapshot: _on_book_snapshot,
@@ -734,6 +756,8 @@ _HANDLERS: dict[type[ev.Event], Callable[[Writes, Any, int], None]] = {
     ev.ManualTradeRequested: _on_manual_trade_requested,
     ev.NotificationPosted: _on_notification_posted,
     ev.UniverseChanged: _on_universe_changed,
+    ev.NewsAssessed: _on_news_assessed,
+    ev.NewsRequested: _on_news_requested,
 }
 assert set(_HANDLERS) == set(ev.ALL_EVENT_TYPES), "every event type needs a projection"
 
