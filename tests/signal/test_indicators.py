@@ -113,8 +113,16 @@ def test_atr_median_atr_above_multiple_is_panic():
     m = AtrMedian(min_samples=3, panic_multiple=2.5)
     for h, atr in enumerate((1.0, 2.0, 3.0)):
         m.update(h * HOUR_NS, atr)
-    assert m.regime(5.0) == "normal"  # 5 <= 2.5 × 2
+    assert m.regime(5.0) == "digesting"  # 5 <= 2.5 × 2, > 1.3 × 2
     assert m.regime(5.01) == "panic"
+
+
+def test_atr_median_atr_above_digesting_multiple_is_digesting():
+    m = AtrMedian(min_samples=3, panic_multiple=2.5, digesting_multiple=1.3)
+    for h, atr in enumerate((1.0, 2.0, 3.0)):
+        m.update(h * HOUR_NS, atr)
+    assert m.regime(2.6) == "normal"  # 2.6 <= 1.3 × 2
+    assert m.regime(2.61) == "digesting"
 
 
 def test_atr_median_drops_samples_older_than_window():

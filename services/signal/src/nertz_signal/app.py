@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from nertz_common import events as ev
 from nertz_common.node.component import Node, Output
@@ -18,13 +19,16 @@ log = logging.getLogger("nertz.signal")
 
 
 def hooks(metrics: SignalMetrics, engine: SignalEngine) -> Hooks:
-    """Log and count what was published (intents, vetoes, warm-up resets); never a decision."""
+    """Log and count what was published (intents, vetoes, warm-up resets, the news impact); never a decision."""
     resets = [engine.resets]
 
     def published(outputs: list[Output]) -> None:
         events = [e for e, _ in outputs]
         metrics.observe(events)
         for e, pos in outputs:
+            if isinstance(e, ev.FactorSnapshot):
+                impact = engine.news_impact(e.symbol, e.ts_event)
+                metrics.news_impact.labels(symbol=e.symbol).set(math.nan if impact is None else impact)
             if isinstance(e, ev.IntentProposed):
                 log.info(
                     "intent.proposed",

@@ -57,6 +57,13 @@ class SignalMetrics:
         self.adapted = Counter(
             "nertz_signal_weights_adapted_total", "WeightsAdapted published", ["symbol"], registry=registry
         )
+        self.news_impact = Gauge(
+            "nertz_signal_news_impact",
+            "The symbol's decayed news impact at its latest closed bar (sum of key events' -2..+2 impacts, "
+            "24 h half-life); NaN without news",
+            ["symbol"],
+            registry=registry,
+        )
 
     def observe(self, events: list[ev.Event]) -> None:
         """Count what one input produced."""

@@ -104,3 +104,32 @@ def verdict(intent_: ev.IntentProposed, decision: ev.Decision = "approve", **kw:
     )
     fields.update(kw)
     return ev.VerdictIssued(**fields)
+
+
+HOUR_NS = 60 * MINUTE_NS
+
+
+def news(
+    ts_ns: int = T0_NS,
+    symbol: str = "BTCUSDT",
+    events: tuple[tuple[str, float, bool, float], ...] = (),
+    **kw: Any,
+) -> ev.NewsAssessed:
+    """Return a scheduled ``NewsAssessed`` at ``ts_ns`` whose key events are ``(title, impact, critical,
+    hours before ts_ns)``; its overall impact is the events' mean (0 without any)."""
+    items = [
+        ev.NewsItem(date="2025-05-30", ts_ns=ts_ns - round(age_h * HOUR_NS), title=title, impact=impact, critical=crit)
+        for title, impact, crit, age_h in events
+    ]
+    fields: dict[str, Any] = dict(
+        event_id=derive_id("NewsAssessed", symbol, ts_ns),
+        ts_event=ts_ns,
+        ts_init=ts_ns,
+        symbol=symbol,
+        trigger="schedule",
+        slot_ns=ts_ns,
+        impact=sum(i.impact for i in items) / len(items) if items else 0.0,
+        key_events=items,
+    )
+    fields.update(kw)
+    return ev.NewsAssessed(**fields)

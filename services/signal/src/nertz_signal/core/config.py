@@ -42,6 +42,43 @@ class FactorWeights(BaseModel):
         return {"egm": self.egm, "ild": self.ild, "rol": self.rol, "pio": self.pio, "ogm": self.ogm}
 
 
+class NewsRules(BaseModel):
+    """What the signal makes of the news analyst's assessments (``NERTZ_SIGNAL__NEWS__...``; docs/decisions.md D24).
+
+    A symbol's news is its latest ``NewsAssessed`` without a failure; its decayed impact is
+    ``Σ impact × 0.5^(age / half_life)`` over the key events (:mod:`nertz_common.news`). Without any
+    assessment on the log nothing here applies.
+
+    Attributes
+    ----------
+    veto : bool
+        A critical key event at most ``veto_h`` old vetoes entries (``news_critical``), either side.
+    veto_h : float
+        Hours a critical event vetoes for (24).
+    half_life_h : float
+        Half-life of a key event's impact, hours (24).
+    digesting_impact, panic_impact : float
+        ``|decayed impact|`` at which the news alone makes the regime DIGESTING (1.0) and PANIC (2.0),
+        score units of the model's -2..+2 per event.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    veto: bool = True
+    veto_h: float = Field(default=24.0, gt=0, le=24 * 30)
+    half_life_h: float = Field(default=24.0, gt=0, le=24 * 30)
+    digesting_impact: float = Field(default=1.0, gt=0)
+    panic_impact: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.panic_impact < self.digesting_impact:
+            raise ValueError(
+                f"expected panic_impact >= digesting_impact, was {self.panic_impact} < {self.digesting_impact}"
+            )
+        return self
+
+
 class SignalConfig(BaseModel):
     """Everything the signal engine decides with. Defaults are the design's (ARCHITECTURE.md §3).
 
@@ -84,6 +121,8 @@ class SignalConfig(BaseModel):
         the snapshot).
     panic_atr_multiple : float
         PANIC when ATR > this × its 30-day median (2.5).
+    digesting_atr_multiple : float
+        DIGESTING when ATR > this × its 30-day median (1.3; below ``panic_atr_multiple``).
     atr_sample_s, atr_median_days, atr_median_min_samples
         ATR median sampling (hourly), window (30 days) and warm-up (24 samples).
     stop_mode : "atr" or "fixed"
@@ -111,8 +150,13 @@ class SignalConfig(BaseModel):
     tp_percentage, sl_percentage : float
         Fixed mode distances in **percent** of entry price (4.0, 1.0: 3.42 net); in fixed mode the
         net R:R must reach ``min_risk_reward``.
-    panic_stop_multiple, panic_size_multiple : float
-        In PANIC the SL distance is multiplied by 1.5 (then clamped) and the size by 0.5.
+    panic_stop_multiple, panic_size_multiple, panic_leverage_multiple : float
+        In PANIC the SL distance is multiplied by 1.5 (then clamped), the size by 0.5 and the leverage
+        by 0.5 (at least 1×).
+    digesting_stop_multiple, digesting_size_multiple, digesting_leverage_multiple : float
+        In DIGESTING the SL distance is multiplied by 1.2 (then clamped), the size and the leverage by 0.8.
+    news : NewsRules
+        The news analyst's assessments: the critical-event veto, the decay, the news regimes.
     risk_per_trade : float
         Fraction of equity lost at the stop-loss, costs included (0.01).
     equity_usdt : float
@@ -144,8 +188,8 @@ class SignalConfig(BaseModel):
     RESTART_KEYS: ClassVar[frozenset[str]] = frozenset(
         {
             "egm_period", "pio_period", "ema_fast", "ema_mid", "ema_slow", "atr_period", "panic_atr_multiple",
-            "atr_sample_s", "atr_median_days", "atr_median_min_samples", "stop_timeframe", "stop_atr_period",
-            "stop_atr_min_bars", "btc_symbol", "btc_window_s", "decay",
+            "digesting_atr_multiple", "atr_sample_s", "atr_median_days", "atr_median_min_samples", "stop_timeframe",
+            "stop_atr_period", "stop_atr_min_bars", "btc_symbol", "btc_window_s", "decay",
         }
     )  # fmt: skip
 
@@ -167,6 +211,7 @@ class SignalConfig(BaseModel):
     ema_slow: int = Field(default=55, ge=1)
     atr_period: int = Field(default=14, ge=1)
     panic_atr_multiple: float = Field(default=2.5, gt=1)
+    digesting_atr_multiple: float = Field(default=1.3, gt=1)
     atr_sample_s: float = Field(default=3600.0, gt=0)
     atr_median_days: float = Field(default=30.0, gt=0)
     atr_median_min_samples: int = Field(default=24, ge=1)
@@ -186,6 +231,11 @@ class SignalConfig(BaseModel):
     sl_percentage: float = Field(default=1.0, gt=0, lt=100)
     panic_stop_multiple: float = Field(default=1.5, ge=1)
     panic_size_multiple: float = Field(default=0.5, gt=0, le=1)
+    panic_leverage_multiple: float = Field(default=0.5, gt=0, le=1)
+    digesting_stop_multiple: float = Field(default=1.2, ge=1)
+    digesting_size_multiple: float = Field(default=0.8, gt=0, le=1)
+    digesting_leverage_multiple: float = Field(default=0.8, gt=0, le=1)
+    news: NewsRules = NewsRules()
 
     risk_per_trade: float = Field(default=0.01, gt=0, le=0.1)
     equity_usdt: float = Field(default=10_000.0, gt=0)
@@ -256,6 +306,11 @@ class SignalConfig(BaseModel):
         if not self.ema_fast < self.ema_mid < self.ema_slow:
             errors.append(
                 f"expected ema_fast < ema_mid < ema_slow, was {self.ema_fast}, {self.ema_mid}, {self.ema_slow}"
+            )
+        if not self.digesting_atr_multiple < self.panic_atr_multiple:
+            errors.append(
+                f"expected digesting_atr_multiple < panic_atr_multiple, was {self.digesting_atr_multiple} >= "
+                f"{self.panic_atr_multiple}"
             )
         if not self.sl_min <= self.sl_max:
             errors.append(f"expected sl_min <= sl_max, was {self.sl_min} > {self.sl_max}")

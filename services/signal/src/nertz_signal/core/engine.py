@@ -15,8 +15,16 @@ first and the snapshot carries its id.
 A candidate (``|combined|`` at the threshold of its factor set, with the trend) becomes an intent unless
 a veto says why not, checked in this order: ``warmup`` (the bar came from a backfill:
 ``Bar.warmup``; it built state and trades nothing), the filters (:mod:`nertz_signal.core.filters`),
+``news_critical`` (a critical key event of the symbol's news at most ``news.veto_h`` old),
 ``stops_unavailable`` (the stop's ATR is still warming up) and ``risk_reward_below_min`` (the net
 reward-to-risk after fees and slippage below ``min_risk_reward``). docs/decisions.md D19, D20.
+
+The regime of a bar is its series' ATR against the ATR's 30-day median (DIGESTING above 1.3×, PANIC
+above 2.5×), raised to DIGESTING or PANIC when the symbol's decayed news impact reaches
+``news.digesting_impact`` or ``news.panic_impact``; it widens the stop and scales leverage and size
+(:func:`nertz_signal.core.stops.regime_multiples`). The news is the latest ``NewsAssessed`` of the symbol
+without a failure (read in log order, kept in the state); with none on the log, nothing of it applies
+(docs/decisions.md D24).
 
 Operator commands, in log order with the market data: ``ConfigChanged`` applies its ``signal.`` keys
 from that position on (the overrides are part of the state, so a restart applies them again), and
@@ -38,6 +46,7 @@ import msgspec
 
 from nertz_common import events as ev
 from nertz_common import live_config
+from nertz_common import news as news_
 from nertz_common.ids import derive_id
 from nertz_common.node.component import Component
 from nertz_signal.core import factors, filters, stops
@@ -63,6 +72,10 @@ _BOOK_TOPIC_KINDS = ("book", "any")
 WARMUP = "warmup"
 STOPS_UNAVAILABLE = "stops_unavailable"
 RISK_REWARD = "risk_reward_below_min"
+NEWS_CRITICAL = "news_critical"
+HOUR_NS = 3_600_000_000_000
+#: how severe a regime is (the news raises the volatility's regime, never lowers it)
+_SEVERITY: dict[str, int] = {"unknown": 0, "normal": 1, "digesting": 2, "panic": 3}
 
 log = logging.getLogger("nertz.signal")
 
@@ -101,6 +114,7 @@ class SeriesState:
             window_ns=int(cfg.atr_median_days * DAY_NS),
             min_samples=cfg.atr_median_min_samples,
             panic_multiple=cfg.panic_atr_multiple,
+            digesting_multiple=cfg.digesting_atr_multiple,
         )
         self.stop_atr = TimeframeAtr(
             TIMEFRAMES_NS[cfg.stop_timeframe],
@@ -125,6 +139,8 @@ class SymbolState:
     #: the latest closed bar and its snapshot (a manual trade is evaluated on them)
     last_bar: ev.Bar | None = None
     last_snapshot: ev.FactorSnapshot | None = None
+    #: the key events of the symbol's latest NewsAssessed without a failure
+    news: list[ev.NewsItem] = field(default_factory=list)
 
 
 class BarScore(NamedTuple):
@@ -174,6 +190,7 @@ class SymbolSnap(msgspec.Struct, array_like=True):
     health: tuple[dict[str, int], list[str]]
     last_bar: ev.Bar | None = None
     last_snapshot: ev.FactorSnapshot | None = None
+    news: list[ev.NewsItem] = []
 
 
 class SignalState(msgspec.Struct):
@@ -204,7 +221,7 @@ class SignalEngine(Component):
     name: ClassVar[str] = "signal"
     inputs: ClassVar[tuple[type[ev.Event], ...]] = (
         ev.Bar, ev.BookSnapshot, ev.TradeBatch, ev.Ticker, ev.FeedGap, ev.FeedResynced, ev.FeedStale,
-        ev.ConfigChanged, ev.ManualTradeRequested,
+        ev.ConfigChanged, ev.ManualTradeRequested, ev.NewsAssessed,
     )  # fmt: skip
     state_type: ClassVar[type[msgspec.Struct]] = SignalState
 
@@ -336,6 +353,19 @@ class SignalEngine(Component):
         self._symbol(status.symbol).health.on_stale(status.topic)
         return []
 
+    def on_news_assessed(self, e: ev.NewsAssessed) -> list[ev.Event]:
+        """Take the assessment's key events as the symbol's news from here on; a failed one changes nothing."""
+        if e.failure is None:
+            self._symbol(e.symbol).news = list(e.key_events)
+        return []
+
+    def news_impact(self, symbol: str, now_ns: int) -> float | None:
+        """The symbol's decayed news impact at ``now_ns`` (UNIX ns), None without news (for the gauges)."""
+        s = self._symbols.get(symbol)
+        if s is None or not s.news:
+            return None
+        return news_.decayed_impact(s.news, now_ns, int(self.cfg.news.half_life_h * HOUR_NS))
+
     # --- bars -----------------------------------------------------------------------------------
 
     def on_bar(self, bar: ev.Bar) -> list[ev.Event]:
@@ -459,6 +489,8 @@ class SignalEngine(Component):
         sym = self._symbols.get(symbol)
         if sym is None:
             sym = self._symbols[symbol] = SymbolState()
+        if sym.news:
+            regime = self._news_regime(sym.news, regime, bar.ts_event)
         if sym.health.stale:
             sym.health.on_data("bar")
         # factors.egm_score and factors.pio_score, inlined (bars are finite: ingest refuses NaN and inf)
@@ -537,7 +569,16 @@ class SignalEngine(Component):
             for k, s in self._series.items()
         ]
         symbols = [
-            SymbolSnap(sym, s.book, s.funding_rate, s.funding_interval_h, s.health.state(), s.last_bar, s.last_snapshot)
+            SymbolSnap(
+                sym,
+                s.book,
+                s.funding_rate,
+                s.funding_interval_h,
+                s.health.state(),
+                s.last_bar,
+                s.last_snapshot,
+                list(s.news),
+            )
             for sym, s in self._symbols.items()
         ]
         btc = {iv: w.state() for iv, w in self._btc.items()}
@@ -579,6 +620,7 @@ class SignalEngine(Component):
                 filters.FeedHealth.from_state(s.health),
                 s.last_bar,
                 s.last_snapshot,
+                list(s.news),
             )
             for s in state.symbols
         }
@@ -617,6 +659,25 @@ class SignalEngine(Component):
             retired=[n for i, n in enumerate(names) if decay.retired[i]],
             reason="; ".join(reasons) or "weights moved",
         )  # fmt: skip
+
+    def _news_regime(self, items: list[ev.NewsItem], regime: Regime, now_ns: int) -> Regime:
+        """The more severe of the volatility's ``regime`` and the news's (by its decayed impact)."""
+        rules = self.cfg.news
+        impact = abs(news_.decayed_impact(items, now_ns, int(rules.half_life_h * HOUR_NS)))
+        level: Regime = "panic" if impact >= rules.panic_impact else "digesting"
+        if impact < rules.digesting_impact or _SEVERITY[level] <= _SEVERITY[regime]:
+            return regime
+        return level
+
+    def _news_veto(self, sym: SymbolState, now_ns: int) -> str | None:
+        rules = self.cfg.news
+        if not sym.news or not rules.veto:
+            return None
+        found = news_.critical(sym.news, now_ns, int(rules.veto_h * HOUR_NS))
+        if not found:
+            return None
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        return f"{NEWS_CRITICAL}: {news_.describe(found[0])}{more}, critical within {rules.veto_h:g} h"
 
     def _plan_veto(self, bar: ev.Bar, plan: stops.StopPlan | None) -> str | None:
         """The veto of a candidate's stops: unavailable, or a net R:R below the minimum."""
@@ -657,6 +718,7 @@ class SignalEngine(Component):
                 btc.change(bar.ts_event) if btc is not None and side == "long" else None,
                 cfg.btc_drop,
             )
+            or self._news_veto(sym, bar.ts_event)
         )
 
     def _intent(
@@ -694,8 +756,11 @@ class SignalEngine(Component):
             f"stops {cfg.stop_mode} ({stop_from}): sl {plan.sl_distance:.3%}, tp {plan.tp_distance:.3%}, "
             f"net R:R {plan.net_risk_reward:.2f} after {cfg.costs:.3%} of fees and slippage",
             f"leverage {plan.leverage:g}x at daily volatility {vol}",
-            f"regime {score.regime}" + (": stops widened, size halved" if score.regime == "panic" else ""),
+            f"regime {score.regime}" + self._regime_note(score.regime),
         ]
+        impact = self.news_impact(bar.symbol, at.ts_event)
+        if impact is not None:
+            reasons.append(f"news impact {impact:+.2f} (decayed, half-life {cfg.news.half_life_h:g} h)")
         return ev.IntentProposed(
             event_id=iid,
             ts_event=at.ts_event,
@@ -723,6 +788,12 @@ class SignalEngine(Component):
             stop_atr=score.stop_atr,
             net_risk_reward=plan.net_risk_reward,
         )
+
+    def _regime_note(self, regime: Regime) -> str:
+        stop_m, size_m, leverage_m = stops.regime_multiples(regime, self.cfg)
+        if (stop_m, size_m, leverage_m) == (1.0, 1.0, 1.0):
+            return ""
+        return f": stop x{stop_m:g}, size x{size_m:g}, leverage x{leverage_m:g}"
 
     def _symbol(self, symbol: str) -> SymbolState:
         s = self._symbols.get(symbol)

@@ -1,4 +1,4 @@
-"""Incremental indicators: triple EMA trend, Wilder's ATR, and the ATR median behind the PANIC regime.
+"""Incremental indicators: triple EMA trend, Wilder's ATR, and the ATR median behind the volatility regimes.
 
 Each indicator is a small mutable object updated once per closed bar (O(1) or O(log n) per update) and
 fully determined by the sequence of updates it has seen: no clock, no randomness. Time, where needed,
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Trend = Literal["up", "down", "flat"]
-Regime = Literal["normal", "panic", "unknown"]
+#: ``digesting`` and ``panic``: the ATR above 1.3× and 2.5× its 30-day median (the six-agent seed's regimes)
+Regime = Literal["normal", "digesting", "panic", "unknown"]
 
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
@@ -312,14 +313,16 @@ class RollingWindow:
 
 @dataclass(slots=True)
 class AtrMedian:
-    """The median of ATR samples over a trailing event-time window, for the PANIC regime.
+    """The median of ATR samples over a trailing event-time window, for the DIGESTING and PANIC regimes.
 
     Cheap and deterministic: the ATR is sampled at the first update of every ``sample_ns`` bucket of
     event time (``ts_event // sample_ns``; hourly by default), samples older than ``window_ns`` (30 days)
     are dropped, and the median is read from a sorted list kept with ``bisect`` (O(log n) search,
     at most ``window_ns / sample_ns`` = 720 samples by default). The regime is ``"unknown"`` until
     ``min_samples`` samples are held (24 = one day by default), then ``"panic"`` when
-    ``atr > panic_multiple × median`` (2.5, ARCHITECTURE.md §3 signal) and ``"normal"`` otherwise.
+    ``atr > panic_multiple × median`` (2.5, ARCHITECTURE.md §3 signal), ``"digesting"`` when
+    ``atr > digesting_multiple × median`` (1.3, the six-agent seed's market digesting news) and
+    ``"normal"`` otherwise.
 
     Attributes
     ----------
@@ -329,12 +332,15 @@ class AtrMedian:
         Samples needed before the regime is known.
     panic_multiple : float
         ATR / median ratio above which the regime is PANIC.
+    digesting_multiple : float
+        ATR / median ratio above which the regime is DIGESTING (below ``panic_multiple``).
     """
 
     sample_ns: int = HOUR_NS
     window_ns: int = 30 * DAY_NS
     min_samples: int = 24
     panic_multiple: float = 2.5
+    digesting_multiple: float = 1.3
     _samples: deque[tuple[int, float]] = field(default_factory=deque)
     _sorted: list[float] = field(default_factory=list)
     _last_bucket: int | None = None
@@ -372,11 +378,14 @@ class AtrMedian:
         return self._median
 
     def regime(self, atr: float | None) -> Regime:
-        """Return the regime of ``atr`` (USDT) against the median: ``panic``, ``normal`` or ``unknown``."""
+        """Return the regime of ``atr`` (USDT) against the median: ``panic``, ``digesting``, ``normal`` or
+        ``unknown``."""
         med = self._median
         if atr is None or med is None:
             return "unknown"
-        return "panic" if atr > self.panic_multiple * med else "normal"
+        if atr > self.panic_multiple * med:
+            return "panic"
+        return "digesting" if atr > self.digesting_multiple * med else "normal"
 
     def __len__(self) -> int:
         return len(self._sorted)

@@ -201,6 +201,17 @@ def position_notional(risk_per_trade: float, equity: float, sl_distance: float, 
     return min(risk_per_trade * equity / sl_distance, leverage * equity)
 
 
+def regime_multiples(regime: Regime, cfg: SignalConfig) -> tuple[float, float, float]:
+    """Return ``(stop, size, leverage)`` multiples of ``regime``: PANIC (1.5, 0.5, 0.5), DIGESTING
+    (1.2, 0.8, 0.8), else (1, 1, 1) — the six-agent seed's "leverage × 0.5, stop × 1.5" and "leverage ×
+    0.8, stop × 1.2", with the size following the leverage (the exposure scales by it)."""
+    if regime == "panic":
+        return cfg.panic_stop_multiple, cfg.panic_size_multiple, cfg.panic_leverage_multiple
+    if regime == "digesting":
+        return cfg.digesting_stop_multiple, cfg.digesting_size_multiple, cfg.digesting_leverage_multiple
+    return 1.0, 1.0, 1.0
+
+
 def plan(
     side: Side,
     price: float,
@@ -212,12 +223,14 @@ def plan(
     """Return the stops, leverage and size of an intent, or None when they cannot be set.
 
     ATR mode: ``SL = clamp(1.5 × ATR / price, 1.5 %, 5 %)``, ``TP = risk_reward × SL``. Fixed mode:
-    ``SL = sl_percentage / 100``, ``TP = tp_percentage / 100``. In PANIC (ATR mode only) the SL distance
-    is multiplied by ``panic_stop_multiple`` (1.5) and clamped again, TP follows it; in both modes PANIC
-    multiplies the size by ``panic_size_multiple`` (0.5). The size loses ``risk_per_trade`` of equity
-    at the stop *with* the round trip's costs (``notional × (SL + costs)``). Leverage comes from the
-    daily volatility (:func:`daily_volatility` of the ATR) and caps the notional at ``leverage ×
-    equity``. The plan's ``net_risk_reward`` is for the caller to check (``min_risk_reward``).
+    ``SL = sl_percentage / 100``, ``TP = tp_percentage / 100``. In PANIC and DIGESTING
+    (:func:`regime_multiples`) the SL distance is multiplied by the regime's stop multiple (1.5, 1.2;
+    ATR mode only) and clamped again, TP follows it; in both modes the leverage and the size are
+    multiplied by the regime's (0.5, 0.8; the leverage at least 1×). The size loses ``risk_per_trade``
+    of equity at the stop *with* the round trip's costs (``notional × (SL + costs)``). Leverage comes
+    from the daily volatility (:func:`daily_volatility` of the ATR) and caps the notional at
+    ``leverage × equity``. The plan's ``net_risk_reward`` is for the caller to check
+    (``min_risk_reward``).
 
     Parameters
     ----------
@@ -226,7 +239,7 @@ def plan(
         Entry reference price, USDT (> 0).
     atr : float or None
         The stop's ATR (of ``cfg.stop_timeframe`` bars), USDT; None during its warm-up.
-    regime : "normal", "panic" or "unknown"
+    regime : "normal", "digesting", "panic" or "unknown"
         ``unknown`` sizes as ``normal``.
     cfg : SignalConfig
     bar_ns : int or None
@@ -244,7 +257,7 @@ def plan(
     """
     if not price > 0:
         raise ValueError(f"expected price > 0, was {price}")
-    panic = regime == "panic"
+    stop_m, size_m, leverage_m = regime_multiples(regime, cfg)
     if cfg.stop_mode == "fixed":
         sl = cfg.sl_percentage / 100.0
         tp = cfg.tp_percentage / 100.0
@@ -252,14 +265,14 @@ def plan(
         if atr is None:
             return None
         sl = atr_sl_distance(atr, price, cfg.sl_atr_multiple, cfg.sl_min, cfg.sl_max)
-        if panic:
-            sl = clamp(sl * cfg.panic_stop_multiple, cfg.sl_min, cfg.sl_max)
+        if stop_m != 1.0:
+            sl = clamp(sl * stop_m, cfg.sl_min, cfg.sl_max)
         tp = cfg.risk_reward * sl
     vol = daily_volatility(atr, price, bar_ns) if atr is not None and bar_ns else None
     leverage = leverage_for(vol, cfg.max_leverage)
-    notional = position_notional(cfg.risk_per_trade, cfg.equity_usdt, sl + cfg.costs, leverage)
-    if panic:
-        notional *= cfg.panic_size_multiple
+    if leverage_m != 1.0:
+        leverage = max(1.0, round(leverage * leverage_m, 2))  # Bybit's leverage step is 0.01
+    notional = position_notional(cfg.risk_per_trade, cfg.equity_usdt, sl + cfg.costs, leverage) * size_m
     sign = 1.0 if side == "long" else -1.0
     return StopPlan(
         sl_distance=sl,
