@@ -16,8 +16,9 @@ from nertz_common import events as ev
 from nertz_common import lock
 from nertz_common.node.log import Record
 
-#: how a position may end (the exchange-native exits, the trailing stop after TP1, the executor's stale exit)
-EXITS = frozenset({"take_profit", "stop_loss", "trailing_stop", "stale_exit"})
+#: how a position may end (the exchange-native exits, the trailing stop after TP1, the executor's stale exit
+#: and news protection)
+EXITS = frozenset({"take_profit", "stop_loss", "trailing_stop", "stale_exit", "news"})
 MAX_SHOWN = 5
 
 

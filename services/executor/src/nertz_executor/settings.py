@@ -37,6 +37,10 @@ class ExecutorGroup(BaseModel):
     min_hold_s: float = Field(default=3600.0, ge=0, description="no own exit (stale, protections) before, s")
     max_hold_s: float = Field(default=172_800.0, gt=0, description="stale exit after, s")
     stale_band: float = Field(default=0.01, ge=0, description="stale exit when return below, fraction")
+    news_protection: bool = Field(
+        default=False, description="close a long on a critical negative news event (a short on a positive one)"
+    )
+    news_protection_h: float = Field(default=24.0, gt=0, description="critical news this old or newer closes, h")
     max_positions: int = Field(default=3, ge=1, description="positions open or pending at once")
     max_leverage: float = Field(default=10.0, ge=1, description="leverage cap (intent and account notional / equity)")
     min_notional_usdt: float = Field(default=5.0, ge=0, description="minimum entry notional, USDT")
@@ -123,6 +127,8 @@ class ExecutorGroup(BaseModel):
             min_hold_ns=round(self.min_hold_s * SECOND_NS),
             max_hold_ns=round(self.max_hold_s * SECOND_NS),
             stale_band=self.stale_band,
+            news_protection=self.news_protection,
+            news_protection_ns=round(self.news_protection_h * 3600 * SECOND_NS),
             max_positions=self.max_positions,
             max_leverage=self.max_leverage,
             min_notional_usdt=self.min_notional_usdt,

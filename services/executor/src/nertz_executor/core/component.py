@@ -28,6 +28,12 @@ Every market event is shown to the venue first (fills, TP/SL), then the lock's t
 filled in time expires, a position held past ``max_hold`` (and ``min_hold``) with a return below the
 band is closed at market (stale exit), a cooldown elapses.
 
+The news protection (``news_protection``, off by default): a ``NewsAssessed`` of the symbol with a
+critical key event against the position (negative for a long, positive for a short) at most
+``news_protection_ns`` old marks the position, open or pending, for a close; the next market event
+after ``min_hold`` closes it at market like the stale exit, exit reason ``news`` (docs/decisions.md D24).
+A failed assessment does nothing.
+
 Exit management (issue 8) is management of the open position, never an entry: the lock stays LOCKED.
 The ``scaled`` plan sends, once the entry filled, TP1 (a reduce-only Limit order for ``tp1_fraction`` of
 the position at ``tp1_r`` R) and sets TP2 at ``tp2_r`` R of the fill (``StopMoved`` phase ``entry``,
@@ -55,6 +61,7 @@ import msgspec
 
 from nertz_common import events as ev
 from nertz_common import live_config
+from nertz_common import news as news_
 from nertz_common.derive import derive
 from nertz_common.ids import derive_id, order_link_id
 from nertz_common.node.component import Component, Join
@@ -103,6 +110,8 @@ class ExecutorSnap(msgspec.Struct):
     config_overrides: dict[str, ev.ConfigValue] = {}
     #: symbols with a closed bar on the log (a manual request waits for signal's answer only for these)
     bar_symbols: list[str] = []
+    #: positions the news protection closes at the next market event: symbol -> (intent id, why)
+    news_exits: dict[str, tuple[str, str]] = {}
 
 
 @dataclass(slots=True)
@@ -146,6 +155,8 @@ class Executor(Component):
         # what a real venue reports (recorded on the log by its adapter; a paper run has none)
         ev.OrderAccepted, ev.OrderRefused, ev.OrderCanceled, ev.OrderFilled, ev.FundingSettled,
         ev.PositionSnapshot, ev.WalletSnapshot,
+        # the news analyst's assessments (the news protection)
+        ev.NewsAssessed,
     )  # fmt: skip
     joins: ClassVar[tuple[Join, ...]] = (
         Join(ev.FactorSnapshot, "bar_id"),
@@ -165,6 +176,7 @@ class Executor(Component):
         self.reconfigure = reconfigure
         self.overrides: dict[str, ev.ConfigValue] = {}
         self.bar_symbols: set[str] = set()
+        self.news_exits: dict[str, tuple[str, str]] = {}
         #: ConfigChanged this executor refused (another base configuration than the api validated on)
         self.config_rejected = 0
         if venue is None:
@@ -254,6 +266,23 @@ class Executor(Component):
         """Timers only."""
         return self._market(e)
 
+    def on_news_assessed(self, e: ev.NewsAssessed) -> list[ev.Event]:
+        """With the news protection on, mark the symbol's position (open or pending) for a close at the next
+        market event when the assessment has a critical key event against it (see the module docstring)."""
+        config = self.config
+        if not config.news_protection or e.failure is not None:
+            return []
+        sym = self.state.symbol(e.symbol)
+        if sym.lock not in ("ENTRY_PENDING", "LOCKED") or sym.side is None or sym.correlation_id is None:
+            return []
+        against = news_.critical(e.key_events, e.ts_event, config.news_protection_ns, -1 if sym.side == "long" else 1)
+        if against:
+            why = news_.describe(against[0])
+            self.news_exits[e.symbol] = (sym.correlation_id, why)
+            log.warning("news.protection", extra={"symbol": e.symbol, "correlation_id": sym.correlation_id,
+                                                  "event_id": e.event_id, "news": why})  # fmt: skip
+        return []
+
     def on_trading_started(self, e: ev.TradingStarted) -> list[ev.Event]:
         """Allow new entries again in the command's scope (``all`` or one symbol), from here on."""
         self.state = apply_control(self.state, e)
@@ -339,7 +368,9 @@ class Executor(Component):
         elif exit_ and sym.tp1_order_id is not None and e.order_id == sym.tp1_order_id:
             self._reduced(e, e.qty, e.price, e.fee_usdt, e.exit_reason or "take_profit")
         elif exit_ and sym.filled_qty >= sym.qty - _QTY_EPS:
-            own: ev.ExitReason = "stale_exit" if e.order_id == sym.exit_order_id else "manual"
+            own: ev.ExitReason = "manual"
+            if e.order_id == sym.exit_order_id:
+                own = "news" if e.order_id == order_link_id(sym.correlation_id or "", "news") else "stale_exit"
             self._closed(e, sym.filled_price, sym.filled_fee_usdt, e.exit_reason or own)
         return self._out
 
@@ -585,7 +616,9 @@ class Executor(Component):
                 )  # fmt: skip
         elif lock0 == "LOCKED":
             if not venue_events:
-                self._stale_exit(self.state.symbol(symbol), event)
+                sym = self.state.symbol(symbol)
+                if not self._news_exit(sym, event):
+                    self._stale_exit(sym, event)
             sym = self.state.symbol(symbol)
             if sym.lock == "LOCKED" and sym.exit_order_id is None:
                 self._breakeven(sym, event)
@@ -607,16 +640,38 @@ class Executor(Component):
         price = market_price(side, event)
         if price is None or gross_return(side, sym.entry_price, price) >= config.stale_band:
             return
-        iid = sym.correlation_id
-        order_id = order_link_id(iid, "stale_exit")
+        self._exit_at_market(sym, event, price, "stale_exit")
+
+    def _news_exit(self, sym: SymbolState, event: MarketData) -> bool:
+        """The news protection's close of a position it marked, once ``min_hold`` passed; True if sent."""
+        marked = self.news_exits.get(event.symbol)
+        if marked is None:
+            return False
+        if marked[0] != sym.correlation_id:  # marked for a position that is gone
+            del self.news_exits[event.symbol]
+            return False
+        side = sym.side
+        if side is None or sym.exit_order_id is not None or event.ts_event - sym.opened_ts_ns < self.config.min_hold_ns:
+            return False
+        price = market_price(side, event)
+        if price is None:
+            return False
+        self._exit_at_market(sym, event, price, "news")
+        return True
+
+    def _exit_at_market(self, sym: SymbolState, event: MarketData, price: float, reason: ev.ExitReason) -> None:
+        """Close the position in hand at market: a reduce-only exit (order id of the intent and ``reason``)."""
+        side, iid = sym.side, sym.correlation_id
+        assert side is not None and iid is not None
+        order_id = order_link_id(iid, reason)
         submitted = derive(
             ev.OrderSubmitted, event, iid, order_id, correlation_id=iid,
             order_id=order_id, side="Sell" if side == "long" else "Buy", qty=sym.qty, price_ref=price,
-            reduce_only=True, venue_name=config.venue_name,
+            reduce_only=True, venue_name=self.config.venue_name,
         )  # fmt: skip
         self._push(submitted)
         for v in self.venue.submit(submitted):
-            self._on_venue(v, event, exit_reason="stale_exit")
+            self._on_venue(v, event, exit_reason=reason)
 
     def _on_venue(self, v: ev.Event, event: ev.Event, exit_reason: ev.ExitReason | None = None) -> None:
         """Fold an event of the paper venue (one of the executor's outputs) and add the lock events it causes."""
@@ -808,6 +863,7 @@ class Executor(Component):
         if side is None or sym.position_id is None:
             return
         iid = sym.correlation_id or ""
+        self.news_exits.pop(cause.symbol, None)  # type: ignore[attr-defined]
         fees = sym.entry_fee_usdt + fee_usdt + sym.funding_usdt
         pnl = realized_pnl(side, sym.qty, sym.entry_price, price, fees)
         self._push(
@@ -849,7 +905,9 @@ class Executor(Component):
 
     def get_state(self) -> ExecutorSnap:
         """Return the lock state and the paper account."""
-        return ExecutorSnap(self.state, self.venue.get_state(), dict(self.overrides), sorted(self.bar_symbols))
+        return ExecutorSnap(
+            self.state, self.venue.get_state(), dict(self.overrides), sorted(self.bar_symbols), dict(self.news_exits)
+        )
 
     def set_state(self, snap: ExecutorSnap) -> None:
         """Put back a state from :meth:`get_state` (its config overrides applied to this executor's base)."""
@@ -863,6 +921,7 @@ class Executor(Component):
                 log.warning("config.rejected", extra={"errors": err.errors, "at": "restore"})
         self._configure(config)
         self.bar_symbols = set(snap.bar_symbols)
+        self.news_exits = {k: (v[0], v[1]) for k, v in snap.news_exits.items()}
         self.state = snap.state
         if isinstance(self.venue, PaperVenue):
             self.venue.set_state(snap.venue or PaperState())

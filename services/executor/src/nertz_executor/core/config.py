@@ -53,6 +53,11 @@ class ExecutorConfig:
         After this holding time a position whose return is below ``stale_band`` is closed at market, ns.
     stale_band : float
         Return threshold of the stale exit, fraction of the entry price (0.01 = 1 %).
+    news_protection : bool
+        Close an open long at market on a critical negative key event of the symbol's news (a short on
+        a critical positive one), exit reason ``news``; off by default (docs/decisions.md D24).
+    news_protection_ns : int
+        How old a critical event may be to close a position, ns (24 h of event time).
     max_positions : int
         Most positions open or pending at once, account-wide.
     max_leverage : float
@@ -143,6 +148,8 @@ class ExecutorConfig:
     min_hold_ns: int = 1 * HOUR_NS
     max_hold_ns: int = 48 * HOUR_NS
     stale_band: float = 0.01
+    news_protection: bool = False
+    news_protection_ns: int = 24 * HOUR_NS
     max_positions: int = 3
     max_leverage: float = 10.0
     min_notional_usdt: float = 5.0
@@ -186,6 +193,7 @@ class ExecutorConfig:
             "min_hold_ns >= 0": self.min_hold_ns >= 0,
             "max_hold_ns > 0": self.max_hold_ns > 0,
             "stale_band >= 0": self.stale_band >= 0,
+            "news_protection_ns > 0": self.news_protection_ns > 0,
             "max_positions >= 1": self.max_positions >= 1,
             "max_leverage >= 1": self.max_leverage >= 1,
             "min_notional_usdt >= 0": self.min_notional_usdt >= 0,

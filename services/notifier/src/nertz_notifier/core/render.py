@@ -26,6 +26,7 @@ EXIT_REASONS: dict[str, str] = {
     "trailing_stop": "trailing stop",
     "liquidation": "liquidation",
     "reconciled": "reconciled with the venue",
+    "news": "news protection",
 }
 
 
