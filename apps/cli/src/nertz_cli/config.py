@@ -114,6 +114,11 @@ def load(sets: Iterable[str] = (), base: dict[str, Any] | None = None) -> Pipeli
         raise ConfigurationError(f"{e.error_count()} bad setting(s): " + "; ".join(lines)) from None
 
 
+def news_node(settings: PipelineSettings) -> Node:
+    """Return a fresh news analyst's node, built as the llm-validator builds it (replays of logs with news)."""
+    return validator_build.build_news(settings.validator.news)
+
+
 def nodes(settings: PipelineSettings) -> list[Node]:
     """Return fresh signal, validator and executor nodes, built as the services build them."""
     return [

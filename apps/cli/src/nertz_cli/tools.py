@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from nertz_cli.config import PipelineSettings, nodes
+from nertz_cli.config import PipelineSettings, news_node, nodes
 from nertz_common import events as ev
 from nertz_common import subjects, topology, version
-from nertz_common.errors import ConfigurationError
+from nertz_common.errors import ConfigurationError, InvariantViolation
 from nertz_common.node import bundle as bundle_io
 from nertz_common.node.component import Call, Output
 from nertz_common.node.log import Record, gc_paused, log_range, read_log, records_of
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
 COMPONENTS = ("signal", "llm-validator", "executor")
+#: the news analyst, replayed on its own (its assessments are the other components' recorded inputs)
+NEWS = "news-analyst"
 HOUR_NS = 3_600_000_000_000
 
 
@@ -269,12 +271,15 @@ async def read_slice(
     snaps: dict[str, Snapshot] = {}
     if use_snapshots and start > 1:
         store = await SnapshotStore.open(js)
-        for name in COMPONENTS:
+        for name in (*COMPONENTS, NEWS):
             s = choose(await store.history(name), start)
             if s is not None:
                 snaps[name] = s
     missing = [c for c in COMPONENTS if c not in snaps]
-    need = 1 if missing else min(min(s.positions.values(), default=0) + 1 for s in snaps.values())
+    need = 1 if missing else min(min(snaps[c].positions.values(), default=0) + 1 for c in COMPONENTS)
+    news = snaps.get(NEWS)
+    if news is not None and min(news.positions.values(), default=0) + 1 < min(need, start):
+        del snaps[NEWS]  # older than what is read: the analyst replays from the slice's first record
     if need < rng.first_seq:
         raise ConfigurationError(
             f"the stream starts at {rng.first_seq}, but a replay from {start} needs every message since {need} "
@@ -323,6 +328,17 @@ def rerun(
 
     Model answers are served from the recorded verdicts (the model is never asked); with ``ask`` (a
     counterfactual with another model or prompt), a question the recording did not ask is asked anew.
+
+    A slice with news assessments is replayed in two passes (docs/decisions.md D24): signal, validator
+    and executor read the recorded ``NewsAssessed`` where they sit in the log, as they did live; then
+    the news analyst alone derives its assessments again from the recorded answers and they are compared
+    too. The result is the two passes' together.
+
+    Raises
+    ------
+    ConfigurationError
+        If the news analyst asks what the log holds no answer to (it was not running over part of the
+        slice, and no snapshot of it covers that part).
     """
     wanted = set(symbols) if symbols else None
     compare = None
@@ -331,17 +347,50 @@ def rerun(
         def compare(e: ev.Event) -> bool:
             return getattr(e, "symbol", None) in wanted
 
-    return replay(
-        sl.records,
-        nodes(settings),
-        topology.producer_of,
-        start=sl.start,
-        until=sl.until,
-        snapshots={k: v for k, v in sl.snapshots.items() if v.origin < sl.start},
-        lane_of=topology.lane_of,
-        compare=compare,
-        progress=progress,
-        ask=ask,
+    def run(nodes_: list[Any]) -> ReplayResult:
+        names = {n.name for n in nodes_}
+        return replay(
+            sl.records,
+            nodes_,
+            topology.producer_of,
+            start=sl.start,
+            until=sl.until,
+            snapshots={k: v for k, v in sl.snapshots.items() if v.origin < sl.start and k in names},
+            lane_of=topology.lane_of,
+            compare=compare,
+            progress=progress,
+            ask=ask,
+        )
+
+    result = run(nodes(settings))
+    if not any(type(r.event) is ev.NewsAssessed for r in sl.records):
+        return result
+    try:
+        news = run([news_node(settings)])
+    except InvariantViolation as e:
+        raise ConfigurationError(
+            f"the news analyst cannot be replayed over this slice: {e}; replay a slice from where it ran (or "
+            f"with its snapshot)"
+        ) from None
+    return merged(result, news)
+
+
+def merged(a: ReplayResult, b: ReplayResult) -> ReplayResult:
+    """Two replays of the same slice by different components as one result (the first divergence in the log
+    of either; the inputs of the first)."""
+    firsts = [d for d in (a.divergence, b.divergence) if d is not None]
+    return ReplayResult(
+        compared={**a.compared, **b.compared},
+        identical=a.identical + b.identical,
+        divergence=min(firsts, key=lambda d: (d.origin, d.index)) if firsts else None,
+        beyond={**a.beyond, **b.beyond},
+        inputs=a.inputs,
+        warmup=a.warmup + b.warmup,
+        busy={**a.busy, **b.busy},
+        answers_served=a.answers_served + b.answers_served,
+        answers_asked=a.answers_asked + b.answers_asked,
+        derived={**a.derived, **b.derived},
+        recorded={**a.recorded, **b.recorded},
     )
 
 
@@ -419,7 +468,7 @@ def models_of(records: Iterable[Record]) -> dict[str, Any]:
             list(e.calls)
             if isinstance(e, ev.VerdictIssued)
             else [e.call]
-            if isinstance(e, ev.RiskOverrideIssued) and e.call
+            if isinstance(e, ev.RiskOverrideIssued | ev.NewsAssessed) and e.call
             else []
         )
         for c in calls:
@@ -447,7 +496,7 @@ def export(sl: Slice, settings: PipelineSettings, out: Target, storage: Storage 
         If a local file cannot be written.
     """
     keep_from = min((min(s.positions.values(), default=0) + 1 for s in sl.snapshots.values()), default=sl.start)
-    if len(sl.snapshots) < len(COMPONENTS):
+    if any(c not in sl.snapshots for c in COMPONENTS):
         keep_from = sl.records[0].seq if sl.records else sl.start
     records = [r for r in sl.records if r.seq >= keep_from and r.origin <= sl.until]
     packages = {}

@@ -25,7 +25,7 @@ from nertz_common import bus, logs, metrics, topology
 from nertz_common import settings as settings_
 from nertz_common.heartbeat import HeartbeatSettings, HeartbeatWriter, Progress
 from nertz_common.node.component import Call, Node
-from nertz_common.node.nats_runner import ComponentRunner, Hooks
+from nertz_common.node.nats_runner import ComponentRunner, Hooks, KernelMetrics
 from nertz_common.node.snapshot import SnapshotStore
 from nertz_common.settings import CommonSettings
 
@@ -44,6 +44,8 @@ class Runtime:
     registry: CollectorRegistry
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     heartbeat: HeartbeatWriter | None = None
+    #: the kernel's metrics, shared by every runner of the process (labelled by component)
+    kernel_metrics: KernelMetrics | None = None
 
     def report(self, name: str, progress: Callable[[], Progress]) -> None:
         """Report the runner ``name`` in the service's heartbeats: ``progress()`` is read at every beat."""
@@ -73,6 +75,8 @@ class Runtime:
         """
         k = settings.kernel
         store = await SnapshotStore.open(self.js) if k.snapshots else None
+        if self.kernel_metrics is None:
+            self.kernel_metrics = KernelMetrics(self.service, self.registry)
         runner = ComponentRunner(
             node,
             js=self.js,
@@ -90,6 +94,7 @@ class Runtime:
             snapshot_interval_s=k.snapshot_interval_s,
             hooks=hooks,
             answer=answer,
+            kernel_metrics=self.kernel_metrics,
         )
         self.report(node.name, lambda: _progress(runner))
         return runner

@@ -53,8 +53,9 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
             *(subjects.filter_of("md", k) for k in ("bar", "book", "trade", "ticker", "status")),
             subjects.filter_of("sys", "config"),
             subjects.filter_of("sys", "manual"),
+            subjects.filter_of("llm", "news"),
         ),
-        "signal: market data, config changes and manual trade requests in log order",
+        "signal: market data, config changes, manual trade requests and news assessments in log order",
     ),
     ConsumerSpec(
         "llm-validator",
@@ -71,8 +72,10 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
             subjects.filter_of("sys", "config"),
             subjects.filter_of("sys", "manual"),
             *(f for v in VENUES for f in subjects.venue_filters(v)),
+            subjects.filter_of("llm", "news"),
         ),
-        "executor: market data for the paper venue and the clock, operator commands, real venues' reports",
+        "executor: market data for the paper venue and the clock, operator commands, real venues' reports, "
+        "news assessments (the news protection)",
     ),
     # partner lanes, pulled only while a join waits (decisions.md D1, D7)
     ConsumerSpec(
@@ -83,6 +86,12 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     # verdicts on their own consumer: they arrive in VerdictAwaited order, so the executor never has
     # to pull (and hold) the snapshots signal published ahead while it waits for one (decisions.md D1)
     ConsumerSpec("executor-verdicts", (subjects.filter_of("llm", "verdict"),), "executor: validator verdicts"),
+    # the news analyst (in the llm-validator process): its clock, the closed bars, and operators' requests
+    ConsumerSpec(
+        "news-analyst",
+        (subjects.filter_of("md", "bar"), subjects.filter_of("sys", "news")),
+        "news analyst: bars (its schedule) and news requests in log order",
+    ),
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
     ConsumerSpec(
         "notifier",
@@ -104,6 +113,7 @@ LANES: dict[str, tuple[str, ...]] = {
     "signal": ("signal",),
     "llm-validator": ("llm-validator",),
     "executor": ("executor-market", "executor-decisions", "executor-verdicts"),
+    "news-analyst": ("news-analyst",),
 }
 
 #: what each component publishes (its own output, read back after a restart)
@@ -111,6 +121,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "signal": (subjects.filter_of("sig"),),
     "llm-validator": (subjects.filter_of("llm", "verdict"), subjects.filter_of("llm", "override")),
     "executor": (subjects.filter_of("exec"), f"venue.*.{PAPER}.>"),
+    "news-analyst": (subjects.filter_of("llm", "news"),),
 }
 
 #: subject (domain, kind) -> producing service; kind None = the whole domain
@@ -119,10 +130,12 @@ _PRODUCERS: dict[tuple[str, str | None], str] = {
     ("sig", None): "signal",
     ("llm", "verdict"): "llm-validator",
     ("llm", "override"): "llm-validator",
+    ("llm", "news"): "news-analyst",
     ("exec", None): "executor",
     ("sys", "control"): "api",
     ("sys", "config"): "api",
     ("sys", "manual"): "api",
+    ("sys", "news"): "api",
     ("sys", "notify"): "notifier",
     ("sys", "universe"): "market-ingest",
 }

@@ -1,5 +1,6 @@
 """Composition root of the llm-validator: the validator component on its JetStream lane, Qwen as its
-outside party, and the ``nertz_llm_validator_*`` / ``nertz_llm_*`` metrics."""
+outside party, and the ``nertz_llm_validator_*`` / ``nertz_llm_*`` metrics; beside it, in the same
+process, the news analyst on its own lane (with a DashScope key; off without one, and it says so)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from nertz_common import events as ev
 from nertz_common import runtime, settings, subjects, topology
 from nertz_common.node.component import Node, Output
 from nertz_common.node.nats_runner import ComponentRunner, Hooks
-from nertz_validator.adapters.qwen import QwenClient
-from nertz_validator.build import build
+from nertz_validator.adapters.qwen import LlmMetrics, QwenClient, fresh_only
+from nertz_validator.build import build, build_news
 from nertz_validator.settings import ValidatorSettings
 
 log = logging.getLogger("nertz.validator")
@@ -103,6 +104,84 @@ def hooks(metrics: ValidatorMetrics, node: Node) -> Hooks:
     return Hooks(published=published, after_flush=lambda: metrics.waiting.set(node.buffered))
 
 
+class NewsMetrics:
+    """``nertz_llm_news_*``: the news analyst's assessments by outcome, and the latest impact per symbol."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.assessments = Counter(
+            "nertz_llm_news_assessments_total", "News assessments published, by symbol and outcome (ok, or the "
+            "failure: invalid_json, schema, timeout, http_429...)", ["symbol", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.critical = Counter(
+            "nertz_llm_news_critical_events_total", "Critical key events in the assessments", ["symbol"],
+            registry=registry,
+        )  # fmt: skip
+        self.impact = Gauge(
+            "nertz_llm_news_impact", "The latest usable assessment's impact (-2 bearish .. +2 bullish)", ["symbol"],
+            registry=registry,
+        )  # fmt: skip
+
+
+def news_hooks(metrics: NewsMetrics) -> Hooks:
+    """Count and log the published news assessments (a failure as a warning); never a decision."""
+
+    def published(outputs: list[Output]) -> None:
+        for e, pos in outputs:
+            if not isinstance(e, ev.NewsAssessed):
+                continue
+            metrics.assessments.labels(symbol=e.symbol, outcome=e.failure or "ok").inc()
+            critical = sum(k.critical for k in e.key_events)
+            fields = {
+                "symbol": e.symbol, "event_id": e.event_id, "trigger": e.trigger, "stream_seq": pos.seq,
+                "impact": e.impact, "key_events": len(e.key_events), "critical": critical, "failure": e.failure,
+                "latency_ms": e.call.latency_ms if e.call else None,
+            }  # fmt: skip
+            if e.failure is not None:
+                log.warning("news.failed", extra={**fields, "detail": e.failure_detail})
+                continue
+            metrics.impact.labels(symbol=e.symbol).set(e.impact)
+            metrics.critical.labels(symbol=e.symbol).inc(critical)
+            log.info("news.assessed", extra=fields)
+
+    return Hooks(published=published)
+
+
+async def start_news(
+    rt: runtime.Runtime, config: ValidatorSettings, metrics: LlmMetrics | None = None
+) -> tuple[Node, ComponentRunner, QwenClient] | None:
+    """Build the news analyst's node, its Qwen client and its JetStream runner on ``rt``; None when it is off
+    (no DashScope key, or ``NERTZ_VALIDATOR__NEWS__ENABLED=false``), which is logged once.
+
+    ``metrics`` are the ``nertz_llm_*`` metrics of the validator's client, when it has one (shared).
+
+    Raises
+    ------
+    ValueError
+        If the configured prompt template does not exist.
+    """
+    news = config.validator.news
+    keys = config.keys()
+    if not news.enabled or not keys:
+        why = "NERTZ_VALIDATOR__NEWS__ENABLED=false" if not news.enabled else "no DASHSCOPE_API_KEY (or _KEYS)"
+        log.info("news.off", extra={"reason": why, "effect": "no NewsAssessed: no news veto, regime or protection"})
+        return None
+    node = build_news(news)
+    q = config.validator.qwen.model_copy(
+        update={"request_timeout_s": news.request_timeout_s, "budget_s": news.budget_s}
+    )
+    client = QwenClient(q, keys, base_url=config.dashscope_base_url, registry=rt.registry, metrics=metrics)
+    runner = await rt.component(
+        node, config, config_hash=config.fingerprint(), hooks=news_hooks(NewsMetrics(rt.registry)),
+        answer=fresh_only(client, news.max_lag_s),
+    )  # fmt: skip
+    log.info(
+        "news.on",
+        extra={"model": news.model, "prompt": news.prompt, "refresh_h": news.refresh_h,
+               "window_days": news.window_days, "keys": len(keys), "base_url": config.dashscope_base_url},
+    )  # fmt: skip
+    return node, runner, client
+
+
 async def start(
     rt: runtime.Runtime, config: ValidatorSettings, shadow: str | None = None
 ) -> tuple[Node, ComponentRunner, QwenClient | None]:
@@ -140,14 +219,17 @@ async def start(
 
 
 async def run(config: ValidatorSettings, shadow: str | None = None) -> None:
-    """Run the validator until SIGTERM/SIGINT."""
+    """Run the validator (and, unless a shadow, the news analyst beside it) until SIGTERM/SIGINT."""
     async with runtime.runtime(SERVICE if shadow is None else topology.shadow_name(shadow), config) as rt:
         _, runner, client = await start(rt, config, shadow)
+        news = None if shadow is not None else await start_news(rt, config, client.metrics if client else None)
+        work = [runner.run()] + ([news[1].run()] if news is not None else [])
         try:
-            await rt.until_stopped(runner.run())
+            await rt.until_stopped(*work)
         finally:
-            if client is not None:
-                await client.close()
+            for c in (client, news[2] if news is not None else None):
+                if c is not None:
+                    await c.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,12 +242,15 @@ def main(argv: list[str] | None = None) -> int:
             "judges every intent, and any failure is a reject naming it (fail-closed); without a key the "
             "deterministic rules policy decides. It judges an intent when the executor has reached it "
             "(exec VerdictAwaited), with a memory folded from exec.* up to that point, and records the "
-            "model's answer in the verdict, so a replay serves it back without asking again."
+            "model's answer in the verdict, so a replay serves it back without asking again. With a key, the "
+            "news analyst runs beside it: Qwen with web search asked for each symbol's last 7 days of news "
+            "every 6 h of bars and on POST /news/{symbol}, published as NewsAssessed (llm.news)."
         ),
         epilog=(
             "Environment: NATS_URL, DASHSCOPE_API_KEY, DASHSCOPE_API_KEYS=k1,k2, DASHSCOPE_HTTP_BASE_URL, "
             "NERTZ_VALIDATOR__POLICY=auto|rules|qwen|council, NERTZ_VALIDATOR__QWEN__MODEL, "
-            "NERTZ_VALIDATOR__QWEN__PROMPT, NERTZ_VALIDATOR__QWEN__BUDGET_S, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL"
+            "NERTZ_VALIDATOR__QWEN__PROMPT, NERTZ_VALIDATOR__QWEN__BUDGET_S, NERTZ_VALIDATOR__NEWS__ENABLED, "
+            "NERTZ_VALIDATOR__NEWS__MODEL, NERTZ_VALIDATOR__NEWS__REFRESH_H, NERTZ_METRICS_PORT, NERTZ_LOG_LEVEL"
         ),
     )
     parser.add_argument(

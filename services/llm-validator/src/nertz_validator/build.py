@@ -1,4 +1,4 @@
-"""How the validator component is built: the one place the service, replays and backtests share."""
+"""How the validator and the news analyst are built: the one place the service, replays and backtests share."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from nertz_common import live_config
 from nertz_common.node.component import Node
 from nertz_validator.core.breaker import BreakerConfig
 from nertz_validator.core.component import ModelPolicy, Validator, shadow_class
+from nertz_validator.core.news import NewsAnalyst, NewsPolicy
 from nertz_validator.core.policy import RulesConfig, RulesPolicy
-from nertz_validator.settings import ValidatorGroup
+from nertz_validator.settings import NewsSettings, ValidatorGroup
 
 
 def build(group: ValidatorGroup, *, has_key: bool = False, shadow: str | None = None) -> Node:
@@ -48,3 +49,21 @@ def build(group: ValidatorGroup, *, has_key: bool = False, shadow: str | None = 
 def limits(group: ValidatorGroup) -> tuple[RulesPolicy, BreakerConfig]:
     """The rules policy and the circuit breaker's limits of ``group``."""
     return RulesPolicy(RulesConfig(**group.rules.model_dump())), BreakerConfig(**group.breaker.model_dump())
+
+
+def build_news(news: NewsSettings) -> Node:
+    """Return the news analyst's node for ``news`` (the service, replays and tests build it here).
+
+    Raises
+    ------
+    ValueError
+        If the configured prompt template does not exist.
+    """
+    return Node(
+        NewsAnalyst(
+            NewsPolicy(
+                model=news.model, prompt=news.prompt, refresh_h=news.refresh_h, window_days=news.window_days,
+                json_mode=news.json_mode, forced_search=news.forced_search,
+            )
+        )
+    )  # fmt: skip

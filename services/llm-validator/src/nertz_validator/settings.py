@@ -75,6 +75,29 @@ class QwenSettings(BaseModel):
     )
 
 
+class NewsSettings(BaseModel):
+    """The news analyst (``NERTZ_VALIDATOR__NEWS__...``): Qwen with web search asked for each symbol's news.
+
+    It runs in the llm-validator process when a DashScope key is set and ``enabled`` is true, and says
+    at start why when it does not (docs/decisions.md D24).
+    """
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = Field(True, description="run the news analyst when a DashScope key is set")
+    model: str = Field("qwen3-max", min_length=1, description="pinned model id with web search (enable_search)")
+    prompt: str = Field("news.v1", description="template of the news question (prompts/<id>.txt)")
+    refresh_h: float = Field(6.0, gt=0, le=168, description="ask each symbol once per slot of this many hours, h")
+    window_days: int = Field(7, ge=1, le=30, description="days of news asked for, up to the bar's time")
+    forced_search: bool = Field(True, description="search_options.forced_search: search on every question")
+    json_mode: bool = Field(False, description="also ask for a JSON object (response_format) with the search")
+    request_timeout_s: float = Field(60.0, gt=0, description="one HTTP attempt, s (a search takes a while)")
+    budget_s: float = Field(150.0, gt=0, description="every attempt of one question, s")
+    max_lag_s: float = Field(
+        3600.0, gt=0, description="a question about a bar older than this (wall clock) is not searched: stale, s"
+    )
+
+
 class ValidatorGroup(BaseModel):
     """The ``NERTZ_VALIDATOR__`` group.
 
@@ -87,12 +110,13 @@ class ValidatorGroup(BaseModel):
     #: what a ``ConfigChanged`` cannot change while running (which policy decides, and how the model is
     #: asked: a recorded answer must stay the answer to the same question); the rules' and the
     #: breaker's limits can (``validator.rules.min_win_rate``...)
-    RESTART_KEYS: ClassVar[frozenset[str]] = frozenset({"policy", "qwen"})
+    RESTART_KEYS: ClassVar[frozenset[str]] = frozenset({"policy", "qwen", "news"})
 
     policy: Literal["auto", "rules", "qwen", "council"] = "auto"
     rules: RulesSettings = RulesSettings()
     breaker: BreakerSettings = BreakerSettings()
     qwen: QwenSettings = QwenSettings()
+    news: NewsSettings = NewsSettings()
 
     def resolved(self, has_key: bool) -> Literal["rules", "qwen", "council"]:
         """The policy that decides: ``auto`` is ``qwen`` with a key, ``rules`` without."""

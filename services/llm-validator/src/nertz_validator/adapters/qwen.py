@@ -4,9 +4,10 @@
 What it does for each call (``../shared/docs/WIRE.md`` §5):
 
 - ``AioGeneration.call`` with ``result_format="message"``, ``response_format={"type": "json_object"}``
-  (or the breaker's ``tools=``), temperature and seed from the settings, ``enable_thinking=False``
-  (a non-streaming call to a thinking model otherwise answers 400), a ``request_timeout`` bounded by
-  what is left of the call's time budget;
+  (or the breaker's ``tools=``; the news analyst's searches, ``enable_search=True`` with its
+  ``search_options``, may leave the format to the prompt), temperature and seed from the settings,
+  ``enable_thinking=False`` (a non-streaming call to a thinking model otherwise answers 400), a
+  ``request_timeout`` bounded by what is left of the call's time budget;
 - **retries** with exponential backoff and full jitter (tenacity) on 429, 5xx, timeouts and refused
   connections, only while the budget lasts; 400 and a bad answer are not retried (temperature 0:
   the same question gets the same answer);
@@ -29,7 +30,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,8 @@ class QwenClient:
         DashScope's HTTP base (``https://dashscope-intl.aliyuncs.com/api/v1``, or a fake's).
     registry : CollectorRegistry, optional
         Where the ``nertz_llm_*`` metrics go.
+    metrics : LlmMetrics, optional
+        Metrics already registered (a second client in the same process shares them).
     """
 
     def __init__(
@@ -138,13 +141,14 @@ class QwenClient:
         *,
         base_url: str | None = None,
         registry: CollectorRegistry | None = None,
+        metrics: LlmMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.pool = KeyPool(keys)
         self.base_url = base_url
         if not dashscope.base_http_api_url:  # DASHSCOPE_HTTP_BASE_URL set but empty: the SDK would post to ""
             dashscope.base_http_api_url = DEFAULT_BASE_URL
-        self.metrics = LlmMetrics(registry or CollectorRegistry())
+        self.metrics = metrics or LlmMetrics(registry or CollectorRegistry())
         self._slots = asyncio.Semaphore(settings.max_concurrency)
 
     async def __call__(self, call: Any) -> ev.ModelCall:
@@ -184,8 +188,12 @@ class QwenClient:
         if call.tools is not None:
             kw["tools"] = call.tools
             kw["tool_choice"] = "auto"
-        else:
+        elif call.json_mode:
             kw["response_format"] = {"type": "json_object"}
+        if call.enable_search:
+            kw["enable_search"] = True
+            if call.search_options:
+                kw["search_options"] = call.search_options
         if self.base_url:
             kw["base_address"] = self.base_url
         try:
@@ -272,6 +280,30 @@ class QwenClient:
         closing: Any = dashscope.close_shared_aio_session()  # type: ignore[func-returns-value]
         if inspect.isawaitable(closing):
             await closing
+
+
+def fresh_only(
+    client: Callable[[Any], Awaitable[ev.ModelCall]], max_lag_s: float, clock: Callable[[], float] = time.time
+) -> Callable[[Any], Awaitable[ev.ModelCall]]:
+    """Wrap ``client`` so that a question about the past is answered ``stale`` without asking the model.
+
+    A web search answers about now: an :class:`Ask` whose ``as_of_ns`` is more than ``max_lag_s``
+    before the wall clock (``clock()``, UNIX s) gets a :class:`~nertz_common.events.ModelCall` with
+    outcome ``stale`` and the lag in ``error_message`` (recorded like any answer); others go to ``client``.
+    """
+
+    async def answer(call: Any) -> ev.ModelCall:
+        assert isinstance(call, Ask)
+        if call.as_of_ns is not None:
+            lag = clock() - call.as_of_ns / 1e9
+            if lag > max_lag_s:
+                return ev.ModelCall(
+                    role=call.role, model=call.model, prompt_id=call.prompt_id, prompt_sha256=call.prompt_sha256,
+                    outcome="stale", error_message=f"asked {lag:.0f} s after its time, more than {max_lag_s:g} s",
+                )  # fmt: skip
+        return await client(call)
+
+    return answer
 
 
 class BlockingQwen:

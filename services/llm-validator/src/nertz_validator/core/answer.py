@@ -65,7 +65,7 @@ def opinion_of(call: ev.ModelCall, policy: str) -> Opinion:
     if not text:
         return fail_closed("fail-closed: model answered nothing", "empty", policy)
     try:
-        a = _VERDICT.decode(_unfence(text))
+        a = _VERDICT.decode(unfence(text))
     except msgspec.ValidationError as e:
         return fail_closed(f"fail-closed: model answer breaks the verdict schema ({e})", "schema", policy)
     except msgspec.DecodeError as e:
@@ -73,8 +73,8 @@ def opinion_of(call: ev.ModelCall, policy: str) -> Opinion:
     return Opinion(a.decision, a.confidence, a.size_multiplier, tuple(a.reasons), tuple(a.risk_flags), policy)
 
 
-def _unfence(text: str) -> str:
-    """Strip a Markdown code fence around a JSON answer (```json ... ```), which models add."""
+def unfence(text: str) -> str:
+    """Return ``text`` without a Markdown code fence around it (```json ... ```), which models add."""
     if text.startswith("```"):
         body = text.split("\n", 1)[1] if "\n" in text else ""
         return body.rsplit("```", 1)[0].strip()

@@ -53,7 +53,7 @@ class Ask(Call, frozen=True, kw_only=True):
     Attributes
     ----------
     role : str
-        ``verdict``, ``quant``, ``strategist``, ``judge`` or ``breaker``.
+        ``verdict``, ``quant``, ``strategist``, ``judge``, ``breaker`` or ``news``.
     symbol : str
     model : str
         The pinned model id.
@@ -63,6 +63,15 @@ class Ask(Call, frozen=True, kw_only=True):
         The chat messages (system + user).
     tools : list[dict] or None
         The function-calling palette (breaker); None asks for a JSON object instead.
+    json_mode : bool
+        Without ``tools``: ask for a JSON object (``response_format``); False leaves the format to the
+        prompt (the news analyst's searches).
+    enable_search : bool
+        Let the model search the web first (DashScope ``enable_search``; the news analyst).
+    search_options : dict or None
+        DashScope ``search_options`` with ``enable_search`` (``{"forced_search": true}``).
+    as_of_ns : int or None
+        The event time the question is about, UNIX ns (the news analyst's; a search answers about now).
     """
 
     role: str
@@ -72,6 +81,10 @@ class Ask(Call, frozen=True, kw_only=True):
     prompt_sha256: str
     messages: list[dict[str, str]]
     tools: list[dict[str, Any]] | None = None
+    json_mode: bool = True
+    enable_search: bool = False
+    search_options: dict[str, Any] | None = None
+    as_of_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,16 @@ class _Judging:
 
 
 COUNCIL = ("quant", "strategist", "judge")
+
+
+def same_ask(call: Call, answer: Any) -> bool:
+    """True when ``answer`` (a recorded :class:`~nertz_common.events.ModelCall`) answers the :class:`Ask`
+    ``call``: the same model asked the same prompt (its hash)."""
+    return (
+        isinstance(call, Ask)
+        and isinstance(answer, ev.ModelCall)
+        and (call.model, call.prompt_sha256) == (answer.model, answer.prompt_sha256)
+    )
 
 
 def call_key(intent_id: str, role: str) -> str:
@@ -397,11 +420,7 @@ class Validator(Component):
 
     def same_question(self, call: Call, answer: Any) -> bool:
         """A recorded answer answers ``call`` when the model and the prompt (its hash) are the same."""
-        return (
-            isinstance(call, Ask)
-            and isinstance(answer, ev.ModelCall)
-            and (call.model, call.prompt_sha256) == (answer.model, answer.prompt_sha256)
-        )
+        return same_ask(call, answer)
 
     def get_state(self) -> ValidatorState:
         """Return the memory (between steps nothing else is held)."""
