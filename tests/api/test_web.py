@@ -499,7 +499,7 @@ async def test_fuzz_api_finds_no_server_error_schema_violation_auth_hole_or_leak
         max_seconds=120,
         seed=int(os.environ.get("NERTZ_FUZZ_SEED", "0")),
     )
-    assert report.operations == 22 and report.requests >= 2 * report.operations, report
+    assert report.operations == 23 and report.requests >= 2 * report.operations, report
     assert {200, 202, 401, 404, 422} <= set(report.statuses), report.statuses  # it reached data, commands, errors
     assert report.ok(), "\n".join(report.findings)
     assert token not in caplog.text and password not in caplog.text and (not read or read not in caplog.text)
@@ -557,6 +557,7 @@ EXAMPLE_CALLS: list[tuple[str, str, str, dict | None]] = [
      {"changes": {"signal.entry_threshold": 9.0, "executor.max_positions": 2}, "reason": "calmer market"}),
     ("post", "/config/update_thresholds", "/config/update_thresholds", {"entry_threshold": 9.2}),
     ("post", "/execute_trade/BTCUSDT", "/execute_trade/{symbol}", {"side": "Buy", "reason": "breakout"}),
+    ("post", "/news/BTCUSDT", "/news/{symbol}", {"reason": "before the FOMC"}),
 ]  # fmt: skip
 
 

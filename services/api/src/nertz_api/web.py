@@ -237,6 +237,17 @@ class TradeRequest(BaseModel):
 _NO_TRADE_BODY = TradeRequest()
 
 
+class NewsRequest(BaseModel):
+    """Body of ``POST /news/{symbol}``: why (optional)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "before the FOMC"}, {}]})
+
+    reason: str = Field(default="", max_length=500, pattern=_ONE_LINE, description="one line, shown in the ledger")
+
+
+_NO_NEWS_BODY = NewsRequest()
+
+
 class BodyLimit:
     """Answer 413 to a request whose body exceeds ``max_bytes`` (by ``Content-Length`` or as it streams).
 
@@ -1211,6 +1222,17 @@ class TradeAccepted(_Out):
     side: Literal["Buy", "Sell"] | None
 
 
+class NewsAccepted(_Out):
+    """``POST /news/{symbol}``: the request is on the log; the news analyst (with a DashScope key) asks Qwen,
+    with web search, for the symbol's news at that position and publishes ``NewsAssessed``."""
+
+    accepted: Literal[True]
+    type: Literal["NewsRequested"]
+    event_id: str
+    stream_seq: int
+    symbol: str
+
+
 # --- the error responses each endpoint declares ------------------------------------------------------
 
 BUS_UNREADABLE = "expected NATS to answer, it did not (unreachable, too slow, or this API runs without it)"
@@ -1793,6 +1815,25 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSON(
             {"accepted": True, "type": "ManualTradeRequested", "event_id": event.event_id, "stream_seq": seq,
              "symbol": sym, "side": side},
+            status_code=202,
+        )  # fmt: skip
+
+    @app.post(
+        "/news/{symbol}", summary="Publish NewsRequested: the news analyst asks Qwen for the symbol's news now",
+        status_code=202, dependencies=[Depends(_authorized), Depends(_not_null)], response_model=NewsAccepted,
+        responses=_COMMAND,
+    )  # fmt: skip
+    async def request_news(ctx: Ctx, symbol: Symbol, body: Annotated[NewsRequest, Body()] = _NO_NEWS_BODY) -> JSON:
+        publisher(ctx)
+        now = time.time_ns()
+        event = ev.NewsRequested(
+            event_id=derive_id("NewsRequested", symbol, now), ts_event=now, ts_init=now, scope=symbol,
+            reason=body.reason,
+        )  # fmt: skip
+        seq = await publish(ctx, event)
+        return JSON(
+            {"accepted": True, "type": "NewsRequested", "event_id": event.event_id, "stream_seq": seq,
+             "symbol": symbol},
             status_code=202,
         )  # fmt: skip
 
