@@ -329,7 +329,7 @@ def rerun(
     Model answers are served from the recorded verdicts (the model is never asked); with ``ask`` (a
     counterfactual with another model or prompt), a question the recording did not ask is asked anew.
 
-    A slice with news assessments is replayed in two passes (docs/decisions.md D24): signal, validator
+    A slice with news assessments is replayed in two passes (docs/decisions.md D25): signal, validator
     and executor read the recorded ``NewsAssessed`` where they sit in the log, as they did live; then
     the news analyst alone derives its assessments again from the recorded answers and they are compared
     too. The result is the two passes' together.

@@ -79,7 +79,7 @@ class NewsSettings(BaseModel):
     """The news analyst (``NERTZ_VALIDATOR__NEWS__...``): Qwen with web search asked for each symbol's news.
 
     It runs in the llm-validator process when a DashScope key is set and ``enabled`` is true, and says
-    at start why when it does not (docs/decisions.md D24).
+    at start why when it does not (docs/decisions.md D25).
     """
 
     model_config = {"extra": "forbid"}

@@ -31,7 +31,7 @@ band is closed at market (stale exit), a cooldown elapses.
 The news protection (``news_protection``, off by default): a ``NewsAssessed`` of the symbol with a
 critical key event against the position (negative for a long, positive for a short) at most
 ``news_protection_ns`` old marks the position, open or pending, for a close; the next market event
-after ``min_hold`` closes it at market like the stale exit, exit reason ``news`` (docs/decisions.md D24).
+after ``min_hold`` closes it at market like the stale exit, exit reason ``news`` (docs/decisions.md D25).
 A failed assessment does nothing.
 
 Exit management (issue 8) is management of the open position, never an entry: the lock stays LOCKED.

@@ -55,7 +55,7 @@ class ExecutorConfig:
         Return threshold of the stale exit, fraction of the entry price (0.01 = 1 %).
     news_protection : bool
         Close an open long at market on a critical negative key event of the symbol's news (a short on
-        a critical positive one), exit reason ``news``; off by default (docs/decisions.md D24).
+        a critical positive one), exit reason ``news``; off by default (docs/decisions.md D25).
     news_protection_ns : int
         How old a critical event may be to close a position, ns (24 h of event time).
     max_positions : int

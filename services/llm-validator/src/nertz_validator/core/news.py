@@ -1,7 +1,7 @@
 """The news analyst: Qwen, searching the web, asked for a symbol's news of the last days; a kernel component.
 
 ``news-analyst`` runs beside the validator in the llm-validator process, on its own JetStream lane and
-with its own snapshots (docs/decisions.md D24). Its clock is the closed bars (``md.bar``) in log order
+with its own snapshots (docs/decisions.md D25). Its clock is the closed bars (``md.bar``) in log order
 and its steps are scoped by symbol, so one symbol's search never holds another's:
 
 - **on a schedule**: the first closed bar of a symbol in a new slot of ``refresh_h`` hours of event time

@@ -43,7 +43,7 @@ class FactorWeights(BaseModel):
 
 
 class NewsRules(BaseModel):
-    """What the signal makes of the news analyst's assessments (``NERTZ_SIGNAL__NEWS__...``; docs/decisions.md D24).
+    """What the signal makes of the news analyst's assessments (``NERTZ_SIGNAL__NEWS__...``; docs/decisions.md D25).
 
     A symbol's news is its latest ``NewsAssessed`` without a failure; its decayed impact is
     ``Σ impact × 0.5^(age / half_life)`` over the key events (:mod:`nertz_common.news`). Without any

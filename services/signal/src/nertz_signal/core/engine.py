@@ -24,7 +24,7 @@ above 2.5×), raised to DIGESTING or PANIC when the symbol's decayed news impact
 ``news.digesting_impact`` or ``news.panic_impact``; it widens the stop and scales leverage and size
 (:func:`nertz_signal.core.stops.regime_multiples`). The news is the latest ``NewsAssessed`` of the symbol
 without a failure (read in log order, kept in the state); with none on the log, nothing of it applies
-(docs/decisions.md D24).
+(docs/decisions.md D25).
 
 Operator commands, in log order with the market data: ``ConfigChanged`` applies its ``signal.`` keys
 from that position on (the overrides are part of the state, so a restart applies them again), and
