@@ -77,7 +77,8 @@ def test_every_flat_intent_is_judged_by_qwen_and_each_question_asked_once(qwen_r
     intents = _events(qwen_run, ev.IntentProposed)
     assert len(verdicts) == len(intents) > 10
     policies = Counter(v.policy for v in verdicts)
-    assert policies["qwen"] > 10 and set(policies) <= {"qwen", "skipped", "override"}, policies
+    # 10 of 24 on this slice since the regime (in the prompt) can be digesting: the fake's answers follow it
+    assert policies["qwen"] >= 10 and set(policies) <= {"qwen", "skipped", "override"}, policies
     for v in verdicts:
         if v.policy == "qwen":
             [c] = v.calls
@@ -98,6 +99,10 @@ def test_replay_reproduces_every_verdict_without_calling_the_model(nats_url, qwe
     assert result.ok, result.divergence
     calls = sum(len(v.calls) for v in _events(qwen_run, ev.VerdictIssued))
     calls += sum(1 for r in _events(qwen_run, ev.RiskOverrideIssued) if r.call is not None)
+    # the news analyst ran too (a key is set): its questions about these 2025 bars were answered stale
+    news = _events(qwen_run, ev.NewsAssessed)
+    assert news and {n.failure for n in news} == {"stale"} and result.compared["news-analyst"] == len(news)
+    calls += len(news)
     assert result.answers_served == calls and result.answers_asked == 0
     assert fake.calls == before  # the model was not asked
 

@@ -339,3 +339,14 @@ def test_news_changes_the_regime_and_vetoes_an_entry_and_a_replay_from_the_recor
     # a log from the log runner has each assessment where a single pass puts it: one pass replays it too
     one = replay(log, [*nodes(_settings()), news_node(_settings())], topology.producer_of)
     assert one.ok and one.identical == result.identical
+
+
+def test_a_replay_of_a_log_read_before_the_analyst_answered_its_last_question_is_identical():
+    log, _ = _run(with_news=True)
+    last = max(i for i, r in enumerate(log) if isinstance(r.event, ev.NewsAssessed))
+    cut = log[:last]  # read live while the search of the last assessment was in flight
+    result = tools.rerun(tools.Slice(cut, start=1, until=cut[-1].seq), _settings())
+    assert result.ok and result.compared["news-analyst"] == 5 and result.beyond == {"news-analyst": 1}
+    assert result.answers_asked == 0  # never asked: answered not_recorded
+    (beyond,) = [e for e, _ in result.derived["news-analyst"] if e.event_id == log[last].event.event_id]
+    assert isinstance(beyond, ev.NewsAssessed) and beyond.failure == "not_recorded"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from nertz_cli.config import PipelineSettings, news_node, nodes
 from nertz_common import events as ev
 from nertz_common import subjects, topology, version
-from nertz_common.errors import ConfigurationError, InvariantViolation
+from nertz_common.errors import ConfigurationError
 from nertz_common.node import bundle as bundle_io
 from nertz_common.node.component import Call, Output
 from nertz_common.node.log import Record, gc_paused, log_range, read_log, records_of
@@ -332,13 +332,9 @@ def rerun(
     A slice with news assessments is replayed in two passes (docs/decisions.md D25): signal, validator
     and executor read the recorded ``NewsAssessed`` where they sit in the log, as they did live; then
     the news analyst alone derives its assessments again from the recorded answers and they are compared
-    too. The result is the two passes' together.
-
-    Raises
-    ------
-    ConfigurationError
-        If the news analyst asks what the log holds no answer to (it was not running over part of the
-        slice, and no snapshot of it covers that part).
+    too (a question the log holds no answer to — the live analyst had not answered it yet when the slice
+    was read — is answered ``not_recorded``, never asked: its assessment falls after the recording's, or
+    is a divergence). The result is the two passes' together.
     """
     wanted = set(symbols) if symbols else None
     compare = None
@@ -347,7 +343,7 @@ def rerun(
         def compare(e: ev.Event) -> bool:
             return getattr(e, "symbol", None) in wanted
 
-    def run(nodes_: list[Any]) -> ReplayResult:
+    def run(nodes_: list[Any], ask_: Callable[[str, Call], Any] | None) -> ReplayResult:
         names = {n.name for n in nodes_}
         return replay(
             sl.records,
@@ -359,19 +355,23 @@ def rerun(
             lane_of=topology.lane_of,
             compare=compare,
             progress=progress,
-            ask=ask,
+            ask=ask_,
         )
 
-    result = run(nodes(settings))
+    result = run(nodes(settings), ask)
     if not any(type(r.event) is ev.NewsAssessed for r in sl.records):
         return result
-    try:
-        news = run([news_node(settings)])
-    except InvariantViolation as e:
-        raise ConfigurationError(
-            f"the news analyst cannot be replayed over this slice: {e}; replay a slice from where it ran (or "
-            f"with its snapshot)"
-        ) from None
+    unanswered: list[Call] = []
+
+    def not_recorded(_component: str, call: Call) -> ev.ModelCall:
+        unanswered.append(call)
+        return ev.ModelCall(
+            role="news", model=getattr(call, "model", ""), prompt_id=getattr(call, "prompt_id", ""),
+            prompt_sha256=getattr(call, "prompt_sha256", ""), outcome="not_recorded",
+        )  # fmt: skip
+
+    news = run([news_node(settings)], not_recorded)
+    news.answers_asked -= len(unanswered)
     return merged(result, news)
 
 
