@@ -1137,7 +1137,10 @@ class Projector:
         except Exception as e:
             if is_transient(e):
                 if self._lock_conn is not None:
-                    self._lock_conn.terminate()  # never reused: the next batch takes the lock again
+                    # never reused: the next batch takes the lock again (the pool may have taken a lost
+                    # connection back already, and refuses to terminate it)
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        self._lock_conn.terminate()
                 self._pause(DATABASE_UNAVAILABLE, e)
                 raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
             raise
