@@ -173,6 +173,23 @@ async def test_projector_row_rejected_by_postgres_is_dead_lettered_alone(js_fres
     assert isinstance(ev.decode(msg.data), ev.DeadLettered)
 
 
+async def test_projector_rejected_rows_of_a_copied_batch_are_dead_lettered_alone(js_fresh, pool, publisher, project):
+    """A batch's statement of many rows is copied: a value Postgres refuses (a NUL byte) and one asyncpg cannot
+    encode (beyond bigint) among them are dead-lettered alone, and the rest of the batch is projected."""
+    t = f.T0_NS
+    gaps = [ev.FeedGap(event_id=f"gap-{i}", ts_event=t + i, ts_init=t + i, symbol="BTCUSDT",
+                       reason="nul\x00byte" if i == 5 else "u gap") for i in range(20)]  # fmt: skip
+    bars = [f.bar(i) for i in range(20)]
+    bars[9] = f.bar(9, ts_event=2**63 + 1, ts_init=2**63 + 1)
+    await publisher.publish_many([*gaps, *bars])
+    p = await project(batch=64)
+    assert p.stats.rejected == 2 and sorted(p.stats.rejected_seqs) == [6, 30]
+    assert await count(pool, "SELECT count(*) FROM feed_status") == 19
+    assert await count(pool, "SELECT count(*) FROM candles") == 19
+    assert await count(pool, "SELECT count(*) FROM dead_letters WHERE reason LIKE 'rejected%'") == 2
+    assert await count(pool, "SELECT count(*) FROM candles WHERE open_time_ns = $1", f.T0_NS + 9 * f.MINUTE_NS) == 0
+
+
 async def test_projector_dead_letter_of_bytes_with_nul_is_projected_escaped(js_fresh, pool, publisher, project):
     """A malformed message may hold NUL bytes, which Postgres text refuses: its dead letter still shows."""
     record = bus.dead_letter_record("signal", "undecodable: \x00", "md.bar.bybit.linear.BTCUSDT", 7, b"\x00\xff{")

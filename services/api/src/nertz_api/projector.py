@@ -14,10 +14,13 @@ sequence ``<= T`` is projected (or was unprojectable and dead-lettered). So:
   rows only move forward by ``stream_seq``, so even a replay that ignores the tracking row changes
   nothing.
 
-Rows are grouped per statement and written with ``executemany`` (one pipelined round trip per table
-and batch). "Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar, the
-venue's positions and wallet) keep one row per key and batch, which turns ~10 book updates per second
-into one write per batch.
+Rows are grouped per statement. A batch's statement of many rows is copied (binary ``COPY``) into a
+temporary staging table and moved into its table by one ``INSERT ... SELECT ... ON CONFLICT``, which
+costs Postgres about 40 % less per row than an ``executemany`` execution each (and asyncpg no more);
+a statement of few rows, and one message's rows, go by ``executemany`` (one pipelined round trip).
+"Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar, the venue's
+positions and wallet) keep one row per key and batch, which turns ~10 book updates per second into
+one write per batch.
 
 Errors: connection-level failures become :class:`nertz_common.errors.TransientError` (the batch is
 retried in place). A row Postgres rejects (a data or constraint error, e.g. a NUL byte in a text
@@ -79,6 +82,10 @@ DATABASE_UNAVAILABLE = "database_unavailable"
 BUS_UNAVAILABLE = "bus_unavailable"
 
 
+class Unencodable(Exception):
+    """asyncpg could not encode a row's value for ``COPY`` (``executemany`` reports it as ``DataError``)."""
+
+
 class ProjectionMismatch(Exception):
     """The database tracks a position the stream never reached: it belongs to another stream."""
 
@@ -93,7 +100,7 @@ class LockLost(Exception):
 
 def is_rejected(e: BaseException) -> bool:
     """Return True when ``e`` says Postgres (or asyncpg's encoder) refused a row's values."""
-    if isinstance(e, asyncpg.exceptions.DataError):
+    if isinstance(e, asyncpg.exceptions.DataError | Unencodable):
         return True
     return isinstance(e, asyncpg.PostgresError) and str(e.sqlstate or "")[:2] in _REJECTED_CLASSES
 
@@ -121,13 +128,45 @@ def _lost(conn: asyncpg.Connection) -> bool:
 # --- statements ---------------------------------------------------------------------------------
 
 
-def _insert(table: str, cols: str, conflict: str = "DO NOTHING") -> str:
-    names = [c.strip() for c in cols.split(",")]
-    values = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({values}) ON CONFLICT {conflict}"
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One upsert into ``table``: its columns and what happens ``ON CONFLICT``.
+
+    Written row by row (:attr:`sql`, by ``executemany``), or as a whole by a binary ``COPY`` into a
+    staging table (:meth:`stage_sql`) and one ``INSERT ... SELECT`` from it (:meth:`from_stage`).
+    """
+
+    table: str
+    cols: tuple[str, ...]
+    conflict: str
+
+    @property
+    def sql(self) -> str:
+        """``INSERT INTO table (cols) VALUES ($1, ...) ON CONFLICT ...``."""
+        values = ", ".join(f"${i}" for i in range(1, len(self.cols) + 1))
+        return f"INSERT INTO {self.table} ({', '.join(self.cols)}) VALUES ({values}) ON CONFLICT {self.conflict}"
+
+    @property
+    def upserts(self) -> bool:
+        """True when a conflict updates the row (one ``INSERT`` may not update a row twice)."""
+        return "DO UPDATE" in self.conflict
+
+    def stage_sql(self, stage: str) -> str:
+        """Create the staging table ``stage`` (temporary, emptied at every commit) of this statement's columns."""
+        cols = ", ".join(self.cols)
+        return f"CREATE TEMP TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {self.table} WITH NO DATA"
+
+    def from_stage(self, stage: str) -> str:
+        """``INSERT INTO table (cols) SELECT cols FROM pg_temp.<stage> ON CONFLICT ...``."""
+        cols = ", ".join(self.cols)
+        return f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM pg_temp.{stage} ON CONFLICT {self.conflict}"
 
 
-def _latest(table: str, key: str, cols: str) -> str:
+def _insert(table: str, cols: str, conflict: str = "DO NOTHING") -> Statement:
+    return Statement(table, tuple(c.strip() for c in cols.split(",")), conflict)
+
+
+def _latest(table: str, key: str, cols: str) -> Statement:
     """An upsert of the row per ``key`` (one column, or several: ``"venue_name, symbol"``) that only moves
     forward by ``stream_seq``."""
     names = [c.strip() for c in cols.split(",")]
@@ -151,8 +190,8 @@ _VENUE_POSITION_COLS = (
 )
 _WALLET_COLS = "equity_usdt, wallet_balance_usdt, available_usdt, unrealized_pnl_usdt, ts_event_ns"
 
-#: statement name -> SQL, in the order a batch writes them (positions: open before close)
-STATEMENTS: dict[str, str] = {
+#: statement name -> statement, in the order a batch writes them (positions: open before close)
+STATEMENTS: dict[str, Statement] = {
     "symbols": _insert("symbols", "symbol, venue, market, first_seen_ns, first_stream_seq"),
     "candles": _insert(
         "candles",
@@ -329,6 +368,12 @@ STATEMENTS: dict[str, str] = {
 #: waits between two attempts while the database is unreachable (the last one repeats), s
 _BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
+#: a batch's statement of fewer rows goes by ``executemany`` (a copy and a move cost two round trips)
+_COPY_MIN_ROWS = 16
+#: staging tables are ``pg_temp.<prefix><statement name>``, one per statement and connection
+_STAGE_PREFIX = "nertz_stage_"
+_STAGES_GET = "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema()"
+
 _TRACKING_GET = "SELECT stream_seq FROM projector_tracking WHERE consumer = $1 FOR UPDATE"
 _TRACKING_SET = (
     "INSERT INTO projector_tracking (consumer, stream_seq, updated_at) VALUES ($1, $2, now()) "
@@ -377,7 +422,8 @@ class Writes:
 
     def latest(self, stmt: str, key: Any, row: Row, wins: Callable[[Row, Row], bool] | None = None) -> None:
         """Add a row to ``stmt`` keeping one per ``key``: ``row`` replaces the held one if ``wins(old, new)``
-        (always, when ``wins`` is None)."""
+        (always, when ``wins`` is None). ``key`` is the statement's conflict target, so that one
+        ``INSERT`` of the batch's rows never meets a row twice."""
         rows = self.keyed.setdefault(stmt, {})
         old = rows.get(key)
         if old is None or wins is None or wins(old, row):
@@ -396,14 +442,44 @@ class Writes:
             self.new_symbols.add(event.symbol)
             self.fact("symbols", (event.symbol, event.venue, event.market, event.ts_event, seq))
 
-    async def flush(self, conn: asyncpg.Connection) -> int:
-        """Write every statement's rows with ``executemany``; return the number of rows sent."""
+    async def flush(self, conn: asyncpg.Connection, *, copy: bool = False) -> int:
+        """Write every statement's rows; return the number of rows sent.
+
+        With ``copy`` (a whole batch), a statement of at least ``_COPY_MIN_ROWS`` rows is copied into
+        its staging table (``pg_temp``, made on the connection's first use, emptied at commit) and
+        moved by one ``INSERT ... SELECT``; the others go by ``executemany``, as does a fact
+        statement that updates on conflict (its rows may meet one row twice, which one ``INSERT``
+        refuses) and every statement without ``copy`` (one message's rows).
+
+        Raises
+        ------
+        Unencodable
+            If asyncpg cannot encode a copied value (rejected, as Postgres' data errors are).
+        asyncpg.PostgresError
+            What Postgres refuses (see :func:`is_rejected`, :func:`is_transient`).
+        """
         n = 0
-        for stmt, sql in STATEMENTS.items():
-            rows = self.rows.get(stmt) or list(self.keyed.get(stmt, {}).values())
-            if rows:
-                await conn.executemany(sql, rows)
-                n += len(rows)
+        staged: set[str] | None = None
+        for name, stmt in STATEMENTS.items():
+            fact = name in self.rows
+            rows = self.rows[name] if fact else list(self.keyed.get(name, {}).values())
+            if not rows:
+                continue
+            n += len(rows)
+            if not copy or len(rows) < _COPY_MIN_ROWS or (fact and stmt.upserts):
+                await conn.executemany(stmt.sql, rows)
+                continue
+            stage = _STAGE_PREFIX + name
+            if staged is None:
+                staged = {r[0] for r in await conn.fetch(_STAGES_GET)}
+            if stage not in staged:
+                await conn.execute(stmt.stage_sql(stage))
+                staged.add(stage)
+            try:
+                await conn.copy_records_to_table(stage, records=rows, columns=stmt.cols, schema_name="pg_temp")
+            except (OverflowError, TypeError, ValueError) as e:  # the encoder's, before Postgres saw the row
+                raise Unencodable(f"expected values {stmt.table} can store, was {e}") from e
+            await conn.execute(stmt.from_stage(stage))
         return n
 
 
@@ -1163,7 +1239,7 @@ class Projector:
             w.add(it.event, it.stream_seq)
         try:
             async with conn.transaction():  # a savepoint: a rejected row falls back below
-                rows = await w.flush(conn)
+                rows = await w.flush(conn, copy=True)
             new_symbols = w.new_symbols
         except Exception as e:
             if not is_rejected(e):
