@@ -172,6 +172,9 @@ class LaneReader:
         self.stream = stream
         self.fetch_timeout_s = fetch_timeout_s
         self._backoff = 0.05
+        # the labelled children, looked up once: ``labels()`` costs more than the rest of a message's checks
+        self._events_in: dict[type[ev.Event], Any] = {}
+        self._pending: dict[str, Any] = {}
 
     def _reconnects(self) -> int:
         """How many times the client reconnected (nats-py's ``stats``)."""
@@ -255,6 +258,11 @@ class LaneReader:
             return False
         self._up()
         lane.buf.extend(msgs)
+        if msgs:  # the lag as the batch's last delivery reports it (once per fetch, not per message)
+            gauge = self._pending.get(lane.durable)
+            if gauge is None:
+                gauge = self._pending[lane.durable] = self.metrics.consumer_pending.labels(consumer=lane.durable)
+            gauge.set(ack_fields(msgs[-1].reply)[3])
         return bool(msgs)
 
     async def take(self, lane: Lane, msg: Msg) -> tuple[ev.AnyEvent, Pos] | None:
@@ -263,7 +271,7 @@ class LaneReader:
         Returns the event and its position, or None when the delivery is not to be handled: already
         consumed (acked now), out of sequence (the lane is reset), or undecodable (dead-lettered).
         """
-        seq, dseq, _, pending = ack_fields(msg.reply)
+        seq, dseq, _, _ = ack_fields(msg.reply)
         if dseq != lane.dseq + 1:
             log.warning(
                 "lane.delivery_gap",
@@ -283,8 +291,10 @@ class LaneReader:
             await self.dead_letter(msg, f"undecodable: {e}")
             lane.pos = seq
             return None
-        self.metrics.events_in.labels(type=type(event).__name__).inc()
-        self.metrics.consumer_pending.labels(consumer=lane.durable).set(pending)
+        counted = self._events_in.get(type(event))
+        if counted is None:
+            counted = self._events_in[type(event)] = self.metrics.events_in.labels(type=type(event).__name__)
+        counted.inc()
         h = msg.headers
         origin = seq
         if h:
