@@ -379,7 +379,12 @@ class Tmux:
             time.sleep(0.1)  # a poll interval, not a stand-in for the condition
 
     def kill(self) -> None:
+        """Stop the server and remove its socket file (tmux leaves it behind)."""
+        socket = subprocess.run([*self.base, "display-message", "-p", "#{socket_path}"], capture_output=True,
+                                text=True).stdout.strip()  # fmt: skip
         subprocess.run([*self.base, "kill-server"], capture_output=True)
+        if socket:
+            Path(socket).unlink(missing_ok=True)
 
 
 @pytest.fixture
