@@ -265,13 +265,16 @@ class LaneReader:
             gauge.set(ack_fields(msgs[-1].reply)[3])
         return bool(msgs)
 
-    async def take(self, lane: Lane, msg: Msg) -> tuple[ev.AnyEvent, Pos] | None:
-        """Check one delivery's place in the log and decode it.
+    async def take(
+        self, lane: Lane, msg: Msg, fields: tuple[int, int, int, int] | None = None
+    ) -> tuple[ev.AnyEvent, Pos] | None:
+        """Check one delivery's place in the log and decode it (``fields``: its :func:`ack_fields`, if
+        the caller has them).
 
         Returns the event and its position, or None when the delivery is not to be handled: already
         consumed (acked now), out of sequence (the lane is reset), or undecodable (dead-lettered).
         """
-        seq, dseq, _, _ = ack_fields(msg.reply)
+        seq, dseq, _, _ = fields or ack_fields(msg.reply)
         if dseq != lane.dseq + 1:
             log.warning(
                 "lane.delivery_gap",
@@ -953,15 +956,15 @@ class ProjectionRunner:
             msgs: list[Msg] = []
             while lane.buf:
                 m = lane.buf.popleft()
-                got = await self.reader.take(lane, m)
+                fields = ack_fields(m.reply)
+                got = await self.reader.take(lane, m, fields)
                 if got is None:
                     if lane.dseq == 0:  # the lane was reset: what was fetched comes again
                         batch, msgs = [], []
                         break
                     continue
                 event, pos = got
-                batch.append(bus.Delivery(event, m, m.subject, pos.seq, ack_fields(m.reply)[2],
-                                          dict(m.headers or {})))  # fmt: skip
+                batch.append(bus.Delivery(event, m, m.subject, pos.seq, fields[2], dict(m.headers or {})))
                 msgs.append(m)
                 lane.pos = pos.seq
             if not batch:
