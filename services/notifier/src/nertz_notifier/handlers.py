@@ -96,6 +96,7 @@ class Notifier:
         self.state: NotifierState = config.initial_state()
         self.handled = 0
         self.ready = asyncio.Event()
+        self.runner = EffectRunner(js=js, nc=nc, spec=self.spec, effect=self.handle, stop=stop, stream=stream)
 
     def progress(self) -> Progress:
         """What the heartbeats report: events handled, the last record's stream sequence."""
@@ -110,14 +111,12 @@ class Notifier:
         nats.js.errors.NotFoundError
             If the ``NERTZ`` stream does not exist (run ``nertz streams apply``).
         """
-        await topology.ensure_consumer(self.js, self.spec, self.stream)
-        info = await self.js.consumer_info(self.stream, self.spec.durable)
-        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        floor = await self.runner.ack_floor()
         handled = await read_log(self.js, to_seq=floor, filters=self.spec.filter_subjects, stream=self.stream)
         own = await read_log(self.js, from_seq=floor + 1, filters=OWN_RECORDS, stream=self.stream)
         state = fold(self.config.initial_state(), (r.event for r in handled))
         self.state = fold(state, (r.event for r in own))
-        await self.js.reset_consumer(self.stream, self.spec.durable)  # from the floor + 1, now
+        await self.runner.rewind()  # from the floor + 1, now
         log.info(
             "notifier.loaded",
             extra={"ack_floor": floor, "events": len(handled), "records_after_floor": len(own),
@@ -134,9 +133,7 @@ class Notifier:
         ConfigurationError
             If Telegram refuses the token.
         """
-        runner = EffectRunner(
-            js=self.js, nc=self.nc, spec=self.spec, effect=self.handle, stop=self.stop, stream=self.stream
-        )
+        runner = self.runner
         try:
             await self.sender.start()
             await self.load()

@@ -71,6 +71,18 @@ class EffectRunner:
         """Create the consumer unless it exists."""
         await topology.ensure_consumer(self.js, self.spec, self.stream)
 
+    async def ack_floor(self) -> int:
+        """Ensure the consumer and return its acknowledgement floor (the last position every effect
+        before which is done; 0 before any)."""
+        await self.ensure()
+        info = await self.js.consumer_info(self.stream, self.spec.durable)
+        return info.ack_floor.stream_seq if info.ack_floor is not None else 0
+
+    async def rewind(self) -> None:
+        """Deliver again from the acknowledgement floor + 1: whatever was delivered but not acknowledged
+        (an effect a crash interrupted) comes first, in log order, not after ``ack_wait``."""
+        await self.js.reset_consumer(self.stream, self.spec.durable)
+
     async def run(self) -> None:
         """Follow the consumer until ``stop`` is set."""
         await self.ensure()
