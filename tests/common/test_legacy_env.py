@@ -84,3 +84,19 @@ def test_nertz_symbols_takes_a_comma_separated_list(monkeypatch):
     monkeypatch.setenv("NERTZ_SYMBOLS", "BTC-USDT")
     with pytest.raises(SystemExit):
         load(SignalSettings)
+
+
+def test_a_configuration_error_never_prints_a_secret(monkeypatch, capsys):
+    """A model-level rule's error input is the whole environment given to it: not printed."""
+    monkeypatch.setenv("NERTZ_EXECUTOR__VENUE", "bybit")  # needs a key and a secret: the secret is missing
+    monkeypatch.setenv("BYBIT_API_KEY", "sentinel-key-123")
+    monkeypatch.delenv("BYBIT_API_SECRET", raising=False)
+    with pytest.raises(SystemExit) as e:
+        load(ExecutorSettings)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "BYBIT_API_SECRET" in err and "sentinel-key-123" not in err
+    monkeypatch.setenv("NERTZ_EXECUTOR__VENUE", "paper")
+    monkeypatch.setenv("NERTZ_EXECUTOR__MAX_POSITIONS", "0")
+    with pytest.raises(SystemExit):
+        load(ExecutorSettings)
+    assert "executor.max_positions" in (err := capsys.readouterr().err) and "(was '0')" in err  # plain values stay

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from nertz_common.errors import ConfigurationError
 from nertz_common.node.component import Node
-from nertz_common.settings import CommonSettings, legacy_applied
+from nertz_common.settings import CommonSettings, legacy_applied, shown_input
 from nertz_executor import build as executor_build
 from nertz_executor.settings import ExecutorGroup
 from nertz_signal import build as signal_build
@@ -109,7 +109,9 @@ def load(sets: Iterable[str] = (), base: dict[str, Any] | None = None) -> Pipeli
         return PipelineSettings.model_validate(merge(env.decisions(), over))
     except ValidationError as e:
         lines = [
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (was {err.get('input')!r})" for err in e.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            f"{shown_input('.'.join(str(p) for p in err['loc']), err.get('input'))}"
+            for err in e.errors()
         ]
         raise ConfigurationError(f"{e.error_count()} bad setting(s): " + "; ".join(lines)) from None
 

@@ -208,6 +208,18 @@ def legacy_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str
     return add, errors
 
 
+#: parts of a setting's name that make its value a secret (never printed in an error)
+_SECRET_WORDS = ("key", "secret", "token", "password", "database_url", "dsn")
+
+
+def shown_input(key: str, value: Any) -> str:
+    """`` (was <value>)`` for an error message, or nothing: a group's or a model-level rule's input is
+    the whole environment it was given (secrets included) and a secret's value is never shown."""
+    if isinstance(value, dict | list | tuple | SecretStr) or any(w in key.lower() for w in _SECRET_WORDS):
+        return ""
+    return f" (was {value!r})"
+
+
 def _same_number(a: str, b: str) -> bool:
     try:
         return float(a) == float(b)
@@ -258,6 +270,6 @@ def _build(cls: type[S]) -> S:
         lines = [f"configuration error: {e.error_count()} bad setting(s) in {cls.__name__}"]
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {key}: {err['msg']} (was {err.get('input')!r})")
+            lines.append(f"  {key}: {err['msg']}{shown_input(key, err.get('input'))}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
