@@ -95,8 +95,13 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("projector", tuple(subjects.stream_subjects()), "api projector: the whole log"),
     ConsumerSpec(
         "notifier",
-        (subjects.filter_of("exec"), subjects.filter_of("llm", "override"), subjects.filter_of("sys")),
-        "notifier: positions, locks, overrides and operator commands to post (and its own posts)",
+        (
+            subjects.filter_of("exec"),
+            subjects.filter_of("llm", "override"),
+            subjects.filter_of("sys"),
+            subjects.filter_of("md", "bar"),  # the clock: the daily statistics at 00:00 UTC, on a quiet day too
+        ),
+        "notifier: positions, locks, overrides and operator commands to post (and its own posts), bars as its clock",
     ),
 )
 
