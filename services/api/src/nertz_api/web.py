@@ -1732,6 +1732,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
         return seq
 
+    async def per_symbol(
+        ctx: ApiContext, cls: type[ev.SystemEvent], symbol: str, extra: dict[str, Any] | None = None, **fields: Any
+    ) -> JSON:
+        """Publish one command about ``symbol`` (its scope) and answer 202 with where it is on the log."""
+        publisher(ctx)
+        now = time.time_ns()  # an operator command: its time is when the operator gave it
+        event = cls(event_id=derive_id(cls.__name__, symbol, now), ts_event=now, ts_init=now, scope=symbol, **fields)
+        seq = await publish(ctx, event)
+        return JSON(
+            {"accepted": True, "type": cls.__name__, "event_id": event.event_id, "stream_seq": seq, "symbol": symbol,
+             **(extra or {})},
+            status_code=202,
+        )  # fmt: skip
+
     async def command(ctx: ApiContext, cls: type[ev.TradingStarted | ev.TradingStopped], body: ControlRequest) -> JSON:
         scope = "all" if body.scope.lower() == "all" else _normalise(body.scope)
         if scope != "all" and not await queries.is_known(ctx.pool, scope, ctx.symbols):
@@ -1801,22 +1815,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses=_COMMAND,
     )  # fmt: skip
     async def execute_trade(ctx: Ctx, symbol: Symbol, body: Annotated[TradeRequest, Body()] = _NO_TRADE_BODY) -> JSON:
-        sym = symbol
-        publisher(ctx)
-        side: ev.OrderSide | None = {"Buy": "Buy", "long": "Buy", "Sell": "Sell", "short": "Sell", None: None}[
-            body.side
-        ]
-        now = time.time_ns()
-        event = ev.ManualTradeRequested(
-            event_id=derive_id("ManualTradeRequested", sym, now), ts_event=now, ts_init=now, scope=sym, side=side,
-            reason=body.reason,
-        )  # fmt: skip
-        seq = await publish(ctx, event)
-        return JSON(
-            {"accepted": True, "type": "ManualTradeRequested", "event_id": event.event_id, "stream_seq": seq,
-             "symbol": sym, "side": side},
-            status_code=202,
-        )  # fmt: skip
+        sides: dict[str | None, ev.OrderSide | None] = {"Buy": "Buy", "long": "Buy", "Sell": "Sell", "short": "Sell"}
+        side = sides.get(body.side)
+        return await per_symbol(ctx, ev.ManualTradeRequested, symbol, {"side": side}, side=side, reason=body.reason)
 
     @app.post(
         "/news/{symbol}", summary="Publish NewsRequested: the news analyst asks Qwen for the symbol's news now",
@@ -1824,18 +1825,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses=_COMMAND,
     )  # fmt: skip
     async def request_news(ctx: Ctx, symbol: Symbol, body: Annotated[NewsRequest, Body()] = _NO_NEWS_BODY) -> JSON:
-        publisher(ctx)
-        now = time.time_ns()
-        event = ev.NewsRequested(
-            event_id=derive_id("NewsRequested", symbol, now), ts_event=now, ts_init=now, scope=symbol,
-            reason=body.reason,
-        )  # fmt: skip
-        seq = await publish(ctx, event)
-        return JSON(
-            {"accepted": True, "type": "NewsRequested", "event_id": event.event_id, "stream_seq": seq,
-             "symbol": symbol},
-            status_code=202,
-        )  # fmt: skip
+        return await per_symbol(ctx, ev.NewsRequested, symbol, reason=body.reason)
 
     def control(cls: type[ev.TradingStarted | ev.TradingStopped]) -> Callable[..., Awaitable[JSON]]:
         async def endpoint(ctx: Ctx, body: Annotated[ControlRequest, Body()] = _NO_BODY) -> JSON:
