@@ -39,6 +39,7 @@ import yaml
 from nertz_cli import demo
 from nertz_common import infra, topology
 from nertz_common.testing.fake_dashscope import MALFORMED_JSON, FakeDashScope, Fault
+from nertz_common.testing.fake_telegram import FakeTelegram
 from nertz_common.testing.plugin import with_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(300)]
@@ -261,24 +262,6 @@ def _start(stack: demo.Stack, name: str, port: int, *args: str, **env: str) -> N
                                          stderr=log)  # fmt: skip
 
 
-@contextlib.contextmanager
-def _fake_telegram(log_path: Path) -> Iterator[str]:
-    """The fake Telegram Bot API as its own process on a free port; yields its base URL."""
-    port = infra.free_port()
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "nertz_common.testing.fake_telegram", "--port", str(port), "--token", BOT_TOKEN]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _poll("the fake Telegram to answer", lambda: proc.poll() is None and httpx.post(
-            f"{url}/bot{BOT_TOKEN}/getMe", timeout=1).status_code == 200, 20)  # fmt: skip
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-
-
 def _replay(stack: demo.Stack, files: list[Path], port: int, speed: str) -> None:
     environ = {**os.environ, **stack.env, "NATS_URL": stack.nats_url, "NERTZ_METRICS_PORT": str(port),
                "NERTZ_LOG_LEVEL": "WARNING"}  # fmt: skip
@@ -334,7 +317,7 @@ def run(nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
         prom = stop.enter_context(_prometheus(binary, d / "prometheus", ports))
         fake = stop.enter_context(FakeDashScope(latency_s=0.01).in_thread())
         fake.script(MALFORMED_JSON, Fault("400"), model="qwen-plus")  # two fail-closed rejects for the panels
-        telegram = stop.enter_context(_fake_telegram(d / "telegram.log"))
+        telegram = stop.enter_context(FakeTelegram(BOT_TOKEN).in_thread()).base_url
         stack = demo.Stack(d / "stack", nats_url, db, env={
             "DASHSCOPE_API_KEY": "sk-dash", "DASHSCOPE_HTTP_BASE_URL": fake.base_url, "NO_PROXY": "127.0.0.1,localhost",
             "NERTZ_API__TOKEN": ADMIN_TOKEN, "NERTZ_NOTIFIER__BOT_TOKEN": BOT_TOKEN, "NERTZ_NOTIFIER__CHAT_ID": "42",

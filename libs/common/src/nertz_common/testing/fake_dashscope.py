@@ -63,15 +63,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, get_args
 
 from aiohttp import web
 
+from nertz_common.testing.loopback import HOST, LoopbackServer
+
 log = logging.getLogger("nertz.fake_dashscope")
 
-HOST = "127.0.0.1"
 API_PREFIX = "/api/v1"
 GENERATION_PATH = f"{API_PREFIX}/services/aigc/text-generation/generation"
 SSE_CONTENT_TYPE = "text/event-stream"
@@ -304,7 +305,7 @@ def _default_responder(req: FakeRequest) -> Reply:
 # --- the server -----------------------------------------------------------------------------------
 
 
-class FakeDashScope:
+class FakeDashScope(LoopbackServer):
     """The fake DashScope server: start it, point the SDK at :attr:`base_url`, script it.
 
     Parameters
@@ -343,17 +344,12 @@ class FakeDashScope:
         host: str = HOST,
         port: int = 0,
     ) -> None:
-        if host != HOST:
-            raise ValueError(f"expected host {HOST} (the fake listens on loopback only), was {host!r}")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"expected 0 <= port <= 65535, was {port}")
+        super().__init__(host=host, port=port)
         if latency_s < 0:
             raise ValueError(f"expected latency_s >= 0, was {latency_s}")
         self.keys: frozenset[str] | None = None if keys is None else frozenset(keys)
         self.latency_s = latency_s
         self.thinking_models = frozenset(thinking_models)
-        self.host = host
-        self.port = port
         self.responder: Responder = _default_responder
         self._lock = threading.Lock()
         self._script: list[tuple[str | None, Reply]] = []
@@ -361,81 +357,6 @@ class FakeDashScope:
         self._requests: list[FakeRequest] = []
         self._calls_by_model: Counter[str] = Counter()
         self._tool_call_ids = 0
-        self._runner: web.AppRunner | None = None
-
-    # --- lifecycle ----------------------------------------------------------------------------------
-
-    async def start(self) -> FakeDashScope:
-        """Listen on ``127.0.0.1:port`` (a free port when 0) and return self.
-
-        Raises
-        ------
-        RuntimeError
-            If already started.
-        OSError
-            If the port cannot be bound.
-        """
-        if self._runner is not None:
-            raise RuntimeError("FakeDashScope is already started")
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]  # the bound port when 0 was asked
-        log.debug("fake_dashscope.started url=%s", self.base_url)
-        return self
-
-    async def stop(self) -> None:
-        """Close every connection (in-flight requests are cancelled) and stop listening."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeDashScope:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def in_thread(self, timeout_s: float = 10.0) -> Iterator[FakeDashScope]:
-        """``with fake.in_thread() as fake:`` — serve from a background thread with its own event loop.
-
-        For sync code (``dashscope.Generation.call``). Scripting and the records are guarded by a lock,
-        so the calling thread may use them while the server runs.
-
-        Parameters
-        ----------
-        timeout_s : float
-            Longest wait for the server to start or stop, s.
-
-        Raises
-        ------
-        RuntimeError, OSError
-            As :meth:`start`.
-        TimeoutError
-            If the server does not start within ``timeout_s``.
-        """
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-dashscope", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout_s)
-            try:
-                yield self
-            finally:
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout_s)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout_s)
-            if not thread.is_alive():
-                loop.close()
 
     @property
     def base_url(self) -> str:
@@ -519,7 +440,7 @@ class FakeDashScope:
 
     # --- serving ------------------------------------------------------------------------------------
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.rstrip("/") != GENERATION_PATH:
             return _error(404, "InvalidURL", f"the fake serves only POST {GENERATION_PATH}, was {request.path}", "")
         if request.method != "POST":

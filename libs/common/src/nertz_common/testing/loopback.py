@@ -7,6 +7,10 @@ the SDK under test is pointed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Self
 
 from aiohttp import web
@@ -78,6 +82,40 @@ class LoopbackServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @contextlib.contextmanager
+    def in_thread(self, timeout_s: float = 10.0) -> Iterator[Self]:
+        """``with fake.in_thread() as fake:`` — serve from a background thread with its own event loop.
+
+        For sync code (an SDK's blocking client, a test fixture without a loop). A subclass guards the
+        state the calling thread reads while the server runs.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Longest wait for the server to start or stop, s.
+
+        Raises
+        ------
+        RuntimeError, OSError
+            As :meth:`start`.
+        TimeoutError
+            If the server does not start within ``timeout_s``.
+        """
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=type(self).__name__, daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout_s)
+            try:
+                yield self
+            finally:
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout_s)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout_s)
+            if not thread.is_alive():
+                loop.close()
 
     @property
     def origin(self) -> str:
