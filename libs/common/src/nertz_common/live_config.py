@@ -27,9 +27,6 @@ from nertz_common import events as ev
 
 M = TypeVar("M", bound=BaseModel)
 
-#: the services whose settings a ConfigChanged can change, by the section its keys start with
-SECTIONS: tuple[str, ...] = ("signal", "executor", "validator")
-
 
 class ConfigRejected(ValueError):
     """Changes that cannot be applied: every bad key with its reason.

@@ -31,12 +31,12 @@ class Section(NamedTuple):
     model: type[BaseModel]
 
 
+#: the services whose settings a ConfigChanged can change, by the section its keys start with
 SECTIONS: tuple[Section, ...] = (
     Section("signal", "signal", SignalConfig),
     Section("executor", "executor", ExecutorGroup),
     Section("validator", "llm-validator", ValidatorGroup),
 )
-assert tuple(s.name for s in SECTIONS) == live_config.SECTIONS
 
 
 def base_of(section: Section, beats: Mapping[str, Heartbeat]) -> BaseModel:
