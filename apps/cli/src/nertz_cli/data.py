@@ -51,6 +51,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nertz_cli.console import cli_console
 from nertz_ingest.core import csv_bars
 from nertz_ingest.core.rejection import BadInput, Rejected
 
@@ -555,8 +556,8 @@ def _minute(ms: int | None) -> str:
 # --- the command ------------------------------------------------------------------------------------
 
 app = typer.Typer(no_args_is_help=True)
-err = Console(stderr=True)
-out = Console()
+err = cli_console(stderr=True)
+out = cli_console()
 
 
 @app.callback()

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from nertz_cli.console import cli_console
 from nertz_common import bus, infra, subjects, topology
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -60,7 +61,7 @@ DURABLES = {
     "executor": ("executor-market", "executor-decisions", "executor-verdicts"),
 }
 
-console = Console(stderr=True)
+console = cli_console(stderr=True)
 
 
 @dataclass

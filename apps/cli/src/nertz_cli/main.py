@@ -18,9 +18,9 @@ from typing import Annotated, Any, TypeVar
 
 import nats
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from nertz_cli.console import cli_console
 from nertz_cli.data import app as data_app
 from nertz_common import aio, bus, topology
 from nertz_common.errors import ConfigurationError, InvariantViolation
@@ -39,8 +39,8 @@ streams = typer.Typer(help="The NERTZ stream, its durable consumers and the snap
 app.add_typer(streams, name="streams")
 app.add_typer(data_app, name="data")
 
-err = Console(stderr=True)
-out = Console()
+err = cli_console(stderr=True)
+out = cli_console()
 T = TypeVar("T")
 
 NatsUrl = Annotated[
