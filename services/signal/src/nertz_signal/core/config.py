@@ -8,10 +8,12 @@ their names say, and ``slippage_bps`` in basis points.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nertz_signal.core.confirm import ConfirmConfig
 from nertz_signal.core.decay import DecayConfig
 from nertz_signal.core.factors import FACTOR_NAMES
 from nertz_signal.core.indicators import TIMEFRAMES_NS
@@ -79,6 +81,44 @@ class NewsRules(BaseModel):
         return self
 
 
+class RandomEntries(BaseModel):
+    """Random entries: the evaluation's baseline, never a strategy (``nertz backtest --walk-forward``).
+
+    On, a closed bar of the trading interval proposes an entry with probability ``rate``, long or short
+    at even odds, instead of the threshold-and-trend decision; everything after it is the strategy's own
+    (the filters, the stops, the net R:R check, the validator, the risk guard, the Hard Lock, the paper
+    venue), so the baseline has the same exits and sizing. The draw is a hash of ``seed`` and the bar's
+    id: the same bars give the same entries, through restarts and replays. The signal service refuses
+    it (``nertz_signal.settings``).
+
+    Attributes
+    ----------
+    enabled : bool
+        Draw the entries at random (False).
+    rate : float
+        Probability of an entry per closed bar of the trading interval, fraction (0.001).
+    seed : int
+        Selects one random sequence (0).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    rate: float = Field(default=0.001, gt=0, le=1)
+    seed: int = Field(default=0, ge=0)
+
+    def side(self, bar_id: str) -> Literal["long", "short"] | None:
+        """The draw of the bar ``bar_id``: ``"long"``/``"short"`` with probability ``rate / 2`` each, else None.
+
+        ``u = first 8 bytes of BLAKE2b(seed:bar_id) / 2^64``; an entry when ``u < rate``, long when the
+        9th byte is even.
+        """
+        d = hashlib.blake2b(f"{self.seed}:{bar_id}".encode(), digest_size=9).digest()
+        if int.from_bytes(d[:8], "big") / 2.0**64 >= self.rate:
+            return None
+        return "long" if d[8] % 2 == 0 else "short"
+
+
 class SignalConfig(BaseModel):
     """Everything the signal engine decides with. Defaults are the design's (ARCHITECTURE.md §3).
 
@@ -103,6 +143,11 @@ class SignalConfig(BaseModel):
         interval the feed carries.
     weights : FactorWeights
         Combined-score weights.
+    confirm : ConfirmConfig
+        Multi-timeframe confirmation (:mod:`nertz_signal.core.confirm`): off by default; on, a candidate
+        needs the 1 h, 4 h and 1 d trends of its series (30 %, 50 %, 20 %) and the daily's consent.
+    random_entries : RandomEntries
+        The evaluation's random-entries baseline (off; the service refuses it).
     decay : DecayConfig
         The signal decay tracker (:mod:`nertz_signal.core.decay`): off by default; on, each bar series'
         weights follow its factors' rolling directional accuracy.
@@ -189,7 +234,8 @@ class SignalConfig(BaseModel):
         {
             "egm_period", "pio_period", "ema_fast", "ema_mid", "ema_slow", "atr_period", "panic_atr_multiple",
             "digesting_atr_multiple", "atr_sample_s", "atr_median_days", "atr_median_min_samples", "stop_timeframe",
-            "stop_atr_period", "stop_atr_min_bars", "btc_symbol", "btc_window_s", "decay",
+            "stop_atr_period", "stop_atr_min_bars", "btc_symbol", "btc_window_s", "decay", "confirm",
+            "random_entries",
         }
     )  # fmt: skip
 
@@ -199,6 +245,8 @@ class SignalConfig(BaseModel):
     timeframe: str | None = None
     weights: FactorWeights = FactorWeights()
     decay: DecayConfig = DecayConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
+    random_entries: RandomEntries = RandomEntries()
 
     egm_period: int = Field(default=20, ge=2, le=10_000)
     pio_period: int = Field(default=20, ge=1, le=10_000)

@@ -15,9 +15,12 @@ first and the snapshot carries its id.
 A candidate (``|combined|`` at the threshold of its factor set, with the trend) becomes an intent unless
 a veto says why not, checked in this order: ``warmup`` (the bar came from a backfill:
 ``Bar.warmup``; it built state and trades nothing), the filters (:mod:`nertz_signal.core.filters`),
-``news_critical`` (a critical key event of the symbol's news at most ``news.veto_h`` old),
-``stops_unavailable`` (the stop's ATR is still warming up) and ``risk_reward_below_min`` (the net
-reward-to-risk after fees and slippage below ``min_risk_reward``). docs/decisions.md D19, D20.
+``news_critical`` (a critical key event of the symbol's news at most ``news.veto_h`` old), the
+multi-timeframe confirmation when it is on (``mtf_veto``, ``mtf_unavailable``, ``mtf_unconfirmed``:
+:mod:`nertz_signal.core.confirm`), ``stops_unavailable`` (the stop's ATR is still warming up) and
+``risk_reward_below_min`` (the net reward-to-risk after fees and slippage below ``min_risk_reward``).
+docs/decisions.md D19, D20, D27. With ``random_entries`` on (the evaluation's baseline, D28) a draw
+hashed from the bar's id replaces the threshold, the trend and the confirmation; the other vetoes stay.
 
 The regime of a bar is its series' ATR against the ATR's 30-day median (DIGESTING above 1.3×, PANIC
 above 2.5×), raised to DIGESTING or PANIC when the symbol's decayed news impact reaches
@@ -51,6 +54,7 @@ from nertz_common.ids import derive_id
 from nertz_common.node.component import Component
 from nertz_signal.core import factors, filters, stops
 from nertz_signal.core.config import SignalConfig
+from nertz_signal.core.confirm import Confirmation, TrendState
 from nertz_signal.core.decay import DecayTracker
 from nertz_signal.core.indicators import (
     DAY_NS,
@@ -82,6 +86,11 @@ log = logging.getLogger("nertz.signal")
 StatusEvent: TypeAlias = ev.FeedGap | ev.FeedResynced | ev.FeedStale
 
 
+def _g(x: float | None) -> str:
+    """A price for a reason: 8 significant digits, ``"warming up"`` for an EMA not yet warm."""
+    return "warming up" if x is None else f"{x:.8g}"
+
+
 def interval_ns(bar: ev.Bar) -> int | None:
     """Return the bar length in ns from Bybit's interval (``"1"`` → 1 min, ``"D"`` → 1 day, ``"M"`` ≈ 30 days).
 
@@ -101,7 +110,8 @@ class SeriesState:
     """Warm-up state of one ``(symbol, interval)`` bar series; replaced wholesale on a time gap."""
 
     __slots__ = (
-        "atr", "atr_median", "bar_ns", "bars", "closes", "decay", "ema", "prev_open_ns", "stop_atr", "volumes",
+        "atr", "atr_median", "bar_ns", "bars", "closes", "confirm", "decay", "ema", "prev_open_ns", "stop_atr",
+        "volumes",
     )  # fmt: skip
 
     def __init__(self, cfg: SignalConfig, bar_ns: int | None) -> None:
@@ -126,6 +136,7 @@ class SeriesState:
         self.bars = 0
         self.bar_ns = bar_ns
         self.decay = DecayTracker(cfg.decay) if cfg.decay.enabled else None
+        self.confirm = Confirmation(cfg.confirm) if cfg.confirm.enabled else None
 
 
 @dataclass(slots=True)
@@ -178,6 +189,7 @@ class SeriesSnap(msgspec.Struct, array_like=True):
     decay: tuple[int, list[tuple[int, float, list[int]]], list[list[bool]], list[bool], list[float] | None] | None = (
         None
     )
+    confirm: list[TrendState] | None = None
 
 
 class SymbolSnap(msgspec.Struct, array_like=True):
@@ -391,7 +403,10 @@ class SignalEngine(Component):
             out.append(self._weights_adapted(bar, *self._adapted))
             self._adapted = None
         side: stops.Side | None = None
-        if trend != "flat" and (cfg.timeframe is None or bar.interval == cfg.timeframe):
+        if cfg.random_entries.enabled:
+            if cfg.timeframe is None or bar.interval == cfg.timeframe:
+                side = cfg.random_entries.side(bar.event_id)
+        elif trend != "flat" and (cfg.timeframe is None or bar.interval == cfg.timeframe):
             threshold = cfg.threshold_for(used)
             if combined >= threshold and trend == "up":
                 side = "long"
@@ -401,6 +416,8 @@ class SignalEngine(Component):
         veto: str | None = None
         if side is not None:
             veto = self._warmup(bar) or self._veto(bar, side)
+            if veto is None and not cfg.random_entries.enabled:
+                veto = self._confirm_veto(bar, side)
             if veto is None:
                 plan = stops.plan(side, bar.close, stop_atr, regime, cfg, TIMEFRAMES_NS[cfg.stop_timeframe])
                 veto = self._plan_veto(bar, plan)
@@ -480,6 +497,8 @@ class SignalEngine(Component):
         trend = series.ema.update(close)
         atr = series.atr.update(bar.high, bar.low, close)
         stop_atr = series.stop_atr.update(open_ns, bar.ts_event, bar.high, bar.low, close)
+        if series.confirm is not None:
+            series.confirm.update(open_ns, bar.ts_event, close)
         median = series.atr_median
         median.update(bar.ts_event, atr)
         regime = median.regime(atr)
@@ -565,6 +584,7 @@ class SignalEngine(Component):
                 bar_ns=s.bar_ns,
                 stop_atr=s.stop_atr.state(),
                 decay=None if s.decay is None else s.decay.state(),
+                confirm=None if s.confirm is None else s.confirm.state(),
             )
             for k, s in self._series.items()
         ]
@@ -610,6 +630,8 @@ class SignalEngine(Component):
                 st.stop_atr.restore(s.stop_atr)
             if st.decay is not None and s.decay is not None:
                 st.decay.restore(s.decay)
+            if st.confirm is not None and s.confirm is not None:
+                st.confirm.restore(s.confirm)
             st.prev_open_ns, st.bars = s.prev_open_ns, s.bars
             self._series[(s.symbol, s.interval)] = st
         self._symbols = {
@@ -679,6 +701,11 @@ class SignalEngine(Component):
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
         return f"{NEWS_CRITICAL}: {news_.describe(found[0])}{more}, critical within {rules.veto_h:g} h"
 
+    def _confirm_veto(self, bar: ev.Bar, side: stops.Side) -> str | None:
+        """The multi-timeframe confirmation's veto of a bar's candidate (None when it is off or agrees)."""
+        confirm = self._series[(bar.symbol, bar.interval)].confirm
+        return None if confirm is None else confirm.veto(side)
+
     def _plan_veto(self, bar: ev.Bar, plan: stops.StopPlan | None) -> str | None:
         """The veto of a candidate's stops: unavailable, or a net R:R below the minimum."""
         cfg = self.cfg
@@ -737,7 +764,7 @@ class SignalEngine(Component):
         at = trigger if trigger is not None else bar
         iid = derive_id("IntentProposed", at.event_id)
         fast, mid, slow = score.ema
-        rel = ">" if side == "long" else "<"
+        rel = {"up": ">", "down": "<"}.get(score.trend, "vs")  # what the EMAs are, whatever the side
         factor_set = "+".join(score.used)
         threshold = cfg.threshold_for(score.used)
         thr = f"{'>=' if side == 'long' else '<='} {'+' if side == 'long' else '-'}{threshold:g} ({factor_set})"
@@ -747,17 +774,26 @@ class SignalEngine(Component):
             if cfg.stop_mode == "atr" and score.stop_atr is not None
             else f"tp {cfg.tp_percentage:g} %, sl {cfg.sl_percentage:g} %"
         )
+        rnd = cfg.random_entries
+        if rnd.enabled and trigger is None:
+            lead = [f"random entry: the baseline's draw (seed {rnd.seed}, rate {rnd.rate:.3%} of bars)"]
+            thr = "(not used: a random entry)"
         reasons = [
             *(lead or ()),
             f"combined {score.combined:+.2f} {thr}",
-            f"trend {score.trend}: ema{cfg.ema_fast} {fast:.8g} {rel} ema{cfg.ema_mid} {mid:.8g} "
-            f"{rel} ema{cfg.ema_slow} {slow:.8g}",
+            f"trend {score.trend}: ema{cfg.ema_fast} {_g(fast)} {rel} ema{cfg.ema_mid} {_g(mid)} "
+            f"{rel} ema{cfg.ema_slow} {_g(slow)}",
             "factors " + ",".join(f"{n}={score.factors[n]:+.3f}" for n in score.used),
             f"stops {cfg.stop_mode} ({stop_from}): sl {plan.sl_distance:.3%}, tp {plan.tp_distance:.3%}, "
             f"net R:R {plan.net_risk_reward:.2f} after {cfg.costs:.3%} of fees and slippage",
             f"leverage {plan.leverage:g}x at daily volatility {vol}",
             f"regime {score.regime}" + self._regime_note(score.regime),
         ]
+        series = self._series.get((bar.symbol, bar.interval))
+        if series is not None and series.confirm is not None:
+            share = series.confirm.agreement(side)
+            with_side = "none known" if share is None else f"{share:.0%} of the known weight with the {side}"
+            reasons.append(f"timeframes {series.confirm.describe()}: {with_side}")
         impact = self.news_impact(bar.symbol, at.ts_event)
         if impact is not None:
             reasons.append(f"news impact {impact:+.2f} (decayed, half-life {cfg.news.half_life_h:g} h)")
