@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
+
+PIPED_WIDTH = 200
+"""Columns of a table printed to something other than a terminal."""
 
 
 def cli_console(*, stderr: bool = False) -> Console:
@@ -12,7 +16,8 @@ def cli_console(*, stderr: bool = False) -> Console:
 
     Piped into a file, a log collector or a CI job, a message keeps each line whole: a path or a
     figure is never broken at the 80th column (rich's default width without a terminal), so it can be
-    copied and searched. Tables still render at the console's width.
+    copied and searched, and tables are drawn :data:`PIPED_WIDTH` columns wide (``COLUMNS`` overrides).
     """
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, soft_wrap=not stream.isatty())
+    tty = stream.isatty()
+    return Console(stderr=stderr, soft_wrap=not tty, width=None if tty or "COLUMNS" in os.environ else PIPED_WIDTH)

@@ -722,3 +722,85 @@ def _changed_table(changed: Sequence[tuple[str, Decision | None, Decision | None
             _fmt(b.pnl_usdt, "+,.2f") if b is not None else "-",
         ])  # fmt: skip
     return _table(columns, rows, row_class="changed", table_id="changed")
+
+
+# --- walk-forward evaluation ---------------------------------------------------------------------------
+
+
+def evaluation_page(evaluation: Mapping[str, Any], title: str = "Nertz walk-forward evaluation") -> str:
+    """Return the HTML report of ``nertz backtest --walk-forward K``: the strategy, buy-and-hold and the
+    random-entry runs per segment.
+
+    Sections: the returns per segment (the strategy, buy-and-hold, the random runs' median with their
+    10th..90th percentile as an error bar, and every random run as a point), then the table of
+    :func:`nertz_cli.evaluation.print_table`.
+
+    Parameters
+    ----------
+    evaluation : mapping
+        What :meth:`nertz_cli.evaluation.Evaluation.as_dict` returns.
+    title : str
+        The page's title and heading.
+
+    Returns
+    -------
+    str
+        The HTML document (plotly's JavaScript inlined once).
+    """
+    segments: Sequence[Mapping[str, Any]] = evaluation.get("segments") or []
+    rnd = evaluation.get("random_entries") or {}
+    page = _Page(title)
+    page.add(f"<h1>{_e(title)}</h1>")
+    wf = evaluation.get("walk_forward") or {}
+    page.add(
+        '<p class="meta">'
+        f"<span>{_e(wf.get('k', '?'))} folds, anchored: in sample {_e(wf.get('in_sample', ''))}, out of sample "
+        f"{_e(wf.get('out_of_sample', ''))}</span>"
+        f"<span>{_e(rnd.get('runs', '?'))} random-entry runs at {_fmt(rnd.get('rate'), '.3%')} of "
+        f"{_e(rnd.get('eligible_bars', '?'))} bars</span>"
+        f"<span>settings {_e(str(evaluation.get('settings_hash', ''))[:12])}</span></p>"
+    )
+    if not segments:
+        page.empty("no segments")
+        return page.render()
+    page.section("Returns per segment")
+    names = [s["segment"] for s in segments]
+
+    def pct(v: Any) -> float | None:
+        return 100.0 * v if _is_num(v) else None
+
+    fig = go.Figure()
+    fig.add_bar(name="strategy", x=names, y=[pct(s["strategy"]["return"]) for s in segments], marker_color=_BLUE)
+    fig.add_bar(name="buy & hold", x=names, y=[pct(s["buy_and_hold_return"]) for s in segments],
+                marker_color=_GREY)  # fmt: skip
+    med = [pct(s["random"]["median_return"]) for s in segments]
+    lo = [pct(s["random"]["p10_return"]) for s in segments]
+    hi = [pct(s["random"]["p90_return"]) for s in segments]
+    fig.add_bar(
+        name="random entries (median, p10..p90)", x=names, y=med, marker_color=_ORANGE,
+        error_y={"type": "data", "symmetric": False,
+                 "array": [h - m if h is not None and m is not None else 0 for h, m in zip(hi, med, strict=True)],
+                 "arrayminus": [m - x if x is not None and m is not None else 0 for x, m in zip(lo, med, strict=True)]},
+    )  # fmt: skip
+    xs = [s["segment"] for s in segments for _ in s["random"]["returns"]]
+    ys = [100.0 * r for s in segments for r in s["random"]["returns"]]
+    fig.add_scatter(name="each random run", x=xs, y=ys, mode="markers", marker={"color": _ORANGE, "size": 4,
+                    "opacity": 0.5}, offsetgroup="random entries (median, p10..p90)")  # fmt: skip
+    fig.update_layout(barmode="group", yaxis_title="return (% of starting equity)", legend={"orientation": "h"})
+    page.figure(fig)
+    page.section("Segments")
+    cols = [("segment", False), ("span (UTC)", False), ("bars", True), ("strategy", True), ("trades", True),
+            ("fees/gross", True), ("buy & hold", True), ("random median", True), ("random p10..p90", True),
+            ("random trades", True), ("beats random", True)]  # fmt: skip
+    rows = []
+    for s in segments:
+        st, r = s["strategy"], s["random"]
+        rows.append([
+            _e(s["segment"]), _e(" → ".join(x[:16] for x in s["span"])), _e(f"{s['bars']:,}"),
+            _fmt(st["return"], "+.2%"), _e(st["trades"]), _fmt(st["fees_share_of_gross"], ".0%"),
+            _fmt(s["buy_and_hold_return"], "+.2%"), _fmt(r["median_return"], "+.2%"),
+            f"{_fmt(r['p10_return'], '+.2%')}..{_fmt(r['p90_return'], '+.2%')}", _fmt(r["median_trades"], "g"),
+            _fmt(s["beats_random"], ".0%"),
+        ])  # fmt: skip
+    page.add(_table(cols, rows))
+    return page.render()

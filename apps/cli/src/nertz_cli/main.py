@@ -181,7 +181,16 @@ def backtest(
         list[str] | None,
         typer.Option(help="sweep a setting over values, e.g. 'signal.entry_threshold=6,7,8' (repeatable)"),
     ] = None,
-    walk_forward: Annotated[int | None, typer.Option(help="walk-forward folds of a sweep (in/out of sample)")] = None,
+    walk_forward: Annotated[
+        int | None,
+        typer.Option(
+            help="walk-forward folds K (K + 1 windows): of a sweep, or alone the evaluation against "
+            "buy-and-hold and random entries, in and out of sample"
+        ),
+    ] = None,
+    random_runs: Annotated[
+        int, typer.Option("--random", min=1, help="random-entry runs of a --walk-forward evaluation (seeds 0..N-1)")
+    ] = 20,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler of a sweep, e.g. tcp://host:8786")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask workers of a sweep (default: the cores)")] = None,
     instruments: Annotated[
@@ -198,6 +207,8 @@ def backtest(
     gives the events the demo publishes. Prints a summary and writes report.json and report.html
     (equity, drawdown, trades, factor contributions, fees, buy-and-hold of the same period). With
     --grid, runs a sweep on Dask and ranks the settings by out-of-sample results (--walk-forward K).
+    With --walk-forward K alone, evaluates the settings in and out of sample beside buy-and-hold and
+    --random N runs of random entries with the same exits and sizing (evaluation.json and .html).
     """
     from rich.progress import Progress
 
@@ -226,6 +237,26 @@ def backtest(
             _fail(str(e))
         sweep.print_table(result, out)
         err.print(f"sweep written to {report.save(out_dir, 'sweep.json', json.dumps(result.as_dict(), indent=2))}")
+        return
+    if walk_forward is not None:
+        from nertz_cli import evaluation
+
+        try:
+            with Progress(console=err, transient=True) as progress:
+                ev_result = evaluation.evaluate(
+                    inputs.records, settings, walk_forward, seeds=random_runs, scheduler=scheduler, workers=workers,
+                    progress=progress,
+                )  # fmt: skip
+        except ConfigurationError as e:
+            _fail(str(e))
+        evaluation.print_table(ev_result, out)
+        data = ev_result.as_dict()
+        err.print(f"evaluation written to {report.save(out_dir, 'evaluation.json', json.dumps(data, indent=2))}")
+        if html:
+            from nertz_cli import html as html_report
+
+            page = html_report.evaluation_page(data)
+            err.print(f"HTML report written to {report.save(out_dir, 'evaluation.html', page)}")
         return
     try:
         client = tools.model_client(settings)

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, Future, LocalCluster, as_completed
 from rich.markup import escape
 from rich.table import Table
 
@@ -58,7 +58,7 @@ from nertz_common.node.log import Record
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
 __all__ = [
     "Figures",
@@ -68,7 +68,9 @@ __all__ = [
     "Pick",
     "Row",
     "SweepResult",
+    "cluster",
     "evaluate",
+    "evaluate_all",
     "expand",
     "format_params",
     "measure",
@@ -277,6 +279,8 @@ class Figures:
     max_drawdown : float
         Largest fall of equity from its running peak, fraction of that peak, over the segment's trades
         starting from the account's equity at the segment's start (0 without losses).
+    fees_usdt : float
+        The trades' fees (and funding), USDT (0 when the caller gave none).
     """
 
     pnl_usdt: float = 0.0
@@ -284,21 +288,32 @@ class Figures:
     trades: int = 0
     wins: int = 0
     max_drawdown: float = 0.0
+    fees_usdt: float = 0.0
 
     @property
     def win_rate(self) -> float:
         """Winning trades / trades, fraction (0 without trades)."""
         return self.wins / self.trades if self.trades else 0.0
 
+    @property
+    def fees_share_of_gross(self) -> float | None:
+        """``fees / |gross P&L|`` with ``gross = pnl + fees`` (the report's definition), fraction; None
+        when the gross is 0."""
+        gross = self.pnl_usdt + self.fees_usdt
+        return self.fees_usdt / abs(gross) if gross else None
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {
             "pnl_usdt": self.pnl_usdt, "return": self.return_fraction, "trades": self.trades, "wins": self.wins,
-            "win_rate": self.win_rate, "max_drawdown": self.max_drawdown,
+            "win_rate": self.win_rate, "max_drawdown": self.max_drawdown, "fees_usdt": self.fees_usdt,
+            "fees_share_of_gross": self.fees_share_of_gross,
         }  # fmt: skip
 
 
-def _figures(pnls: Sequence[float], equity_usdt: float, start_equity_usdt: float) -> Figures:
+def _figures(
+    pnls: Sequence[float], equity_usdt: float, start_equity_usdt: float, fees: Sequence[float] = ()
+) -> Figures:
     equity = top = start_equity_usdt
     max_dd = 0.0
     for p in pnls:
@@ -308,7 +323,7 @@ def _figures(pnls: Sequence[float], equity_usdt: float, start_equity_usdt: float
             max_dd = max(max_dd, (top - equity) / top)
     pnl = math.fsum(pnls)
     wins = sum(1 for p in pnls if p > 0)
-    return Figures(pnl, pnl / equity_usdt, len(pnls), wins, max_dd)
+    return Figures(pnl, pnl / equity_usdt, len(pnls), wins, max_dd, math.fsum(fees))
 
 
 @dataclass(frozen=True)
@@ -365,6 +380,7 @@ def measure(
     *,
     bars: int = 0,
     seconds: float = 0.0,
+    fees: Sequence[float] | None = None,
 ) -> Metrics:
     """Return the figures of a run's closed trades, in total, per window and in and out of sample.
 
@@ -382,6 +398,8 @@ def measure(
         Closed bars of the run (recorded as is).
     seconds : float
         Wall time of the run (recorded as is).
+    fees : sequence of float, optional
+        Each trade's fees (and funding), USDT, in the order of ``trades`` (None: no fee figures).
 
     Returns
     -------
@@ -390,25 +408,29 @@ def measure(
     Raises
     ------
     ValueError
-        If ``equity_usdt`` is not > 0 or there are fewer than two boundaries.
+        If ``equity_usdt`` is not > 0, there are fewer than two boundaries, or ``fees`` and ``trades``
+        differ in length.
     """
     if not equity_usdt > 0:
         raise ValueError(f"expected equity_usdt > 0, was {equity_usdt}")
     if len(bounds) < 2:
         raise ValueError(f"expected at least 2 window boundaries, was {len(bounds)}")
+    if fees is not None and len(fees) != len(trades):
+        raise ValueError(f"expected a fee per trade, was {len(fees)} fees for {len(trades)} trades")
     n = len(bounds) - 1
     index = [bisect_right(bounds, ts, 1, n) - 1 for ts, _ in trades]
     pnls = [p for _, p in trades]
+    cost = list(fees) if fees is not None else [0.0] * len(pnls)
 
     def segment(lo: int, hi: int) -> Figures:
         start = equity_usdt + math.fsum(p for p, j in zip(pnls, index, strict=True) if j < lo)
-        inside = [p for p, j in zip(pnls, index, strict=True) if lo <= j <= hi]
-        return _figures(inside, equity_usdt, start)
+        inside = [i for i, j in enumerate(index) if lo <= j <= hi]
+        return _figures([pnls[i] for i in inside], equity_usdt, start, [cost[i] for i in inside])
 
     windows = [segment(j, j) for j in range(n)]
     folds = n > 1
     return Metrics(
-        total=_figures(pnls, equity_usdt, equity_usdt),
+        total=_figures(pnls, equity_usdt, equity_usdt, cost),
         windows=windows,
         in_sample=segment(0, n - 2) if folds else None,
         out_of_sample=segment(1, n - 1) if folds else None,
@@ -457,8 +479,11 @@ def evaluate(data: MarketData | Sequence[Record], settings: PipelineSettings, bo
     """
     records = data.records if isinstance(data, MarketData) else data
     run_ = tools.backtest(records, settings, keep=True)
-    trades = [(e.ts_event, e.trade_pnl_usdt) for e in run_.events("executor") if isinstance(e, ev.PositionClosed)]
-    return measure(trades, settings.executor.equity_usdt, bounds, bars=run_.bars, seconds=run_.seconds)
+    closed = [e for e in run_.events("executor") if isinstance(e, ev.PositionClosed)]
+    return measure(
+        [(e.ts_event, e.trade_pnl_usdt) for e in closed], settings.executor.equity_usdt, bounds, bars=run_.bars,
+        seconds=run_.seconds, fees=[e.trade_fee_usdt for e in closed],
+    )  # fmt: skip
 
 
 # --- the result -------------------------------------------------------------------------------------
@@ -693,6 +718,61 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
         yield client
 
 
+@contextmanager
+def cluster(
+    records: Sequence[Record],
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    task: TaskID | None = None,
+) -> Iterator[tuple[Client, Future]]:
+    """A Dask client (``scheduler``'s, or a local cluster of ``workers`` on 127.0.0.1) with ``records``
+    scattered to every worker once, as :class:`MarketData`.
+
+    Yields
+    ------
+    (Client, Future)
+        The client and the scattered market data, for :func:`evaluate_all`.
+    """
+    with _client(scheduler, workers) as client:
+        if progress is not None and task is not None:
+            n = len(client.nthreads())
+            progress.update(task, description=f"sending {len(records):,} records to {n} workers")
+        yield client, client.scatter(MarketData(records), broadcast=True, hash=False)
+
+
+def evaluate_all(
+    client: Client,
+    data: Future,
+    sets: Sequence[tuple[dict[str, Any], PipelineSettings]],
+    bounds: Sequence[int],
+    progress: Progress | None = None,
+    task: TaskID | None = None,
+) -> dict[int, Metrics]:
+    """Backtest every parameter set on the cluster (one :func:`evaluate` task each) and return their
+    :class:`Metrics` by index in ``sets``; ``progress`` advances ``task`` once per finished set.
+
+    Raises
+    ------
+    Exception
+        Whatever a backtest raised (the parameter set is added as a note); the other tasks are cancelled.
+    """
+    futures = [client.submit(evaluate, data, s, bounds, pure=False) for _, s in sets]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: dict[int, Metrics] = {}
+    for fut in as_completed(futures):
+        i = index[fut.key]
+        try:
+            results[i] = fut.result()
+        except Exception as e:
+            client.cancel(futures)
+            e.add_note(f"in the backtest of parameter set {{{format_params(sets[i][0])}}}")
+            raise
+        if progress is not None and task is not None:
+            progress.advance(task)
+    return results
+
+
 def run(
     records: Sequence[Record],
     base: PipelineSettings,
@@ -747,27 +827,12 @@ def run(
     bounds = window_bounds(records[0].event.ts_event, records[-1].event.ts_event, folds)
     task = progress.add_task("starting Dask", total=len(sets)) if progress is not None else None
     t0 = time.perf_counter()
-    with _client(scheduler, workers) as client:
+    with cluster(records, scheduler, workers, progress, task) as (client, data):
+        setup = time.perf_counter() - t0
         n_workers = len(client.nthreads())
         if progress is not None and task is not None:
-            progress.update(task, description=f"sending {len(records):,} records to {n_workers} workers")
-        data = client.scatter(MarketData(records), broadcast=True, hash=False)
-        setup = time.perf_counter() - t0
-        futures = [client.submit(evaluate, data, s, bounds, pure=False) for _, s in sets]
-        index = {f.key: i for i, f in enumerate(futures)}
-        if progress is not None and task is not None:
             progress.update(task, description=f"backtesting {len(sets)} parameter sets on {n_workers} workers")
-        results: dict[int, Metrics] = {}
-        for fut in as_completed(futures):
-            i = index[fut.key]
-            try:
-                results[i] = fut.result()
-            except Exception as e:
-                client.cancel(futures)
-                e.add_note(f"in the backtest of parameter set {{{format_params(sets[i][0])}}}")
-                raise
-            if progress is not None and task is not None:
-                progress.advance(task)
+        results = evaluate_all(client, data, sets, bounds, progress, task)
         address = client.scheduler_info()["address"]
     seconds = time.perf_counter() - t0
     rows = rank([Row(0, i, p, s.decisions_hash(), results[i]) for i, (p, s) in enumerate(sets)])
