@@ -136,3 +136,13 @@ def test_cli_walk_forward_alone_writes_the_evaluation_and_its_page(tmp_path: Pat
     assert all(len(s["random"]["returns"]) == 2 for s in data["segments"])
     page = (out / "evaluation.html").read_text()
     assert "random entries (median, p10..p90)" in page and "plotly" in page
+
+
+def test_print_table_warns_of_windows_without_bars():
+    fig = sweep.Figures()
+    rows = [evaluation.SegmentRow(n, (0, 0), (0, 1), b, fig, None, []) for n, b in (("w0", 5), ("w1", 0))]
+    result = evaluation.Evaluation(rows, [0, 1, 2], "h", 0.01, 5, 0, 1.0)
+    console = Console(record=True, width=200)
+    evaluation.print_table(result, console)
+    text = console.export_text()
+    assert "warning: w1 hold no bars" in text and "w0 hold" not in text

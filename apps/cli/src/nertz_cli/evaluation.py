@@ -355,3 +355,9 @@ def print_table(result: Evaluation, console: Console) -> None:
         "returns: net of fees over the starting equity; buy-and-hold: mean over symbols, no fees; "
         f"beats random: share of the random runs below the strategy; {result.seconds:.1f} s"
     )
+    empty = [r.name for r in result.rows if r.bars == 0]
+    if empty:
+        console.print(
+            f"[yellow]warning:[/] {', '.join(empty)} hold no bars: the windows split the inputs' time range "
+            "equally, and these inputs have a gap (files of different periods?); evaluate one period at a time"
+        )
