@@ -175,7 +175,7 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
         )
         left = first_connect_s - (time.monotonic() - t0)
         try:
-            conn.append(await asyncio.wait_for(connecting, max(0.1, min(5.0, left))))
+            conn.append(fast_headers(await asyncio.wait_for(connecting, max(0.1, min(5.0, left)))))
             return conn[0]
         except (TimeoutError, OSError, nats.errors.NoServersError) as e:
             waited = time.monotonic() - t0
@@ -184,6 +184,37 @@ async def connect(url: str, name: str, first_connect_s: float = 15.0) -> NATS:
                     f"could not connect to NATS at {url} within {first_connect_s:.0f} s: {e!r}"
                 ) from e
             log.warning("nats.waiting", extra={"url": url, "waited_s": round(waited, 1), "error": repr(e)[:200]})
+
+
+#: what ``bytes.strip()`` strips (ASCII whitespace), for the same strip on decoded ASCII text
+_ASCII_WS = " \t\n\r\x0b\x0c"
+
+
+def parse_header_lines(raw: bytes) -> dict[str, str]:
+    """Parse a NATS header block (``Name: Value\\r\\n`` lines) as the pinned nats-py does, ~3x cheaper.
+
+    nats-py's ``Client._parse_header_lines`` decodes each line and tests every character of each name
+    with a generator (~4.5 µs for the three headers a runner's delivery carries, once per message in
+    every consumer); an ASCII block (all of ours) is decoded once here, in ~1.3 µs. The result is the
+    same for every input: a block with other bytes is handed to nats-py's parser.
+    """
+    if not raw.isascii():
+        parsed: dict[str, str] = NATS._parse_header_lines(raw)
+        return parsed
+    out: dict[str, str] = {}
+    for line in raw.decode("ascii").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            key = name.strip(_ASCII_WS)
+            if "".join(key.split()) == key:  # a name with whitespace inside is skipped, like nats-py
+                out[key] = value.strip(_ASCII_WS)
+    return out
+
+
+def fast_headers(nc: NATS) -> NATS:
+    """Make ``nc`` parse the headers of the messages it receives with :func:`parse_header_lines`."""
+    nc._parse_header_lines = parse_header_lines  # type: ignore[method-assign]
+    return nc
 
 
 def _drop_unsent(nc: NATS) -> None:
@@ -231,6 +262,7 @@ class Publisher:
         self._next_window = 0
         #: the highest stream sequence this publisher was acknowledged (0 before any publish)
         self.last_seq = 0
+        self._counted: dict[tuple[type[ev.Event], str], Any] = {}
 
     async def publish(self, event: ev.Event, headers: dict[str, str] | None = None) -> int:
         """Publish one event and return its stream sequence.
@@ -397,7 +429,11 @@ class Publisher:
 
     def _count(self, event: ev.Event, outcome: str) -> None:
         if self._metrics:
-            self._metrics.events_out.labels(type=type(event).__name__, outcome=outcome).inc()
+            key = (type(event), outcome)
+            counted = self._counted.get(key)
+            if counted is None:  # the labelled child, looked up once (``labels()`` costs more than the ack check)
+                counted = self._counted[key] = self._metrics.events_out.labels(type=key[0].__name__, outcome=outcome)
+            counted.inc()
 
 
 @dataclass(slots=True)
