@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 from nertz_common import events as ev
 from nertz_common.node.component import Node, Output
@@ -23,12 +22,10 @@ def hooks(metrics: SignalMetrics, engine: SignalEngine) -> Hooks:
     resets = [engine.resets]
 
     def published(outputs: list[Output]) -> None:
-        events = [e for e, _ in outputs]
-        metrics.observe(events)
+        last = metrics.observe([e for e, _ in outputs])
+        for symbol, snapshot in last.items():  # the gauge holds the last snapshot's value
+            metrics.set_news_impact(symbol, engine.news_impact(symbol, snapshot.ts_event))
         for e, pos in outputs:
-            if isinstance(e, ev.FactorSnapshot):
-                impact = engine.news_impact(e.symbol, e.ts_event)
-                metrics.news_impact.labels(symbol=e.symbol).set(math.nan if impact is None else impact)
             if isinstance(e, ev.IntentProposed):
                 log.info(
                     "intent.proposed",

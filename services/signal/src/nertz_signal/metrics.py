@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -65,15 +66,34 @@ class SignalMetrics:
             registry=registry,
         )
 
-    def observe(self, events: list[ev.Event]) -> None:
-        """Count what one input produced."""
+        # labelled children looked up once per symbol: ``labels()`` costs ~2.8 µs, and a closed bar sets
+        # ten of them (1.3 M lookups in the demo, more CPU than the rest of the signal's output handling)
+        self._per_symbol: dict[str, _SymbolChildren] = {}
+        self._news_impact: dict[str, Gauge] = {}
+
+    def _children(self, symbol: str) -> _SymbolChildren:
+        c = self._per_symbol.get(symbol)
+        if c is None:
+            factors = tuple((name, self.factor_value.labels(symbol=symbol, factor=name)) for name in FACTOR_NAMES)
+            c = self._per_symbol[symbol] = _SymbolChildren(
+                self.snapshots.labels(symbol=symbol),
+                factors,
+                self.factor_value.labels(symbol=symbol, factor="combined"),
+            )
+        return c
+
+    def observe(self, events: list[ev.Event]) -> dict[str, ev.FactorSnapshot]:
+        """Count what one flush of outputs produced; return each symbol's last factor snapshot.
+
+        The factor gauges are set from each symbol's last snapshot only: what a scrape reads after the
+        flush is the same as setting them at every snapshot, in order.
+        """
+        last: dict[str, ev.FactorSnapshot] = {}
+        counts: dict[str, int] = {}
         for e in events:
             if isinstance(e, ev.FactorSnapshot):
-                self.snapshots.labels(symbol=e.symbol).inc()
-                for name in FACTOR_NAMES:
-                    v = getattr(e, name)
-                    self.factor_value.labels(symbol=e.symbol, factor=name).set(math.nan if v is None else v)
-                self.factor_value.labels(symbol=e.symbol, factor="combined").set(e.combined)
+                last[e.symbol] = e
+                counts[e.symbol] = counts.get(e.symbol, 0) + 1
                 if e.veto:
                     self.vetoes.labels(symbol=e.symbol, reason=filters.veto_name(e.veto)).inc()
             elif isinstance(e, ev.IntentProposed):
@@ -86,3 +106,27 @@ class SignalMetrics:
                     self.accuracy.labels(symbol=e.symbol, interval=e.interval, factor=name).set(
                         math.nan if acc is None else acc
                     )
+        for symbol, e in last.items():
+            c = self._children(symbol)
+            c.snapshots.inc(counts[symbol])
+            for name, gauge in c.factors:
+                v = getattr(e, name)
+                gauge.set(math.nan if v is None else v)
+            c.combined.set(e.combined)
+        return last
+
+    def set_news_impact(self, symbol: str, impact: float | None) -> None:
+        """Set the symbol's decayed news impact gauge (NaN without news)."""
+        gauge = self._news_impact.get(symbol)
+        if gauge is None:
+            gauge = self._news_impact[symbol] = self.news_impact.labels(symbol=symbol)
+        gauge.set(math.nan if impact is None else impact)
+
+
+@dataclass(frozen=True, slots=True)
+class _SymbolChildren:
+    """One symbol's labelled metrics of every closed bar."""
+
+    snapshots: Counter
+    factors: tuple[tuple[str, Gauge], ...]
+    combined: Gauge
