@@ -10,6 +10,7 @@ after the removed one's last, on the same connection.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from collections.abc import AsyncIterator
@@ -19,15 +20,19 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from nertz_common import events as ev
 from nertz_common.node.log import read_log
 from nertz_common.testing.fake_bybit import FakeBybit, KlineStore, book_frame, kline_frame, load_instruments
+from nertz_common.testing.fake_dashscope import Answer, FakeDashScope, Fault
 from nertz_ingest.adapters.bybit_rest import BybitRest, RestError
 from nertz_ingest.adapters.log_position import last_universe
+from nertz_ingest.adapters.qwen import QwenSuggester
 from nertz_ingest.core import universe as u
 from nertz_ingest.live import live_topics
-from nertz_ingest.settings import UniverseConfig
+from nertz_ingest.metrics import IngestMetrics
+from nertz_ingest.settings import IngestSettings, UniverseConfig
 from nertz_ingest.universe import UniverseHunter
 
 # the live feed's test kit (importlib mode: test modules share nothing, so it is loaded from its file)
@@ -308,3 +313,122 @@ async def test_hunter_refresh_failure_or_nothing_qualifying_keeps_the_universe(m
         }
     finally:
         rest.close()
+
+
+# --- Qwen's suggestions ----------------------------------------------------------------------------
+
+
+def _call(text: str | None, outcome: str = "ok", finish: str = "stop") -> ev.ModelCall:
+    return ev.ModelCall(
+        role="universe", model="qwen-plus", prompt_id="universe.v1", prompt_sha256="0" * 64, outcome=outcome,
+        raw_text=text, finish_reason=finish, status_code=200, error_code=None, error_message=None, request_id="r",
+        latency_ms=1.0, attempts=1, tokens_in=1, tokens_out=1, cost_usd=0.0, key_index=0,
+    )  # fmt: skip
+
+
+def _picks(*symbols: str) -> str:
+    return '{"symbols": [' + ", ".join(f'{{"symbol": "{s}", "reason": "{s} trends"}}' for s in symbols) + "]}"
+
+
+def test_suggested_qualifiers_rank_first_and_failing_suggestions_are_recorded_with_their_filter() -> None:
+    quotes = u.quotes(MARKET, INSTRUMENTS_INFO)
+    read = u.suggestions_of(_call(_picks("ADAUSDT", "ETHUSDT", "NOPEUSDT", "BTCPERP")))
+    assert list(read.symbols) == ["ADAUSDT", "ETHUSDT", "NOPEUSDT"] and read.detail == "left out: BTCPERP"
+    rules = u.Rules(max_symbols=2)
+    choice = u.choose(quotes, [], rules, read.symbols)
+    assert choice.symbols == ["BTCUSDT", "ADAUSDT"]  # ADAUSDT, suggested, beats XRPUSDT's higher turnover
+    why = {c.symbol: (c.rank, c.source, c.reason) for c in choice.candidates}
+    assert why["ADAUSDT"][:2] == (1, "qwen") and why["ADAUSDT"][2].startswith(
+        "suggested by qwen (ADAUSDT trends); rank 1"
+    )
+    assert why["BTCUSDT"][:2] == (2, "tickers")
+    assert why["ETHUSDT"] == (None, "qwen", "suggested by qwen (ETHUSDT trends); turnover 4.1M < 10M")
+    assert why["NOPEUSDT"][2].startswith("suggested by qwen (NOPEUSDT trends); not a trading instrument")
+    call = _call(_picks("ADAUSDT", "ETHUSDT", "NOPEUSDT", "BTCPERP"))
+    event = u.change(choice, [], rules, T0, call=call)
+    assert event is not None and event.source == "qwen" and event.call == call
+    assert {"ETHUSDT", "NOPEUSDT"} <= {c.symbol for c in event.candidates}  # refused suggestions are recorded
+    assert u.decide_again(event, []) == event
+    without = u.choose(quotes, [], rules)
+    assert without.symbols == ["BTCUSDT", "XRPUSDT"]  # the same market without the model
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome", "finish", "failure"),
+    [("not json", "ok", "stop", "invalid_json"), ('{"symbols": "SOLUSDT"}', "ok", "stop", "schema"),
+     ("", "ok", "stop", "empty"), (None, "timeout", "stop", "timeout"), (_picks("SOLUSDT"), "ok", "length", "length")],
+)  # fmt: skip
+def test_an_answer_that_cannot_be_read_suggests_nothing(text: str | None, outcome: str, finish: str, failure: str):
+    read = u.suggestions_of(_call(text, outcome, finish))
+    assert read.symbols == {} and read.failure == failure and read.detail
+
+
+def test_a_fenced_answer_is_read_and_the_picks_are_capped() -> None:
+    many = _picks(*(f"C{i}USDT" for i in range(30)))
+    read = u.suggestions_of(_call(f"```json\n{many}\n```"))
+    assert len(read.symbols) == u.MAX_SUGGESTIONS and read.failure is None and "C20USDT" in read.detail
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(_ROW, max_size=12),
+    previous=st.lists(_SYMBOLS, max_size=4, unique=True),
+    picks=st.lists(st.one_of(_SYMBOLS, st.just("ZZZUSDT")), max_size=5, unique=True),
+    cap=st.integers(1, 5),
+)
+def test_decide_again_reproduces_every_change_with_suggestions_from_its_recorded_answer(
+    rows: list[dict[str, Any]], previous: list[str], picks: list[str], cap: int
+) -> None:
+    rules = u.Rules(min_turnover_usdt=1e8, max_spread=0.05, max_symbols=cap)
+    listed = [_instrument(f"S{i}USDT") for i in range(0, 12, 2)]
+    call = _call(_picks(*picks))
+    choice = u.choose(u.quotes(rows, listed), previous, rules, u.suggestions_of(call).symbols)
+    event = u.change(choice, previous, rules, T0, call=call)
+    if event is not None:
+        assert u.decide_again(event, previous) == event
+
+
+SUGGESTIONS = "nertz_market_ingest_universe_suggestions_total"
+
+
+async def test_hunter_asks_qwen_through_the_sdk_and_records_its_answer_in_the_change(market: FakeBybit) -> None:
+    market.public.set_ticker("ETHUSDT", turnover24h=2e7, bid1Price="20.0", ask1Price="20.01")  # qualifies
+    rest = BybitRest(market.base_url, attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02)
+    async with FakeDashScope(keys=["sk-test"]) as qwen:
+        suggester = QwenSuggester("sk-test", base_url=qwen.base_url, attempts=3, backoff_s=0.01)
+        registry = CollectorRegistry()
+        metrics = IngestMetrics(registry)
+        config = UniverseConfig(enabled=True, max_symbols=1, qwen=True)
+        try:
+            hunter = UniverseHunter(rest, config, ["SOLUSDT"], suggester=suggester, metrics=metrics)
+            qwen.script(Fault("429"), Answer(_picks("ETHUSDT")))  # throttled once, then it answers
+            change = await hunter.refresh()
+            assert change is not None and change.symbols == ["ETHUSDT"]  # BTCUSDT has more turnover
+            assert change.source == "qwen" and change.call is not None and change.call.attempts == 2
+            assert change.call.raw_text == _picks("ETHUSDT") and change.call.outcome == "ok"
+            asked = qwen.requests[-1]
+            shown = json.loads(asked.messages[-1]["content"])["candidates"]
+            assert [c["symbol"] for c in shown] == ["BTCUSDT", "ETHUSDT"]  # the qualifiers, by turnover
+            assert "sk-test" not in repr(change)  # the key is never recorded
+            assert u.decide_again(change, ["SOLUSDT"]) == change
+            # garbage: the universe by turnover alone, the failed call recorded
+            qwen.script(Answer("the best coins are BTC and ETH"))
+            hunter.symbols = ["SOLUSDT"]
+            change = await hunter.refresh()
+            assert change is not None and change.symbols == ["BTCUSDT"] and change.call is not None
+            assert u.suggestions_of(change.call).failure == "invalid_json"
+            counted = {o: registry.get_sample_value(SUGGESTIONS, {"outcome": o}) for o in ("ok", "invalid_json")}
+            assert counted == {"ok": 1.0, "invalid_json": 1.0}
+            assert asked.parameters["enable_thinking"] is False and asked.parameters["temperature"] == 0.0
+        finally:
+            rest.close()
+            await suggester.close()
+
+
+def test_qwen_suggestions_need_a_dashscope_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    monkeypatch.setenv("NERTZ_UNIVERSE__QWEN", "true")
+    with pytest.raises(ValueError, match="expected DASHSCOPE_API_KEY with NERTZ_UNIVERSE__QWEN=true"):
+        IngestSettings()
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-x")
+    assert IngestSettings().universe.qwen

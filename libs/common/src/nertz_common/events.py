@@ -956,7 +956,8 @@ class UniverseCandidate(Struct, frozen=True, kw_only=True, gc=False):
         instruments-info ``status`` (``Trading``), ``contractType`` (``LinearPerpetual``) and
         ``quoteCoin`` (``USDT``); empty when Bybit does not list the symbol.
     rank : int, optional
-        1-based rank by turnover among the symbols passing every filter; None for the others.
+        1-based rank among the symbols passing every filter (the model's suggestions first, then by
+        turnover); None for the others.
     selected : bool
         In the new universe.
     pinned : bool
@@ -1007,7 +1008,10 @@ class UniverseChanged(SystemEvent, frozen=True, kw_only=True):
     max_symbols : int
         The cap on the universe (pinned symbols always count in, even beyond it).
     source : {"tickers", "qwen"}
-        What proposed the candidates.
+        What proposed the candidates: ``qwen`` when the model's suggestions were asked for.
+    call : ModelCall, optional
+        The model's suggestion call, verbatim (``NERTZ_UNIVERSE__QWEN``): a replay reads the suggestions
+        from it again (``nertz_ingest.core.universe.suggestions_of``).
     """
 
     symbols: list[Symbol]
@@ -1018,6 +1022,7 @@ class UniverseChanged(SystemEvent, frozen=True, kw_only=True):
     max_spread: Annotated[float, Meta(ge=0, description="spread filter, fraction of mid")]
     max_symbols: Annotated[int, Meta(ge=1)]
     source: UniverseSource = "tickers"
+    call: ModelCall | None = None
 
 
 MarketEvent = Bar | BookSnapshot | TradeBatch | Ticker | InstrumentSpec | FeedGap | FeedResynced | FeedStale

@@ -26,6 +26,7 @@ from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
 from nertz_ingest.adapters.durable import TRANSIENT
 from nertz_ingest.adapters.log_position import last_bars, last_universe, log_end
+from nertz_ingest.adapters.qwen import QwenSuggester
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.adapters.rotation import RotatingRecorder
@@ -504,9 +505,17 @@ async def live(
         hunter = None
         if settings.universe.enabled:
             current = await last_universe(rt.js)
+            suggester = None
+            if settings.universe.qwen and settings.dashscope_api_key is not None:
+                suggester = QwenSuggester(
+                    settings.dashscope_api_key.get_secret_value().strip(), settings.universe.qwen_model,
+                    base_url=settings.dashscope_base_url, timeout_s=settings.universe.qwen_timeout_s,
+                    attempts=settings.universe.qwen_attempts,
+                )  # fmt: skip
             hunter = UniverseHunter(
-                rest, settings.universe, symbols, current=current.symbols if current else None, metrics=metrics
-            )
+                rest, settings.universe, symbols, current=current.symbols if current else None, metrics=metrics,
+                suggester=suggester,
+            )  # fmt: skip
             symbols = hunter.symbols
         logged = await last_bars(rt.js, symbols)
         feed = LiveFeed(
@@ -534,6 +543,8 @@ async def live(
             return EXIT_FAILED
         finally:
             rest.close()
+            if hunter is not None and hunter.suggester is not None:
+                await hunter.suggester.close()
             if writer is not None:
                 try:
                     await writer.aclose()

@@ -107,6 +107,12 @@ class IngestMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.universe_suggestions = Counter(
+            f"{p}_universe_suggestions_total",
+            "Qwen's answers to the coin hunter, by outcome (ok, or the failure: timeout, http_429, schema...)",
+            ["outcome"],
+            registry=registry,
+        )
         self.universe_size = Gauge(
             f"{p}_universe_symbols", "Symbols the live feed serves (the universe)", registry=registry
         )

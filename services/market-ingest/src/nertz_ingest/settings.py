@@ -6,9 +6,9 @@ Example: ``NERTZ_INGEST__BOOK_DEPTH=20 NERTZ_INGEST__BOOK_MIN_INTERVAL_MS=200``;
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from nertz_common.settings import CommonSettings
 
@@ -163,6 +163,16 @@ class UniverseConfig(BaseModel):
     pin_symbols : bool
         Keep every ``NERTZ_SYMBOLS`` symbol in the universe whatever its figures, while Bybit trades it
         (they count in ``max_symbols``; default False: they are only the universe before the first change).
+    qwen : bool
+        Ask Qwen at each refresh which of the qualifiers to trade (default False; needs
+        ``DASHSCOPE_API_KEY``): its picks rank first, validated by the same filters, and its answer is
+        recorded in the ``UniverseChanged`` (:mod:`nertz_ingest.adapters.qwen`).
+    qwen_model : str
+        Pinned model id (``qwen-plus``).
+    qwen_candidates : int
+        Qualifiers shown to the model, by turnover (30).
+    qwen_timeout_s, qwen_attempts : float, int
+        One attempt's timeout, s (20), and attempts at most (3).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -173,6 +183,11 @@ class UniverseConfig(BaseModel):
     max_spread: float = Field(default=0.002, ge=0, le=1)
     max_symbols: int = Field(default=5, ge=1, le=500)
     pin_symbols: bool = False
+    qwen: bool = False
+    qwen_model: str = Field(default="qwen-plus", min_length=1)
+    qwen_candidates: int = Field(default=30, ge=1, le=200)
+    qwen_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    qwen_attempts: int = Field(default=3, ge=1, le=10)
 
 
 class IngestSettings(CommonSettings):
@@ -186,3 +201,14 @@ class IngestSettings(CommonSettings):
     ingest: IngestConfig = IngestConfig()  # frozen: sharing the default is safe
     universe: UniverseConfig = UniverseConfig()
     bybit_env: Literal["mainnet", "testnet", "demo"] = Field("mainnet", validation_alias="BYBIT_ENV")
+    dashscope_api_key: SecretStr | None = Field(None, validation_alias="DASHSCOPE_API_KEY")
+    dashscope_base_url: str | None = Field(None, validation_alias="DASHSCOPE_HTTP_BASE_URL")
+
+    @model_validator(mode="after")
+    def _qwen_has_a_key(self) -> Self:
+        key = self.dashscope_api_key.get_secret_value().strip() if self.dashscope_api_key else ""
+        if self.universe.qwen and not key:
+            raise ValueError(
+                "expected DASHSCOPE_API_KEY with NERTZ_UNIVERSE__QWEN=true (the coin hunter asks Qwen), was unset"
+            )
+        return self

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from nertz_common import events as ev
 from nertz_ingest.adapters.bybit_rest import BybitRest
+from nertz_ingest.adapters.qwen import QwenSuggester
 from nertz_ingest.core import universe as core
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.settings import UniverseConfig
@@ -37,6 +39,8 @@ class UniverseHunter:
     current : sequence of str, optional
         The universe in force (the symbols of the log's last ``UniverseChanged``); default ``configured``.
     metrics : IngestMetrics, optional
+    suggester : QwenSuggester, optional
+        Asks Qwen which qualifiers to trade at each refresh (``NERTZ_UNIVERSE__QWEN``).
 
     Attributes
     ----------
@@ -54,8 +58,11 @@ class UniverseHunter:
         *,
         current: Sequence[str] | None = None,
         metrics: IngestMetrics | None = None,
+        suggester: QwenSuggester | None = None,
     ) -> None:
         self.rest = rest
+        self.suggester = suggester
+        self.shown = config.qwen_candidates
         self.refresh_s = config.refresh_s
         self.rules = core.Rules(
             min_turnover_usdt=config.min_turnover_usdt,
@@ -82,8 +89,10 @@ class UniverseHunter:
         except Exception:
             self._count("failed")
             raise
-        choice = core.choose(core.quotes(tickers, instruments), self.symbols, self.rules)
-        change = core.change(choice, self.symbols, self.rules, server_ms * 1_000_000)
+        quotes = core.quotes(tickers, instruments)
+        call, suggested = await self._suggest(quotes, server_ms)
+        choice = core.choose(quotes, self.symbols, self.rules, suggested)
+        change = core.change(choice, self.symbols, self.rules, server_ms * 1_000_000, call=call)
         if not choice.symbols:
             log.warning("universe.nothing_qualified", extra={"tickers": len(tickers), "kept": self.symbols})
             self._count("nothing_qualified")
@@ -98,6 +107,29 @@ class UniverseHunter:
             self._count("changed")
         return change
 
+    async def _suggest(
+        self, quotes: list[ev.UniverseCandidate], server_ms: int
+    ) -> tuple[ev.ModelCall | None, dict[str, str]]:
+        """Ask Qwen which of the qualifiers to trade: the call and its suggestions ({} when it failed)."""
+        if self.suggester is None:
+            return None, {}
+        ranked = [c for c in core.choose(quotes, self.symbols, self.rules).candidates if c.rank is not None]
+        if not ranked:
+            return None, {}
+        call = await self.suggester.ask(ranked[: self.shown], self.rules.max_symbols, _iso(server_ms))
+        read = core.suggestions_of(call)
+        if self.metrics:
+            self.metrics.universe_suggestions.labels(outcome=read.failure or "ok").inc()
+        if read.failure is not None:
+            log.warning("universe.suggestions_failed", extra={"failure": read.failure, "detail": read.detail})
+        else:
+            log.info("universe.suggested", extra={"symbols": list(read.symbols), "detail": read.detail})
+        return call, read.symbols
+
     def _count(self, outcome: str) -> None:
         if self.metrics:
             self.metrics.universe_refreshes.labels(outcome=outcome).inc()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, stop_before_delay, wait_random_exponential
 
 from nertz_common import events as ev
+from nertz_common.llm import Reply, read_reply
 from nertz_validator.core.component import Ask
 from nertz_validator.settings import QwenSettings
 
@@ -104,17 +104,8 @@ class KeyPool:
         self._rest_until[index] = max(self._rest_until[index], self._clock() + seconds)
 
 
-@dataclass
-class _Attempt:
-    outcome: str
-    status: int | None = None
-    code: str | None = None
-    message: str | None = None
-    request_id: str | None = None
-    text: str | None = None
-    finish_reason: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
+@dataclass(frozen=True, slots=True)
+class _Attempt(Reply):
     key_index: int | None = None
 
 
@@ -222,34 +213,11 @@ class QwenClient:
 
     @staticmethod
     def _read(resp: Any, index: int) -> _Attempt:
-        status = int(getattr(resp, "status_code", 0) or 0)
-        rid = getattr(resp, "request_id", None) or None
-        if status != 200:
-            if status >= 500:
-                outcome = "http_5xx"
-            elif status in (400, 401, 403, 404, 429):
-                outcome = f"http_{status}"
-            else:
-                outcome = "http_other"
-            return _Attempt(outcome, status, getattr(resp, "code", None) or None,
-                            (getattr(resp, "message", None) or "")[:300] or None, rid, key_index=index)  # fmt: skip
-        usage = getattr(resp, "usage", None) or {}
-        tin, tout = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-        try:
-            choice = resp.output.choices[0]
-            msg = choice.message
-        except (AttributeError, IndexError, KeyError, TypeError):
-            return _Attempt("ok", status, None, None, rid, "", "malformed", tin, tout, index)
-        finish = choice.get("finish_reason") if isinstance(choice, dict) else getattr(choice, "finish_reason", None)
-        calls = msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
-        if calls:
-            text = json.dumps(
-                [{"name": c["function"]["name"], "arguments": c["function"].get("arguments", "")} for c in calls]
-            )
-        else:
-            content = msg.get("content") if isinstance(msg, dict) else getattr(msg, "content", None)
-            text = content if isinstance(content, str) else json.dumps(content) if content is not None else ""
-        return _Attempt("ok", status, None, None, rid, text, finish, tin, tout, index)
+        r = read_reply(resp)
+        return _Attempt(
+            r.outcome, r.status, r.code, r.message, r.request_id, r.text, r.finish_reason, r.tokens_in, r.tokens_out,
+            index,
+        )  # fmt: skip
 
     def _record(self, call: Ask, a: _Attempt, attempts: int, latency_s: float) -> ev.ModelCall:
         price_in, price_out = self._price(call.model)

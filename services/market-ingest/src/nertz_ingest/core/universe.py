@@ -8,12 +8,18 @@ spread ``(ask1 − bid1) / mid`` (a fraction) at most ``max_spread``. Qualifiers
 figures) plus the best-ranked qualifiers, up to ``max_symbols`` in all (pinned ones count in, and are
 kept even beyond it), ordered by turnover.
 
+With the model's suggestions (``NERTZ_UNIVERSE__QWEN``, :func:`suggestions_of`), a suggested symbol
+is validated by the same filters; the suggested qualifiers rank first (by turnover among themselves),
+then the others by turnover, so the model picks among what qualifies and never brings in what does
+not. A suggestion that fails is recorded with the filter it failed.
+
 A change is published only when the set of symbols changes. It records the rules and every candidate
 that can matter — each qualifier, each symbol of the previous universe and each pinned one — with its
 figures, rank and reason, so :func:`decide_again` reproduces it from the event and the previous
 universe alone (the symbols left out fail a filter or are not candidates: they cannot change the
-choice). An empty universe is never chosen (the previous one stays: Bybit answering nothing usable is
-no reason to stop serving every symbol).
+choice; the model's answer is recorded verbatim in the change, and read again). An empty universe
+is never chosen (the previous one stays: Bybit answering nothing usable is no reason to stop serving
+every symbol).
 
 No I/O, no clock: the time is Bybit's time of the answer, given by the caller.
 """
@@ -24,9 +30,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta, Struct
 
 from nertz_common import events as ev
 from nertz_common.ids import derive_id
@@ -35,6 +42,9 @@ PERPETUAL = "LinearPerpetual"
 QUOTE = "USDT"
 TRADING = "Trading"
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+MAX_SUGGESTIONS = 20
+"""Most symbols read from one answer of the model."""
+QWEN: ev.UniverseSource = "qwen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +142,12 @@ def quotes(
     return list(out.values())
 
 
-def choose(candidates: Iterable[ev.UniverseCandidate], previous: Sequence[str], rules: Rules) -> Choice:
+def choose(
+    candidates: Iterable[ev.UniverseCandidate],
+    previous: Sequence[str],
+    rules: Rules,
+    suggested: Mapping[str, str] | None = None,
+) -> Choice:
     """Rank the candidates, pick the universe and give each candidate its reason.
 
     Parameters
@@ -143,22 +158,26 @@ def choose(candidates: Iterable[ev.UniverseCandidate], previous: Sequence[str], 
         The universe in force; a member (or a pinned symbol) absent from ``candidates`` is added as a
         candidate without figures, which Bybit does not trade (so its reason is recorded).
     rules : Rules
+    suggested : mapping of str to str, optional
+        The model's suggestions, symbol → its reason (:func:`suggestions_of`): suggested qualifiers
+        rank first; a suggested symbol Bybit does not list is added as a candidate without figures.
 
     Returns
     -------
     Choice
     """
     pinned = set(rules.pinned)
+    picks = dict(suggested or {})
     seen: dict[str, ev.UniverseCandidate] = {}
     for c in candidates:
         seen.setdefault(c.symbol, c)
-    for symbol in sorted({s for s in (*rules.pinned, *previous) if s not in seen}):
+    for symbol in sorted({s for s in (*rules.pinned, *previous, *picks) if s not in seen}):
         seen[symbol] = ev.UniverseCandidate(symbol=symbol)  # no figures: not a trading instrument
     barred = {s: _not_tradable(c) for s, c in seen.items()}
     failed = {s: _filter_failure(c, rules) for s, c in seen.items()}
     qualifiers = sorted(
         (c for s, c in seen.items() if barred[s] is None and failed[s] is None),
-        key=_by_turnover,
+        key=lambda c: (c.symbol not in picks, *_by_turnover(c)),
     )
     rank = {c.symbol: i for i, c in enumerate(qualifiers, 1)}
     kept = [s for s in dict.fromkeys(rules.pinned) if barred[s] is None]
@@ -166,6 +185,11 @@ def choose(candidates: Iterable[ev.UniverseCandidate], previous: Sequence[str], 
     chosen = {*kept, *[c.symbol for c in qualifiers if c.symbol not in pinned][:slots]}
 
     def reason(s: str) -> str:
+        if s in picks:
+            return f"suggested by {QWEN} ({picks[s]}); {plain(s)}"
+        return plain(s)
+
+    def plain(s: str) -> str:
         why = barred[s]
         if why is not None:
             return f"pinned, but {why}" if s in pinned else why
@@ -180,17 +204,20 @@ def choose(candidates: Iterable[ev.UniverseCandidate], previous: Sequence[str], 
             return f"rank {rank[s]} > max {rules.max_symbols}"
         return f"rank {rank[s]} > {slots} (max {rules.max_symbols}, {len(kept)} pinned)"
 
-    annotated = [
-        msgspec.structs.replace(c, rank=rank.get(s), selected=s in chosen, pinned=s in pinned, reason=reason(s))
-        for s, c in seen.items()
-    ]
+    def annotate(s: str, c: ev.UniverseCandidate) -> ev.UniverseCandidate:
+        return msgspec.structs.replace(
+            c, rank=rank.get(s), selected=s in chosen, pinned=s in pinned, reason=reason(s),
+            source=QWEN if s in picks else "tickers",
+        )  # fmt: skip
+
+    annotated = [annotate(s, c) for s, c in seen.items()]
     annotated.sort(key=lambda c: (c.rank is None, c.rank or 0, c.symbol))
     symbols = [c.symbol for c in sorted((seen[s] for s in chosen), key=_by_turnover)]
     return Choice(symbols, annotated)
 
 
 def change(
-    choice: Choice, previous: Sequence[str], rules: Rules, ts_ns: int, *, source: ev.UniverseSource = "tickers"
+    choice: Choice, previous: Sequence[str], rules: Rules, ts_ns: int, *, call: ev.ModelCall | None = None
 ) -> ev.UniverseChanged | None:
     """Return the ``UniverseChanged`` that moves ``previous`` to ``choice``, or None.
 
@@ -206,13 +233,14 @@ def change(
     rules : Rules
     ts_ns : int
         Bybit's time of the answer the figures come from, UNIX ns: the event's ``ts_event`` and ``ts_init``.
-    source : {"tickers", "qwen"}
+    call : ModelCall, optional
+        The model's suggestion call the choice read (recorded in the change; its source is then ``qwen``).
 
     Returns
     -------
     UniverseChanged or None
-        Its candidates are the ones that can matter to the choice: every ranked one, every symbol of
-        ``previous`` and every pinned one.
+        Its candidates are the ones that can matter to the choice, and the model's suggestions: every
+        ranked one, every symbol of ``previous``, every pinned one and every suggested one.
     """
     if not choice.symbols or set(choice.symbols) == set(previous):
         return None
@@ -225,11 +253,12 @@ def change(
         symbols=list(choice.symbols),
         added=[s for s in choice.symbols if s not in before],
         removed=sorted(before - set(choice.symbols)),
-        candidates=[c for c in choice.candidates if c.rank is not None or c.symbol in keep],
+        candidates=[c for c in choice.candidates if c.rank is not None or c.symbol in keep or c.source == QWEN],
         min_turnover_usdt=rules.min_turnover_usdt,
         max_spread=rules.max_spread,
         max_symbols=rules.max_symbols,
-        source=source,
+        source=QWEN if call is not None else "tickers",
+        call=call,
     )
 
 
@@ -258,8 +287,82 @@ def decide_again(event: ev.UniverseChanged, previous: Sequence[str]) -> ev.Unive
         max_symbols=event.max_symbols,
         pinned=tuple(c.symbol for c in event.candidates if c.pinned),
     )
-    figures = [msgspec.structs.replace(c, rank=None, selected=False, pinned=False, reason="") for c in event.candidates]
-    return change(choose(figures, previous, rules), previous, rules, event.ts_event, source=event.source)
+    figures = [
+        msgspec.structs.replace(c, rank=None, selected=False, pinned=False, reason="", source="tickers")
+        for c in event.candidates
+    ]
+    suggested = suggestions_of(event.call).symbols if event.call is not None else {}
+    return change(choose(figures, previous, rules, suggested), previous, rules, event.ts_event, call=event.call)
+
+
+# --- the model's suggestions --------------------------------------------------------------------
+
+
+class _Pick(Struct, frozen=True, forbid_unknown_fields=False):
+    symbol: Annotated[str, Meta(min_length=1, max_length=40)]
+    reason: Annotated[str, Meta(max_length=300)] = ""
+
+
+class _Picks(Struct, frozen=True, forbid_unknown_fields=False):
+    symbols: Annotated[list[_Pick], Meta(max_length=100)]
+
+
+_PICKS = msgspec.json.Decoder(_Picks)
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestions:
+    """What the model's answer suggests.
+
+    Attributes
+    ----------
+    symbols : dict of str to str
+        Symbol → the model's reason, in the answer's order (at most :data:`MAX_SUGGESTIONS`).
+    failure : str, optional
+        Why the answer suggests nothing: the call's outcome (``timeout``, ``http_429``...), ``length``,
+        ``empty``, ``invalid_json`` or ``schema``; None when it was read.
+    detail : str
+        The failure's detail, or the entries left out (not USDT linear symbols, repeated, past the cap).
+    """
+
+    symbols: dict[str, str]
+    failure: str | None = None
+    detail: str = ""
+
+
+def suggestions_of(call: ev.ModelCall) -> Suggestions:
+    """Read the model's suggestions from its recorded answer (never raises: a bad answer suggests nothing).
+
+    The answer is a JSON object ``{"symbols": [{"symbol": "SOLUSDT", "reason": "..."}, ...]}`` (fenced
+    or wrapped in text is accepted: the outer braces are read). A symbol is upper-cased and kept when
+    it is 2–30 letters and digits ending in ``USDT``; others, repeats and those past
+    :data:`MAX_SUGGESTIONS` are left out and listed in ``detail``.
+    """
+    if call.outcome != "ok":
+        detail = f"{call.outcome} {call.error_code}" if call.error_code else call.outcome
+        return Suggestions({}, call.outcome, f"model call failed ({detail})")
+    if call.finish_reason == "length":
+        return Suggestions({}, "length", "model answer cut short (finish_reason=length)")
+    text = (call.raw_text or "").strip()
+    start, end = text.find("{"), text.rfind("}")
+    text = text[start : end + 1] if 0 <= start < end else text
+    if not text:
+        return Suggestions({}, "empty", "model answered nothing")
+    try:
+        picks = _PICKS.decode(text)
+    except msgspec.ValidationError as e:
+        return Suggestions({}, "schema", f"model answer breaks the suggestion schema ({e})")
+    except msgspec.DecodeError as e:
+        return Suggestions({}, "invalid_json", f"model answer is not JSON ({e})")
+    out: dict[str, str] = {}
+    left: list[str] = []
+    for p in picks.symbols:
+        symbol = p.symbol.strip().upper()
+        if not _SYMBOL.fullmatch(symbol) or not symbol.endswith(QUOTE) or symbol in out or len(out) >= MAX_SUGGESTIONS:
+            left.append(p.symbol)
+            continue
+        out[symbol] = " ".join(p.reason.split())[:200] or "no reason given"
+    return Suggestions(out, None, f"left out: {', '.join(left)}" if left else "")
 
 
 def _by_turnover(c: ev.UniverseCandidate) -> tuple[float, str]:
