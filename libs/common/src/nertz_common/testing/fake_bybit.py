@@ -49,6 +49,7 @@ import itertools
 import json
 import logging
 import lzma
+import random
 import socket
 import time
 import uuid
@@ -1229,6 +1230,221 @@ async def running(**kwargs: Any) -> AsyncIterator[FakeBybit]:
         yield fake
     finally:
         await fake.stop()
+
+
+# --- a scripted live market -----------------------------------------------------------------------
+
+
+class MarketScript:
+    """A deterministic live market for the fake's public channel, minute by minute, from 1m klines.
+
+    Every scripted minute ``m`` (the bar opening at ``start_ms + m`` minutes) sends, for each symbol in
+    turn and at ``steps`` points of the minute (1 s, 16 s, 31 s, 46 s for 4 steps): an order book
+    frame (the first one a snapshot, then deltas with ``u`` + 1), one public trade, an update of the
+    still open kline (``confirm: false``, its close moving from the bar's open towards its close) and,
+    at the first point, a ticker snapshot; then, at the minute's end, the closed kline (``confirm:
+    true``) — the very row ``/v5/market/kline`` serves, so a bar from the WebSocket and the same bar
+    from REST are one fact. The fake's clock (:attr:`FakeBybit.now_ms`) is moved to each frame's time
+    before it is sent, so REST answers see the same market as the socket.
+
+    Everything is a function of the rows and the parameters: book levels (``levels`` per side, one
+    tick apart around the minute's moving price, sizes leaning to the side the price moves to), trade
+    ids, ``cs``, ``u`` and ``seq``. Two plays of one script send the same frames; what a client
+    receives depends only on when it was connected.
+
+    Parameters
+    ----------
+    klines : KlineStore
+        The 1m rows (the same store the fake's REST serves).
+    instruments : sequence of dict
+        instruments-info entries of the symbols (tick size and quantity step).
+    symbols : sequence of str
+        The symbols, in the order their frames go out within a step.
+    start_ms : int
+        Open time of the first scripted bar, UNIX ms (a bar of every symbol must exist there).
+    minutes : int
+        Scripted bars per symbol.
+    steps : int
+        Points per minute with a book frame, a trade and an open-kline update (at most 59).
+    levels : int
+        Book levels per side.
+
+    Raises
+    ------
+    ValueError
+        If a symbol has no instrument or lacks a bar in the scripted range.
+    """
+
+    def __init__(
+        self,
+        klines: KlineStore,
+        instruments: Sequence[Mapping[str, Any]],
+        symbols: Sequence[str],
+        *,
+        start_ms: int,
+        minutes: int,
+        steps: int = 4,
+        levels: int = 20,
+    ) -> None:
+        if not 1 <= steps <= 59:
+            raise ValueError(f"expected 1 <= steps <= 59, was {steps}")
+        self.symbols = list(symbols)
+        self.start_ms = start_ms
+        self.minutes = minutes
+        self.steps = steps
+        self.levels = levels
+        self.rows: dict[str, list[list[str]]] = {}
+        self._tick: dict[str, tuple[float, int]] = {}
+        self._step: dict[str, tuple[float, int]] = {}
+        specs = {str(i.get("symbol")): i for i in instruments}
+        for s in self.symbols:
+            spec = specs.get(s)
+            if spec is None:
+                raise ValueError(f"expected an instrument for {s}, was absent")
+            self._tick[s] = _grid(str(spec["priceFilter"]["tickSize"]))
+            self._step[s] = _grid(str(spec["lotSizeFilter"]["qtyStep"]))
+            starts, rows = klines.series(s, "1")
+            i = bisect.bisect_left(starts, start_ms)
+            got = rows[i : i + minutes]
+            if (
+                len(got) != minutes
+                or int(got[0][0]) != start_ms
+                or int(got[-1][0]) != start_ms + (minutes - 1) * MINUTE_MS
+            ):
+                raise ValueError(f"expected {minutes} contiguous 1m bars of {s} from {start_ms}, was {len(got)}")
+            self.rows[s] = got
+        self._books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        self._u: dict[str, int] = {}
+
+    @property
+    def end_ms(self) -> int:
+        """Close time of the last scripted bar, UNIX ms (the fake's clock once the script is played)."""
+        return self.start_ms + self.minutes * MINUTE_MS
+
+    def book_topic(self, symbol: str) -> str:
+        """The book topic the script sends (``orderbook.50.<symbol>``)."""
+        return f"orderbook.50.{symbol}"
+
+    def minute(self, m: int) -> list[tuple[int, str]]:
+        """Return minute ``m``'s frames as ``(exchange time ms, frame)``, in send order.
+
+        Minutes must be asked in order from 0 (the book deltas follow the previous minute's book).
+        """
+        open_ms = self.start_ms + m * MINUTE_MS
+        out: list[tuple[int, str]] = []
+        for j in range(self.steps):
+            ts = open_ms + j * (MINUTE_MS // self.steps) + 1000
+            for s in self.symbols:
+                row = self.rows[s][m]
+                o, c = float(row[1]), float(row[4])
+                price = o + (c - o) * (j + 1) / (self.steps + 1)
+                out.append((ts, self._book_frame(s, price, o, ts, f"{m}/{j}")))
+                out.append((ts, self._trade_frame(s, price, "Buy" if c >= o else "Sell", ts, m, j)))
+                out.append((ts, self._open_kline(s, row, price, (j + 1) / (self.steps + 1), ts)))
+                if j == 0:
+                    out.append((ts, self._ticker_frame(s, o, ts, m)))
+        close_ms = open_ms + MINUTE_MS
+        for s in self.symbols:
+            out.append((close_ms, kline_frame(s, "1", self.rows[s][m], confirm=True, ts=close_ms)))
+        return out
+
+    async def play(self, fake: FakeBybit, *, pace_s: float, start: asyncio.Event | None = None) -> int:
+        """Send every minute to ``fake``'s public channel, one every ``pace_s`` seconds of wall time
+        (after ``start`` is set, when given), moving its clock along; return the frames sent.
+
+        The pace is the exchange's: frames go out on time whether anyone is connected or not.
+        """
+        if start is not None:
+            await start.wait()
+        t0 = time.monotonic()
+        n = 0
+        for m in range(self.minutes):
+            for ts, frame in self.minute(m):
+                fake.now_ms = ts
+                fake.public.publish(frame)
+                n += 1
+            fake.now_ms = self.start_ms + (m + 1) * MINUTE_MS
+            await asyncio.sleep(max(0.0, t0 + (m + 1) * pace_s - time.monotonic()))
+        return n
+
+    def _fmt_price(self, symbol: str, ticks: int) -> str:
+        tick, digits = self._tick[symbol]
+        return f"{ticks * tick:.{digits}f}"
+
+    def _fmt_qty(self, symbol: str, qty: float) -> str:
+        step, digits = self._step[symbol]
+        return f"{max(step, round(qty / step) * step):.{digits}f}"
+
+    def _book_frame(self, symbol: str, price: float, open_: float, ts: int, salt: str) -> str:
+        tick, _ = self._tick[symbol]
+        step, _ = self._step[symbol]
+        lean = max(-1.0, min(1.0, (price - open_) / open_ / 0.001))  # bids heavier when the price rises
+        rng = random.Random(f"{symbol}/{salt}")
+        best = int(price / tick)
+        base = step * 400
+        bids = {
+            self._fmt_price(symbol, best - k): self._fmt_qty(symbol, base * rng.uniform(0.5, 1.5) * (1 + 0.8 * lean))
+            for k in range(self.levels)
+        }
+        asks = {
+            self._fmt_price(symbol, best + 1 + k): self._fmt_qty(
+                symbol, base * rng.uniform(0.5, 1.5) * (1 - 0.8 * lean)
+            )
+            for k in range(self.levels)
+        }
+        topic = self.book_topic(symbol)
+        old = self._books.get(topic)
+        self._books[topic] = (bids, asks)
+        if old is None:
+            self._u[topic] = 1000
+            return book_frame(topic, "snapshot", list(bids.items()), list(asks.items()), u=1000, seq=10_000, ts=ts)
+        u = self._u[topic] = self._u[topic] + 1
+
+        def delta(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str]]:
+            gone = [(p, "0") for p in before if p not in after]
+            return gone + [(p, q) for p, q in after.items() if before.get(p) != q]
+
+        return book_frame(topic, "delta", delta(old[0], bids), delta(old[1], asks), u=u, seq=u * 10, ts=ts)
+
+    def _trade_frame(self, symbol: str, price: float, side: str, ts: int, m: int, j: int) -> str:
+        tick, _ = self._tick[symbol]
+        step, _ = self._step[symbol]
+        trade = {
+            "T": ts - 1, "s": symbol, "S": side, "v": self._fmt_qty(symbol, step * (10 + (m * 7 + j * 3) % 50)),
+            "p": self._fmt_price(symbol, round(price / tick)), "L": "PlusTick", "i": f"script-{symbol}-{m}-{j}",
+            "BT": False, "RPI": False, "seq": m * self.steps + j + 1,
+        }  # fmt: skip
+        return _dumps({"topic": f"publicTrade.{symbol}", "type": "snapshot", "ts": ts, "data": [trade]})
+
+    def _open_kline(self, symbol: str, row: Sequence[str], price: float, part: float, ts: int) -> str:
+        tick, _ = self._tick[symbol]
+        o = float(row[1])
+        close = self._fmt_price(symbol, round(price / tick))
+        hi = max(o, float(close))
+        lo = min(o, float(close))
+        vol = float(row[5]) * part
+        partial = [row[0], row[1], _fmt(hi), _fmt(lo), close, _fmt(vol), _fmt(vol * float(close))]
+        return kline_frame(symbol, "1", partial, confirm=False, ts=ts)
+
+    def _ticker_frame(self, symbol: str, price: float, ts: int, m: int) -> str:
+        tick, _ = self._tick[symbol]
+        ticks = round(price / tick)
+        eight_h = 8 * 60 * MINUTE_MS
+        data = {
+            "symbol": symbol, "lastPrice": self._fmt_price(symbol, ticks), "markPrice": self._fmt_price(symbol, ticks),
+            "indexPrice": self._fmt_price(symbol, ticks), "bid1Price": self._fmt_price(symbol, ticks),
+            "ask1Price": self._fmt_price(symbol, ticks + 1), "fundingRate": "0.0001", "fundingIntervalHour": "8",
+            "nextFundingTime": str((ts // eight_h + 1) * eight_h), "openInterest": "50000", "turnover24h": "500000000",
+            "volume24h": "10000",
+        }  # fmt: skip
+        return _dumps({"topic": f"tickers.{symbol}", "type": "snapshot", "data": data, "cs": m + 1, "ts": ts})
+
+
+def _grid(text: str) -> tuple[float, int]:
+    """A tick size or quantity step as a string ("0.10") → (its value, the decimals it needs)."""
+    value = float(text)
+    digits = len(text.rstrip("0").partition(".")[2])
+    return value, digits
 
 
 # --- by hand --------------------------------------------------------------------------------------
