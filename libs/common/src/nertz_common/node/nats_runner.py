@@ -453,6 +453,7 @@ class ComponentRunner:
         self.snapshot_interval_s = snapshot_interval_s
         self.hooks = hooks or Hooks()
         self.km = kernel_metrics or KernelMetrics(service, registry)
+        self._steps_counted = self.km.steps.labels(component=node.name)  # looked up once, counted per step
         self.reader = LaneReader(js, service, publisher, metrics, self.km, stop, stream=stream)
         self.lanes = [Lane(d, topology.types_of(topology.spec(d).filter_subjects) & node.inputs, False) for d in lanes]
         drivers = [ln for ln in self.lanes if ln.types & node.drivers]
@@ -741,7 +742,7 @@ class ComponentRunner:
             self._acks[lane.durable] = msg
         if lane.driver and type(event) in node.drivers:
             self.steps += 1
-            self.km.steps.labels(component=node.name).inc()
+            self._steps_counted.inc()
         for o in outs:
             self._emit(o)
 
