@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import subprocess
 import tempfile
@@ -29,7 +30,8 @@ async def _watch(url: str, t0: float, done: dict[str, float], stop: asyncio.Even
     js = nc.jetstream()
     durables = [d for ds in demo.DURABLES.values() for d in ds]
     try:
-        while not stop.is_set():
+        while True:
+            stopping = stop.is_set()  # one more look once the wait is over: it may end between two
             for d in durables:
                 ci = await js.consumer_info(subjects.STREAM, d)
                 idle = ci.num_pending + ci.num_ack_pending == 0 and ci.ack_floor.stream_seq > 0
@@ -37,16 +39,18 @@ async def _watch(url: str, t0: float, done: dict[str, float], stop: asyncio.Even
                     done[d] = time.monotonic() - t0
                 elif not idle:
                     done.pop(d, None)
-            await asyncio.sleep(0.25)
+            if stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
     finally:
         await nc.close()
 
 
 def one_run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nertz-bench-") as tmp:
-        stack = demo.start_infra(Path(tmp))
+        stack = demo.start_stack(Path(tmp))  # as the demo: services starting while Postgres comes up
         try:
-            demo.start_services(stack)
             t0 = time.monotonic()
             ingest_s = demo.replay(stack, demo.KLINE_FILES, stdout=subprocess.DEVNULL)
             ingest_s += demo.replay(stack, [demo.RECORDING], stdout=subprocess.DEVNULL)
@@ -63,6 +67,7 @@ def one_run() -> dict[str, float]:
 
             log_events = asyncio.run(watch_until_settled())
             total_s = time.monotonic() - t0
+            demo.wait_api(stack)
         finally:
             stack.stop()
     fig = {

@@ -8,6 +8,7 @@ services as separate processes, replays the bundled data at full speed, waits un
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import lzma
@@ -62,6 +63,9 @@ DURABLES = {
 }
 
 console = cli_console(stderr=True)
+
+#: how long a replicated stream's consumers must stay caught up before :func:`wait_caught_up` says so, s
+REPLICATED_QUIET_S = 1.5
 
 
 @dataclass
@@ -134,6 +138,28 @@ def _service_env(stack: Stack, metrics_port: int, **extra: str) -> dict[str, str
 def start_infra(data_dir: Path, fresh: bool = True) -> Stack:
     """Start embedded NATS and Postgres under ``data_dir`` and apply the topology.
 
+    Postgres (``initdb`` and start, ~1.2 s) comes up in a thread while NATS starts and the topology is
+    applied (~0.1 s).
+
+    Raises
+    ------
+    RuntimeError
+        If a server fails to start; what started is stopped again.
+    """
+    return start_stack(data_dir, (), fresh=fresh)
+
+
+def start_stack(
+    data_dir: Path, names: tuple[str, ...] = SERVICE_NAMES, *, fresh: bool = True, env: dict[str, str] | None = None
+) -> Stack:
+    """Start embedded NATS and Postgres, apply the topology and start the services ``names`` (with the
+    extra ``env``) as processes, without waiting for them (:func:`wait_api` waits for the API).
+
+    The services that need no database start as soon as the topology is applied, while Postgres is
+    still coming up in a thread; the api starts once it is up. The durable consumers keep the log for
+    them, so a replay may start at once (:func:`replay`): what a service reads does not depend on when
+    it started.
+
     Raises
     ------
     RuntimeError
@@ -143,19 +169,37 @@ def start_infra(data_dir: Path, fresh: bool = True) -> Stack:
         shutil.rmtree(data_dir)
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     owned: list[infra.EmbeddedNats | infra.EmbeddedPostgres] = []
-    try:
-        with console.status("starting NATS JetStream and PostgreSQL"):
-            n = infra.start_nats(data_dir / "nats", _port(4222), data_dir / "logs" / "nats.log")
-            owned.append(n)
-            pg = infra.start_postgres(data_dir / "pg")
-            owned.append(pg)
-            changes = asyncio.run(apply_topology(n.url))
-    except BaseException:
-        for server in reversed(owned):
-            server.stop()
-        raise
+    stack: Stack | None = None
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="postgres") as pool:
+        starting_pg = pool.submit(infra.start_postgres, data_dir / "pg")
+        try:
+            with console.status("starting NATS JetStream and PostgreSQL"):
+                n = infra.start_nats(data_dir / "nats", _port(4222), data_dir / "logs" / "nats.log")
+                owned.append(n)
+                changes = asyncio.run(apply_topology(n.url))
+                stack = Stack(data_dir, n.url, "", owned, any_port=False, env=dict(env or {}))
+                for name in names:
+                    if name != "api":
+                        start_service(stack, name)
+                pg = starting_pg.result()
+                owned.append(pg)
+                stack.database_url = pg.url
+                if "api" in names:
+                    start_service(stack, "api")
+        except BaseException:
+            if stack is not None:
+                stack.stop_services()
+            if not any(isinstance(server, infra.EmbeddedPostgres) for server in owned):
+                with contextlib.suppress(Exception):  # still starting: wait for it, to stop it too
+                    owned.append(starting_pg.result())
+            for server in reversed(owned):
+                server.stop()
+            raise
+    assert stack is not None
     console.print(f"NATS {n.url}, Postgres under {data_dir / 'pg'}; topology: {len(changes)} items applied")
-    return Stack(data_dir, n.url, pg.url, owned, any_port=False)
+    if names:
+        console.print(f"services starting: {', '.join(names)} (logs in {data_dir / 'logs'})")
+    return stack
 
 
 def start_service(
@@ -184,7 +228,7 @@ def start_services(stack: Stack, names: tuple[str, ...] = SERVICE_NAMES) -> None
         for name in names:
             start_service(stack, name)
         if "api" in names:
-            _wait_api(stack)
+            wait_api(stack)
     except BaseException:
         stack.stop_services()
         raise
@@ -201,14 +245,21 @@ async def apply_topology(url: str, fresh: bool = False) -> list[str]:
         await nc.close()
 
 
-def _wait_api(stack: Stack, timeout_s: float = 60) -> None:
+def wait_api(stack: Stack, timeout_s: float = 60) -> None:
+    """Wait until the API answers ``/health`` (polled every 0.1 s, at most ``timeout_s`` seconds).
+
+    Raises
+    ------
+    RuntimeError
+        If a service exited meanwhile, or the API did not answer in time.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _check_alive(stack)
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{stack.api_url}/health", timeout=1).status_code == 200:
                 return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise RuntimeError(f"the API did not answer /health within {timeout_s:.0f} s; see {stack.data_dir}/logs/api.log")
 
 
@@ -265,31 +316,36 @@ def replay(stack: Stack, files: list[Path], speed: str = "max", stdout: int | No
     return time.monotonic() - t0
 
 
-def wait_caught_up(stack: Stack, timeout_s: float = 600) -> int:
+def wait_caught_up(stack: Stack, timeout_s: float = 600, poll_s: float = 0.1) -> int:
     """Wait until every consumer has handled the whole log (projector included); return the log size.
 
-    Shows the projector's progress. The log is "settled" when no consumer of a running service has
-    pending or unacked messages for 1.5 s.
+    Shows the projector's progress. Polled every ``poll_s`` seconds, the log is caught up when no
+    consumer of a running service has pending or unacknowledged messages and the log did not grow
+    meanwhile (its last sequence read before and after the consumers): a service acknowledges an input
+    only once its outputs are stored, so every output of every input is then on the log, and read.
+    On a replicated stream a consumer's leader may count against a replica that lags the stream's
+    leader, so there that must hold for :data:`REPLICATED_QUIET_S` seconds.
 
     Raises
     ------
     RuntimeError
-        If a service died or the pipeline did not settle within ``timeout_s``.
+        If a service died or the pipeline did not settle within ``timeout_s`` (s).
     """
-    return asyncio.run(_wait_caught_up(stack, timeout_s))
+    return asyncio.run(_wait_caught_up(stack, timeout_s, poll_s))
 
 
-async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
+async def _wait_caught_up(stack: Stack, timeout_s: float, poll_s: float) -> int:
     nc = await nats.connect(bus.servers(stack.nats_url))
     js = nc.jetstream()
     deadline = time.monotonic() + timeout_s
     tty = sys.stderr.isatty()
     bar = tqdm(desc="pipeline", unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
-    settled_since: float | None = None
+    quiet_since: float | None = None
     try:
         while time.monotonic() < deadline:
             _check_alive(stack)
-            last = (await js.stream_info(subjects.STREAM)).state.last_seq
+            info = await js.stream_info(subjects.STREAM)
+            last = info.state.last_seq
             busy = 0
             durables = [d for name in stack.procs for d in _durables(name)]
             shown = "projector" if "projector" in durables else "executor-market"
@@ -300,13 +356,15 @@ async def _wait_caught_up(stack: Stack, timeout_s: float) -> int:
                     bar.total = last
                     bar.update(ci.ack_floor.stream_seq - bar.n)
                     bar.set_description(f"{durable} caught up", refresh=False)
-            if busy == 0:
-                settled_since = settled_since or time.monotonic()
-                if time.monotonic() - settled_since > 1.5:
+            if busy == 0 and (await js.stream_info(subjects.STREAM)).state.last_seq == last:
+                if (info.config.num_replicas or 1) == 1:
+                    return last
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= REPLICATED_QUIET_S:
                     return last
             else:
-                settled_since = None
-            await asyncio.sleep(0.25)
+                quiet_since = None
+            await asyncio.sleep(poll_s)
         raise RuntimeError(f"the pipeline did not settle within {timeout_s:.0f} s")
     finally:
         bar.close()
@@ -435,23 +493,26 @@ def run_demo(
         raise FileNotFoundError(f"expected the bundled data files, missing: {', '.join(map(str, missing))}")
     t_start = time.monotonic()
     with _stop_on_signals(), contextlib.ExitStack() as extras:
-        stack = start_infra(data_dir)
-        extras.callback(stack.stop)
         validator = "rules"
+        env: dict[str, str] = {}
         if qwen_latency_s is not None:
             from nertz_common.testing.fake_dashscope import FakeDashScope
 
             fake = extras.enter_context(FakeDashScope(latency_s=qwen_latency_s).in_thread())
-            stack.env.update(DASHSCOPE_API_KEY="sk-demo-fake-key", DASHSCOPE_HTTP_BASE_URL=fake.base_url)
+            env.update(DASHSCOPE_API_KEY="sk-demo-fake-key", DASHSCOPE_HTTP_BASE_URL=fake.base_url)
             validator = "Qwen (fake DashScope)"
             console.print(f"Qwen: a fake DashScope at {fake.base_url}, answering in {qwen_latency_s:g} s")
         try:
-            start_services(stack)
+            # the services start while Postgres comes up, and the replay as soon as they are started:
+            # each reads its durable consumer from the log's start, whenever it is ready
+            stack = start_stack(data_dir, env=env)
+            extras.callback(stack.stop)
             t0 = time.monotonic()
             replay_s = replay(stack, KLINE_FILES, speed)
             replay_s += replay(stack, [RECORDING], speed)
             log_size = wait_caught_up(stack)
             pipeline_s = time.monotonic() - t0
+            wait_api(stack)
             summary = fetch_summary(stack)
             figures = {
                 "log events": log_size,
