@@ -255,10 +255,11 @@ async def read_all(js: JetStreamContext, timeout_s: float = 2.0) -> dict[str, He
 
     async def read() -> dict[str, Heartbeat]:
         kv = await js.key_value(BUCKET)
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
+        # the bucket stream's subjects, not kv.keys(): nats-py's watcher may end its listing before the
+        # keys already pushed to it were handed over (an empty /status on a loaded machine)
+        prefix = f"$KV.{BUCKET}."
+        info = await js.stream_info(f"KV_{BUCKET}", subjects_filter=f"{prefix}>")
+        keys = [subject[len(prefix) :] for subject in (info.state.subjects or {})]
         out: dict[str, Heartbeat] = {}
         for key in sorted(keys):
             try:

@@ -127,8 +127,9 @@ class SnapshotStore:
         The bucket (created by ``nertz streams apply``).
     """
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext | None = None) -> None:
         self._kv = kv
+        self._js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> SnapshotStore:
@@ -139,7 +140,7 @@ class SnapshotStore:
         nats.js.errors.BucketNotFoundError
             If the bucket was not declared (run ``nertz streams apply``).
         """
-        return cls(await js.key_value(BUCKET))
+        return cls(await js.key_value(BUCKET), js)
 
     async def put(self, s: Snapshot) -> int:
         """Store ``s`` as the latest revision of its component; return the revision.
@@ -168,18 +169,43 @@ class SnapshotStore:
         """Return every kept snapshot of ``component``, oldest first (empty if none)."""
         import nats.js.errors
 
-        try:
-            entries = await self._kv.history(component)
-        except nats.js.errors.NoKeysError:
-            return []
+        if self._js is None:
+            try:
+                values = [e.value for e in await self._kv.history(component)]
+            except nats.js.errors.NoKeysError:
+                return []
+        else:
+            values = await self._revisions(component)
         out = []
-        for e in entries:
-            if e.value:
+        for value in values:
+            if value:
                 try:
-                    out.append(decode(e.value))
+                    out.append(decode(value))
                 except ValueError as err:
                     log.warning("snapshot.unreadable", extra={"component": component, "error": str(err)})
         return out
+
+    async def _revisions(self, component: str) -> list[bytes | None]:
+        """Every kept revision's value, oldest first, read message by message from the bucket's stream.
+
+        nats-py's ``KeyValue.history`` ends at a marker its watcher puts when the consumer info shows
+        nothing pending and no message was handed to its callback yet: on a loaded machine the server has
+        pushed every revision by then and the history comes back empty. A direct get of the next message
+        of the key's subject, from sequence 1 on, has no such race (at most :data:`HISTORY` requests).
+        """
+        import nats.js.errors
+
+        assert self._js is not None
+        stream, subject = f"KV_{BUCKET}", f"$KV.{BUCKET}.{component}"
+        values: list[bytes | None] = []
+        seq = 1
+        while True:
+            try:
+                msg = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return values
+            values.append(msg.data)
+            seq = (msg.seq or seq) + 1
 
     async def before(self, component: str, origin: int) -> Snapshot | None:
         """Return the latest snapshot of ``component`` whose last step's origin is below ``origin``."""
