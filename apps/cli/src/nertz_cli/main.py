@@ -543,7 +543,8 @@ def chaos(
 
     The services run as processes on their own embedded NATS JetStream and PostgreSQL; every fault runs
     the same slice of the bundled Bybit data on a fresh stream and database: SIGKILLs of every service
-    (random, seeded), NATS SIGTERM/SIGKILL and outages, Postgres down while the API is read.
+    (random, seeded), NATS SIGTERM/SIGKILL and outages, Postgres down while the API is read; and the
+    live feed (python -m nertz_ingest live against the fake Bybit) SIGKILLed at seeded script minutes.
     """
     from nertz_cli import chaos as lab_
 
@@ -555,9 +556,11 @@ def chaos(
             _fail(f"--only {only!r}: no fault is named so")
     lab = lab_.open_lab(data_dir, rows, say=err.print)
     try:
-        err.print(
-            f"chaos: {len(faults)} fault run(s) of {rows:,} bars × 3 symbols + the WS recording; logs in {data_dir}"
-        )
+        replayed = sum(f.live is None for f in faults)
+        live = len(faults) - replayed
+        what = [f"{replayed} on {rows:,} bars × 3 symbols + the WS recording"] if replayed else []
+        what += [f"{live} on the live feed against the fake Bybit's scripted market"] if live else []
+        err.print(f"chaos: {len(faults)} fault run(s), {' and '.join(what)}; logs in {data_dir}")
         _, outcomes = lab_.run_suite(lab, faults)
     finally:
         lab.stop()
