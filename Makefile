@@ -13,6 +13,7 @@ help:  ## list the targets
 install:  ## install the locked environment into .venv (uv from PyPI if missing)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 	@$(UV) sync --frozen --quiet
+	@$(VENV)/bin/python -m compileall -q -j 0 libs/*/src services/*/src apps/*/src  # our own modules too (up to date: ~0.3 s)
 
 demo: install  ## run the five services on embedded NATS + Postgres and replay the bundled Bybit data
 	$(VENV)/bin/nertz demo
