@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -14,9 +15,11 @@ from nertz_common import events as ev
 from nertz_common import runtime, settings, subjects, topology
 from nertz_common.node.component import Node, Output
 from nertz_common.node.nats_runner import ComponentRunner, Hooks
-from nertz_validator.adapters.qwen import LlmMetrics, QwenClient, fresh_only
 from nertz_validator.build import build, build_news
 from nertz_validator.settings import ValidatorSettings
+
+if TYPE_CHECKING:  # the dashscope SDK is imported only where a model is used
+    from nertz_validator.adapters.qwen import LlmMetrics, QwenClient
 
 log = logging.getLogger("nertz.validator")
 SERVICE = "llm-validator"
@@ -165,6 +168,8 @@ async def start_news(
         why = "NERTZ_VALIDATOR__NEWS__ENABLED=false" if not news.enabled else "no DASHSCOPE_API_KEY (or _KEYS)"
         log.info("news.off", extra={"reason": why, "effect": "no NewsAssessed: no news veto, regime or protection"})
         return None
+    from nertz_validator.adapters.qwen import QwenClient, fresh_only
+
     node = build_news(news)
     q = config.validator.qwen.model_copy(
         update={"request_timeout_s": news.request_timeout_s, "budget_s": news.budget_s}
@@ -199,6 +204,8 @@ async def start(
     if policy != "rules":
         if not keys:
             raise ValueError(f"validator.policy={policy} needs DASHSCOPE_API_KEY (or DASHSCOPE_API_KEYS)")
+        from nertz_validator.adapters.qwen import QwenClient
+
         client = QwenClient(config.validator.qwen, keys, base_url=config.dashscope_base_url, registry=rt.registry)
     lanes = outputs = None
     if shadow is not None:

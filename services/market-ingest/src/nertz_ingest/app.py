@@ -26,7 +26,6 @@ from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
 from nertz_ingest.adapters.durable import TRANSIENT
 from nertz_ingest.adapters.log_position import last_bars, last_universe, log_end
-from nertz_ingest.adapters.qwen import QwenSuggester
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.adapters.rotation import RotatingRecorder
@@ -507,6 +506,8 @@ async def live(
             current = await last_universe(rt.js)
             suggester = None
             if settings.universe.qwen and settings.dashscope_api_key is not None:
+                from nertz_ingest.adapters.qwen import QwenSuggester  # the dashscope SDK only when asked for
+
                 suggester = QwenSuggester(
                     settings.dashscope_api_key.get_secret_value().strip(), settings.universe.qwen_model,
                     base_url=settings.dashscope_base_url, timeout_s=settings.universe.qwen_timeout_s,

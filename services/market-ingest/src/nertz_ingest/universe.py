@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from nertz_common import events as ev
 from nertz_ingest.adapters.bybit_rest import BybitRest
-from nertz_ingest.adapters.qwen import QwenSuggester
 from nertz_ingest.core import universe as core
 from nertz_ingest.metrics import IngestMetrics
 from nertz_ingest.settings import UniverseConfig
+
+if TYPE_CHECKING:
+    from nertz_ingest.adapters.qwen import QwenSuggester
 
 log = logging.getLogger("nertz.ingest.universe")
 
