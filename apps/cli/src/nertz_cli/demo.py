@@ -325,6 +325,7 @@ def wait_caught_up(stack: Stack, timeout_s: float = 600, poll_s: float = 0.1) ->
     only once its outputs are stored, so every output of every input is then on the log, and read.
     On a replicated stream a consumer's leader may count against a replica that lags the stream's
     leader, so there that must hold for :data:`REPLICATED_QUIET_S` seconds.
+    A bus that does not answer a poll (a cluster electing a leader, a node restarting) is asked again.
 
     Raises
     ------
@@ -344,19 +345,25 @@ async def _wait_caught_up(stack: Stack, timeout_s: float, poll_s: float) -> int:
     try:
         while time.monotonic() < deadline:
             _check_alive(stack)
-            info = await js.stream_info(subjects.STREAM)
-            last = info.state.last_seq
-            busy = 0
-            durables = [d for name in stack.procs for d in _durables(name)]
-            shown = "projector" if "projector" in durables else "executor-market"
-            for durable in durables:
-                ci = await js.consumer_info(subjects.STREAM, durable)
-                busy += ci.num_pending + ci.num_ack_pending
-                if durable == shown:
-                    bar.total = last
-                    bar.update(ci.ack_floor.stream_seq - bar.n)
-                    bar.set_description(f"{durable} caught up", refresh=False)
-            if busy == 0 and (await js.stream_info(subjects.STREAM)).state.last_seq == last:
+            try:
+                info = await js.stream_info(subjects.STREAM)
+                last = info.state.last_seq
+                busy = 0
+                durables = [d for name in stack.procs for d in _durables(name)]
+                shown = "projector" if "projector" in durables else "executor-market"
+                for durable in durables:
+                    ci = await js.consumer_info(subjects.STREAM, durable)
+                    busy += ci.num_pending + ci.num_ack_pending
+                    if durable == shown:
+                        bar.total = last
+                        bar.update(ci.ack_floor.stream_seq - bar.n)
+                        bar.set_description(f"{durable} caught up", refresh=False)
+                grown = (await js.stream_info(subjects.STREAM)).state.last_seq != last
+            except bus.OUTAGE:  # a cluster electing a leader, a node restarting: not caught up, ask again
+                quiet_since = None
+                await asyncio.sleep(poll_s)
+                continue
+            if busy == 0 and not grown:
                 if (info.config.num_replicas or 1) == 1:
                     return last
                 quiet_since = quiet_since or time.monotonic()
