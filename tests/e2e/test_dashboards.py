@@ -333,6 +333,15 @@ def run(nats_url: str, database_url: str, tmp_path_factory: pytest.TempPathFacto
         )
         stack.api_port = ports["api"]
         _poll("the API to answer /health", lambda: httpx.get(f"{stack.api_url}/health").status_code == 200, 60)
+        running = len(stack.procs)
+
+        # Prometheus watches the run from its start: a counter first scraped with its increments already
+        # in it shows no rate() (the services answer their first intents within a second or two)
+        def all_up() -> bool:
+            res = _instant(prom, "count(up == 1)", time.time())["data"]["result"]
+            return bool(res) and int(float(res[0]["value"][1])) >= running
+
+        _poll("Prometheus to scrape every service once", all_up, 30)
         csvs, recording = files
         _replay(stack, csvs, ports["market-ingest"], "max")
         auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # an operator, mid-run: both land in the ledger

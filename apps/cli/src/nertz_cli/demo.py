@@ -60,6 +60,8 @@ DURABLES = {
     "signal": ("signal",),
     "llm-validator": ("llm-validator",),
     "executor": ("executor-market", "executor-decisions", "executor-verdicts"),
+    # acks an event once its posts are sent and recorded: caught up means every post is on the log
+    "notifier": ("notifier",),
 }
 
 console = cli_console(stderr=True)

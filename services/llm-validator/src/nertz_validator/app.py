@@ -51,6 +51,8 @@ class ValidatorMetrics:
             "nertz_llm_validator_confidence", "Confidence of model verdicts, by decision", ["decision"],
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=registry,
         )  # fmt: skip
+        for decision in ("approve", "reject"):  # at 0 from the start: a rate() sees the first verdicts
+            self.confidence.labels(decision=decision)
         self.overrides = Counter(
             "nertz_llm_validator_overrides_total", "Risk overrides issued by the circuit breaker, by kind and policy",
             ["kind", "policy"], registry=registry,
@@ -175,6 +177,7 @@ async def start_news(
         update={"request_timeout_s": news.request_timeout_s, "budget_s": news.budget_s}
     )
     client = QwenClient(q, keys, base_url=config.dashscope_base_url, registry=rt.registry, metrics=metrics)
+    client.metrics.start(news.model, ("news",))
     runner = await rt.component(
         node, config, config_hash=config.fingerprint(), hooks=news_hooks(NewsMetrics(rt.registry)),
         answer=fresh_only(client, news.max_lag_s),
@@ -205,8 +208,10 @@ async def start(
         if not keys:
             raise ValueError(f"validator.policy={policy} needs DASHSCOPE_API_KEY (or DASHSCOPE_API_KEYS)")
         from nertz_validator.adapters.qwen import QwenClient
+        from nertz_validator.core.component import COUNCIL
 
         client = QwenClient(config.validator.qwen, keys, base_url=config.dashscope_base_url, registry=rt.registry)
+        client.metrics.start(config.validator.qwen.model, COUNCIL if policy == "council" else ("verdict",))
     lanes = outputs = None
     if shadow is not None:
         lanes = (topology.shadow_name(shadow),)

@@ -71,6 +71,16 @@ class LlmMetrics:
         self.rotations = Counter("nertz_llm_key_rotations_total", "A key put to rest, by reason (429/401)",
                                  ["reason"], registry=registry)  # fmt: skip
 
+    def start(self, model: str, roles: Sequence[str]) -> None:
+        """Create the series of ``model``'s calls in ``roles`` at 0, before the first call.
+
+        A labelled series appears at its first use; if Prometheus first scrapes it with its calls already
+        counted, ``rate()`` over the window never sees them (a burst after a start, a short run).
+        """
+        for role in roles:
+            self.latency.labels(model=model, role=role)
+            self.calls.labels(model=model, role=role, outcome="ok")
+
 
 class KeyPool:
     """API keys taken in turn; a key that was refused rests for a while.
