@@ -125,9 +125,11 @@ class SnapshotStore:
     ----------
     kv : KeyValue
         The bucket (created by ``nertz streams apply``).
+    js : JetStreamContext
+        The context it was opened on: the history is read from the bucket's stream.
     """
 
-    def __init__(self, kv: KeyValue, js: JetStreamContext | None = None) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
         self._js = js
 
@@ -167,17 +169,9 @@ class SnapshotStore:
 
     async def history(self, component: str) -> list[Snapshot]:
         """Return every kept snapshot of ``component``, oldest first (empty if none)."""
-        import nats.js.errors
 
-        if self._js is None:
-            try:
-                values = [e.value for e in await self._kv.history(component)]
-            except nats.js.errors.NoKeysError:
-                return []
-        else:
-            values = await self._revisions(component)
         out = []
-        for value in values:
+        for value in await self._revisions(component):
             if value:
                 try:
                     out.append(decode(value))
@@ -195,7 +189,6 @@ class SnapshotStore:
         """
         import nats.js.errors
 
-        assert self._js is not None
         stream, subject = f"KV_{BUCKET}", f"$KV.{BUCKET}.{component}"
         values: list[bytes | None] = []
         seq = 1
