@@ -890,7 +890,7 @@ def live_log(nats_url: str, database_url: str) -> LiveLog:
     async def go() -> LiveLog:
         from nertz_common.node.log import read_log
 
-        nc = await nats.connect(bus.servers(nats_url))
+        nc = bus.fast_headers(await nats.connect(bus.servers(nats_url)))
         try:
             records = await read_log(nc.jetstream(timeout=10))
         finally:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -152,15 +152,20 @@ def start_infra(data_dir: Path, fresh: bool = True) -> Stack:
 
 
 def start_stack(
-    data_dir: Path, names: tuple[str, ...] = SERVICE_NAMES, *, fresh: bool = True, env: dict[str, str] | None = None
+    data_dir: Path,
+    names: tuple[str, ...] = SERVICE_NAMES,
+    *,
+    fresh: bool = True,
+    env: dict[str, str] | None = None,
+    on_bus: Callable[[Stack], None] | None = None,
 ) -> Stack:
     """Start embedded NATS and Postgres, apply the topology and start the services ``names`` (with the
     extra ``env``) as processes, without waiting for them (:func:`wait_api` waits for the API).
 
     The services that need no database start as soon as the topology is applied, while Postgres is
     still coming up in a thread; the api starts once it is up. The durable consumers keep the log for
-    them, so a replay may start at once (:func:`replay`): what a service reads does not depend on when
-    it started.
+    them, so a replay may start at once (:func:`replay`; ``on_bus`` is called then, with the stack
+    whose ``database_url`` is still empty): what a service reads does not depend on when it started.
 
     Raises
     ------
@@ -183,6 +188,8 @@ def start_stack(
                 for name in names:
                     if name != "api":
                         start_service(stack, name)
+                if on_bus is not None:
+                    on_bus(stack)
                 pg = starting_pg.result()
                 owned.append(pg)
                 stack.database_url = pg.url
@@ -309,13 +316,23 @@ def replay(stack: Stack, files: list[Path], speed: str = "max", stdout: int | No
         If the replay exits non-zero.
     """
     t0 = time.monotonic()
-    proc = start_replay(stack, files, speed, stdout)
-    stack.procs["market-ingest"] = proc
-    rc = proc.wait()
+    stack.procs["market-ingest"] = start_replay(stack, files, speed, stdout)
+    wait_replay(stack)
+    return time.monotonic() - t0
+
+
+def wait_replay(stack: Stack) -> None:
+    """Wait for the replay started as ``stack.procs["market-ingest"]`` to exit.
+
+    Raises
+    ------
+    RuntimeError
+        If it exits non-zero.
+    """
+    rc = stack.procs["market-ingest"].wait()
     del stack.procs["market-ingest"]
     if rc != 0:
         raise RuntimeError(f"market-ingest replay exited with {rc}")
-    return time.monotonic() - t0
 
 
 def wait_caught_up(stack: Stack, timeout_s: float = 600, poll_s: float = 0.1) -> int:
@@ -385,7 +402,7 @@ def read_whole_log(stack: Stack) -> list[Any]:
     from nertz_common.node.log import read_log
 
     async def go() -> list[Any]:
-        nc = await nats.connect(bus.servers(stack.nats_url))
+        nc = bus.fast_headers(await nats.connect(bus.servers(stack.nats_url)))
         try:
             return await read_log(nc.jetstream(timeout=10))
         finally:
@@ -512,13 +529,20 @@ def run_demo(
             validator = "Qwen (fake DashScope)"
             console.print(f"Qwen: a fake DashScope at {fake.base_url}, answering in {qwen_latency_s:g} s")
         try:
-            # the services start while Postgres comes up, and the replay as soon as they are started:
-            # each reads its durable consumer from the log's start, whenever it is ready
-            stack = start_stack(data_dir, env=env)
-            extras.callback(stack.stop)
+            # the services and the replay (one process, the files merged in time order: the klines,
+            # then the recording a year later) start while Postgres comes up: each service reads its
+            # durable consumer from the log's start, whenever it is ready
             t0 = time.monotonic()
-            replay_s = replay(stack, KLINE_FILES, speed)
-            replay_s += replay(stack, [RECORDING], speed)
+
+            def start_ingest(stack: Stack) -> None:
+                nonlocal t0
+                t0 = time.monotonic()
+                stack.procs["market-ingest"] = start_replay(stack, [*KLINE_FILES, RECORDING], speed)
+
+            stack = start_stack(data_dir, env=env, on_bus=start_ingest)
+            extras.callback(stack.stop)
+            wait_replay(stack)
+            replay_s = time.monotonic() - t0
             log_size = wait_caught_up(stack)
             pipeline_s = time.monotonic() - t0
             wait_api(stack)
