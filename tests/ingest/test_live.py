@@ -36,7 +36,7 @@ from nertz_common.testing.fake_bybit import (
     trade_frame,
 )
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
-from nertz_ingest.adapters.log_position import last_bar_ts, last_bars
+from nertz_ingest.adapters.log_position import last_bar_ts, last_bars, last_closed_bars
 from nertz_ingest.adapters.recorder import RecordingWriter
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 from nertz_ingest.app import build_parser
@@ -302,6 +302,36 @@ async def test_live_restart_backfills_only_bars_the_log_does_not_have(
     assert again and all(b.ts_event > logged[SYMBOL] for b in again)
     first_ids = {e.event_id for e in first.pub.events if isinstance(e, ev.Bar)}
     assert not first_ids & {b.event_id for b in again}
+
+
+async def test_live_restart_fills_the_closed_bar_the_socket_missed_before_an_open_update_on_the_log(
+    fake: FakeBybit, js_fresh: Any, klines: KlineStore
+) -> None:
+    # the socket lost the frame closing starts[-10] and ingest died on updates of the next bar, still
+    # open (before the next closed bar would have made it fill the gap): the log ends on an open bar
+    starts, rows = klines.series(SYMBOL, "1")
+    fake.now_ms = starts[-10] + 30_000  # backfill: ..., starts[-11] closed
+    updates = 300  # more than the first look-back window of last_closed_bars (256 messages)
+    async with live_feed(fake, js_fresh, backfill_bars=50) as first:
+        await fake.public.wait_subscribed(first.feed.topics, timeout_s=30)
+        for i in range(updates):
+            fake.public.publish(kline_frame(SYMBOL, "1", rows[-9], confirm=False, ts=starts[-9] + 1000 + i))
+        await first.wait_for(lambda es: sum(isinstance(e, ev.Bar) and not e.closed for e in es) == updates)
+    tail = (await last_bars(js_fresh, [SYMBOL]))[SYMBOL]
+    assert not tail.closed and tail.open_time_ns == starts[-9] * 1_000_000
+    logged = await last_closed_bars(js_fresh, [SYMBOL])
+    assert logged[SYMBOL].closed and logged[SYMBOL].open_time_ns == starts[-11] * 1_000_000
+    fake.now_ms = starts[-8] + 30_000  # restarted two minutes on: starts[-10] and starts[-9] have closed
+    async with live_feed(fake, js_fresh, backfill_bars=50, logged=logged) as second:
+        await fake.public.wait_subscribed(second.feed.topics, timeout_s=30)
+        fake.public.publish(kline_frame(SYMBOL, "1", rows[-8], confirm=True, ts=starts[-7]))
+        last = starts[-8] * 1_000_000
+        await second.wait_for(lambda es: any(isinstance(e, ev.Bar) and e.open_time_ns == last for e in es))
+    log = [r.event for r in await read_log(js_fresh, filters=[subjects.filter_of("md", "bar")])]
+    closed = [e.open_time_ns // 1_000_000 for e in log if isinstance(e, ev.Bar) and e.closed]
+    assert closed == starts[-60:-7]  # complete and in order: the missed bar came from the restart's backfill
+    assert [e.open_time_ns // 1_000_000 for e in second.pub.events if isinstance(e, ev.Bar)] == starts[-10:-7]
+    assert not _dead(second)
 
 
 async def test_live_closed_bars_the_websocket_skipped_are_filled_by_rest_in_order(

@@ -742,7 +742,7 @@ class LiveRun(Run):
             "live", "--symbols", ",".join(LIVE_SYMBOLS), "--depth", "50", "--intervals", "1",
             "--backfill", str(self.script.warmup_bars), "--ws-url", self.fake.ws_url, "--rest-url", self.fake.base_url,
         )  # fmt: skip
-        demo.start_service(self.stack, "market-ingest", module="nertz_ingest", args=args, NERTZ_LOG_LEVEL="WARNING")
+        demo.start_service(self.stack, "market-ingest", module="nertz_ingest", args=args, NERTZ_LOG_LEVEL="INFO")
 
     def _drive(self) -> None:
         """Start the script once the first backfill is on the log; restart an ingest that died on its own;
@@ -1019,7 +1019,10 @@ def _compare_bars(base: LiveLog, run: LiveLog, outcome: Outcome) -> tuple[set[st
             outcome.divergent += 1
             outcome.notes.append(f"bar {bar.symbol} {bar.open_time_ns} after one opening at {last_open[bar.symbol]}")
         last_open[bar.symbol] = max(last_open.get(bar.symbol, -1), bar.open_time_ns)
-    outcome.lost += sum(1 for k in base_bars if k not in seen)
+    lost = sorted(k for k in base_bars if k not in seen)
+    outcome.lost += len(lost)
+    for symbol, open_ns in lost[:10]:  # where, to find out why: against the kills' windows (exchange ms)
+        outcome.notes.append(f"closed bar {symbol} opening at {open_ns // 1_000_000} (exchange ms) not on the log")
     outcome.duplicated += sum(k - 1 for k in seen.values())  # two events of one bar (their ids would differ)
     return filled, sum(seen.values())
 
@@ -1202,7 +1205,8 @@ def run_live_fault(lab: Lab, fault: Fault, base: LiveLog, timeout_s: float = 600
     compare_live(base, got, windows, outcome)
     start = run.market.start_ms
     outcome.notes.append(
-        "outages (script minutes, from the log's position at the kill to the restart's backfill): "
+        f"outages (script minutes from {start} exchange ms, from the log's position at the kill to the restart's "
+        "backfill): "
         + (", ".join(f"{(lo - start) / MINUTE_MS:.0f}-{(hi - start) / MINUTE_MS:.0f}" for lo, hi in windows) or "none")
     )
     outcome.notes.extend(run.notes + run.exits)

@@ -25,7 +25,7 @@ from nertz_common.storage import Storage, StorageSettings, Target, is_remote, lo
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import WS_URLS
 from nertz_ingest.adapters.durable import TRANSIENT
-from nertz_ingest.adapters.log_position import last_bars, last_universe, log_end
+from nertz_ingest.adapters.log_position import last_bars, last_closed_bars, last_universe, log_end
 from nertz_ingest.adapters.recorder import RawPublisher, RecordingWriter
 from nertz_ingest.adapters.recording import RecordingError, Sources
 from nertz_ingest.adapters.rotation import RotatingRecorder
@@ -518,7 +518,7 @@ async def live(
                 suggester=suggester,
             )  # fmt: skip
             symbols = hunter.symbols
-        logged = await last_bars(rt.js, symbols)
+        logged = await last_closed_bars(rt.js, symbols)  # where each bar series resumes
         feed = LiveFeed(
             rt.publisher,
             symbols,

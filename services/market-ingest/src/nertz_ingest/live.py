@@ -40,7 +40,7 @@ Integrity (ARCHITECTURE.md §3 market-ingest):
 - bad frames never stop the feed: each is counted by reason, logged and dead-lettered in log order,
   exactly as in replay;
 - every bar, from REST or the WebSocket, passes the series guard (:mod:`nertz_ingest.core.series`),
-  started from the log's last bar of each symbol: a bar back in time or a second, different bar for
+  started from the log's last closed bar of each symbol: a bar back in time or a second, different bar for
   one interval is dead-lettered (``out_of_order``, ``conflicting_bar``), an identical repeat dropped;
 - a bus outage is waited out however long it lasts (:class:`~nertz_ingest.adapters.durable.DurablePublisher`):
   the pump waits, frames queue up to ``queue_max`` and beyond it are dropped, which resyncs the books
@@ -70,7 +70,7 @@ from nertz_common.ids import derive_id
 from nertz_ingest.adapters.bybit_rest import MAX_PAGE, BybitRest, RestError
 from nertz_ingest.adapters.bybit_ws import ConnStatus, Item, PublicFeed
 from nertz_ingest.adapters.durable import TRANSIENT, DurablePublisher
-from nertz_ingest.adapters.log_position import last_bars
+from nertz_ingest.adapters.log_position import last_closed_bars
 from nertz_ingest.core.bybit import KLINE_INTERVAL_MS
 from nertz_ingest.core.rejection import BadInput, Rejected
 from nertz_ingest.core.rest import instrument_spec, kline_bars
@@ -200,12 +200,14 @@ class LiveFeed:
     stop : asyncio.Event, optional
         When set, the feed closes the socket, publishes what it holds and returns.
     logged_until : mapping of str to int, optional
-        Per symbol, the ``ts_event`` (UNIX ns) of the last bar already on the log: the backfill
+        Per symbol, the ``ts_event`` (UNIX ns) of the last closed bar already on the log: the backfill
         publishes only bars closing after it, so a restart adds nothing the log has (the server's
         duplicate window is only minutes long). Default: the ``ts_event`` of each ``logged`` bar.
     logged : mapping of str to Bar, optional
-        Per symbol, the last bar on the log (:func:`~nertz_ingest.adapters.log_position.last_bars`):
-        no bar series may go back before it.
+        Per symbol, the last closed bar on the log
+        (:func:`~nertz_ingest.adapters.log_position.last_closed_bars`): no bar series may go back
+        before it. Not the last bar, which may be an update of an open bar whose predecessor the socket
+        missed: the backfill then fills that one in.
     js : JetStreamContext, optional
         Lets a publish retried after a bus outage skip what reached the log; with it, a symbol the
         universe adds later resumes from its last bar on the log.
@@ -378,8 +380,13 @@ class LiveFeed:
                     dead.append(dead_letter(r))
                 log.info(
                     "live.backfilled",
-                    extra={"symbol": symbol, "interval": interval, "bars": len(bars), "pages": pages},
-                )
+                    extra={
+                        "symbol": symbol, "interval": interval, "bars": len(bars), "pages": pages,
+                        "server_ms": server_ms, "logged_until_ns": after,
+                        "first_open_ms": bars[0].open_time_ns // 1_000_000 if bars else None,
+                        "last_open_ms": bars[-1].open_time_ns // 1_000_000 if bars else None,
+                    },
+                )  # fmt: skip
         for bars in streams:
             if bars:
                 self._last_closed[(bars[-1].symbol, bars[-1].interval)] = bars[-1].open_time_ns
@@ -480,7 +487,7 @@ class LiveFeed:
         """Start the symbols not yet known from their last bar on the log (the guard, the backfill)."""
         todo = [s for s in symbols if s not in self._resumed]
         if todo and self.js is not None:
-            logged = await last_bars(self.js, todo)
+            logged = await last_closed_bars(self.js, todo)
             self.guard.resume(logged)
             for symbol, bar in logged.items():
                 self.logged_until.setdefault(symbol, bar.ts_event)
@@ -608,6 +615,10 @@ class LiveFeed:
         last = self._last_closed.get((bar.symbol, bar.interval))
         dur_ms = KLINE_INTERVAL_MS.get(bar.interval)
         if last is None or not dur_ms:
+            log.info(
+                "live.series_started",  # nothing before it to fill from: the first closed bar of its series
+                extra={"symbol": bar.symbol, "interval": bar.interval, "open_ms": bar.open_time_ns // 1_000_000},
+            )
             return []
         dur_ns = dur_ms * 1_000_000
         missing = (bar.open_time_ns - last) // dur_ns - 1
@@ -632,8 +643,11 @@ class LiveFeed:
             self.metrics.bars_filled.labels(symbol=bar.symbol).inc(len(gap))
         log.warning(
             "live.bars_filled",
-            extra={"symbol": bar.symbol, "interval": bar.interval, "missing": missing, "filled": len(gap)},
-        )
+            extra={
+                "symbol": bar.symbol, "interval": bar.interval, "missing": missing, "filled": len(gap),
+                "after_open_ms": last // 1_000_000, "before_open_ms": bar.open_time_ns // 1_000_000,
+            },
+        )  # fmt: skip
         return out
 
     def _on_status(self, status: ConnStatus, ns: int, out: list[ev.Event]) -> None:

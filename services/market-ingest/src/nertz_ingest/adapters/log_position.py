@@ -91,6 +91,72 @@ async def last_bars(
     return out
 
 
+async def last_closed_bars(
+    js: JetStreamContext,
+    symbols: Iterable[str],
+    *,
+    venue: str = "bybit",
+    market: str = "linear",
+    stream: str = subjects.STREAM,
+) -> dict[str, ev.Bar]:
+    """Return, per symbol, the last *closed* ``Bar`` on the log: where its bar series resumes.
+
+    The live feed's log can end on an update of a bar still open with the bar before it missing: the
+    socket lost that bar's closing frame, and ingest stopped before the next closed bar would have made
+    it fetch the gap by REST. What closes at or before that open update is then not all on the log, so
+    a restart resumes the series from its last closed bar instead (:func:`last_bars` would skip the
+    missing bar for good). When the last bar is open, the symbol's bar subject is read forward from
+    ever further back (direct gets of the next message on the subject; a closing bar is among the last
+    few dozen updates) until a closed bar is in the window. Symbols without a closed bar are absent.
+
+    Raises
+    ------
+    nats.errors.Error, nats.js.errors.APIError
+        If the stream cannot be read (the bus is down, the stream is missing).
+    """
+    out: dict[str, ev.Bar] = {}
+    for symbol in symbols:
+        subject = subjects.instrument("md", "bar", venue, market, symbol)
+        tail = await _last(js, stream, subject)
+        if tail is None or not isinstance(tail.event, ev.Bar):
+            continue
+        if tail.event.closed:
+            out[symbol] = tail.event
+            continue
+        window = 256
+        while True:
+            start = max(1, tail.seq - window)
+            closed = await _last_closed_between(js, stream, subject, start, tail.seq)
+            if closed is not None:
+                out[symbol] = closed
+                break
+            if start == 1:
+                break  # no closed bar of the symbol on the log
+            window *= 4
+    return out
+
+
+async def _last_closed_between(js: JetStreamContext, stream: str, subject: str, start: int, end: int) -> ev.Bar | None:
+    """The last closed ``Bar`` on ``subject`` at stream sequences ``start``..``end`` (read forward)."""
+    found: ev.Bar | None = None
+    seq = start
+    while seq <= end:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+        except nats.js.errors.NotFoundError:
+            break
+        if (msg.seq or end) > end:
+            break
+        try:
+            event = ev.decode(msg.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            event = None
+        if isinstance(event, ev.Bar) and event.closed:
+            found = event
+        seq = (msg.seq or seq) + 1
+    return found
+
+
 async def last_universe(js: JetStreamContext, *, stream: str = subjects.STREAM) -> ev.UniverseChanged | None:
     """Return the log's last ``UniverseChanged`` (the universe in force), None before the first one.
 
