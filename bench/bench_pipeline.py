@@ -50,15 +50,8 @@ async def _watch(url: str, t0: float, done: dict[str, float], stop: asyncio.Even
 def one_run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nertz-bench-") as tmp:
         # as the demo: one replay of every file, started with the services while Postgres comes up
-        t0 = time.monotonic()
-
-        def start_ingest(stack: demo.Stack) -> None:
-            nonlocal t0
-            t0 = time.monotonic()
-            files = [*demo.KLINE_FILES, demo.RECORDING]
-            stack.procs["market-ingest"] = demo.start_replay(stack, files, stdout=subprocess.DEVNULL)
-
-        stack = demo.start_stack(Path(tmp), on_bus=start_ingest)
+        files = [*demo.KLINE_FILES, demo.RECORDING]
+        stack, t0 = demo.start_replaying(Path(tmp), files, stdout=subprocess.DEVNULL)
         try:
             demo.wait_replay(stack)
             ingest_s = time.monotonic() - t0

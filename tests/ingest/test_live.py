@@ -36,7 +36,7 @@ from nertz_common.testing.fake_bybit import (
     trade_frame,
 )
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
-from nertz_ingest.adapters.log_position import last_bar_ts, last_bars, last_closed_bars
+from nertz_ingest.adapters.log_position import last_bars, last_closed_bars
 from nertz_ingest.adapters.recorder import RecordingWriter
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 from nertz_ingest.app import build_parser
@@ -294,7 +294,7 @@ async def test_live_restart_backfills_only_bars_the_log_does_not_have(
     async with live_feed(fake, js_fresh, backfill_bars=300) as first:
         await _started(fake, first)
     fake.now_ms = starts[-1] + 30_000 + 5 * 60_000  # five more minutes have closed on the exchange
-    logged = await last_bar_ts(js_fresh, [SYMBOL])
+    logged = {s: bar.ts_event for s, bar in (await last_closed_bars(js_fresh, [SYMBOL])).items()}
     assert logged[SYMBOL] == starts[-2] * 1_000_000 + 60_000_000_000  # the last closed bar of the first run
     async with live_feed(fake, js_fresh, backfill_bars=300, logged_until=logged) as second:
         await _started(fake, second)

@@ -443,7 +443,7 @@ def snapshot(nats_url: str, database_url: str) -> Snapshot:
 async def _snapshot(nats_url: str, database_url: str) -> Snapshot:
     from nertz_common.node.log import read_log
 
-    nc = await nats.connect(bus.servers(nats_url))
+    nc = bus.fast_headers(await nats.connect(bus.servers(nats_url)))
     try:
         records = await read_log(nc.jetstream(timeout=10), filters=[subjects.filter_of(d) for d in COMPARED])
         dlq = await read_log(nc.jetstream(timeout=10), filters=[subjects.filter_of("sys")])

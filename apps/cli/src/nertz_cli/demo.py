@@ -211,6 +211,34 @@ def start_stack(
     return stack
 
 
+def start_replaying(
+    data_dir: Path,
+    files: list[Path],
+    speed: str = "max",
+    *,
+    stdout: int | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Stack, float]:
+    """:func:`start_stack` with market-ingest's replay of ``files`` (one process, the files merged in
+    time order) started as soon as the bus is up, while Postgres still comes up (ingest needs none);
+    return the stack and the ``time.monotonic()`` at which the replay started (:func:`wait_replay`
+    waits for it).
+
+    Raises
+    ------
+    RuntimeError
+        If a server fails to start; what started is stopped again.
+    """
+    started = time.monotonic()
+
+    def start_ingest(stack: Stack) -> None:
+        nonlocal started
+        started = time.monotonic()
+        stack.procs["market-ingest"] = start_replay(stack, files, speed, stdout)
+
+    return start_stack(data_dir, env=env, on_bus=start_ingest), started
+
+
 def start_service(
     stack: Stack, name: str, *, module: str | None = None, args: tuple[str, ...] = (), **env: str
 ) -> None:
@@ -358,8 +386,7 @@ async def _wait_caught_up(stack: Stack, timeout_s: float, poll_s: float) -> int:
     nc = await nats.connect(bus.servers(stack.nats_url))
     js = nc.jetstream()
     deadline = time.monotonic() + timeout_s
-    tty = sys.stderr.isatty()
-    bar = tqdm(desc="pipeline", unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
+    bar = _events_bar("pipeline")
     quiet_since: float | None = None
     try:
         while time.monotonic() < deadline:
@@ -397,6 +424,12 @@ async def _wait_caught_up(stack: Stack, timeout_s: float, poll_s: float) -> int:
         await nc.close()
 
 
+def _events_bar(desc: str) -> tqdm[Any]:
+    """A progress bar of events on stderr (redrawn every 0.2 s on a terminal, every 15 s in a log)."""
+    tty = sys.stderr.isatty()
+    return tqdm(desc=desc, unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
+
+
 def read_whole_log(stack: Stack, desc: str | None = None) -> list[Any]:
     """Every record of the log (for the checks and the validator's figures); with ``desc``, a progress
     bar so named shows the read (~5 s for the demo's 263k events)."""
@@ -404,18 +437,15 @@ def read_whole_log(stack: Stack, desc: str | None = None) -> list[Any]:
 
     async def go() -> list[Any]:
         nc = bus.fast_headers(await nats.connect(bus.servers(stack.nats_url)))
-        bar = None
-        if desc is not None:
-            tty = sys.stderr.isatty()
-            bar = tqdm(desc=desc, unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
+        bar = _events_bar(desc) if desc is not None else None
 
         def progress(seq: int, last: int) -> None:
-            assert bar is not None
-            bar.total = last
-            bar.update(seq - bar.n)
+            if bar is not None:
+                bar.total = last
+                bar.update(seq - bar.n)
 
         try:
-            return await read_log(nc.jetstream(timeout=10), progress=progress if bar is not None else None)
+            return await read_log(nc.jetstream(timeout=10), progress=progress)
         finally:
             if bar is not None:
                 bar.close()
@@ -545,14 +575,7 @@ def run_demo(
             # the services and the replay (one process, the files merged in time order: the klines,
             # then the recording a year later) start while Postgres comes up: each service reads its
             # durable consumer from the log's start, whenever it is ready
-            t0 = time.monotonic()
-
-            def start_ingest(stack: Stack) -> None:
-                nonlocal t0
-                t0 = time.monotonic()
-                stack.procs["market-ingest"] = start_replay(stack, [*KLINE_FILES, RECORDING], speed)
-
-            stack = start_stack(data_dir, env=env, on_bus=start_ingest)
+            stack, t0 = start_replaying(data_dir, [*KLINE_FILES, RECORDING], speed, env=env)
             extras.callback(stack.stop)
             wait_replay(stack)
             replay_s = time.monotonic() - t0

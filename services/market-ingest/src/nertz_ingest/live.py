@@ -614,11 +614,13 @@ class LiveFeed:
     async def _missing_before(self, bar: ev.Bar) -> list[ev.Event]:
         last = self._last_closed.get((bar.symbol, bar.interval))
         dur_ms = KLINE_INTERVAL_MS.get(bar.interval)
-        if last is None or not dur_ms:
+        if last is None:  # the first closed bar of its series: nothing before it to fill from
             log.info(
-                "live.series_started",  # nothing before it to fill from: the first closed bar of its series
+                "live.series_started",
                 extra={"symbol": bar.symbol, "interval": bar.interval, "open_ms": bar.open_time_ns // 1_000_000},
             )
+            return []
+        if not dur_ms:  # D/W/M: no fixed length to count the missing bars by
             return []
         dur_ns = dur_ms * 1_000_000
         missing = (bar.open_time_ns - last) // dur_ns - 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
@@ -28,6 +28,7 @@ from nertz_common import subjects
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
+    from nats.js.api import RawStreamMsg
 
 #: header naming the stream sequence of the driver input of the step that produced an event
 INPUT_SEQ = "Nertz-Input-Seq"
@@ -132,6 +133,34 @@ class LogRange(NamedTuple):
 
     first_seq: int
     last_seq: int
+
+
+async def subject_messages(
+    js: JetStreamContext, stream: str, subject: str, start: int = 1, end: int | None = None, *, direct: bool = False
+) -> AsyncIterator[RawStreamMsg]:
+    """Yield the messages on ``subject`` at stream sequences ``start``..``end`` (default: to the end), in order.
+
+    One get of "the next message on the subject" per message (``direct``: a direct get, for a stream
+    that allows them), so a sparse subject costs as many requests as it has messages in the range,
+    however many other messages the stream holds; no consumer, so none of a watcher's races.
+
+    Raises
+    ------
+    nats.errors.Error, nats.js.errors.APIError
+        If the stream cannot be read (the bus is down, the stream is missing).
+    """
+    import nats.js.errors
+
+    seq = start
+    while end is None or seq <= end:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=direct)
+        except nats.js.errors.NotFoundError:
+            return
+        if msg.seq is None or (end is not None and msg.seq > end):
+            return
+        yield msg
+        seq = msg.seq + 1
 
 
 async def log_range(js: JetStreamContext, stream: str = subjects.STREAM) -> LogRange:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from nertz_common.node.component import NodeState
+from nertz_common.node.log import subject_messages
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -184,21 +185,10 @@ class SnapshotStore:
 
         nats-py's ``KeyValue.history`` ends at a marker its watcher puts when the consumer info shows
         nothing pending and no message was handed to its callback yet: on a loaded machine the server has
-        pushed every revision by then and the history comes back empty. A direct get of the next message
-        of the key's subject, from sequence 1 on, has no such race (at most :data:`HISTORY` requests).
+        pushed every revision by then and the history comes back empty. Reading the key's subject with
+        :func:`~nertz_common.node.log.subject_messages` has no such race (at most :data:`HISTORY` requests).
         """
-        import nats.js.errors
-
-        stream, subject = f"KV_{BUCKET}", f"$KV.{BUCKET}.{component}"
-        values: list[bytes | None] = []
-        seq = 1
-        while True:
-            try:
-                msg = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
-            except nats.js.errors.NotFoundError:
-                return values
-            values.append(msg.data)
-            seq = (msg.seq or seq) + 1
+        return [m.data async for m in subject_messages(self._js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{component}")]
 
     async def before(self, component: str, origin: int) -> Snapshot | None:
         """Return the latest snapshot of ``component`` whose last step's origin is below ``origin``."""

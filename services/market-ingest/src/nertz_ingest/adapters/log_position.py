@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 
 from nertz_common import events as ev
 from nertz_common import subjects
+from nertz_common.node.log import subject_messages
 
 log = logging.getLogger("nertz.ingest")
 
@@ -34,23 +35,6 @@ class LogEnd:
 
     seq: int
     event: ev.Event
-
-
-async def last_bar_ts(
-    js: JetStreamContext,
-    symbols: Iterable[str],
-    *,
-    venue: str = "bybit",
-    market: str = "linear",
-    stream: str = subjects.STREAM,
-) -> dict[str, int]:
-    """Return, per symbol, the ``ts_event`` (UNIX ns) of the last ``Bar`` on the log (any interval).
-
-    Bars are published in time order, so every bar closing at or before it is on the log already.
-    Symbols with no bar yet are absent. One direct get per symbol (the stream allows direct gets).
-    """
-    bars = await last_bars(js, symbols, venue=venue, market=market, stream=stream)
-    return {symbol: bar.ts_event for symbol, bar in bars.items()}
 
 
 async def last_bars(
@@ -105,9 +89,10 @@ async def last_closed_bars(
     socket lost that bar's closing frame, and ingest stopped before the next closed bar would have made
     it fetch the gap by REST. What closes at or before that open update is then not all on the log, so
     a restart resumes the series from its last closed bar instead (:func:`last_bars` would skip the
-    missing bar for good). When the last bar is open, the symbol's bar subject is read forward from
-    ever further back (direct gets of the next message on the subject; a closing bar is among the last
-    few dozen updates) until a closed bar is in the window. Symbols without a closed bar are absent.
+    missing bar for good). When the last bar is open, the symbol's bar subject is read in windows of
+    stream sequences going back, each 4x the one after it (256, 1,024, ...) and each read once, forward
+    (:func:`~nertz_common.node.log.subject_messages`), until one holds a closed bar: a closing bar is
+    among the last few dozen updates. Symbols without a closed bar are absent.
 
     Raises
     ------
@@ -123,38 +108,18 @@ async def last_closed_bars(
         if tail.event.closed:
             out[symbol] = tail.event
             continue
-        window = 256
-        while True:
-            start = max(1, tail.seq - window)
-            closed = await _last_closed_between(js, stream, subject, start, tail.seq)
-            if closed is not None:
-                out[symbol] = closed
-                break
-            if start == 1:
-                break  # no closed bar of the symbol on the log
-            window *= 4
+        end, window = tail.seq - 1, 256  # each window ends where the later one, with no closed bar, began
+        while end >= 1 and symbol not in out:
+            start = max(1, end - window + 1)
+            async for msg in subject_messages(js, stream, subject, start, end, direct=True):
+                try:
+                    bar = ev.decode(msg.data or b"")
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if isinstance(bar, ev.Bar) and bar.closed:
+                    out[symbol] = bar  # the window's last closed bar wins
+            end, window = start - 1, window * 4
     return out
-
-
-async def _last_closed_between(js: JetStreamContext, stream: str, subject: str, start: int, end: int) -> ev.Bar | None:
-    """The last closed ``Bar`` on ``subject`` at stream sequences ``start``..``end`` (read forward)."""
-    found: ev.Bar | None = None
-    seq = start
-    while seq <= end:
-        try:
-            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
-        except nats.js.errors.NotFoundError:
-            break
-        if (msg.seq or end) > end:
-            break
-        try:
-            event = ev.decode(msg.data or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            event = None
-        if isinstance(event, ev.Bar) and event.closed:
-            found = event
-        seq = (msg.seq or seq) + 1
-    return found
 
 
 async def last_universe(js: JetStreamContext, *, stream: str = subjects.STREAM) -> ev.UniverseChanged | None:
