@@ -78,8 +78,9 @@ def make_events(n: int, book_every: int) -> list[ev.Event]:
 
 
 async def fresh_consumer(nats_url: str) -> tuple[nats.NATS, JetStreamContext, int]:
-    """Connect and declare the ``projector`` consumer anew; return the client, JetStream and the last sequence."""
-    nc = await nats.connect(nats_url)
+    """Connect as the api service does and declare the ``projector`` consumer anew; return the client,
+    JetStream and the last sequence."""
+    nc = await bus.connect(nats_url, "bench-projector")
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(subjects.STREAM, "projector")

@@ -131,6 +131,24 @@ async def test_projector_replay_ignoring_tracking_rewrites_identical_rows(js_fre
     assert await dump(pool) == before
 
 
+async def test_projector_facts_copied_again_over_their_rows_are_staged_and_skipped(
+    js_fresh, pool, publisher, project, build, caplog
+):
+    """A batch's facts are copied straight into their table; where a row is there already (a replay that
+    ignores the tracking row), the copy is undone and the rows go through the staged ``DO NOTHING``."""
+    bars = [f.bar(i) for i in range(60)]
+    await publisher.publish_many([e for b in bars for e in (b, build.snapshot(b, combined=b.close))])
+    await project(batch=40)  # 20 snapshots a batch: copied
+    before = await dump(pool)
+    await pool.execute("DELETE FROM factor_snapshots WHERE ts_event_ns > $1", bars[29].ts_event)
+    await pool.execute("UPDATE projector_tracking SET stream_seq = 0")
+    await reset_consumer(js_fresh)
+    again = await project(batch=120)  # the first batch meets 30 rows it wrote before, the second none
+    assert again.stats.projected == 120 and again.stats.rejected == 0
+    assert "projector.batch_rejected" not in caplog.text  # no fallback to one message at a time
+    assert await dump(pool) == before
+
+
 async def test_projector_restart_resumes_after_tracked_seq(js_fresh, pool, publisher, project):
     first = [f.bar(i) for i in range(40)]
     rest = [f.bar(i) for i in range(40, 100)]
@@ -305,6 +323,42 @@ async def test_projector_lock_lost_to_another_instance_goes_back_to_standby(js_f
     stop.set()
     await asyncio.wait_for(task, 10)
     assert await count(pool, "SELECT count(*) FROM candles") == 20 and p.stats.tracked_seq == 20
+
+
+async def test_projector_commits_lost_in_a_postgres_crash_are_projected_again(js_fresh, pool, publisher):
+    """The lock's connection commits asynchronously: a crash of Postgres may lose the last commits, each
+    whole with its tracking row. The view falls back to an earlier consistent state, and what was lost
+    (a new symbol's first row included) is projected again from the stream."""
+    from prometheus_client import CollectorRegistry
+
+    from nertz_common.metrics import BusMetrics
+
+    await publisher.publish_many([f.bar(i) for i in range(10)])
+    p = Projector(pool, js_fresh, publisher)
+    registry, stop = CollectorRegistry(), asyncio.Event()
+    task = asyncio.create_task(p.run(p.runner(js_fresh, publisher, BusMetrics("t", registry), registry, stop)))
+    await until_tracked(p, 10)
+    await publisher.publish_many([f.bar(i, symbol="ETHUSDT") for i in range(10)])
+    await until_tracked(p, 20)
+    async with pool.acquire() as c:  # what a crash that lost the commits of sequences 11..20 leaves
+        pid = await c.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        async with c.transaction():
+            await c.execute("DELETE FROM candles WHERE stream_seq > 10")
+            await c.execute("DELETE FROM last_bars WHERE stream_seq > 10")
+            await c.execute("DELETE FROM symbols WHERE first_stream_seq > 10")
+            await c.execute("UPDATE projector_tracking SET stream_seq = 10")
+        await c.execute("SELECT pg_terminate_backend($1)", pid)
+    await publisher.publish_many([f.bar(i, symbol="ETHUSDT") for i in range(10, 15)])
+    await until_tracked(p, 25)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert p.stats.gap_filled == 10  # sequences 11..20, read from the stream before the new batch
+    assert await count(pool, "SELECT count(*) FROM candles WHERE symbol = 'ETHUSDT'") == 15
+    assert sorted(r[0] for r in await pool.fetch("SELECT symbol FROM symbols")) == ["BTCUSDT", "ETHUSDT"]
+    assert await count(pool, "SELECT count(*) FROM last_bars") == 2
 
 
 # --- what a real venue reports (migration 0004) ------------------------------------------------------

@@ -14,10 +14,13 @@ sequence ``<= T`` is projected (or was unprojectable and dead-lettered). So:
   rows only move forward by ``stream_seq``, so even a replay that ignores the tracking row changes
   nothing.
 
-Rows are grouped per statement. A batch's statement of many rows is copied (binary ``COPY``) into a
-temporary staging table and moved into its table by one ``INSERT ... SELECT ... ON CONFLICT``, which
-costs Postgres about 40 % less per row than an ``executemany`` execution each (and asyncpg no more);
-a statement of few rows, and one message's rows, go by ``executemany`` (one pipelined round trip).
+Rows are grouped per statement. A batch's statement of many rows goes by binary ``COPY``: a fact
+straight into its table (if one of its rows is there already, a replay, that copy is undone and the
+rows take the next way), any other into a temporary staging table, moved into its table by one
+``INSERT ... SELECT ... ON CONFLICT``; either costs Postgres about 40 % less per row than an
+``executemany`` execution each (and asyncpg no more). A statement of few rows, and one message's
+rows, go by ``executemany`` (one pipelined round trip). The lock's connection commits
+asynchronously (see ``_ASYNC_COMMIT``).
 "Latest" tables (tickers, book tops, instruments, current lock, candles of the same bar, the venue's
 positions and wallet) keep one row per key and batch, which turns ~10 book updates per second into
 one write per batch.
@@ -152,9 +155,13 @@ class Statement:
         return "DO UPDATE" in self.conflict
 
     def stage_sql(self, stage: str) -> str:
-        """Create the staging table ``stage`` (temporary, emptied at every commit) of this statement's columns."""
+        """Create the staging table ``stage`` (temporary, emptied at every commit) of this statement's
+        columns, unless the session has it (a pooled connection keeps it from an earlier user)."""
         cols = ", ".join(self.cols)
-        return f"CREATE TEMP TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {self.table} WITH NO DATA"
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {self.table} "
+            "WITH NO DATA"
+        )
 
     def from_stage(self, stage: str) -> str:
         """``INSERT INTO table (cols) SELECT cols FROM pg_temp.<stage> ON CONFLICT ...``."""
@@ -374,6 +381,12 @@ _COPY_MIN_ROWS = 16
 _STAGE_PREFIX = "nertz_stage_"
 _STAGES_GET = "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema()"
 
+#: the lock's connection commits without waiting for the WAL flush: a crash of Postgres may lose the
+#: last few commits (~3 × wal_writer_delay), each whole with its tracking row, so the view stays
+#: consistent and those batches are projected again from the stream (the projector reads the
+#: tracking row anew for each batch and fills a gap before it); the wait was ~10 % of a batch
+_ASYNC_COMMIT = "SET synchronous_commit TO off"
+
 _TRACKING_GET = "SELECT stream_seq FROM projector_tracking WHERE consumer = $1 FOR UPDATE"
 _TRACKING_SET = (
     "INSERT INTO projector_tracking (consumer, stream_seq, updated_at) VALUES ($1, $2, now()) "
@@ -415,6 +428,8 @@ class Writes:
         self.rows: dict[str, list[Row]] = {}
         self.keyed: dict[str, dict[Any, Row]] = {}
         self.new_symbols: set[str] = set()
+        #: staging tables :meth:`flush` made (they exist on its connection once the transaction commits)
+        self.made: set[str] = set()
 
     def fact(self, stmt: str, row: Row) -> None:
         """Add a row to ``stmt`` (a fact: every row is written)."""
@@ -442,14 +457,17 @@ class Writes:
             self.new_symbols.add(event.symbol)
             self.fact("symbols", (event.symbol, event.venue, event.market, event.ts_event, seq))
 
-    async def flush(self, conn: asyncpg.Connection, *, copy: bool = False) -> int:
+    async def flush(self, conn: asyncpg.Connection, *, copy: bool = False, staged: set[str] | None = None) -> int:
         """Write every statement's rows; return the number of rows sent.
 
-        With ``copy`` (a whole batch), a statement of at least ``_COPY_MIN_ROWS`` rows is copied into
-        its staging table (``pg_temp``, made on the connection's first use, emptied at commit) and
-        moved by one ``INSERT ... SELECT``; the others go by ``executemany``, as does a fact
-        statement that updates on conflict (its rows may meet one row twice, which one ``INSERT``
-        refuses) and every statement without ``copy`` (one message's rows).
+        With ``copy`` (a whole batch), a statement of at least ``_COPY_MIN_ROWS`` rows goes by binary
+        ``COPY``: a fact that does nothing on conflict straight into its table (in a savepoint: if a
+        row is there already, the copy is undone and the rows are staged instead), any other into
+        its staging table (``pg_temp``, emptied at every commit), moved by one ``INSERT ... SELECT``.
+        The others go by ``executemany``, as does a fact statement that updates on conflict (its rows
+        may meet one row twice, which one ``INSERT`` refuses) and every statement without ``copy``
+        (one message's rows). ``staged`` names the staging tables known to exist on ``conn`` (made in
+        a committed transaction; None: look them up); those made here are added to :attr:`made`.
 
         Raises
         ------
@@ -459,7 +477,6 @@ class Writes:
             What Postgres refuses (see :func:`is_rejected`, :func:`is_transient`).
         """
         n = 0
-        staged: set[str] | None = None
         for name, stmt in STATEMENTS.items():
             fact = name in self.rows
             rows = self.rows[name] if fact else list(self.keyed.get(name, {}).values())
@@ -469,18 +486,35 @@ class Writes:
             if not copy or len(rows) < _COPY_MIN_ROWS or (fact and stmt.upserts):
                 await conn.executemany(stmt.sql, rows)
                 continue
-            stage = _STAGE_PREFIX + name
+            if fact and await self._copy_new(conn, stmt, rows):
+                continue
             if staged is None:
                 staged = {r[0] for r in await conn.fetch(_STAGES_GET)}
+            stage = _STAGE_PREFIX + name
             if stage not in staged:
                 await conn.execute(stmt.stage_sql(stage))
                 staged.add(stage)
-            try:
-                await conn.copy_records_to_table(stage, records=rows, columns=stmt.cols, schema_name="pg_temp")
-            except (OverflowError, TypeError, ValueError) as e:  # the encoder's, before Postgres saw the row
-                raise Unencodable(f"expected values {stmt.table} can store, was {e}") from e
+                self.made.add(stage)
+            await self._copy(conn, stage, "pg_temp", stmt, rows)
             await conn.execute(stmt.from_stage(stage))
         return n
+
+    @staticmethod
+    async def _copy_new(conn: asyncpg.Connection, stmt: Statement, rows: list[Row]) -> bool:
+        """Copy the rows of a fact straight into its table; False (nothing written) if one is there already."""
+        try:
+            async with conn.transaction():
+                await Writes._copy(conn, stmt.table, None, stmt, rows)
+        except asyncpg.UniqueViolationError:
+            return False  # a redelivered fact (projected before, or twice in the batch): staged, it is skipped
+        return True
+
+    @staticmethod
+    async def _copy(conn: asyncpg.Connection, table: str, schema: str | None, stmt: Statement, rows: list[Row]) -> None:
+        try:
+            await conn.copy_records_to_table(table, records=rows, columns=stmt.cols, schema_name=schema)
+        except (OverflowError, TypeError, ValueError) as e:  # the encoder's, before Postgres saw the row
+            raise Unencodable(f"expected values {stmt.table} can store, was {e}") from e
 
 
 def _on_bar(w: Writes, e: ev.Bar, seq: int) -> None:
@@ -959,6 +993,9 @@ class Projector:
         self._stream = stream
         self._known_symbols: set[str] = set()
         self._lock_conn: asyncpg.Connection | None = None
+        # the staging tables made on the lock's connection (a temporary table lives with its session)
+        self._staged_conn: asyncpg.Connection | None = None
+        self._staged_tables: set[str] = set()
         self.stats = ProjectorStats()
         #: True while another instance holds the projector lock and this one waits for it
         self.waiting_for_lock = False
@@ -1080,6 +1117,7 @@ class Projector:
             try:
                 conn = await self._pool.acquire()
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+                    await conn.execute(_ASYNC_COMMIT)
                     self._lock_conn = conn
                     self.waiting_for_lock = False
                     self._resume()
@@ -1115,6 +1153,10 @@ class Projector:
         try:
             conn = await self._pool.acquire()
             got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key)
+            if got:
+                await conn.execute(_ASYNC_COMMIT)
+                # a crash of Postgres may have lost the last commits (see _ASYNC_COMMIT), new symbols with them
+                self._known_symbols = {r["symbol"] for r in await conn.fetch("SELECT symbol FROM symbols")}
         except Exception as e:
             await self._release(conn)
             if is_transient(e):
@@ -1201,7 +1243,10 @@ class Projector:
                 else:
                     conn = await stack.enter_async_context(self._pool.acquire())
                 await stack.enter_async_context(conn.transaction())
-                done = await self._project(conn, deliveries)
+                staged = self._staged(conn)
+                done = await self._project(conn, deliveries, staged)
+            if staged is not None:  # committed: the staging tables made exist now
+                staged.update(done[5])
         except DatabaseUnavailable as e:
             self._pause(DATABASE_UNAVAILABLE, e)
             raise
@@ -1221,26 +1266,36 @@ class Projector:
                 raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
             raise
         self._resume()
-        items, skipped, rows, top, new_symbols = done
+        items, skipped, rows, top, new_symbols, _ = done
         self._known_symbols |= new_symbols
         self._account(items, skipped, rows, top, time.perf_counter() - t0)
 
+    def _staged(self, conn: asyncpg.Connection) -> set[str] | None:
+        """The staging tables known to exist on ``conn`` if it is the lock's (kept while it lives), else None."""
+        if conn is not self._lock_conn:
+            return None
+        if self._staged_conn is not conn:
+            self._staged_conn, self._staged_tables = conn, set()
+        return self._staged_tables
+
     async def _project(
-        self, conn: asyncpg.Connection, deliveries: list[bus.Delivery]
-    ) -> tuple[list[Item], int, int, int, set[str]]:
+        self, conn: asyncpg.Connection, deliveries: list[bus.Delivery], staged: set[str] | None = None
+    ) -> tuple[list[Item], int, int, int, set[str], set[str]]:
         """Write one batch's rows and its tracking row in the open transaction of ``conn``; return the
-        items projected, the deliveries skipped, the rows sent, the top sequence and the new symbols."""
+        items projected, the deliveries skipped, the rows sent, the top sequence, the new symbols and
+        the staging tables made (``staged``: those known to exist, see :meth:`Writes.flush`)."""
         tracked = int(await conn.fetchval(_TRACKING_GET, self.consumer) or 0)
         items, skipped = await self._pending(deliveries, tracked)
         if not items:
-            return [], skipped, 0, tracked, set()
+            return [], skipped, 0, tracked, set(), set()
         w = Writes(self._known_symbols)
         for it in items:
             w.add(it.event, it.stream_seq)
+        made: set[str] = set()
         try:
             async with conn.transaction():  # a savepoint: a rejected row falls back below
-                rows = await w.flush(conn, copy=True)
-            new_symbols = w.new_symbols
+                rows = await w.flush(conn, copy=True, staged=None if staged is None else set(staged))
+            new_symbols, made = w.new_symbols, w.made
         except Exception as e:
             if not is_rejected(e):
                 raise
@@ -1248,7 +1303,7 @@ class Projector:
             rows, new_symbols = await self._one_by_one(conn, items)
         top = items[-1].stream_seq
         await conn.execute(_TRACKING_SET, self.consumer, top)
-        return items, skipped, rows, top, new_symbols
+        return items, skipped, rows, top, new_symbols, made
 
     async def _pending(self, deliveries: list[bus.Delivery], tracked: int) -> tuple[list[Item], int]:
         """The deliveries beyond ``tracked`` in sequence order, with any gap before them filled, and the
