@@ -65,3 +65,45 @@ def test_verify_catches_a_close_that_forgets_its_reduction():
     violations = bad["accounting"].violations
     assert any("fills paid" in v for v in violations) and any("entry filled 0.5" in v for v in violations)
     assert any("differ from its PositionReduced events" in v for v in violations)
+
+
+# --- reading a stream for the checks (the demo's read) ------------------------------------------------
+
+
+async def test_read_for_checks_reads_the_bulk_as_ids_and_checks_as_a_whole_read_does(js_fresh):
+    from nertz_common import bus
+
+    records = managed_run()
+    await bus.Publisher(js_fresh).publish_many([r.event for r in records])
+    full = [r.event for r in records]
+    bulk = [e for e in full if subjects.for_event(e).startswith(("md.", "sig.factor."))]
+    assert 0 < len(bulk) < len(full)
+    got, ids = await checks.read_for_checks(js_fresh)
+    assert ids == [e.event_id for e in bulk]  # every id of the bulk, in log order, no payload
+    assert [r.event for r in got] == [e for e in full if e not in bulk]
+    assert [r.seq for r in got] == [i + 1 for i, e in enumerate(full) if e not in bulk]
+    whole = [(c.name, c.checked, c.violations) for c in checks.verify(records)]
+    assert [(c.name, c.checked, c.violations) for c in checks.verify(got, ids)] == whole
+
+
+async def test_read_for_checks_reads_the_whole_log_when_the_two_reads_miss_a_message(js_fresh, caplog):
+    from nertz_common import bus
+
+    records = managed_run()
+    await bus.Publisher(js_fresh).publish_many([r.event for r in records])
+    await js_fresh.publish("sig.unknown.x", b"\x00not an event", headers={"Nats-Msg-Id": "stray"})
+    got, ids = await checks.read_for_checks(js_fresh)
+    assert ids == [] and "verify.read_whole_log" in caplog.text
+    assert [r.event for r in got] == [r.event for r in records]  # the stray is undecodable: skipped
+
+
+def test_unique_ids_counts_the_ids_read_alone_with_the_records():
+    records = managed_run()
+    bar = next(r.event for r in records if isinstance(r.event, ev.Bar))
+    rest = [r for r in records if not isinstance(r.event, ev.Bar)]
+    assert checks.unique_ids(rest, [bar.event_id]).ok
+    twice = checks.unique_ids(rest, [bar.event_id, bar.event_id])
+    assert twice.violations == [f"event id {bar.event_id} appears 2 times"]
+    across = checks.unique_ids(records, [bar.event_id])  # once as a record, once as an id
+    assert across.violations == [f"event id {bar.event_id} appears 2 times"]
+    assert not checks.unique_ids(rest, [""]).ok  # a message without its id

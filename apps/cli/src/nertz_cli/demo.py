@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -430,12 +431,13 @@ def _events_bar(desc: str) -> tqdm[Any]:
     return tqdm(desc=desc, unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
 
 
-def read_whole_log(stack: Stack, desc: str | None = None) -> list[Any]:
-    """Every record of the log (for the checks and the validator's figures); with ``desc``, a progress
-    bar so named shows the read (~5 s for the demo's 263k events)."""
-    from nertz_common.node.log import read_log
+def read_log_to_verify(stack: Stack, desc: str | None = None) -> tuple[list[Any], list[str]]:
+    """The log as :func:`nertz_cli.verify.read_for_checks` reads it: the records the checks and the
+    validator's figures read, and the event ids of the rest; with ``desc``, a progress bar so named
+    shows the read (~3 s for the demo's 263k events)."""
+    from nertz_cli import verify as checks
 
-    async def go() -> list[Any]:
+    async def go() -> tuple[list[Any], list[str]]:
         nc = bus.fast_headers(await nats.connect(bus.servers(stack.nats_url)))
         bar = _events_bar(desc) if desc is not None else None
 
@@ -445,7 +447,7 @@ def read_whole_log(stack: Stack, desc: str | None = None) -> list[Any]:
                 bar.update(seq - bar.n)
 
         try:
-            return await read_log(nc.jetstream(timeout=10), progress=progress)
+            return await checks.read_for_checks(nc.jetstream(timeout=10), progress=progress)
         finally:
             if bar is not None:
                 bar.close()
@@ -461,11 +463,13 @@ def _durables(service: str) -> tuple[str, ...]:
     return DURABLES.get(service, ())
 
 
-def verify_log(stack: Stack, records: list[Any] | None = None) -> list[str]:
-    """Run ``nertz verify``'s checks over the whole log; return one line per check."""
+def verify_log(stack: Stack, read: tuple[list[Any], list[str]] | None = None) -> list[str]:
+    """Run ``nertz verify``'s checks over the whole log (``read``: as :func:`read_log_to_verify` returns
+    it); return one line per check."""
     from nertz_cli import verify as checks
 
-    return [c.line() for c in checks.verify(records if records is not None else read_whole_log(stack))]
+    records, ids = read if read is not None else read_log_to_verify(stack)
+    return [c.line() for c in checks.verify(records, ids)]
 
 
 def validator_line(records: list[Any]) -> str:
@@ -591,9 +595,13 @@ def run_demo(
                 "demo wall s": time.monotonic() - t_start,
             }
             print_summary(summary, figures, validator)
-            records = read_whole_log(stack, desc="reading the log to verify it")
-            console.print(validator_line(records))
-            for line in verify_log(stack, records):
+            if exit_after:  # nothing needs them now: they stop (a snapshot each) while the log is read
+                stopping = threading.Thread(target=stack.stop_services, name="stop-services")
+                stopping.start()
+                extras.callback(stopping.join)
+            read = read_log_to_verify(stack, desc="reading the log to verify it")
+            console.print(validator_line(read[0]))
+            for line in verify_log(stack, read):
                 console.print(("[green]" if line.startswith("ok") else "[red]") + f"verify {line}[/]")
             if summary_file:
                 summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -7,14 +7,22 @@ Freqtrade's protections: one interface, each says why). The lock is read from th
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nertz_common import events as ev
-from nertz_common import lock
-from nertz_common.node.log import Record
+from nertz_common import lock, subjects
+from nertz_common.node.log import Record, gc_paused, read_ids, read_log
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+log = logging.getLogger("nertz.verify")
 
 #: how a position may end (the exchange-native exits, the trailing stop after TP1, the executor's stale exit
 #: and news protection)
@@ -44,10 +52,14 @@ class Check:
         return head
 
 
-def unique_ids(records: Sequence[Record]) -> Check:
-    """Every event id appears once on the log; every entry order id once."""
+def unique_ids(records: Sequence[Record], more_ids: Sequence[str] = ()) -> Check:
+    """Every event id appears once on the log (``records``, and ``more_ids`` of the events read as ids
+    only, see :func:`read_for_checks`); every entry order id once."""
     c = Check("unique_ids", "event ids and entry order ids are unique")
     ids: Counter[str] = Counter(r.event.event_id for r in records)
+    ids.update(more_ids)
+    if ids.pop("", 0):
+        c.violations.append("a message without Nats-Msg-Id (its event id) is on the log")
     orders: Counter[str] = Counter(
         r.event.order_id for r in records if isinstance(r.event, ev.OrderSubmitted) and not r.event.reduce_only
     )
@@ -188,18 +200,58 @@ def accounting(records: Sequence[Record], rel_tol: float = 1e-9, abs_tol: float 
     return c
 
 
+#: the checks of the records alone (with :func:`unique_ids`, see :func:`verify`)
 CHECKS: tuple[Callable[[Sequence[Record]], Check], ...] = (
-    unique_ids,
     hard_lock,
     suppressed_when_locked,
     exits,
     accounting,
 )
 
+#: subjects no check reads but :func:`unique_ids`: :func:`read_for_checks` reads their events as ids
+#: only (headers). Market data and factor snapshots: ~99 % of a log
+IDS_ONLY = (subjects.filter_of("md"), subjects.filter_of("sig", "factor"))
 
-def verify(records: Sequence[Record]) -> list[Check]:
-    """Run every check over ``records`` (in log order)."""
-    return [check(records) for check in CHECKS]
+
+def verify(records: Sequence[Record], more_ids: Sequence[str] = ()) -> list[Check]:
+    """Run every check over ``records`` (in log order) and the ids ``more_ids`` (see :func:`read_for_checks`)."""
+    return [unique_ids(records, more_ids), *(check(records) for check in CHECKS)]
+
+
+def _full_filters() -> list[str]:
+    """The stream's subjects outside :data:`IDS_ONLY` (those read whole)."""
+    sig = sorted({k for d, k in subjects.ROUTES.values() if d == "sig" and k != "factor"})
+    rest = [subjects.filter_of(d) for d in subjects.DOMAINS if d not in ("md", "sig")]
+    return [*(subjects.filter_of("sig", k) for k in sig), *rest]
+
+
+async def read_for_checks(
+    js: JetStreamContext, progress: Callable[[int, int], None] | None = None, stream: str = subjects.STREAM
+) -> tuple[list[Record], list[str]]:
+    """Read the log for :func:`verify`: the records the checks read, and the event ids of the rest.
+
+    The subjects of :data:`IDS_ONLY` are read as ids only (:func:`~nertz_common.node.log.read_ids`),
+    the others whole (:func:`~nertz_common.node.log.read_log`), concurrently, up to the stream's last
+    sequence at the start; ~1.6x faster than reading the whole log (the demo's: 3.1 s against 5.0 s).
+    If the two do not add up to every message the stream held (a message on a subject outside both, an
+    undecodable one), the whole log is read instead, so no check misses anything. ``progress`` follows
+    the ids read (the bulk), as ``(seq reached, last seq)``.
+    """
+    info = (await js.stream_info(stream)).state
+    if not info.messages:
+        return [], []
+    with gc_paused():  # for both reads: the first one done would let the collector run over the other
+        records, ids = await asyncio.gather(
+            read_log(js, to_seq=info.last_seq, filters=_full_filters(), stream=stream),
+            read_ids(js, IDS_ONLY, to_seq=info.last_seq, stream=stream, progress=progress),
+        )
+    if len(records) + len(ids) != info.messages:
+        log.warning(
+            "verify.read_whole_log",
+            extra={"messages": info.messages, "records": len(records), "ids": len(ids)},
+        )
+        return await read_log(js, to_seq=info.last_seq, stream=stream, progress=progress), []
+    return records, ids
 
 
 def realized_by_symbol(records: Sequence[Record]) -> dict[str, tuple[int, float]]:

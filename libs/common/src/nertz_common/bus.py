@@ -36,7 +36,7 @@ from nertz_common.node import log as log_headers
 
 log = logging.getLogger("nertz.bus")
 
-MSG_ID = "Nats-Msg-Id"
+MSG_ID = log_headers.MSG_ID
 # headers of a derived event's step (wall-clock-free bookkeeping of restarts and replays; never payload)
 INPUT_SEQ = log_headers.INPUT_SEQ
 ORIGIN_SEQ = log_headers.ORIGIN_SEQ

