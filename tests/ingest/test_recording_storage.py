@@ -11,6 +11,7 @@ import pytest
 from nertz_common import events as ev
 from nertz_common.storage import Storage
 from nertz_common.testing.s3 import ISOLATED_AWS_ENV, LocalS3
+from nertz_ingest import app
 from nertz_ingest.adapters.recorder import RecordingWriter
 from nertz_ingest.adapters.recording import RawFrame, SourceFile
 from nertz_ingest.adapters.rotation import RecordingUploadError, RotatingRecorder
@@ -135,6 +136,7 @@ def test_cli_replay_of_a_recording_by_url_publishes_the_events(
     s3.upload(recording, url)
     for k, v in {**local_s3.env(), "NATS_URL": nats_url, "NERTZ_LOG_LEVEL": "WARNING"}.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setattr(app, "settle_heap", lambda: None)  # a process's, not the test runner's
     assert main(["replay", url, "--instruments", "none"]) == 0
     out = capsys.readouterr().out
     assert "2220 events published" in out and "stored 2220" in out

@@ -19,7 +19,7 @@ import pydantic
 from nertz_common import events as ev
 from nertz_common import subjects
 from nertz_common.bus import PublishError
-from nertz_common.runtime import runtime
+from nertz_common.runtime import runtime, settle_heap
 from nertz_common.settings import load
 from nertz_common.storage import Storage, StorageSettings, Target, is_remote, local_path
 from nertz_ingest.adapters.bybit_rest import REST_URLS, BybitRest, RestError
@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     progress = args.progress or sys.stderr.isatty()
+    settle_heap()
     return asyncio.run(replay(settings, args.files, args.speed, symbols, progress, instruments))
 
 
@@ -402,6 +403,7 @@ def live_main(settings: IngestSettings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     storage = Storage(load(StorageSettings)) if args.record is not None and is_remote(args.record) else None
     recording = Recording(args.record, rotate_min, args.spool, storage) if args.record is not None else None
+    settle_heap()
     return asyncio.run(live(settings, symbols, recording, args.record_raw))
 
 
