@@ -10,10 +10,19 @@ VENV := .venv
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install:  ## install the locked environment into .venv (uv from PyPI if missing)
+# installed = this stamp newer than the lockfile, every pyproject.toml and every module of ours: then
+# `make demo` and `make test` start at once (a check of the environment costs ~0.9 s)
+STAMP := $(VENV)/.nertz-installed
+OURS := uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml apps/*/pyproject.toml) \
+	$(shell find libs services apps -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
+
+install: $(STAMP)  ## install the locked environment into .venv (uv from PyPI if missing)
+
+$(STAMP): $(OURS)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 	@$(UV) sync --frozen --quiet
 	@$(VENV)/bin/python -m compileall -q -j 0 libs/*/src services/*/src apps/*/src  # our own modules too (up to date: ~0.3 s)
+	@touch $@
 
 demo: install  ## run the five services on embedded NATS + Postgres and replay the bundled Bybit data
 	$(VENV)/bin/nertz demo
