@@ -208,6 +208,18 @@ async def test_projector_rejected_rows_of_a_copied_batch_are_dead_lettered_alone
     assert await count(pool, "SELECT count(*) FROM candles WHERE open_time_ns = $1", f.T0_NS + 9 * f.MINUTE_NS) == 0
 
 
+async def test_projector_batch_after_a_rejected_copy_stages_its_rows_again(js_fresh, pool, publisher, project):
+    """A rejected copy rolls back to its savepoint, the staging table made in it included: the next batch on
+    the same connection makes it again instead of copying into a table that is gone."""
+    bars = [f.bar(i) for i in range(40)]
+    bars[9] = f.bar(9, ts_event=2**63 + 1, ts_init=2**63 + 1)  # beyond bigint: the first batch's copy fails
+    await publisher.publish_many(bars)
+    p = await project(batch=20)  # two batches of 20 candles, each copied through the staging table
+    assert p.stats.rejected == 1 and list(p.stats.rejected_seqs) == [10]
+    assert p.stats.tracked_seq == 41  # the 40 bars and the dead letter of bar 9
+    assert await count(pool, "SELECT count(*) FROM candles") == 39
+
+
 async def test_projector_dead_letter_of_bytes_with_nul_is_projected_escaped(js_fresh, pool, publisher, project):
     """A malformed message may hold NUL bytes, which Postgres text refuses: its dead letter still shows."""
     record = bus.dead_letter_record("signal", "undecodable: \x00", "md.bar.bybit.linear.BTCUSDT", 7, b"\x00\xff{")

@@ -78,7 +78,8 @@ async def test_read_for_checks_reads_the_bulk_as_ids_and_checks_as_a_whole_read_
     full = [r.event for r in records]
     bulk = [e for e in full if subjects.for_event(e).startswith(("md.", "sig.factor."))]
     assert 0 < len(bulk) < len(full)
-    got, ids = await checks.read_for_checks(js_fresh)
+    got, ids, last_seq = await checks.read_for_checks(js_fresh)
+    assert last_seq == len(full)
     assert ids == [e.event_id for e in bulk]  # every id of the bulk, in log order, no payload
     assert [r.event for r in got] == [e for e in full if e not in bulk]
     assert [r.seq for r in got] == [i + 1 for i, e in enumerate(full) if e not in bulk]
@@ -92,8 +93,8 @@ async def test_read_for_checks_reads_the_whole_log_when_the_two_reads_miss_a_mes
     records = managed_run()
     await bus.Publisher(js_fresh).publish_many([r.event for r in records])
     await js_fresh.publish("sig.unknown.x", b"\x00not an event", headers={"Nats-Msg-Id": "stray"})
-    got, ids = await checks.read_for_checks(js_fresh)
-    assert ids == [] and "verify.read_whole_log" in caplog.text
+    got, ids, last_seq = await checks.read_for_checks(js_fresh)
+    assert ids == [] and "verify.read_whole_log" in caplog.text and last_seq == len(records) + 1
     assert [r.event for r in got] == [r.event for r in records]  # the stray is undecodable: skipped
 
 

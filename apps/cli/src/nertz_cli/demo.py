@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 import nats
@@ -34,6 +34,9 @@ from tqdm import tqdm
 
 from nertz_cli.console import cli_console
 from nertz_common import bus, infra, subjects, topology
+
+if TYPE_CHECKING:
+    from nertz_cli.verify import LogRead
 
 ROOT = Path(__file__).resolve().parents[4]
 DATA = ROOT / "data"
@@ -434,13 +437,13 @@ def _events_bar(desc: str) -> tqdm[Any]:
     return tqdm(desc=desc, unit="ev", file=sys.stderr, dynamic_ncols=tty, mininterval=0.2 if tty else 15)
 
 
-def read_log_to_verify(stack: Stack, desc: str | None = None) -> tuple[list[Any], list[str]]:
-    """The log as :func:`nertz_cli.verify.read_for_checks` reads it: the records the checks and the
-    validator's figures read, and the event ids of the rest; with ``desc``, a progress bar so named
-    shows the read (~3 s for the demo's 263k events)."""
+def read_log_to_verify(stack: Stack, desc: str | None = None) -> LogRead:
+    """The log as :func:`nertz_cli.verify.read_for_checks` reads it (the records the
+    checks and the validator's figures read, and the event ids of the rest); with ``desc``, a progress
+    bar so named shows the read (~3 s for the demo's 263k events)."""
     from nertz_cli import verify as checks
 
-    async def go() -> tuple[list[Any], list[str]]:
+    async def go() -> checks.LogRead:
         nc = bus.fast_headers(await nats.connect(bus.servers(stack.nats_url)))
         bar = _events_bar(desc) if desc is not None else None
 
@@ -466,13 +469,13 @@ def _durables(service: str) -> tuple[str, ...]:
     return DURABLES.get(service, ())
 
 
-def verify_log(stack: Stack, read: tuple[list[Any], list[str]] | None = None) -> list[str]:
+def verify_log(stack: Stack, read: LogRead | None = None) -> list[str]:
     """Run ``nertz verify``'s checks over the whole log (``read``: as :func:`read_log_to_verify` returns
     it); return one line per check."""
     from nertz_cli import verify as checks
 
-    records, ids = read if read is not None else read_log_to_verify(stack)
-    return [c.line() for c in checks.verify(records, ids)]
+    got = read if read is not None else read_log_to_verify(stack)
+    return [c.line() for c in checks.verify(got.records, got.ids)]
 
 
 def validator_line(records: list[Any]) -> str:
@@ -608,9 +611,9 @@ def run_demo(
                 stopping = threading.Thread(target=stack.stop_services, name="stop-services")
                 stopping.start()
                 extras.callback(stopping.join)
-            if len(read[0]) + len(read[1]) != log_size:  # the projector dead-lettered a row meanwhile
+            if read.last_seq < log_size:  # the projector dead-lettered a row meanwhile
                 read = read_log_to_verify(stack, desc="reading the log to verify it")
-            console.print(validator_line(read[0]))
+            console.print(validator_line(read.records))
             for line in verify_log(stack, read):
                 console.print(("[green]" if line.startswith("ok") else "[red]") + f"verify {line}[/]")
             if summary_file:

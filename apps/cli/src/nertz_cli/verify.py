@@ -13,7 +13,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from nertz_common import events as ev
 from nertz_common import lock, subjects
@@ -225,9 +225,18 @@ def _full_filters() -> list[str]:
     return [*(subjects.filter_of("sig", k) for k in sig), *rest]
 
 
+class LogRead(NamedTuple):
+    """The log as :func:`read_for_checks` read it, up to ``last_seq``: the ``records`` the checks read,
+    in log order, and the event ``ids`` of the rest."""
+
+    records: list[Record]
+    ids: list[str]
+    last_seq: int
+
+
 async def read_for_checks(
     js: JetStreamContext, progress: Callable[[int, int], None] | None = None, stream: str = subjects.STREAM
-) -> tuple[list[Record], list[str]]:
+) -> LogRead:
     """Read the log for :func:`verify`: the records the checks read, and the event ids of the rest.
 
     The subjects of :data:`IDS_ONLY` are read as ids only (:func:`~nertz_common.node.log.read_ids`),
@@ -239,7 +248,7 @@ async def read_for_checks(
     """
     info = (await js.stream_info(stream)).state
     if not info.messages:
-        return [], []
+        return LogRead([], [], info.last_seq)
     with gc_paused():  # for both reads: the first one done would let the collector run over the other
         records, ids = await asyncio.gather(
             read_log(js, to_seq=info.last_seq, filters=_full_filters(), stream=stream),
@@ -250,8 +259,8 @@ async def read_for_checks(
             "verify.read_whole_log",
             extra={"messages": info.messages, "records": len(records), "ids": len(ids)},
         )
-        return await read_log(js, to_seq=info.last_seq, stream=stream, progress=progress), []
-    return records, ids
+        return LogRead(await read_log(js, to_seq=info.last_seq, stream=stream, progress=progress), [], info.last_seq)
+    return LogRead(records, ids, info.last_seq)
 
 
 def realized_by_symbol(records: Sequence[Record]) -> dict[str, tuple[int, float]]:

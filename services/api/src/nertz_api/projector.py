@@ -428,8 +428,6 @@ class Writes:
         self.rows: dict[str, list[Row]] = {}
         self.keyed: dict[str, dict[Any, Row]] = {}
         self.new_symbols: set[str] = set()
-        #: staging tables :meth:`flush` made (they exist on its connection once the transaction commits)
-        self.made: set[str] = set()
 
     def fact(self, stmt: str, row: Row) -> None:
         """Add a row to ``stmt`` (a fact: every row is written)."""
@@ -466,8 +464,9 @@ class Writes:
         its staging table (``pg_temp``, emptied at every commit), moved by one ``INSERT ... SELECT``.
         The others go by ``executemany``, as does a fact statement that updates on conflict (its rows
         may meet one row twice, which one ``INSERT`` refuses) and every statement without ``copy``
-        (one message's rows). ``staged`` names the staging tables known to exist on ``conn`` (made in
-        a committed transaction; None: look them up); those made here are added to :attr:`made`.
+        (one message's rows). ``staged`` names the staging tables known to exist on ``conn`` (None:
+        look them up); those made here are added to it, so a caller whose transaction rolls back
+        must forget them.
 
         Raises
         ------
@@ -494,7 +493,6 @@ class Writes:
             if stage not in staged:
                 await conn.execute(stmt.stage_sql(stage))
                 staged.add(stage)
-                self.made.add(stage)
             await self._copy(conn, stage, "pg_temp", stmt, rows)
             await conn.execute(stmt.from_stage(stage))
         return n
@@ -1089,11 +1087,9 @@ class Projector:
             self._holding = True
             try:
                 async with self._pool.acquire() as conn:
-                    known = await conn.fetch("SELECT symbol FROM symbols")
                     tracked = await conn.fetchval(
                         "SELECT stream_seq FROM projector_tracking WHERE consumer = $1", self.consumer
                     )
-                self._known_symbols = {r["symbol"] for r in known}
                 self.stats.tracked_seq = int(tracked or 0)
                 log.info("projector.started", extra={"consumer": self.consumer, "stream_seq": self.stats.tracked_seq})
                 await runner.run()
@@ -1116,8 +1112,7 @@ class Projector:
             conn = None
             try:
                 conn = await self._pool.acquire()
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
-                    await conn.execute(_ASYNC_COMMIT)
+                if await self._try_lock(conn):
                     self._lock_conn = conn
                     self.waiting_for_lock = False
                     self._resume()
@@ -1138,6 +1133,16 @@ class Projector:
                 await asyncio.wait_for(stop.wait(), poll_s)
         return False
 
+    async def _try_lock(self, conn: asyncpg.Connection) -> bool:
+        """Take the projector lock on ``conn`` if no one holds it; then ``conn`` commits asynchronously
+        and the symbols already projected are read (anew after an outage: a crash of Postgres may have
+        lost the last commits, see ``_ASYNC_COMMIT``, new symbols with them)."""
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+            return False
+        await conn.execute(_ASYNC_COMMIT)
+        self._known_symbols = {r["symbol"] for r in await conn.fetch("SELECT symbol FROM symbols")}
+        return True
+
     async def _retake_lock(self) -> None:
         """Take the lock again after its connection closed (a database outage or restart).
 
@@ -1152,11 +1157,7 @@ class Projector:
         conn = None
         try:
             conn = await self._pool.acquire()
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key)
-            if got:
-                await conn.execute(_ASYNC_COMMIT)
-                # a crash of Postgres may have lost the last commits (see _ASYNC_COMMIT), new symbols with them
-                self._known_symbols = {r["symbol"] for r in await conn.fetch("SELECT symbol FROM symbols")}
+            got = await self._try_lock(conn)
         except Exception as e:
             await self._release(conn)
             if is_transient(e):
@@ -1237,16 +1238,17 @@ class Projector:
         try:
             if self._holding and (self._lock_conn is None or _lost(self._lock_conn)):
                 await self._retake_lock()
-            async with contextlib.AsyncExitStack() as stack:
-                if self._lock_conn is not None:
-                    conn = self._lock_conn
-                else:
-                    conn = await stack.enter_async_context(self._pool.acquire())
-                await stack.enter_async_context(conn.transaction())
-                staged = self._staged(conn)
-                done = await self._project(conn, deliveries, staged)
-            if staged is not None:  # committed: the staging tables made exist now
-                staged.update(done[5])
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    if self._lock_conn is not None:
+                        conn = self._lock_conn
+                    else:
+                        conn = await stack.enter_async_context(self._pool.acquire())
+                    await stack.enter_async_context(conn.transaction())
+                    done = await self._project(conn, deliveries, self._staged(conn))
+            except BaseException:
+                self._staged_tables.clear()  # not committed: the rollback took the staging tables made
+                raise
         except DatabaseUnavailable as e:
             self._pause(DATABASE_UNAVAILABLE, e)
             raise
@@ -1266,7 +1268,7 @@ class Projector:
                 raise DatabaseUnavailable(f"projection database unavailable: {e!r}") from e
             raise
         self._resume()
-        items, skipped, rows, top, new_symbols, _ = done
+        items, skipped, rows, top, new_symbols = done
         self._known_symbols |= new_symbols
         self._account(items, skipped, rows, top, time.perf_counter() - t0)
 
@@ -1280,30 +1282,31 @@ class Projector:
 
     async def _project(
         self, conn: asyncpg.Connection, deliveries: list[bus.Delivery], staged: set[str] | None = None
-    ) -> tuple[list[Item], int, int, int, set[str], set[str]]:
+    ) -> tuple[list[Item], int, int, int, set[str]]:
         """Write one batch's rows and its tracking row in the open transaction of ``conn``; return the
-        items projected, the deliveries skipped, the rows sent, the top sequence, the new symbols and
-        the staging tables made (``staged``: those known to exist, see :meth:`Writes.flush`)."""
+        items projected, the deliveries skipped, the rows sent, the top sequence and the new symbols
+        (``staged``: the staging tables known to exist, see :meth:`Writes.flush`)."""
         tracked = int(await conn.fetchval(_TRACKING_GET, self.consumer) or 0)
         items, skipped = await self._pending(deliveries, tracked)
         if not items:
-            return [], skipped, 0, tracked, set(), set()
+            return [], skipped, 0, tracked, set()
         w = Writes(self._known_symbols)
         for it in items:
             w.add(it.event, it.stream_seq)
-        made: set[str] = set()
         try:
             async with conn.transaction():  # a savepoint: a rejected row falls back below
-                rows = await w.flush(conn, copy=True, staged=None if staged is None else set(staged))
-            new_symbols, made = w.new_symbols, w.made
+                rows = await w.flush(conn, copy=True, staged=staged)
+            new_symbols = w.new_symbols
         except Exception as e:
             if not is_rejected(e):
                 raise
+            if staged is not None:
+                staged.clear()  # rolled back to the savepoint, with the staging tables made in it
             log.warning("projector.batch_rejected", extra={"error": repr(e)[:300], "size": len(items)})
             rows, new_symbols = await self._one_by_one(conn, items)
         top = items[-1].stream_seq
         await conn.execute(_TRACKING_SET, self.consumer, top)
-        return items, skipped, rows, top, new_symbols, made
+        return items, skipped, rows, top, new_symbols
 
     async def _pending(self, deliveries: list[bus.Delivery], tracked: int) -> tuple[list[Item], int]:
         """The deliveries beyond ``tracked`` in sequence order, with any gap before them filled, and the
